@@ -1,0 +1,262 @@
+"""Baselines: what each GPU model must achieve, read from TOML files.
+
+The format is documented in docs/baselines.md. Files are parsed strictly: an
+unknown key, a wrong type or a missing provenance is a ConfigError that names the
+file and the field, because a mistyped threshold can cordon a healthy fleet or
+admit a broken GPU.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+import hashlib
+import math
+import re
+import tomllib
+from collections.abc import Mapping
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from harness.errors import ConfigError
+from harness.records import Direction
+
+SCHEMA_VERSION = 1
+DEVICE_KINDS = ("cuda", "cpu")
+PROVENANCE_KINDS = ("published", "measured", "estimate")
+_METRIC_NAME = re.compile(r"^[a-z0-9_]+(\.[a-z0-9_]+)+$")
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Provenance:
+    """Where a threshold came from."""
+
+    kind: str
+    """"published" (a figure someone else measured), "measured" (our own run) or "estimate"."""
+    source: str
+    """The reference or the command, and how the threshold was derived from it."""
+    date: str = ""
+    card: str = ""
+    driver: str = ""
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class MetricSpec:
+    name: str
+    unit: str
+    direction: Direction
+    limit: float
+    """The floor when higher is better, the ceiling when lower is better."""
+    node_tolerance: float | None
+    """How far (as a fraction) a GPU may trail the best GPU of its model in the node."""
+    required: bool
+    """A run that selected this metric's test and did not measure it is incomplete."""
+    provenance: Provenance
+
+    @property
+    def group(self) -> str:
+        return self.name.split(".", 1)[0]
+
+    def meets_limit(self, value: float) -> bool:
+        if self.direction is Direction.HIGHER:
+            return value >= self.limit
+        return value <= self.limit
+
+    def node_bound(self, best: float) -> float | None:
+        """The worst value a GPU may have, given the node's best; None when unchecked."""
+        if self.node_tolerance is None:
+            return None
+        if self.direction is Direction.HIGHER:
+            return best * (1.0 - self.node_tolerance)
+        return best * (1.0 + self.node_tolerance)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Baseline:
+    path: Path
+    model: str
+    device: str
+    names: tuple[str, ...]
+    """Device names this file covers, as the driver reports them (shell patterns allowed)."""
+    metrics: Mapping[str, MetricSpec]
+    driver: str = ""
+    description: str = ""
+    sha256: str = ""
+    """Of the file's bytes: result files record which thresholds judged them."""
+
+    def covers(self, kind: str, name: str) -> bool:
+        return kind == self.device and any(fnmatch.fnmatchcase(name, pattern) for pattern in self.names)
+
+
+@dataclasses.dataclass(frozen=True)
+class BaselineSet:
+    baselines: tuple[Baseline, ...]
+    source: Path
+    """The directory, or the one file given explicitly."""
+    explicit: bool = False
+    """True when the user named one file: then a GPU it does not cover is an error."""
+
+    def for_device(self, kind: str, name: str) -> Baseline | None:
+        matches = [b for b in self.baselines if b.covers(kind, name)]
+        if len(matches) > 1:
+            files = ", ".join(str(b.path) for b in matches)
+            raise ConfigError(f"{name!r} is covered by more than one baseline: {files}", file=self.source, field="names")
+        if not matches and self.explicit:
+            only = self.baselines[0]
+            raise ConfigError(
+                f"this baseline covers {list(only.names)} ({only.device}), but this node's device is {name!r} ({kind}); "
+                "pass the baseline for this GPU model, or --gpu-baseline-dir",
+                file=only.path,
+                field="names",
+            )
+        return matches[0] if matches else None
+
+
+def default_dir() -> Path:
+    """The baselines shipped with the package."""
+    return Path(str(resources.files("baselines")))
+
+
+def load_dir(directory: Path) -> BaselineSet:
+    if not directory.is_dir():
+        raise ConfigError("not a directory", file=directory)
+    files = sorted(directory.glob("*.toml"))
+    return BaselineSet(tuple(load_file(path) for path in files), source=directory)
+
+
+def load_one(path: Path) -> BaselineSet:
+    return BaselineSet((load_file(path),), source=path, explicit=True)
+
+
+def load_file(path: Path) -> Baseline:
+    try:
+        raw = path.read_bytes()
+        data = tomllib.loads(raw.decode("utf-8"))
+    except OSError as err:
+        raise ConfigError(f"cannot read: {err.strerror}", file=path) from err
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+        raise ConfigError(f"not valid TOML: {err}", file=path) from err
+    return dataclasses.replace(_Parser(path).baseline(data), sha256=hashlib.sha256(raw).hexdigest())
+
+
+class _Parser:
+    def __init__(self, path: Path):
+        self.path = path
+
+    def fail(self, field: str, problem: str) -> ConfigError:
+        return ConfigError(problem, file=self.path, field=field)
+
+    def baseline(self, data: dict[str, Any]) -> Baseline:
+        self.only(data, "", {"schema_version", "model", "device", "names", "driver", "description", "metrics"})
+        version = self.get(data, "schema_version", int)
+        if version != SCHEMA_VERSION:
+            raise self.fail("schema_version", f"is {version}; this gpu-burnin reads version {SCHEMA_VERSION}")
+        device = self.get(data, "device", str)
+        if device not in DEVICE_KINDS:
+            raise self.fail("device", f"is {device!r}; expected one of {list(DEVICE_KINDS)}")
+        names = self.get(data, "names", list)
+        if not names or not all(isinstance(n, str) and n for n in names):
+            raise self.fail("names", "must be a non-empty list of device names")
+        metrics = self.get(data, "metrics", dict)
+        if not metrics:
+            raise self.fail("metrics", "must list at least one metric")
+        return Baseline(
+            path=self.path,
+            model=self.text(data, "model", "model"),
+            device=device,
+            names=tuple(names),
+            driver=self.get(data, "driver", str, default=""),
+            description=self.get(data, "description", str, default=""),
+            metrics={name: self.metric(name, spec) for name, spec in metrics.items()},
+        )
+
+    def metric(self, name: str, spec: Any) -> MetricSpec:
+        where = f"metrics.{name!r}"
+        if not _METRIC_NAME.match(name):
+            raise self.fail(where, "metric names are lower-case dotted words, such as 'matmul.bf16.tflops'")
+        if not isinstance(spec, dict):
+            raise self.fail(where, "must be a table")
+        allowed = {"unit", "direction", "floor", "ceiling", "node_tolerance", "required", "provenance"}
+        self.only(spec, where, allowed)
+        direction_text = self.get(spec, "direction", str, where=where)
+        try:
+            direction = Direction(direction_text)
+        except ValueError:
+            raise self.fail(f"{where}.direction", f"is {direction_text!r}; expected 'higher' or 'lower'") from None
+        bound, other = ("floor", "ceiling") if direction is Direction.HIGHER else ("ceiling", "floor")
+        if other in spec:
+            raise self.fail(f"{where}.{other}", f"a metric where {direction} is better takes '{bound}', not '{other}'")
+        limit = self.number(spec, bound, where)
+        tolerance = self.number(spec, "node_tolerance", where, optional=True)
+        if tolerance is not None and not 0.0 <= tolerance < 1.0:
+            raise self.fail(f"{where}.node_tolerance", f"is {tolerance}; expected a fraction from 0 to below 1")
+        return MetricSpec(
+            name=name,
+            unit=self.text(spec, "unit", f"{where}.unit"),
+            direction=direction,
+            limit=limit,
+            node_tolerance=tolerance,
+            required=self.get(spec, "required", bool, where=where),
+            provenance=self.provenance(spec.get("provenance"), f"{where}.provenance"),
+        )
+
+    def provenance(self, data: Any, where: str) -> Provenance:
+        if not isinstance(data, dict):
+            raise self.fail(where, "missing: say where this threshold came from (kind, source; date, card, driver)")
+        self.only(data, where, {"kind", "source", "date", "card", "driver"})
+        kind = self.get(data, "kind", str, where=where)
+        if kind not in PROVENANCE_KINDS:
+            raise self.fail(f"{where}.kind", f"is {kind!r}; expected one of {list(PROVENANCE_KINDS)}")
+        found = Provenance(
+            kind=kind,
+            source=self.text(data, "source", f"{where}.source"),
+            date=self.get(data, "date", str, default="", where=where),
+            card=self.get(data, "card", str, default="", where=where),
+            driver=self.get(data, "driver", str, default="", where=where),
+        )
+        if kind == "measured":
+            for field in ("date", "card", "driver"):
+                if not getattr(found, field):
+                    raise self.fail(f"{where}.{field}", "a measured threshold needs the date, card and driver")
+        if found.date and not _DATE.match(found.date):
+            raise self.fail(f"{where}.date", f"is {found.date!r}; expected YYYY-MM-DD")
+        return found
+
+    def only(self, data: dict[str, Any], where: str, allowed: set[str]) -> None:
+        for key in data:
+            if key not in allowed:
+                field = f"{where}.{key}" if where else key
+                raise self.fail(field, f"unknown key; expected one of {sorted(allowed)}")
+
+    def get(self, data: dict[str, Any], key: str, kind: type, *, default: Any = None, where: str = "") -> Any:
+        field = f"{where}.{key}" if where else key
+        if key not in data:
+            if default is not None:
+                return default
+            raise self.fail(field, "missing")
+        value = data[key]
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise self.fail(field, f"expected {_KIND_NAMES.get(kind, kind.__name__)}, got {value!r}")
+        return value
+
+    def text(self, data: dict[str, Any], key: str, field: str) -> str:
+        value = data.get(key)
+        if not isinstance(value, str) or not value.strip():
+            raise self.fail(field, "missing or empty")
+        return value
+
+    def number(self, data: dict[str, Any], key: str, where: str, *, optional: bool = False) -> float | None:
+        field = f"{where}.{key}"
+        if key not in data:
+            if optional:
+                return None
+            raise self.fail(field, "missing")
+        value = data[key]
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+            raise self.fail(field, f"expected a finite number of at least 0, got {value!r}")
+        return float(value)
+
+
+_KIND_NAMES = {str: "a string", int: "a whole number", bool: "true or false", list: "a list", dict: "a table"}

@@ -1,0 +1,167 @@
+"""Measurements against baselines: the two comparisons, always.
+
+1. Against the model's floor (or ceiling): catches a slow node even when all its
+   GPUs are equally slow.
+2. Against the best GPU of the same model in the node: catches one weak GPU among
+   good ones.
+Both are pure functions of the measurements, the devices and their baselines.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+from collections.abc import Iterable, Mapping, Sequence
+
+from harness.baselines import Baseline, MetricSpec
+from harness.devices import Device
+from harness.records import Code, Direction, Finding, Measurement, Remediation, Severity
+
+OK = "ok"
+BELOW_LIMIT = "LOW"
+BEHIND_NODE = "BEHIND"
+NO_BASELINE = "no baseline"
+UNCHECKED = "unchecked"
+"""Measured, but the baseline does not list the metric."""
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Assessment:
+    measurement: Measurement
+    device: Device | None
+    spec: MetricSpec | None
+    baseline: Baseline | None
+    node_best: float | None
+    """The best value of this metric among the node's devices of the same model."""
+    status: str
+
+    @property
+    def ratio(self) -> float | None:
+        """This device against the node's best, 1.0 being the best (either direction)."""
+        best, value = self.node_best, self.measurement.value
+        if best is None or best == 0 or value == 0:
+            return None
+        return value / best if self.measurement.direction is Direction.HIGHER else best / value
+
+
+def assess(
+    measurements: Iterable[Measurement], devices: Sequence[Device], baseline_for: Mapping[str, Baseline | None]
+) -> list[Assessment]:
+    by_uuid = {d.uuid: d for d in devices}
+    measurements = list(measurements)
+    best = _node_best(measurements, by_uuid)
+    found = []
+    for m in measurements:
+        device = by_uuid.get(m.gpu)
+        baseline = baseline_for.get(m.gpu)
+        spec = baseline.metrics.get(m.metric) if baseline else None
+        node_best = best.get((m.metric, device.model_key)) if device else None
+        found.append(
+            Assessment(
+                measurement=m,
+                device=device,
+                spec=spec,
+                baseline=baseline,
+                node_best=node_best,
+                status=_status(m, baseline, spec, node_best),
+            )
+        )
+    return found
+
+
+def findings(assessments: Iterable[Assessment]) -> list[Finding]:
+    """A failing finding for every measurement that misses its limit or trails its node."""
+    found = []
+    for a in assessments:
+        if a.status not in (BELOW_LIMIT, BEHIND_NODE) or a.spec is None or a.baseline is None:
+            continue
+        m, spec = a.measurement, a.spec
+        who = f"{a.device.label} ({m.gpu})" if a.device else m.gpu
+        figure = f"{m.metric} = {m.value:.4g} {m.unit}"
+        if a.status == BELOW_LIMIT:
+            side = "below the floor" if spec.direction is Direction.HIGHER else "above the ceiling"
+            text = f"{who}: {figure}, {side} of {spec.limit:g} in {a.baseline.path.name}"
+            remediation = Remediation.REBOOT_NODE
+        else:
+            text = (
+                f"{who}: {figure}, {1 - (a.ratio or 0):.0%} behind the best {m.metric} of its model in this node "
+                f"({a.node_best:.4g}; tolerance {spec.node_tolerance:.0%})"
+            )
+            remediation = Remediation.RESET_GPU
+        found.append(
+            Finding(
+                code=Code.LOW_THROUGHPUT if spec.direction is Direction.HIGHER else Code.OVER_LIMIT,
+                severity=Severity.FAIL,
+                gpu=m.gpu,
+                message=text,
+                remediation=remediation,
+                test=m.test,
+                metric=m.metric,
+                details={"value": m.value, "limit": spec.limit, "node_best": a.node_best, "status": a.status},
+            )
+        )
+    return found
+
+
+def missing(
+    devices: Sequence[Device],
+    baseline_for: Mapping[str, Baseline | None],
+    measurements: Iterable[Measurement],
+    *,
+    group: str,
+    test: str,
+    excused: Iterable[str] = (),
+) -> list[Finding]:
+    """Required metrics of `group` that a finished test did not measure.
+
+    `excused` GPUs already have a finding that explains the gap (a hang, an error).
+    """
+    have = {(m.gpu, m.metric) for m in measurements}
+    excused = set(excused)
+    found = []
+    for device in devices:
+        baseline = baseline_for.get(device.uuid)
+        if baseline is None or device.uuid in excused:
+            continue
+        for spec in baseline.metrics.values():
+            if spec.required and spec.group == group and (device.uuid, spec.name) not in have:
+                found.append(
+                    Finding(
+                        code=Code.MISSING_MEASUREMENT,
+                        severity=Severity.INCOMPLETE,
+                        gpu=device.uuid,
+                        message=f"{device.label} ({device.uuid}): {spec.name} is required by {baseline.path.name} but was not measured",
+                        remediation=Remediation.RERUN,
+                        test=test,
+                        metric=spec.name,
+                    )
+                )
+    return found
+
+
+def _status(m: Measurement, baseline: Baseline | None, spec: MetricSpec | None, node_best: float | None) -> str:
+    if baseline is None:
+        return NO_BASELINE
+    if spec is None:
+        return UNCHECKED
+    if not spec.meets_limit(m.value):
+        return BELOW_LIMIT
+    bound = spec.node_bound(node_best) if node_best is not None else None
+    if bound is not None:
+        behind = m.value < bound if spec.direction is Direction.HIGHER else m.value > bound
+        if behind:
+            return BEHIND_NODE
+    return OK
+
+
+def _node_best(measurements: list[Measurement], by_uuid: Mapping[str, Device]) -> dict[tuple[str, tuple], float]:
+    values: dict[tuple[str, tuple], list[float]] = collections.defaultdict(list)
+    directions: dict[tuple[str, tuple], Direction] = {}
+    for m in measurements:
+        device = by_uuid.get(m.gpu)
+        if device is None:
+            continue
+        key = (m.metric, device.model_key)
+        values[key].append(m.value)
+        directions[key] = m.direction
+    return {key: (max(v) if directions[key] is Direction.HIGHER else min(v)) for key, v in values.items()}

@@ -1,0 +1,198 @@
+"""The devices under test and the facts of the host they sit in.
+
+GPUs are listed by a short-lived worker process (a broken driver can hang CUDA's
+initialisation, and the pytest process must not be the one that hangs), then
+joined with NVML's view for serial numbers and the driver version. In CPU
+self-test mode the CPU is the one device.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import platform
+import socket
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import harness
+from harness import nvml
+from harness.workers import Channel, WorkerGroup
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Device:
+    index: int
+    """Position in this run's device list; the CUDA ordinal for GPUs."""
+    kind: str
+    """"cuda" or "cpu"."""
+    name: str
+    """As the driver reports it ("NVIDIA H100 80GB HBM3"); baselines match on it."""
+    uuid: str
+    serial: str = ""
+    pci_bus_id: str = ""
+    memory_bytes: int = 0
+    sm_count: int = 0
+    """Streaming multiprocessors; logical cores for the CPU."""
+    compute_capability: str = ""
+
+    @property
+    def label(self) -> str:
+        return f"GPU {self.index}" if self.kind == "cuda" else f"CPU {self.index}"
+
+    @property
+    def model_key(self) -> tuple[str, str, int, str]:
+        """Devices with equal keys must compute bitwise-equal matmul results."""
+        return (self.kind, self.name, self.sm_count, self.compute_capability)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Device:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Inventory:
+    devices: tuple[Device, ...]
+    host: dict[str, str]
+    """hostname, node, kernel, python, gpu_burnin, torch, cuda, cuda_driver, driver, nccl, cpu_model, nvml."""
+    problem: str = ""
+    """Why no device is listed, in one line; empty when there are devices."""
+
+
+def node_name() -> str:
+    """The Kubernetes node name from the downward API, else the host name."""
+    return os.environ.get("NODE_NAME") or socket.gethostname()
+
+
+def discover(kind: str, *, startup_timeout_s: float) -> Inventory:
+    host = _host_facts()
+    if kind == "cpu":
+        return Inventory(devices=(_cpu_device(host["cpu_model"]),), host=host)
+    listing = _probe_cuda(startup_timeout_s)
+    host.update({k: v for k, v in listing.get("facts", {}).items() if v})
+    facts = nvml.read_facts()
+    host["nvml"] = "available" if facts.available else facts.reason
+    host["driver"] = facts.driver_version
+    host["cuda_driver"] = facts.cuda_driver_version
+    by_uuid = {d.uuid: d for d in facts.devices}
+    devices = []
+    for entry in listing.get("devices", []):
+        device = Device.from_dict(entry)
+        seen = by_uuid.get(device.uuid)
+        if seen is not None:
+            device = dataclasses.replace(device, serial=seen.serial, pci_bus_id=seen.pci_bus_id or device.pci_bus_id)
+        devices.append(device)
+    return Inventory(devices=tuple(devices), host=host, problem=listing.get("problem", ""))
+
+
+def _probe_cuda(startup_timeout_s: float) -> dict[str, Any]:
+    with WorkerGroup(
+        "harness.devices:probe_worker",
+        [{}],
+        startup_s=startup_timeout_s,
+        stall_s=startup_timeout_s,
+        limit_s=startup_timeout_s,
+    ) as group:
+        for _, message in group.messages(until="devices"):
+            return message
+        end = group.end(0)
+    return {"devices": [], "problem": f"listing the GPUs failed: {end.status}: {_last_line(end.error)}"}
+
+
+def probe_worker(job: dict[str, Any], channel: Channel) -> None:
+    """Runs in a worker: lists the CUDA devices torch can see."""
+    import torch
+
+    facts = {"torch": str(torch.__version__), "cuda": str(torch.version.cuda or "")}  # plain str: no torch in the parent
+    if not torch.cuda.is_available():
+        try:
+            torch.cuda.init()
+            reason = "torch.cuda.is_available() is False"
+        except Exception as err:  # noqa: BLE001 - the reason is what we are after
+            reason = str(err) or type(err).__name__
+        channel.send("devices", devices=[], facts=facts, problem=f"no CUDA device ({reason}); use --gpu-device cpu for the CPU self-test")
+        return
+    try:
+        version = torch.cuda.nccl.version()
+        facts["nccl"] = ".".join(str(part) for part in version) if isinstance(version, tuple) else str(version)
+    except Exception:  # noqa: BLE001 - a torch built without NCCL
+        facts["nccl"] = ""
+    devices = []
+    for index in range(torch.cuda.device_count()):
+        props = torch.cuda.get_device_properties(index)
+        devices.append(
+            Device(
+                index=index,
+                kind="cuda",
+                name=str(props.name),
+                uuid=f"GPU-{props.uuid}" if getattr(props, "uuid", None) else f"cuda:{index}",
+                pci_bus_id=_pci_bus_id(props),
+                memory_bytes=int(props.total_memory),
+                sm_count=int(props.multi_processor_count),
+                compute_capability=f"{props.major}.{props.minor}",
+            ).to_dict()
+        )
+    channel.send("devices", devices=devices, facts=facts, problem="" if devices else "torch lists no CUDA device")
+
+
+def _pci_bus_id(props: Any) -> str:
+    """In NVML's form, 00000000:19:00.0, so the two views can be matched."""
+    if not hasattr(props, "pci_bus_id"):
+        return ""
+    return f"{props.pci_domain_id:08X}:{props.pci_bus_id:02X}:{props.pci_device_id:02X}.0"
+
+
+def _cpu_device(model: str) -> Device:
+    pages = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    return Device(
+        index=0,
+        kind="cpu",
+        name=model,
+        uuid=f"CPU-{socket.gethostname()}",
+        memory_bytes=int(pages),
+        sm_count=len(os.sched_getaffinity(0)),
+    )
+
+
+def _host_facts() -> dict[str, str]:
+    return {
+        "hostname": socket.gethostname(),
+        "node": node_name(),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "gpu_burnin": harness.__version__,
+        "torch": _version("torch"),
+        "cuda": "",
+        "cuda_driver": "",
+        "driver": "",
+        "nccl": "",
+        "cpu_model": _cpu_model(),
+        "nvml": "not used in CPU mode",
+    }
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def _version(package: str) -> str:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return ""
+
+
+def _last_line(text: str) -> str:
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else ""

@@ -1,0 +1,138 @@
+import re
+from pathlib import Path
+
+import pytest
+
+from harness import baselines
+from harness.errors import ConfigError
+from harness.records import Direction
+
+GOOD = '''
+schema_version = 1
+model = "Test GPU"
+device = "cuda"
+names = ["NVIDIA Test*"]
+
+[metrics."matmul.bf16.tflops"]
+unit = "TFLOP/s"
+direction = "higher"
+floor = 100.0
+node_tolerance = 0.1
+required = true
+[metrics."matmul.bf16.tflops".provenance]
+kind = "measured"
+source = "a run"
+date = "2026-11-27"
+card = "Test GPU"
+driver = "550.54.15"
+'''
+
+
+def write(tmp_path: Path, text: str, name: str = "test.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_every_packaged_baseline_loads_and_says_where_its_numbers_came_from():
+    loaded = baselines.load_dir(baselines.default_dir())
+    models = {b.model: b for b in loaded.baselines}
+    assert set(models) == {"H100 SXM 80GB", "H200 141GB", "A100 SXM 80GB", "CPU self-test"}
+    for baseline in loaded.baselines:
+        assert len(baseline.sha256) == 64
+        for spec in baseline.metrics.values():
+            assert spec.provenance.source
+
+
+def test_packaged_baselines_cover_the_names_drivers_report():
+    loaded = baselines.load_dir(baselines.default_dir())
+    assert loaded.for_device("cuda", "NVIDIA H100 80GB HBM3").model == "H100 SXM 80GB"
+    assert loaded.for_device("cuda", "NVIDIA H200").model == "H200 141GB"
+    assert loaded.for_device("cuda", "NVIDIA A100-SXM4-80GB").model == "A100 SXM 80GB"
+    assert loaded.for_device("cpu", "AMD EPYC").model == "CPU self-test"
+    assert loaded.for_device("cuda", "NVIDIA H200 NVL") is None  # another model, another power limit
+    assert loaded.for_device("cuda", "NVIDIA H100 PCIe") is None
+
+
+def test_h100_requires_every_dtype_and_floors_leave_margin_below_published_figures():
+    h100 = baselines.load_file(baselines.default_dir() / "h100-sxm-80gb.toml")
+    assert set(h100.metrics) == {f"matmul.{d}.tflops" for d in ("bf16", "fp16", "tf32", "fp32", "fp8")}
+    assert all(spec.required for spec in h100.metrics.values())
+    bf16 = h100.metrics["matmul.bf16.tflops"]
+    assert 600 <= bf16.limit <= 700  # healthy cards measure 730 to 800
+    assert bf16.meets_limit(730.0) and not bf16.meets_limit(600.0)
+
+
+def test_a_good_file_parses_into_typed_values(tmp_path):
+    b = baselines.load_file(write(tmp_path, GOOD))
+    spec = b.metrics["matmul.bf16.tflops"]
+    assert spec.direction is Direction.HIGHER and spec.limit == 100.0 and spec.required
+    assert spec.node_bound(200.0) == pytest.approx(180.0)
+    assert spec.provenance.card == "Test GPU"
+    assert b.covers("cuda", "NVIDIA Test 9000") and not b.covers("cpu", "NVIDIA Test 9000")
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        (("floor = 100.0", 'floor = "fast"'), "metrics.'matmul.bf16.tflops'.floor"),
+        (("floor = 100.0", "flor = 100.0"), "metrics.'matmul.bf16.tflops'.flor"),
+        (("floor = 100.0", "ceiling = 100.0"), "metrics.'matmul.bf16.tflops'.ceiling"),
+        (('direction = "higher"', 'direction = "up"'), "metrics.'matmul.bf16.tflops'.direction"),
+        (("node_tolerance = 0.1", "node_tolerance = 1.5"), "metrics.'matmul.bf16.tflops'.node_tolerance"),
+        (("required = true", 'required = "yes"'), "metrics.'matmul.bf16.tflops'.required"),
+        (('date = "2026-11-27"', 'date = "27/11/2026"'), "metrics.'matmul.bf16.tflops'.provenance.date"),
+        (('driver = "550.54.15"', ""), "metrics.'matmul.bf16.tflops'.provenance.driver"),
+        (('kind = "measured"', 'kind = "guess"'), "metrics.'matmul.bf16.tflops'.provenance.kind"),
+        (("schema_version = 1", "schema_version = 2"), "schema_version"),
+        (('device = "cuda"', 'device = "tpu"'), "device"),
+        (('names = ["NVIDIA Test*"]', "names = []"), "names"),
+        (('model = "Test GPU"', 'model = ""'), "model"),
+        (('[metrics."matmul.bf16.tflops"]', '[metrics."Matmul BF16"]'), "metrics.'Matmul BF16'"),
+    ],
+)
+def test_a_malformed_file_names_the_file_and_the_field(tmp_path, change, field):
+    old, new = change
+    path = write(tmp_path, GOOD.replace(old, new, 1))
+    with pytest.raises(ConfigError) as caught:
+        baselines.load_file(path)
+    assert caught.value.file == str(path)
+    assert caught.value.field == field
+    assert str(caught.value).startswith(f"{path}: {field}: ")
+
+
+def test_a_missing_provenance_is_an_error(tmp_path):
+    text = re.sub(r'\[metrics\."matmul\.bf16\.tflops"\.provenance\][^\[]*$', "", GOOD)
+    with pytest.raises(ConfigError, match="say where this threshold came from"):
+        baselines.load_file(write(tmp_path, text))
+
+
+def test_invalid_toml_names_the_file(tmp_path):
+    path = write(tmp_path, "schema_version = [")
+    with pytest.raises(ConfigError, match="not valid TOML") as caught:
+        baselines.load_file(path)
+    assert caught.value.file == str(path)
+
+
+def test_a_directory_that_does_not_exist_is_an_error(tmp_path):
+    with pytest.raises(ConfigError, match="not a directory"):
+        baselines.load_dir(tmp_path / "nowhere")
+
+
+def test_an_empty_directory_covers_nothing(tmp_path):
+    assert baselines.load_dir(tmp_path).for_device("cuda", "NVIDIA H100 80GB HBM3") is None
+
+
+def test_an_explicit_file_for_another_model_is_an_error_not_a_silent_skip(tmp_path):
+    chosen = baselines.load_one(write(tmp_path, GOOD))
+    assert chosen.for_device("cuda", "NVIDIA Test 1").model == "Test GPU"
+    with pytest.raises(ConfigError, match="this node's device is 'NVIDIA H100 80GB HBM3'") as caught:
+        chosen.for_device("cuda", "NVIDIA H100 80GB HBM3")
+    assert caught.value.field == "names"
+
+
+def test_two_baselines_for_one_model_is_an_error(tmp_path):
+    write(tmp_path, GOOD, "a.toml")
+    write(tmp_path, GOOD, "b.toml")
+    with pytest.raises(ConfigError, match="more than one baseline"):
+        baselines.load_dir(tmp_path).for_device("cuda", "NVIDIA Test 1")

@@ -1,0 +1,105 @@
+import sys
+import types
+
+import pytest
+
+from harness import devices, nvml
+
+
+def test_the_cpu_is_one_device_with_its_own_model_name():
+    found = devices.discover("cpu", startup_timeout_s=30)
+    [cpu] = found.devices
+    assert cpu.kind == "cpu" and cpu.index == 0 and cpu.label == "CPU 0"
+    assert cpu.name == found.host["cpu_model"] and cpu.name
+    assert cpu.sm_count >= 1 and cpu.memory_bytes > 0
+    assert found.host["torch"] and found.host["python"] and found.problem == ""
+
+
+def test_without_cuda_the_inventory_is_empty_and_says_why():
+    found = devices.discover("cuda", startup_timeout_s=60)
+    assert found.devices == ()
+    assert found.problem.startswith("no CUDA device (")
+    assert "use --gpu-device cpu" in found.problem
+    assert found.host["nvml"].startswith("NVML could not start: NVMLError_LibraryNotFound")
+
+
+def test_nvml_missing_driver_is_an_answer_not_an_exception():
+    facts = nvml.read_facts()
+    assert not facts.available and "LibraryNotFound" in facts.reason and facts.devices == ()
+
+
+class FakeNvml(types.ModuleType):
+    """Just enough of pynvml for read_facts(); errors raised as the real module raises them."""
+
+    class NVMLError(Exception):
+        pass
+
+    def __init__(self):
+        super().__init__("pynvml")
+        self.shut = False
+
+    def nvmlInit(self):
+        pass
+
+    def nvmlShutdown(self):
+        self.shut = True
+
+    def nvmlSystemGetDriverVersion(self):
+        return b"550.54.15"
+
+    def nvmlSystemGetCudaDriverVersion_v2(self):
+        return 12040
+
+    def nvmlDeviceGetCount(self):
+        return 2
+
+    def nvmlDeviceGetHandleByIndex(self, i):
+        return i
+
+    def nvmlDeviceGetName(self, h):
+        return "NVIDIA H100 80GB HBM3"
+
+    def nvmlDeviceGetUUID(self, h):
+        return f"GPU-{h}"
+
+    def nvmlDeviceGetSerial(self, h):
+        if h == 1:
+            raise self.NVMLError("Not Supported")
+        return "1650123456789"
+
+    def nvmlDeviceGetPciInfo(self, h):
+        return types.SimpleNamespace(busId=f"00000000:{0x19 + h:02X}:00.0")
+
+    def nvmlDeviceGetMemoryInfo(self, h):
+        return types.SimpleNamespace(total=85899345920)
+
+
+def test_nvml_facts_are_read_decoded_and_the_library_shut_down(monkeypatch):
+    fake = FakeNvml()
+    monkeypatch.setitem(sys.modules, "pynvml", fake)
+    facts = nvml.read_facts()
+    assert facts.available and facts.driver_version == "550.54.15" and facts.cuda_driver_version == "12.4"
+    assert [(d.uuid, d.serial, d.pci_bus_id) for d in facts.devices] == [
+        ("GPU-0", "1650123456789", "00000000:19:00.0"),
+        ("GPU-1", "", "00000000:1A:00.0"),  # serial unsupported: empty, not an error
+    ]
+    assert fake.shut
+
+
+def test_a_failing_nvml_query_is_reported_with_its_reason(monkeypatch):
+    fake = FakeNvml()
+
+    def broken():
+        raise fake.NVMLError("GPU is lost")
+
+    fake.nvmlDeviceGetCount = broken
+    monkeypatch.setitem(sys.modules, "pynvml", fake)
+    facts = nvml.read_facts()
+    assert not facts.available and facts.reason == "NVML query failed: NVMLError: GPU is lost"
+    assert fake.shut
+
+
+@pytest.mark.parametrize("node", ["", "k8s-node-7"])
+def test_the_node_name_comes_from_the_downward_api_when_set(monkeypatch, node):
+    monkeypatch.setenv("NODE_NAME", node)
+    assert devices.node_name() == (node or devices.socket.gethostname())
