@@ -1,0 +1,94 @@
+"""The measuring code, called directly on the CPU (small sizes)."""
+
+import numpy as np
+import pytest
+import torch
+
+from gputests import matmul
+from gputests.matmul_run import dtypes_for
+from harness.devices import Device
+
+CPU = torch.device("cpu")
+
+
+def burn(dtype: str = "fp32", **kwargs):
+    settings = {"size": 64, "ring": 2, "duration_s": 0.05, "warmup_s": 0.02} | kwargs
+    return matmul.burn(CPU, dtype, **settings)
+
+
+def test_pattern_is_fixed_by_its_seed_and_spread_over_minus_one_to_one():
+    a = matmul.pattern(64, 64, seed=7, salt=1, device=CPU)
+    assert torch.equal(a, matmul.pattern(64, 64, seed=7, salt=1, device=CPU))
+    assert not torch.equal(a, matmul.pattern(64, 64, seed=8, salt=1, device=CPU))
+    assert a.dtype == torch.float32 and a.min() >= -1.0 and a.max() < 1.0
+    assert a.std() > 0.5  # not a constant, not a ramp: the tensor cores get real data
+    assert torch.linalg.matrix_rank(a.double()) == 64
+
+
+@pytest.mark.parametrize("dtype", ["fp32", "bf16", "fp16", "fp8"])
+def test_a_clean_burn_measures_every_window_and_finds_nothing(dtype):
+    result, ref = burn(dtype)
+    assert len(result.windows) >= matmul.MIN_WINDOWS
+    assert all(w > 0 for w in result.windows)
+    assert result.tflops == pytest.approx(sorted(result.windows)[len(result.windows) // 2], rel=0.5)
+    assert result.results_checked >= (len(result.windows) + result.warmup_windows) * 2
+    assert (result.bad_results, result.bad_elements, result.ref_nonfinite) == (0, 0, 0)
+    assert ref.shape == (64, 64)
+
+
+def test_the_first_product_is_the_exact_product_of_the_fixed_inputs():
+    result, ref = burn("fp32")
+    a = matmul.pattern(64, 64, matmul.DEFAULT_SEED, 1, CPU).double()
+    b = matmul.pattern(64, 64, matmul.DEFAULT_SEED, 2, CPU).double()
+    assert torch.allclose(ref.double(), a @ b, rtol=1e-5, atol=1e-4)
+
+
+def test_the_product_is_bitwise_reproducible():
+    first, _ = burn("bf16")
+    second, _ = burn("bf16")
+    assert first.digest == second.digest
+
+
+def test_one_flipped_bit_in_one_product_is_counted_exactly():
+    result, _ = burn("bf16", fault="corrupt")
+    assert (result.bad_results, result.bad_elements) == (1, 1)
+
+
+def test_a_skewed_input_changes_the_product_but_not_its_consistency():
+    clean, clean_ref = burn("fp32")
+    skewed, skewed_ref = burn("fp32", fault="skew")
+    assert skewed.bad_elements == 0  # consistently wrong: only a comparison across devices sees it
+    assert skewed.digest != clean.digest
+    rows = np.frombuffer(skewed.fingerprints, np.int64) != np.frombuffer(clean.fingerprints, np.int64)
+    assert list(np.flatnonzero(rows)) == [0]
+    assert not torch.equal(skewed_ref[0], clean_ref[0]) and torch.equal(skewed_ref[1:], clean_ref[1:])
+
+
+def test_row_bits_are_the_raw_bits_of_the_requested_rows():
+    _, ref = burn("bf16")
+    data = np.frombuffer(matmul.row_bits(ref, [3, 5]), np.int16).reshape(2, 64)
+    assert np.array_equal(data, ref[[3, 5]].view(torch.int16).numpy())
+
+
+def test_an_injected_error_is_raised():
+    with pytest.raises(RuntimeError, match="injected fault"):
+        burn(fault="error")
+
+
+def test_tf32_is_not_a_cpu_mode():
+    with pytest.raises(matmul.UnsupportedDtype):
+        burn("tf32")
+
+
+@pytest.mark.parametrize(
+    ("capability", "expected"),
+    [
+        ("9.0", ["bf16", "fp16", "fp8", "tf32", "fp32"]),
+        ("8.9", ["bf16", "fp16", "fp8", "tf32", "fp32"]),
+        ("8.0", ["bf16", "fp16", "tf32", "fp32"]),
+        ("7.0", ["fp16", "fp32"]),
+    ],
+)
+def test_dtypes_follow_the_compute_capability(capability, expected):
+    device = Device(index=0, kind="cuda", name="x", uuid="u", compute_capability=capability)
+    assert dtypes_for(device) == expected

@@ -1,0 +1,198 @@
+"""The plugin end to end: the real suite on the CPU through pytester, and small burn-in tests of our own."""
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+SUITE = ("-p", "no:cacheprovider", "--pyargs", "gputests", "--gpu-device", "cpu", "--gpu-duration", "0.4")
+
+
+def run_suite(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
+    return pytester.runpytest(*SUITE, *args)
+
+
+def only_result(directory: Path) -> dict:
+    files = list(directory.glob("*.json"))
+    assert len(files) == 1, files
+    return json.loads(files[0].read_text())
+
+
+def test_the_cpu_self_test_passes_and_leaves_one_result(pytester, tmp_path):
+    result = run_suite(pytester, "--gpu-results", str(tmp_path))
+    assert result.ret == 0
+    result.stdout.fnmatch_lines(["*1 passed*"])
+    result.stdout.fnmatch_lines(
+        [
+            "device*metric*value*floor*vs best*status",
+            "CPU 0*matmul.bf16.tflops*TFLOP/s*0.0001*1.000*ok",
+            "CPU 0*matmul.fp32.tflops*TFLOP/s*0.01*1.000*ok",
+            f"gpu-burnin verdict: PASS (1 devices); result: {tmp_path}/*.json",
+        ]
+    )
+    doc = only_result(tmp_path)
+    assert (doc["schema"], doc["schema_version"], doc["state"]) == ("gpu-burnin/result", 1, "finished")
+    assert doc["verdict"] == {"status": "pass", "reasons": [], "exit_code": 0}
+    assert [t["outcome"] for t in doc["tests"]] == ["passed"]
+    assert {m["metric"] for m in doc["measurements"]} >= {f"matmul.{d}.tflops" for d in ("bf16", "fp16", "fp32")}
+    assert doc["devices"][0]["kind"] == "cpu" and doc["host"]["torch"]
+    assert doc["baselines"][0]["model"] == "CPU self-test"
+
+
+def test_without_a_cuda_device_the_tests_skip_and_the_run_is_incomplete(pytester):
+    result = pytester.runpytest("-p", "no:cacheprovider", "--pyargs", "gputests")
+    assert result.ret == 2
+    result.stdout.fnmatch_lines(["*1 skipped*"])
+    result.stdout.fnmatch_lines(["gpu-burnin verdict: INCOMPLETE (0 devices): NO_GPUS: no CUDA device (*); use --gpu-device cpu*"])
+
+
+def test_a_model_without_a_baseline_is_incomplete_but_its_figures_are_kept(pytester, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = run_suite(pytester, "--gpu-baseline-dir", str(empty), "--gpu-results", str(tmp_path))
+    assert result.ret == 2
+    result.stdout.fnmatch_lines(["CPU 0*matmul.fp32.tflops*no baseline", "*NO_BASELINE*"])
+    doc = only_result(tmp_path)
+    assert doc["verdict"]["status"] == "incomplete" and doc["measurements"]
+
+
+def test_a_floor_that_cannot_be_met_fails(pytester, tmp_path, baseline_dir):
+    cpu = baseline_dir / "cpu-selftest.toml"
+    cpu.write_text(cpu.read_text().replace("floor = 0.01", "floor = 1000000.0"))
+    result = run_suite(pytester, "--gpu-baseline-dir", str(baseline_dir), "--gpu-results", str(tmp_path))
+    assert result.ret == 1
+    result.stdout.fnmatch_lines(["*LOW_THROUGHPUT: CPU 0 (*): matmul.fp32.tflops = *, below the floor of 1e+06 in cpu-selftest.toml*"])
+    result.stdout.fnmatch_lines(["CPU 0*matmul.fp32.tflops*1e+06*LOW", "gpu-burnin verdict: FAIL*"])
+    assert only_result(tmp_path)["tests"][0]["outcome"] == "failed"
+
+
+def test_one_corrupted_element_fails_the_run(pytester, tmp_path):
+    result = run_suite(pytester, "--gpu-inject", "corrupt", "--gpu-results", str(tmp_path))
+    assert result.ret == 1
+    result.stdout.fnmatch_lines(["*DATA_MISMATCH*CPU 0 (*): 1 of * bf16 products differed from its first product, 1 elements in all*"])
+    doc = only_result(tmp_path)
+    codes = {f["code"] for f in doc["findings"]}
+    assert {"DATA_MISMATCH", "FAULT_INJECTED"} <= codes
+    assert doc["faults"] == ["corrupt:0"] and doc["verdict"]["status"] == "fail"
+
+
+def test_a_hung_test_ends_within_its_limit_as_incomplete(pytester, tmp_path):
+    began = time.monotonic()
+    result = run_suite(pytester, "--gpu-inject", "hang", "--gpu-hang-timeout", "1", "--gpu-results", str(tmp_path))
+    assert time.monotonic() - began < 30
+    assert result.ret == 2
+    result.stdout.fnmatch_lines(["*HANG*CPU 0 (*): matmul worker no progress for 1 s*; it was killed*"])
+    assert only_result(tmp_path)["verdict"]["status"] == "incomplete"
+
+
+def test_a_malformed_baseline_is_a_usage_error_naming_file_and_field(pytester, tmp_path, baseline_dir):
+    cpu = baseline_dir / "cpu-selftest.toml"
+    cpu.write_text(cpu.read_text().replace("floor = 0.01", 'floor = "low"'))
+    result = run_suite(pytester, "--gpu-baseline-dir", str(baseline_dir), "--gpu-results", str(tmp_path))
+    assert result.ret == 4
+    result.stderr.fnmatch_lines([f"ERROR: {cpu}: metrics.'matmul.fp32.tflops'.floor: expected a finite number*'low'"])
+    assert list(tmp_path.glob("*.json")) == []
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--gpu-expect-gpus", "8"), "--gpu-expect-gpus: takes a count of at least 1, with --gpu-device cuda"),
+        (("--gpu-inject", "melt"), "--gpu-inject: unknown fault 'melt'"),
+        (("--gpu-inject", "corrupt:3"), "--gpu-inject: corrupt:3 names device 3; this node has [0]"),
+        (("--gpu-duration", "0"), "--gpu-duration: must be positive, got 0.0"),
+    ],
+)
+def test_bad_options_exit_4(pytester, args, message):
+    result = run_suite(pytester, *args)
+    assert result.ret == 4
+    assert f"ERROR: {message}" in result.stderr.str()
+
+
+def test_junit_xml_is_written_alongside(pytester, tmp_path):
+    xml = tmp_path / "junit.xml"
+    result = run_suite(pytester, f"--junitxml={xml}")
+    assert result.ret == 0
+    assert 'name="test_matmul"' in xml.read_text()
+
+
+def test_markers_and_options_are_registered(pytester):
+    markers = pytester.runpytest("--markers")
+    markers.stdout.fnmatch_lines(["@pytest.mark.matmul: matrix-multiply throughput*", "@pytest.mark.nccl: *"])
+    helptext = pytester.runpytest("--help")
+    helptext.stdout.fnmatch_lines(["gpu-burnin (GPU burn-in tests):", "*--gpu-device={cuda,cpu}*", "*--gpu-results=DIR*"])
+
+
+def test_an_ordinary_test_session_is_left_alone(pytester):
+    pytester.makepyfile("def test_plain():\n    assert True\n")
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    assert result.ret == 0
+    assert "gpu-burnin verdict" not in result.stdout.str()
+
+
+def test_selecting_no_burn_in_test_for_a_result_is_incomplete(pytester, tmp_path):
+    result = run_suite(pytester, "-m", "nvlink", "--gpu-results", str(tmp_path))
+    assert result.ret == 2
+    result.stdout.fnmatch_lines(["gpu-burnin verdict: INCOMPLETE (1 devices): no burn-in test was selected*"])
+
+
+# Burn-in tests of our own, to drive the plugin's bookkeeping without workers.
+RECORDING = '''
+import json, pathlib, pytest
+from harness.records import Direction, Measurement
+
+pytestmark = pytest.mark.matmul
+
+def measure(burnin, dtypes):
+    return [Measurement(metric=f"matmul.{d}.tflops", gpu=g.uuid, value=1.0, unit="TFLOP/s",
+                        direction=Direction.HIGHER, test=burnin.test) for g in burnin.devices for d in dtypes]
+'''
+
+
+def test_a_test_that_raises_is_a_test_error_not_a_hardware_failure(pytester, tmp_path):
+    pytester.makepyfile(RECORDING + "def test_boom(burnin):\n    raise KeyError('surprise')\n")
+    result = pytester.runpytest("-p", "no:cacheprovider", "--gpu-device", "cpu", "--gpu-results", str(tmp_path))
+    assert result.ret == 2
+    result.stdout.fnmatch_lines(["*TEST_ERROR*test_boom raised in call: KeyError: 'surprise'*"])
+    finding = [f for f in only_result(tmp_path)["findings"] if f["code"] == "TEST_ERROR"][0]
+    assert "KeyError" in finding["details"]["traceback"]
+
+
+def test_a_test_that_skips_or_measures_too_little_is_incomplete(pytester, tmp_path):
+    pytester.makepyfile(
+        RECORDING
+        + "def test_skips(burnin):\n    pytest.skip('no fabric manager')\n"
+        + "def test_partial(burnin):\n    burnin.record(measure(burnin, ['fp32']), [])\n"
+    )
+    result = pytester.runpytest("-p", "no:cacheprovider", "--gpu-device", "cpu", "--gpu-results", str(tmp_path))
+    assert result.ret == 2
+    codes = [f["code"] for f in only_result(tmp_path)["findings"]]
+    assert codes.count("TEST_SKIPPED") == 1
+    assert sorted(f for f in codes if f == "MISSING_MEASUREMENT") == ["MISSING_MEASUREMENT"] * 2  # bf16 and fp16
+    result.stdout.fnmatch_lines(["*MISSING_MEASUREMENT*matmul.bf16.tflops is required by cpu-selftest.toml but was not measured*"])
+
+
+def test_the_result_file_is_rewritten_after_every_test(pytester, tmp_path):
+    pytester.makepyfile(
+        RECORDING
+        + "def test_first(burnin):\n    burnin.record(measure(burnin, ['fp32', 'bf16', 'fp16']), [])\n"
+        + f"def test_second(burnin):\n    doc = json.loads(next(pathlib.Path({str(tmp_path)!r}).glob('*.json')).read_text())\n"
+        + "    assert doc['state'] == 'running' and doc['verdict']['status'] == 'incomplete'\n"
+        + "    assert [t['outcome'] for t in doc['tests']] == ['passed', 'not-run']\n"
+        + "    assert len(doc['measurements']) == 3\n"
+        + "    burnin.record(measure(burnin, ['fp32', 'bf16', 'fp16']), [])\n"
+    )
+    result = pytester.runpytest("-p", "no:cacheprovider", "--gpu-device", "cpu", "--gpu-results", str(tmp_path))
+    assert result.ret == 0, result.stdout.str()
+    assert only_result(tmp_path)["state"] == "finished"
+
+
+def test_recording_another_groups_metric_is_a_bug_in_the_test(pytester):
+    pytester.makepyfile(
+        RECORDING + "def test_wrong(burnin):\n    m = measure(burnin, ['fp32'])[0]\n"
+        "    burnin.record([m.__class__(**{**m.to_dict(), 'metric': 'nccl.busbw', 'direction': m.direction})], [])\n"
+    )
+    result = pytester.runpytest("-p", "no:cacheprovider", "--gpu-device", "cpu")
+    assert result.ret == 2
+    result.stdout.fnmatch_lines(["*TEST_ERROR*ValueError: nccl.busbw from * recorded by *test_wrong (matmul)*"])
