@@ -1,0 +1,1 @@
+"""Fleet review: many result files read back as pandas tables."""
