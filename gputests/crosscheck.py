@@ -90,7 +90,12 @@ def bad_elements(
     return int(np.count_nonzero(suspect != reference))
 
 
-def _rows(d: Disagreement, position: int, asked: Mapping[int, Mapping[str, list[int]]], replies: Mapping[int, Mapping[str, bytes]]) -> Any:
+def _rows(
+    d: Disagreement,
+    position: int,
+    asked: Mapping[int, Mapping[str, list[int]]],
+    replies: Mapping[int, Mapping[str, bytes]],
+) -> Any:
     order = asked[position][d.dtype]
     data = np.frombuffer(replies[position][d.dtype], dtype=ELEMENT[d.dtype]).reshape(len(order), -1)
     index = {row: i for i, row in enumerate(order)}

@@ -43,7 +43,9 @@ def parse(spec: str) -> Fault:
     if kind not in KINDS:
         raise ConfigError(f"unknown fault {kind!r} in {spec!r}; expected one of {sorted(KINDS)}", field="--gpu-inject")
     if group and group not in GROUPS:
-        raise ConfigError(f"unknown test group {group!r} in {spec!r}; expected one of {list(GROUPS)}", field="--gpu-inject")
+        raise ConfigError(
+            f"unknown test group {group!r} in {spec!r}; expected one of {list(GROUPS)}", field="--gpu-inject"
+        )
     try:
         device = int(device_text) if device_text else 0
     except ValueError:

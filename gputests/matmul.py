@@ -226,7 +226,9 @@ def _operands(
     raise ValueError(f"unknown dtype {dtype!r}")
 
 
-def _fp8_operands(device: torch.device, a: torch.Tensor, b: torch.Tensor) -> tuple[Callable[[torch.Tensor], Any], torch.Tensor]:
+def _fp8_operands(
+    device: torch.device, a: torch.Tensor, b: torch.Tensor
+) -> tuple[Callable[[torch.Tensor], Any], torch.Tensor]:
     """e4m3 inputs, bf16 output, unit scales; the second operand column-major as cuBLASLt wants."""
     if not hasattr(torch, "float8_e4m3fn") or not hasattr(torch, "_scaled_mm"):
         raise UnsupportedDtype(f"torch {torch.__version__} has no float8 matmul")

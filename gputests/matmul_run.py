@@ -18,7 +18,7 @@ from gputests.faults import Fault
 from harness.devices import Device
 from harness.profiles import Profile
 from harness.records import Code, Direction, Finding, Measurement, Remediation, Severity
-from harness.workers import WorkerGroup
+from harness.workers import WorkerEnd, WorkerGroup
 
 ORDER = ("bf16", "fp16", "fp8", "tf32", "fp32")
 """Burn order: the hottest first, while every GPU is known to be cool."""
@@ -71,7 +71,7 @@ def run(devices: Sequence[Device], profile: Profile, *, test: str, faults: Mappi
         ends = [group.end(i) for i in range(len(group))]
 
     for i, device in enumerate(devices):
-        for dtype, result in results[i].items():
+        for result in results[i].values():
             outcome.measurements.append(_measurement(device, result, test))
             outcome.findings.extend(_self_check(device, result, test))
         outcome.findings.extend(_worker_end(device, ends[i], test))
@@ -121,7 +121,9 @@ def _self_check(device: Device, result: Mapping[str, Any], test: str) -> list[Fi
             f"{result['bad_elements']} elements in all"
         )
     if result["ref_nonfinite"]:
-        problems.append(f"its first {dtype} product holds {result['ref_nonfinite']} NaN or Inf elements from finite inputs")
+        problems.append(
+            f"its first {dtype} product holds {result['ref_nonfinite']} NaN or Inf elements from finite inputs"
+        )
     if not problems:
         return []
     return [
@@ -144,10 +146,18 @@ def _cross_check(devices: Sequence[Device], d: crosscheck.Disagreement, bad: int
     where = f"in {count} across {len(d.rows)} rows"
     details = {"dtype": d.dtype, "bad_elements": bad, "rows": len(d.rows), "majority": d.majority, "peers": d.peers}
     if d.majority:
-        blamed = [(suspect, f"its {d.dtype} product differs from the one {d.peers - 1} other devices of its model agree on "
-                            f"(compared with {reference.label}) {where}")]
+        blamed = [
+            (
+                suspect,
+                f"its {d.dtype} product differs from the one {d.peers - 1} other devices of its model agree on "
+                f"(compared with {reference.label}) {where}",
+            )
+        ]
     else:
-        note = f"{suspect.label} and {reference.label} compute different {d.dtype} products {where}; no majority of the {d.peers} devices of this model tells which is right"
+        note = (
+            f"{suspect.label} and {reference.label} compute different {d.dtype} products {where}; "
+            f"no majority of the {d.peers} devices of this model tells which is right"
+        )
         blamed = [(suspect, note), (reference, note)]
     return [
         Finding(
@@ -164,7 +174,7 @@ def _cross_check(devices: Sequence[Device], d: crosscheck.Disagreement, bad: int
     ]
 
 
-def _worker_end(device: Device, end: Any, test: str) -> list[Finding]:
+def _worker_end(device: Device, end: WorkerEnd, test: str) -> list[Finding]:
     if end.status == "done":
         return []
     if end.status == "hung":
@@ -184,7 +194,7 @@ def _worker_end(device: Device, end: Any, test: str) -> list[Finding]:
             code=Code.TEST_ERROR,
             severity=Severity.INCOMPLETE,
             gpu=device.uuid,
-            message=f"{device.label} ({device.uuid}): matmul worker {end.status} during {end.phase}: {_last_line(end.error)}",
+            message=f"{device.label} ({device.uuid}): matmul worker {end.status} during {end.phase}: {end.last_line}",
             remediation=Remediation.RERUN,
             test=test,
             details={"phase": end.phase, "exitcode": end.exitcode, "traceback": end.error},
@@ -201,8 +211,3 @@ def _unsupported(device: Device, message: Mapping[str, Any], test: str) -> Findi
         test=test,
         metric=f"matmul.{message['dtype']}.tflops",
     )
-
-
-def _last_line(text: str) -> str:
-    lines = [line for line in text.strip().splitlines() if line.strip()]
-    return lines[-1] if lines else "no detail"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import signal
 import threading
+from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
@@ -39,24 +40,54 @@ _SIGTERM = pytest.StashKey[Any]()
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("gpu", "gpu-burnin (GPU burn-in tests)")
-    group.addoption("--gpu-device", choices=("cuda", "cpu"), default="cuda",
-                    help="run on the CUDA GPUs (default) or on the CPU as a self-test")
-    group.addoption("--gpu-profile", choices=sorted(PROFILES), default="quick",
-                    help="how long and hard to burn: quick (preflight), standard (periodic), soak")
-    group.addoption("--gpu-duration", type=float, metavar="SECONDS",
-                    help="seconds each test burns the devices (default: the profile's)")
-    group.addoption("--gpu-baseline", type=Path, metavar="FILE",
-                    help="judge against this baseline file only; a GPU it does not cover is an error")
-    group.addoption("--gpu-baseline-dir", type=Path, metavar="DIR",
-                    help="pick each GPU model's baseline from this directory (default: the packaged baselines)")
-    group.addoption("--gpu-results", type=Path, metavar="DIR",
-                    help="write the run's JSON result file into this directory")
-    group.addoption("--gpu-expect-gpus", type=int, metavar="N",
-                    help="fail unless exactly N GPUs are visible")
-    group.addoption("--gpu-hang-timeout", type=float, metavar="SECONDS",
-                    help="seconds without progress before a device worker is declared hung")
-    group.addoption("--gpu-inject", action="append", default=[], metavar="FAULT",
-                    help=f"inject a fault to test the pipeline ([GROUP.]KIND[:DEVICE]; KIND: {', '.join(KINDS)}); the run cannot pass")
+    group.addoption(
+        "--gpu-device",
+        choices=("cuda", "cpu"),
+        default="cuda",
+        help="run on the CUDA GPUs (default) or on the CPU as a self-test",
+    )
+    group.addoption(
+        "--gpu-profile",
+        choices=sorted(PROFILES),
+        default="quick",
+        help="how long and hard to burn: quick (preflight), standard (periodic), soak",
+    )
+    group.addoption(
+        "--gpu-duration",
+        type=float,
+        metavar="SECONDS",
+        help="seconds each test burns the devices (default: the profile's)",
+    )
+    group.addoption(
+        "--gpu-baseline",
+        type=Path,
+        metavar="FILE",
+        help="judge against this baseline file only; a GPU it does not cover is an error",
+    )
+    group.addoption(
+        "--gpu-baseline-dir",
+        type=Path,
+        metavar="DIR",
+        help="pick each GPU model's baseline from this directory (default: the packaged baselines)",
+    )
+    group.addoption(
+        "--gpu-results", type=Path, metavar="DIR", help="write the run's JSON result file into this directory"
+    )
+    group.addoption("--gpu-expect-gpus", type=int, metavar="N", help="fail unless exactly N GPUs are visible")
+    group.addoption(
+        "--gpu-hang-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="seconds without progress before a device worker is declared hung",
+    )
+    group.addoption(
+        "--gpu-inject",
+        action="append",
+        default=[],
+        metavar="FAULT",
+        help=f"inject a fault to test the pipeline, [GROUP.]KIND[:DEVICE] with KIND one of {', '.join(KINDS)}; "
+        "such a run cannot pass",
+    )
     group.addoption("--gpu-run-id", metavar="ID", help="the run id (set by `gpu-burnin run`)")
 
 
@@ -106,7 +137,9 @@ def burnin(request: pytest.FixtureRequest) -> Recorder:
     """What a burn-in test needs: the devices, the profile, its faults, and a place to record."""
     group = group_of(request.node)
     if not group:
-        raise pytest.UsageError(f"{request.node.nodeid} uses `burnin` without a test-group marker ({', '.join(GROUPS)})")
+        raise pytest.UsageError(
+            f"{request.node.nodeid} uses `burnin` without a test-group marker ({', '.join(GROUPS)})"
+        )
     state = request.config.stash[_STATE]
     if not state.devices:
         pytest.skip(state.inventory.problem)
@@ -138,7 +171,7 @@ class Recorder:
 
 
 @pytest.hookimpl(wrapper=True)
-def pytest_runtest_call(item: pytest.Item) -> Any:
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, Any]:
     result = yield
     group = group_of(item)
     state = item.config.stash[_STATE]
@@ -150,8 +183,10 @@ def pytest_runtest_call(item: pytest.Item) -> Any:
 
 
 @pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> pytest.TestReport:
-    report: pytest.TestReport = yield
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
     state = item.config.stash[_STATE]
     if state.active and group_of(item):
         summary_line = call.excinfo.exconly().strip().splitlines()[-1] if call.excinfo else ""
@@ -162,7 +197,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 
 @pytest.hookimpl(wrapper=True)
-def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Any:
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Generator[None, Any, Any]:
     result = yield
     state = item.config.stash[_STATE]
     if state.active:

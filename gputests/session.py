@@ -55,7 +55,9 @@ class Options:
             raise ConfigError("give --gpu-baseline or --gpu-baseline-dir, not both", field="--gpu-baseline")
         if expect_gpus is not None and (expect_gpus < 1 or device != "cuda"):
             raise ConfigError("takes a count of at least 1, with --gpu-device cuda", field="--gpu-expect-gpus")
-        loaded = baselines.load_one(baseline) if baseline else baselines.load_dir(baseline_dir or baselines.default_dir())
+        loaded = (
+            baselines.load_one(baseline) if baseline else baselines.load_dir(baseline_dir or baselines.default_dir())
+        )
         return cls(
             device_kind=device,
             profile=chosen.with_duration(duration).with_hang_timeout(hang_timeout),
@@ -95,13 +97,17 @@ class BurnIn:
         """Called once the tests are selected: find the devices and their baselines."""
         self.active = True
         self.selection = selection
-        self.tests = {nodeid: {"nodeid": nodeid, "group": group, "outcome": NOT_RUN, "duration_s": 0.0} for nodeid, group in tests}
+        self.tests = {
+            nodeid: {"nodeid": nodeid, "group": group, "outcome": NOT_RUN, "duration_s": 0.0} for nodeid, group in tests
+        }
         self.inventory = discover(self.options.device_kind, startup_timeout_s=self.options.profile.startup_timeout_s)
         self.baseline_for = {d.uuid: self.options.baselines.for_device(d.kind, d.name) for d in self.devices}
         known = {d.index for d in self.devices}
         for fault in self.options.faults:
             if self.devices and fault.device not in known:
-                raise ConfigError(f"{fault} names device {fault.device}; this node has {sorted(known)}", field="--gpu-inject")
+                raise ConfigError(
+                    f"{fault} names device {fault.device}; this node has {sorted(known)}", field="--gpu-inject"
+                )
         self.findings.extend(self._session_findings())
         self.checkpoint()
 
@@ -137,7 +143,13 @@ class BurnIn:
                 test["outcome"] = "failed"
             else:
                 test["outcome"] = "error"
-                self._blocked(Code.TEST_ERROR, nodeid, f"{nodeid} raised in {when}: {summary or 'see traceback'}", Remediation.RERUN, trace)
+                self._blocked(
+                    Code.TEST_ERROR,
+                    nodeid,
+                    f"{nodeid} raised in {when}: {summary or 'see traceback'}",
+                    Remediation.RERUN,
+                    trace,
+                )
         elif when == "call":
             test["outcome"] = PASSED
 
@@ -160,7 +172,10 @@ class BurnIn:
 
     def document(self, state: str) -> dict[str, Any]:
         document = results.skeleton(
-            run_id=self.options.run_id, node=node_name(), started_at=self.started_at, device_kind=self.options.device_kind
+            run_id=self.options.run_id,
+            node=node_name(),
+            started_at=self.started_at,
+            device_kind=self.options.device_kind,
         )
         used = {b.path: b for b in self.baseline_for.values() if b is not None}
         document.update(
@@ -172,7 +187,10 @@ class BurnIn:
             host=self.inventory.host,
             devices=[d.to_dict() for d in self.devices],
             device_problem=self.inventory.problem,
-            baselines=[{"model": b.model, "file": str(path), "sha256": b.sha256, "driver": b.driver} for path, b in used.items()],
+            baselines=[
+                {"model": b.model, "file": str(path), "sha256": b.sha256, "driver": b.driver}
+                for path, b in used.items()
+            ],
             tests=list(self.tests.values()),
             measurements=[m.to_dict() for m in self.measurements],
             findings=[f.to_dict() for f in self.findings],
@@ -184,7 +202,14 @@ class BurnIn:
     def _session_findings(self) -> list[Finding]:
         found = []
         if not self.devices:
-            found.append(Finding(code=Code.NO_GPUS, severity=Severity.INCOMPLETE, message=self.inventory.problem, remediation=Remediation.REBOOT_NODE))
+            found.append(
+                Finding(
+                    code=Code.NO_GPUS,
+                    severity=Severity.INCOMPLETE,
+                    message=self.inventory.problem,
+                    remediation=Remediation.REBOOT_NODE,
+                )
+            )
         expected = self.options.expect_gpus
         if expected is not None and self.devices and len(self.devices) != expected:
             found.append(
@@ -207,7 +232,8 @@ class BurnIn:
                         code=Code.BASELINE_DRIVER_DIFFERS,
                         severity=Severity.WARNING,
                         gpu=device.uuid,
-                        message=f"{baseline.path.name} was taken with driver {baseline.driver}; this node runs {self.inventory.host.get('driver') or 'unknown'}",
+                        message=f"{baseline.path.name} was taken with driver {baseline.driver}; "
+                        f"this node runs {self.inventory.host.get('driver') or 'unknown'}",
                     )
                 )
         for name, labels in uncovered.items():
@@ -215,7 +241,8 @@ class BurnIn:
                 Finding(
                     code=Code.NO_BASELINE,
                     severity=Severity.INCOMPLETE,
-                    message=f"no baseline in {self.options.baselines.source} covers {name!r} ({', '.join(labels)}): figures are recorded but not judged",
+                    message=f"no baseline in {self.options.baselines.source} covers {name!r} ({', '.join(labels)}): "
+                    "figures are recorded but not judged",
                     remediation=Remediation.CHECK_CONFIG,
                     details={"name": name},
                 )
@@ -233,4 +260,14 @@ class BurnIn:
 
     def _blocked(self, code: Code, test: str, message: str, remediation: Remediation, trace: str = "") -> None:
         details = {"traceback": trace} if trace else {}
-        self.findings.append(Finding(code=code, severity=Severity.INCOMPLETE, gpu=NODE, message=message, remediation=remediation, test=test, details=details))
+        self.findings.append(
+            Finding(
+                code=code,
+                severity=Severity.INCOMPLETE,
+                gpu=NODE,
+                message=message,
+                remediation=remediation,
+                test=test,
+                details=details,
+            )
+        )

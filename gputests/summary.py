@@ -21,7 +21,10 @@ def table(assessments: Sequence[Assessment]) -> list[str]:
     numeric = {2, 3, 4}
     lines = []
     for n, row in enumerate(rows):
-        cells = [cell.rjust(w) if i in numeric and n else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths, strict=True))]
+        cells = [
+            cell.rjust(w) if i in numeric and n else cell.ljust(w)
+            for i, (cell, w) in enumerate(zip(row, widths, strict=True))
+        ]
         lines.append("  ".join(cells).rstrip())
         if n == 0:
             lines.append("  ".join("-" * w for w in widths))

@@ -102,11 +102,14 @@ class BaselineSet:
         matches = [b for b in self.baselines if b.covers(kind, name)]
         if len(matches) > 1:
             files = ", ".join(str(b.path) for b in matches)
-            raise ConfigError(f"{name!r} is covered by more than one baseline: {files}", file=self.source, field="names")
+            raise ConfigError(
+                f"{name!r} is covered by more than one baseline: {files}", file=self.source, field="names"
+            )
         if not matches and self.explicit:
             only = self.baselines[0]
             raise ConfigError(
-                f"this baseline covers {list(only.names)} ({only.device}), but this node's device is {name!r} ({kind}); "
+                f"this baseline covers {list(only.names)} ({only.device}), "
+                f"but this node's device is {name!r} ({kind}); "
                 "pass the baseline for this GPU model, or --gpu-baseline-dir",
                 file=only.path,
                 field="names",
@@ -189,7 +192,7 @@ class _Parser:
         if other in spec:
             raise self.fail(f"{where}.{other}", f"a metric where {direction} is better takes '{bound}', not '{other}'")
         limit = self.number(spec, bound, where)
-        tolerance = self.number(spec, "node_tolerance", where, optional=True)
+        tolerance = self.number(spec, "node_tolerance", where) if "node_tolerance" in spec else None
         if tolerance is not None and not 0.0 <= tolerance < 1.0:
             raise self.fail(f"{where}.node_tolerance", f"is {tolerance}; expected a fraction from 0 to below 1")
         return MetricSpec(
@@ -247,11 +250,9 @@ class _Parser:
             raise self.fail(field, "missing or empty")
         return value
 
-    def number(self, data: dict[str, Any], key: str, where: str, *, optional: bool = False) -> float | None:
+    def number(self, data: dict[str, Any], key: str, where: str) -> float:
         field = f"{where}.{key}"
         if key not in data:
-            if optional:
-                return None
             raise self.fail(field, "missing")
         value = data[key]
         if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:

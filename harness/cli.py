@@ -37,21 +37,48 @@ def build_parser() -> argparse.ArgumentParser:
         "Exit 0 pass, 1 fail, 2 incomplete, 4 usage or configuration error.",
         epilog="Arguments after `--` go to pytest unchanged.",
     )
-    run.add_argument("--device", choices=("cuda", "cpu", "auto"), default="cuda",
-                     help="cuda (default); cpu for the self-test; auto: cpu when NVML sees no GPU")
+    run.add_argument(
+        "--device",
+        choices=("cuda", "cpu", "auto"),
+        default="cuda",
+        help="cuda (default); cpu for the self-test; auto: cpu when NVML sees no GPU",
+    )
     run.add_argument("--profile", choices=sorted(profiles.PROFILES), default="quick")
-    run.add_argument("--duration", type=_positive, metavar="SECONDS", help="seconds each test burns (default: the profile's)")
-    run.add_argument("-m", dest="markexpr", metavar="MARKEXPR", help="select tests by marker, as pytest -m (matmul, memory, ...)")
+    run.add_argument(
+        "--duration", type=_positive, metavar="SECONDS", help="seconds each test burns (default: the profile's)"
+    )
+    run.add_argument(
+        "-m", dest="markexpr", metavar="MARKEXPR", help="select tests by marker, as pytest -m (matmul, memory, ...)"
+    )
     chosen = run.add_mutually_exclusive_group()
     chosen.add_argument("--baseline", type=Path, metavar="FILE", help="judge against this baseline file only")
-    chosen.add_argument("--baseline-dir", type=Path, metavar="DIR", help="baselines directory (default: the packaged ones)")
-    run.add_argument("--results", type=Path, default=Path("gpu-burnin-results"), metavar="DIR",
-                     help="where the JSON result file goes (default: ./gpu-burnin-results)")
+    chosen.add_argument(
+        "--baseline-dir", type=Path, metavar="DIR", help="baselines directory (default: the packaged ones)"
+    )
+    run.add_argument(
+        "--results",
+        type=Path,
+        default=Path("gpu-burnin-results"),
+        metavar="DIR",
+        help="where the JSON result file goes (default: ./gpu-burnin-results)",
+    )
     run.add_argument("--expect-gpus", type=int, metavar="N", help="fail unless exactly N GPUs are visible")
-    run.add_argument("--hang-timeout", type=_positive, metavar="SECONDS", help="seconds without progress before a worker is hung")
-    run.add_argument("--inject", action="append", default=[], metavar="FAULT", help="inject a fault (see --gpu-inject in pytest --help)")
-    run.add_argument("--timeout", type=_positive, metavar="SECONDS",
-                     help=f"kill the whole run after this long (default {TIMEOUT_BASE_S:.0f} s + {TIMEOUT_PER_DURATION} x duration)")
+    run.add_argument(
+        "--hang-timeout", type=_positive, metavar="SECONDS", help="seconds without progress before a worker is hung"
+    )
+    run.add_argument(
+        "--inject",
+        action="append",
+        default=[],
+        metavar="FAULT",
+        help="inject a fault (see --gpu-inject in pytest --help)",
+    )
+    run.add_argument(
+        "--timeout",
+        type=_positive,
+        metavar="SECONDS",
+        help=f"kill the whole run after this long (default {TIMEOUT_BASE_S:.0f} s + {TIMEOUT_PER_DURATION} x duration)",
+    )
     run.add_argument("pytest_args", nargs="*", metavar="-- PYTEST-ARGS", help=argparse.SUPPRESS)
     run.set_defaults(handler=_run)
     return parser

@@ -130,7 +130,8 @@ def missing(
                         code=Code.MISSING_MEASUREMENT,
                         severity=Severity.INCOMPLETE,
                         gpu=device.uuid,
-                        message=f"{device.label} ({device.uuid}): {spec.name} is required by {baseline.path.name} but was not measured",
+                        message=f"{device.label} ({device.uuid}): {spec.name} is required by "
+                        f"{baseline.path.name} but was not measured",
                         remediation=Remediation.RERUN,
                         test=test,
                         metric=spec.name,

@@ -101,21 +101,29 @@ def _probe_cuda(startup_timeout_s: float) -> dict[str, Any]:
         for _, message in group.messages(until="devices"):
             return message
         end = group.end(0)
-    return {"devices": [], "problem": f"listing the GPUs failed: {end.status}: {_last_line(end.error)}"}
+    return {"devices": [], "problem": f"listing the GPUs failed: {end.status}: {end.last_line}"}
 
 
 def probe_worker(job: dict[str, Any], channel: Channel) -> None:
     """Runs in a worker: lists the CUDA devices torch can see."""
     import torch
 
-    facts = {"torch": str(torch.__version__), "cuda": str(torch.version.cuda or "")}  # plain str: no torch in the parent
+    facts = {
+        "torch": str(torch.__version__),
+        "cuda": str(torch.version.cuda or ""),
+    }  # plain str: no torch in the parent
     if not torch.cuda.is_available():
         try:
             torch.cuda.init()
             reason = "torch.cuda.is_available() is False"
         except Exception as err:  # noqa: BLE001 - the reason is what we are after
             reason = str(err) or type(err).__name__
-        channel.send("devices", devices=[], facts=facts, problem=f"no CUDA device ({reason}); use --gpu-device cpu for the CPU self-test")
+        channel.send(
+            "devices",
+            devices=[],
+            facts=facts,
+            problem=f"no CUDA device ({reason}); use --gpu-device cpu for the CPU self-test",
+        )
         return
     try:
         version = torch.cuda.nccl.version()
@@ -191,8 +199,3 @@ def _version(package: str) -> str:
         return metadata.version(package)
     except metadata.PackageNotFoundError:
         return ""
-
-
-def _last_line(text: str) -> str:
-    lines = [line for line in text.strip().splitlines() if line.strip()]
-    return lines[-1] if lines else ""

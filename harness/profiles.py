@@ -94,4 +94,6 @@ def by_name(name: str) -> Profile:
     try:
         return PROFILES[name]()
     except KeyError:
-        raise ConfigError(f"unknown profile {name!r}; expected one of {sorted(PROFILES)}", field="--gpu-profile") from None
+        raise ConfigError(
+            f"unknown profile {name!r}; expected one of {sorted(PROFILES)}", field="--gpu-profile"
+        ) from None

@@ -71,7 +71,11 @@ def skeleton(*, run_id: str, node: str, started_at: dt.datetime, device_kind: st
         "tests": [],
         "measurements": [],
         "findings": [],
-        "verdict": {"status": "incomplete", "reasons": ["the run has not finished (or was killed before it could)"], "exit_code": 2},
+        "verdict": {
+            "status": "incomplete",
+            "reasons": ["the run has not finished (or was killed before it could)"],
+            "exit_code": 2,
+        },
     }
 
 

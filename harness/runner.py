@@ -87,8 +87,14 @@ def run(request: RunRequest) -> int:
             signal.signal(sig, handler)
     if code is None:
         _stop(child)
-        return _abandon(path, run_id, started, request.device, Code.RUN_TIMEOUT,
-                        f"the run did not finish within --timeout {request.timeout_s:.0f} s and was killed")
+        return _abandon(
+            path,
+            run_id,
+            started,
+            request.device,
+            Code.RUN_TIMEOUT,
+            f"the run did not finish within --timeout {request.timeout_s:.0f} s and was killed",
+        )
     if code == ExitCode.USAGE:
         return int(ExitCode.USAGE)
     return _settle(path, run_id, started, request.device, code, stopping)
@@ -114,12 +120,24 @@ def _settle(path: Path, run_id: str, started: Any, device: str, code: int, stopp
         document = None
     if document is None or document.get("state") != results.FINISHED:
         why = f"signal {signal.Signals(stopping[0]).name}" if stopping else f"exit code {code}"
-        return _abandon(path, run_id, started, device, Code.INTERRUPTED,
-                        f"the test process ended ({why}) before it wrote a final result")
+        return _abandon(
+            path,
+            run_id,
+            started,
+            device,
+            Code.INTERRUPTED,
+            f"the test process ended ({why}) before it wrote a final result",
+        )
     verdict_code = int(document["verdict"]["exit_code"])
     if verdict_code != code:
-        return _abandon(path, run_id, started, device, Code.INTERRUPTED,
-                        f"the test process exited {code} but its result says {document['verdict']['status']}")
+        return _abandon(
+            path,
+            run_id,
+            started,
+            device,
+            Code.INTERRUPTED,
+            f"the test process exited {code} but its result says {document['verdict']['status']}",
+        )
     return verdict_code
 
 

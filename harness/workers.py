@@ -71,6 +71,12 @@ class WorkerEnd:
     error: str = ""
     """The worker's exception and traceback, or why it was declared hung."""
 
+    @property
+    def last_line(self) -> str:
+        """The error's last line: the exception itself, under its traceback."""
+        lines = [line for line in self.error.strip().splitlines() if line.strip()]
+        return lines[-1] if lines else "no detail"
+
 
 @dataclasses.dataclass
 class _Worker:

@@ -15,7 +15,19 @@ from harness import results
 from harness.errors import ConfigError
 
 RUN_COLUMNS = ["run_id", "node", "started_at", "state", "device_kind", "profile", "verdict", "devices", "gpu_names"]
-MEASUREMENT_COLUMNS = ["run_id", "node", "started_at", "gpu", "gpu_index", "gpu_name", "metric", "value", "unit", "direction", "samples"]
+MEASUREMENT_COLUMNS = [
+    "run_id",
+    "node",
+    "started_at",
+    "gpu",
+    "gpu_index",
+    "gpu_name",
+    "metric",
+    "value",
+    "unit",
+    "direction",
+    "samples",
+]
 
 
 def load(paths: Iterable[Path]) -> tuple[pd.DataFrame, pd.DataFrame, list[ConfigError]]:

@@ -7,7 +7,7 @@ from harness import baselines
 from harness.errors import ConfigError
 from harness.records import Direction
 
-GOOD = '''
+GOOD = """
 schema_version = 1
 model = "Test GPU"
 device = "cuda"
@@ -25,7 +25,7 @@ source = "a run"
 date = "2026-11-27"
 card = "Test GPU"
 driver = "550.54.15"
-'''
+"""
 
 
 def write(tmp_path: Path, text: str, name: str = "test.toml") -> Path:

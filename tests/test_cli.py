@@ -31,7 +31,10 @@ def test_the_cpu_self_test_exits_0_with_one_result(tmp_path):
     assert doc["verdict"]["status"] == "pass" and doc["state"] == "finished"
     assert doc["selection"] == "matmul"
     uuid = doc["devices"][0]["uuid"]
-    assert {m["metric"] for m in doc["measurements"] if m["gpu"] == uuid} >= {"matmul.fp32.tflops", "matmul.bf16.tflops"}
+    assert {m["metric"] for m in doc["measurements"] if m["gpu"] == uuid} >= {
+        "matmul.fp32.tflops",
+        "matmul.bf16.tflops",
+    }
     assert "gpu-burnin verdict: PASS" in done.stdout
 
 
@@ -43,7 +46,12 @@ def test_auto_runs_the_self_test_where_nvml_finds_no_gpu(tmp_path):
 
 
 def test_usage_errors_exit_4_and_run_nothing(tmp_path):
-    for args in (["run", "--device", "tpu"], ["run", "--duration", "-1"], [], ["run", "--baseline", "a", "--baseline-dir", "b"]):
+    for args in (
+        ["run", "--device", "tpu"],
+        ["run", "--duration", "-1"],
+        [],
+        ["run", "--baseline", "a", "--baseline-dir", "b"],
+    ):
         done = gpu_burnin(*args, "--results", str(tmp_path)) if args else gpu_burnin()
         assert done.returncode == 4, (args, done.stderr)
         assert "error:" in done.stderr
@@ -52,7 +60,9 @@ def test_usage_errors_exit_4_and_run_nothing(tmp_path):
 
 def test_a_malformed_baseline_exits_4_naming_file_and_field(tmp_path):
     bad = tmp_path / "bad.toml"
-    bad.write_text('schema_version = 1\nmodel = "x"\ndevice = "cpu"\nnames = ["*"]\n[metrics."matmul.fp32.tflops"]\nunit = "u"\n')
+    bad.write_text(
+        'schema_version = 1\nmodel = "x"\ndevice = "cpu"\nnames = ["*"]\n[metrics."matmul.fp32.tflops"]\nunit = "u"\n'
+    )
     out = tmp_path / "results"
     done = gpu_burnin("run", "--device", "cpu", "--baseline", str(bad), "--results", str(out), *FAST)
     assert done.returncode == 4
@@ -62,8 +72,20 @@ def test_a_malformed_baseline_exits_4_naming_file_and_field(tmp_path):
 
 def test_the_watchdog_ends_a_run_that_hangs_past_its_timeout(tmp_path):
     began = time.monotonic()
-    done = gpu_burnin("run", "--device", "cpu", "--results", str(tmp_path), "--inject", "hang",
-                      "--hang-timeout", "600", "--timeout", "8", *FAST)
+    done = gpu_burnin(
+        "run",
+        "--device",
+        "cpu",
+        "--results",
+        str(tmp_path),
+        "--inject",
+        "hang",
+        "--hang-timeout",
+        "600",
+        "--timeout",
+        "8",
+        *FAST,
+    )
     assert time.monotonic() - began < 60
     assert done.returncode == 2
     [doc] = documents(tmp_path)
@@ -74,7 +96,18 @@ def test_the_watchdog_ends_a_run_that_hangs_past_its_timeout(tmp_path):
 
 
 def test_sigterm_still_leaves_a_finished_incomplete_result(tmp_path):
-    command = [sys.executable, "-m", "harness.cli", "run", "--device", "cpu", "--results", str(tmp_path), "--duration", "120"]
+    command = [
+        sys.executable,
+        "-m",
+        "harness.cli",
+        "run",
+        "--device",
+        "cpu",
+        "--results",
+        str(tmp_path),
+        "--duration",
+        "120",
+    ]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not list(tmp_path.glob("*.json")):
@@ -101,16 +134,28 @@ def test_a_failure_found_before_the_run_died_still_fails_it(tmp_path, capsys):
     started = dt.datetime(2026, 11, 27, tzinfo=dt.UTC)
     path = results.path_for(tmp_path, "node", "r1")
     doc = results.skeleton(run_id="r1", node="node", started_at=started, device_kind="cuda")
-    doc["findings"].append(Finding(code=Code.DATA_MISMATCH, severity=Severity.FAIL, message="GPU 3 disagrees").to_dict())
+    doc["findings"].append(
+        Finding(code=Code.DATA_MISMATCH, severity=Severity.FAIL, message="GPU 3 disagrees").to_dict()
+    )
     results.write(path, doc)
     assert runner._settle(path, "r1", started, "cuda", 1, []) == 1
     assert results.load(path)["verdict"]["status"] == "fail"
 
 
 def test_pytest_arguments_pass_through(tmp_path):
-    argv = runner.pytest_argv(runner.RunRequest(device="cpu", profile="quick", results=tmp_path, timeout_s=1, markexpr="matmul",
-                                                inject=("hang",), pytest_args=("-x",)), "r1")
+    argv = runner.pytest_argv(
+        runner.RunRequest(
+            device="cpu",
+            profile="quick",
+            results=tmp_path,
+            timeout_s=1,
+            markexpr="matmul",
+            inject=("hang",),
+            pytest_args=("-x",),
+        ),
+        "r1",
+    )
     assert argv[:3] == [sys.executable, "-m", "pytest"]
-    assert argv[-1] == "-x" and ["-m", "matmul"] == argv[argv.index("-m", 3):argv.index("-m", 3) + 2]
-    assert ["--gpu-inject", "hang"] == argv[argv.index("--gpu-inject"):argv.index("--gpu-inject") + 2]
+    assert argv[-1] == "-x" and ["-m", "matmul"] == argv[argv.index("-m", 3) : argv.index("-m", 3) + 2]
+    assert ["--gpu-inject", "hang"] == argv[argv.index("--gpu-inject") : argv.index("--gpu-inject") + 2]
     assert os.path.basename(argv[0]).startswith("python")

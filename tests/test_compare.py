@@ -11,8 +11,23 @@ from tests.conftest import gpus
 SOURCE = Provenance(kind="estimate", source="test")
 
 
-def spec(name: str, limit: float, *, direction: Direction = Direction.HIGHER, tolerance: float | None = 0.1, required: bool = True) -> MetricSpec:
-    return MetricSpec(name=name, unit="u", direction=direction, limit=limit, node_tolerance=tolerance, required=required, provenance=SOURCE)
+def spec(
+    name: str,
+    limit: float,
+    *,
+    direction: Direction = Direction.HIGHER,
+    tolerance: float | None = 0.1,
+    required: bool = True,
+) -> MetricSpec:
+    return MetricSpec(
+        name=name,
+        unit="u",
+        direction=direction,
+        limit=limit,
+        node_tolerance=tolerance,
+        required=required,
+        provenance=SOURCE,
+    )
 
 
 BASE = Baseline(
@@ -29,7 +44,9 @@ BASE = Baseline(
 )
 
 
-def m(gpu: str, value: float, metric: str = "matmul.bf16.tflops", direction: Direction = Direction.HIGHER) -> Measurement:
+def m(
+    gpu: str, value: float, metric: str = "matmul.bf16.tflops", direction: Direction = Direction.HIGHER
+) -> Measurement:
     return Measurement(metric=metric, gpu=gpu, value=value, unit="u", direction=direction, test="t")
 
 
@@ -41,8 +58,13 @@ def test_floor_and_node_comparisons_each_catch_what_the_other_misses():
     devices = gpus(4)
     cover = {d.uuid: BASE for d in devices}
     values = [790.0, 785.0, 600.0, 700.0]  # GPU 2 under the floor; GPU 3 above it but 11% behind GPU 0
-    found = statuses([m(d.uuid, v) for d, v in zip(devices, values)], devices, cover)
-    assert found == [(devices[0].uuid, "ok"), (devices[1].uuid, "ok"), (devices[2].uuid, "LOW"), (devices[3].uuid, "BEHIND")]
+    found = statuses([m(d.uuid, v) for d, v in zip(devices, values, strict=True)], devices, cover)
+    assert found == [
+        (devices[0].uuid, "ok"),
+        (devices[1].uuid, "ok"),
+        (devices[2].uuid, "LOW"),
+        (devices[3].uuid, "BEHIND"),
+    ]
 
 
 def test_a_uniformly_slow_node_fails_on_the_floor_alone():
@@ -71,7 +93,9 @@ def test_lower_is_better_uses_the_ceiling_and_the_node_minimum():
     devices = gpus(3)
     cover = {d.uuid: BASE for d in devices}
     values = [20.0, 21.0, 60.0]
-    assessed = compare.assess([m(d.uuid, v, "lat.p99.us", Direction.LOWER) for d, v in zip(devices, values)], devices, cover)
+    assessed = compare.assess(
+        [m(d.uuid, v, "lat.p99.us", Direction.LOWER) for d, v in zip(devices, values, strict=True)], devices, cover
+    )
     assert [a.status for a in assessed] == ["ok", "ok", "LOW"]
     assert assessed[1].ratio == pytest.approx(20.0 / 21.0)
     finding = compare.findings(assessed)[0]

@@ -11,7 +11,7 @@ ROWS, COLS = 4, 8
 
 
 def product(seed: int = 0) -> np.ndarray:
-    return np.random.default_rng(seed).integers(-2**15, 2**15, size=(ROWS, COLS), dtype=np.int16)
+    return np.random.default_rng(seed).integers(-(2**15), 2**15, size=(ROWS, COLS), dtype=np.int16)
 
 
 def message(bits: np.ndarray) -> dict:

@@ -1,6 +1,6 @@
-import dataclasses
 """The matmul run across several workers, on the CPU standing in for GPUs."""
 
+import dataclasses
 import time
 
 import numpy as np
@@ -26,7 +26,9 @@ def test_every_device_reports_every_dtype(cpu):
     assert outcome.findings == []
     metrics = {(m.gpu, m.metric) for m in outcome.measurements}
     assert metrics == {(d.uuid, f"matmul.{dt}.tflops") for d in devices for dt in ("bf16", "fp16", "fp8", "fp32")}
-    assert all(m.value > 0 and m.samples >= matmul.MIN_WINDOWS and m.low <= m.value <= m.high for m in outcome.measurements)
+    assert all(
+        m.value > 0 and m.samples >= matmul.MIN_WINDOWS and m.low <= m.value <= m.high for m in outcome.measurements
+    )
 
 
 def test_a_consistently_wrong_device_is_named_by_the_others_with_an_exact_count(cpu):
@@ -41,7 +43,11 @@ def test_a_consistently_wrong_device_is_named_by_the_others_with_an_exact_count(
     b = matmul.pattern(64, 64, matmul.DEFAULT_SEED, 2, torch.device("cpu")).bfloat16()
     skewed = a.clone()
     skewed[0, :4] = -skewed[0, :4]
-    expected = int(np.count_nonzero((a.bfloat16() @ b)[0].view(torch.int16).numpy() != (skewed.bfloat16() @ b)[0].view(torch.int16).numpy()))
+    expected = int(
+        np.count_nonzero(
+            (a.bfloat16() @ b)[0].view(torch.int16).numpy() != (skewed.bfloat16() @ b)[0].view(torch.int16).numpy()
+        )
+    )
     assert expected > 0
     assert finding.details["bad_elements"] == expected
     assert f"in {expected} elements across 1 rows" in finding.message

@@ -44,7 +44,9 @@ def test_without_a_cuda_device_the_tests_skip_and_the_run_is_incomplete(pytester
     result = pytester.runpytest("-p", "no:cacheprovider", "--pyargs", "gputests")
     assert result.ret == 2
     result.stdout.fnmatch_lines(["*1 skipped*"])
-    result.stdout.fnmatch_lines(["gpu-burnin verdict: INCOMPLETE (0 devices): NO_GPUS: no CUDA device (*); use --gpu-device cpu*"])
+    result.stdout.fnmatch_lines(
+        ["gpu-burnin verdict: INCOMPLETE (0 devices): NO_GPUS: no CUDA device (*); use --gpu-device cpu*"]
+    )
 
 
 def test_a_model_without_a_baseline_is_incomplete_but_its_figures_are_kept(pytester, tmp_path):
@@ -62,7 +64,9 @@ def test_a_floor_that_cannot_be_met_fails(pytester, tmp_path, baseline_dir):
     cpu.write_text(cpu.read_text().replace("floor = 0.01", "floor = 1000000.0"))
     result = run_suite(pytester, "--gpu-baseline-dir", str(baseline_dir), "--gpu-results", str(tmp_path))
     assert result.ret == 1
-    result.stdout.fnmatch_lines(["*LOW_THROUGHPUT: CPU 0 (*): matmul.fp32.tflops = *, below the floor of 1e+06 in cpu-selftest.toml*"])
+    result.stdout.fnmatch_lines(
+        ["*LOW_THROUGHPUT: CPU 0 (*): matmul.fp32.tflops = *, below the floor of 1e+06 in cpu-selftest.toml*"]
+    )
     result.stdout.fnmatch_lines(["CPU 0*matmul.fp32.tflops*1e+06*LOW", "gpu-burnin verdict: FAIL*"])
     assert only_result(tmp_path)["tests"][0]["outcome"] == "failed"
 
@@ -70,7 +74,9 @@ def test_a_floor_that_cannot_be_met_fails(pytester, tmp_path, baseline_dir):
 def test_one_corrupted_element_fails_the_run(pytester, tmp_path):
     result = run_suite(pytester, "--gpu-inject", "corrupt", "--gpu-results", str(tmp_path))
     assert result.ret == 1
-    result.stdout.fnmatch_lines(["*DATA_MISMATCH*CPU 0 (*): 1 of * bf16 products differed from its first product, 1 elements in all*"])
+    result.stdout.fnmatch_lines(
+        ["*DATA_MISMATCH*CPU 0 (*): 1 of * bf16 products differed from its first product, 1 elements in all*"]
+    )
     doc = only_result(tmp_path)
     codes = {f["code"] for f in doc["findings"]}
     assert {"DATA_MISMATCH", "FAULT_INJECTED"} <= codes
@@ -121,7 +127,9 @@ def test_markers_and_options_are_registered(pytester):
     markers = pytester.runpytest("--markers")
     markers.stdout.fnmatch_lines(["@pytest.mark.matmul: matrix-multiply throughput*", "@pytest.mark.nccl: *"])
     helptext = pytester.runpytest("--help")
-    helptext.stdout.fnmatch_lines(["gpu-burnin (GPU burn-in tests):", "*--gpu-device={cuda,cpu}*", "*--gpu-results=DIR*"])
+    helptext.stdout.fnmatch_lines(
+        ["gpu-burnin (GPU burn-in tests):", "*--gpu-device={cuda,cpu}*", "*--gpu-results=DIR*"]
+    )
 
 
 def test_an_ordinary_test_session_is_left_alone(pytester):
@@ -138,7 +146,7 @@ def test_selecting_no_burn_in_test_for_a_result_is_incomplete(pytester, tmp_path
 
 
 # Burn-in tests of our own, to drive the plugin's bookkeeping without workers.
-RECORDING = '''
+RECORDING = """
 import json, pathlib, pytest
 from harness.records import Direction, Measurement
 
@@ -147,7 +155,7 @@ pytestmark = pytest.mark.matmul
 def measure(burnin, dtypes):
     return [Measurement(metric=f"matmul.{d}.tflops", gpu=g.uuid, value=1.0, unit="TFLOP/s",
                         direction=Direction.HIGHER, test=burnin.test) for g in burnin.devices for d in dtypes]
-'''
+"""
 
 
 def test_a_test_that_raises_is_a_test_error_not_a_hardware_failure(pytester, tmp_path):
@@ -170,14 +178,17 @@ def test_a_test_that_skips_or_measures_too_little_is_incomplete(pytester, tmp_pa
     codes = [f["code"] for f in only_result(tmp_path)["findings"]]
     assert codes.count("TEST_SKIPPED") == 1
     assert sorted(f for f in codes if f == "MISSING_MEASUREMENT") == ["MISSING_MEASUREMENT"] * 2  # bf16 and fp16
-    result.stdout.fnmatch_lines(["*MISSING_MEASUREMENT*matmul.bf16.tflops is required by cpu-selftest.toml but was not measured*"])
+    result.stdout.fnmatch_lines(
+        ["*MISSING_MEASUREMENT*matmul.bf16.tflops is required by cpu-selftest.toml but was not measured*"]
+    )
 
 
 def test_the_result_file_is_rewritten_after_every_test(pytester, tmp_path):
     pytester.makepyfile(
         RECORDING
         + "def test_first(burnin):\n    burnin.record(measure(burnin, ['fp32', 'bf16', 'fp16']), [])\n"
-        + f"def test_second(burnin):\n    doc = json.loads(next(pathlib.Path({str(tmp_path)!r}).glob('*.json')).read_text())\n"
+        + "def test_second(burnin):\n"
+        + f"    doc = json.loads(next(pathlib.Path({str(tmp_path)!r}).glob('*.json')).read_text())\n"
         + "    assert doc['state'] == 'running' and doc['verdict']['status'] == 'incomplete'\n"
         + "    assert [t['outcome'] for t in doc['tests']] == ['passed', 'not-run']\n"
         + "    assert len(doc['measurements']) == 3\n"

@@ -11,7 +11,16 @@ def write_run(directory, node: str, value: float, minute: int):
     doc = results.skeleton(run_id=f"r{minute}", node=node, started_at=started, device_kind="cuda")
     gpu = Device(index=3, kind="cuda", name="NVIDIA H100 80GB HBM3", uuid=f"GPU-{node}")
     doc["devices"] = [gpu.to_dict()]
-    doc["measurements"] = [Measurement(metric="matmul.bf16.tflops", gpu=gpu.uuid, value=value, unit="TFLOP/s", direction=Direction.HIGHER, samples=30).to_dict()]
+    doc["measurements"] = [
+        Measurement(
+            metric="matmul.bf16.tflops",
+            gpu=gpu.uuid,
+            value=value,
+            unit="TFLOP/s",
+            direction=Direction.HIGHER,
+            samples=30,
+        ).to_dict()
+    ]
     doc["verdict"] = {"status": "pass", "reasons": [], "exit_code": 0}
     return results.write(results.path_for(directory, node, doc["run_id"]), doc)
 

@@ -10,7 +10,9 @@ from harness.errors import ConfigError
 
 
 def document(run_id: str = "r1") -> dict:
-    return results.skeleton(run_id=run_id, node="node-1", started_at=dt.datetime(2026, 11, 27, 13, 0, tzinfo=dt.UTC), device_kind="cpu")
+    return results.skeleton(
+        run_id=run_id, node="node-1", started_at=dt.datetime(2026, 11, 27, 13, 0, tzinfo=dt.UTC), device_kind="cpu"
+    )
 
 
 def test_write_replaces_the_file_whole_and_leaves_no_temporary(tmp_path):
