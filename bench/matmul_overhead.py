@@ -3,9 +3,11 @@
     python bench/matmul_overhead.py                 # cuda if present, else cpu
     python bench/matmul_overhead.py --device cpu --size 512 --dtype fp32
 
-Both sides run in this process, after the same determinism settings the test's
-workers apply (gputests.matmul.configure), in alternating rounds (bare, harness,
-harness, bare, ...) so that clock and thermal drift fall on both. Each side's
+Both sides run in this process, in alternating rounds (bare, harness, harness,
+bare, ...) so that clock and thermal drift fall on both. The harness side runs as
+the test's workers do (gputests.matmul.configure: deterministic mode on); the bare
+side with torch's defaults (deterministic mode off). CUBLAS_WORKSPACE_CONFIG is
+read once per process, so it applies to both. Each side's
 figure is the median over rounds; the ratio is harness / bare. The harness figure
 is what the test reports (median of timed windows); its duty cycle (products over
 wall time, verification included) is printed beside it.
@@ -45,16 +47,21 @@ def bare(device: torch.device, dtype: str, size: int, seconds: float) -> float:
         def step() -> torch.Tensor:
             return torch.matmul(a, b)
 
-    for _ in range(3):
-        step()
-    _sync(device)
-    count, began = 0, time.perf_counter()
-    while time.perf_counter() - began < seconds:
-        for _ in range(8):
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(False)
+    try:
+        for _ in range(3):
             step()
-        count += 8
         _sync(device)
-    elapsed = time.perf_counter() - began
+        count, began = 0, time.perf_counter()
+        while time.perf_counter() - began < seconds:
+            for _ in range(8):
+                step()
+            count += 8
+            _sync(device)
+        elapsed = time.perf_counter() - began
+    finally:
+        torch.use_deterministic_algorithms(deterministic)
     return 2.0 * size**3 * count / elapsed / 1e12
 
 

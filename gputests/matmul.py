@@ -100,7 +100,7 @@ def burn(
     while True:
         now = time.monotonic()
         timed = now >= timed_from
-        if timed and now - timed_from >= duration_s and len(windows) + len(pending) >= MIN_WINDOWS:
+        if timed and now - timed_from >= duration_s and len(windows) + sum(w[2] for w in pending) >= MIN_WINDOWS:
             break
         start = clock.mark()
         for out in outs:

@@ -58,6 +58,8 @@ class Options:
         loaded = (
             baselines.load_one(baseline) if baseline else baselines.load_dir(baseline_dir or baselines.default_dir())
         )
+        if results_dir is not None:
+            results.ensure_directory(results_dir)
         return cls(
             device_kind=device,
             profile=chosen.with_duration(duration).with_hang_timeout(hang_timeout),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
@@ -91,6 +92,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as err:
         print(f"gpu-burnin: error: {err}", file=sys.stderr)
         return int(ExitCode.USAGE)
+    except Exception:  # noqa: BLE001 - a crash here says nothing about the GPUs: incomplete, never fail
+        traceback.print_exc()
+        print("gpu-burnin: internal error; the run is incomplete", file=sys.stderr)
+        return int(ExitCode.INCOMPLETE)
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -79,6 +79,17 @@ def skeleton(*, run_id: str, node: str, started_at: dt.datetime, device_kind: st
     }
 
 
+def ensure_directory(directory: Path) -> Path:
+    """Create the results directory if needed and make sure it can be written, before anything runs."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ConfigError(f"cannot create the results directory: {err.strerror}", file=directory) from err
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise ConfigError("the results directory is not writable", file=directory)
+    return directory
+
+
 def write(path: Path, document: dict[str, Any]) -> Path:
     """Replace `path` with `document` in one step; the directory is created if needed."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -68,10 +68,7 @@ def run(request: RunRequest) -> int:
     run_id = results.new_run_id()
     started = results.utcnow()
     path = results.path_for(request.results, node_name(), run_id)
-    try:
-        request.results.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise ConfigError(f"cannot create the results directory: {err.strerror}", file=request.results) from err
+    results.ensure_directory(request.results)
     child = subprocess.Popen(pytest_argv(request, run_id), start_new_session=True)
     stopping: list[int] = []
 
@@ -153,7 +150,11 @@ def _abandon(path: Path, run_id: str, started: Any, device: str, code: Code, mes
     outcomes = {t["nodeid"]: t["outcome"] for t in document.get("tests", [])}
     verdict = decide(findings, outcomes)
     document.update(state=results.ABANDONED, ended_at=results.timestamp(results.utcnow()), verdict=verdict.to_dict())
-    results.write(path, document)
+    try:
+        results.write(path, document)
+    except OSError as err:
+        print(f"gpu-burnin: {message}; the result could not be written to {path}: {err}", file=sys.stderr)
+        return int(ExitCode.INCOMPLETE) if verdict.exit_code == ExitCode.PASS else int(verdict.exit_code)
     print(f"gpu-burnin: {message}; verdict {verdict.status.upper()}; result: {path}", file=sys.stderr)
     return int(verdict.exit_code)
 

@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from harness import results, runner
+from harness import cli, results, runner
 from harness.records import Code, Finding, Severity
 
 FAST = ("--duration", "0.4")
@@ -56,6 +56,23 @@ def test_usage_errors_exit_4_and_run_nothing(tmp_path):
         assert done.returncode == 4, (args, done.stderr)
         assert "error:" in done.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_results_directory_that_cannot_be_made_exits_4(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    done = gpu_burnin("run", "--device", "cpu", "--results", str(blocker / "results"), *FAST)
+    assert done.returncode == 4
+    assert f"{blocker / 'results'}: cannot create the results directory" in done.stderr
+
+
+def test_a_crash_of_the_command_itself_is_incomplete_never_fail(monkeypatch, capsys):
+    def broken(request):
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr(runner, "run", broken)
+    assert cli.main(["run", "--device", "cpu"]) == 2
+    assert "internal error; the run is incomplete" in capsys.readouterr().err
 
 
 def test_a_malformed_baseline_exits_4_naming_file_and_field(tmp_path):

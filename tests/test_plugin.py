@@ -116,6 +116,14 @@ def test_bad_options_exit_4(pytester, args, message):
     assert f"ERROR: {message}" in result.stderr.str()
 
 
+def test_a_results_directory_that_cannot_be_made_is_a_usage_error(pytester, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    result = run_suite(pytester, "--gpu-results", str(blocker / "out"))
+    assert result.ret == 4
+    assert f"ERROR: {blocker / 'out'}: cannot create the results directory" in result.stderr.str()
+
+
 def test_junit_xml_is_written_alongside(pytester, tmp_path):
     xml = tmp_path / "junit.xml"
     result = run_suite(pytester, f"--junitxml={xml}")
