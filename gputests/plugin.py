@@ -10,7 +10,9 @@ When it is active, the session's exit status is the verdict's: 0 pass, 1 fail,
 
 from __future__ import annotations
 
+import math
 import signal
+import sys
 import threading
 from collections.abc import Generator
 from pathlib import Path
@@ -24,7 +26,8 @@ from gputests.session import BurnIn, Options
 from harness.devices import Device
 from harness.errors import ConfigError
 from harness.profiles import PROFILES, Profile
-from harness.records import Finding, Measurement
+from harness.records import Code, Finding, Measurement
+from harness.verdict import Status, Verdict
 
 MARKERS = {
     "matmul": "matrix-multiply throughput with a silent-data-corruption check",
@@ -121,15 +124,29 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         signal.signal(signal.SIGTERM, previous)
 
 
-def pytest_collection_finish(session: pytest.Session) -> None:
+@pytest.hookimpl(wrapper=True)
+def pytest_make_collect_report(collector: pytest.Collector) -> Generator[None, Any, pytest.CollectReport]:
+    # A test module skipped or broken at import never becomes a test: it must not vanish from the verdict.
+    report = yield
+    if report.failed or report.skipped:
+        summary_line = _skip_reason(report) if report.skipped else report.longreprtext.strip().splitlines()[-1:]
+        collector.config.stash[_STATE].on_report(
+            report.nodeid, "collect", report.outcome, 0.0, "".join(summary_line), report.longreprtext
+        )
+    return report
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtestloop(session: pytest.Session) -> Generator[None, Any, Any]:
+    # Here rather than at collection_finish: this runs only once collection succeeded.
     state = session.config.stash[_STATE]
-    tests = [(item.nodeid, group) for item in session.items if (group := group_of(item))]
-    if session.config.option.collectonly or not (tests or state.options.results_dir):
-        return
-    try:
-        state.start(tests, session.config.option.markexpr or "")
-    except ConfigError as err:
-        raise pytest.UsageError(str(err)) from err
+    items = [(item.nodeid, group_of(item)) for item in session.items]
+    if not session.config.option.collectonly and (any(group for _, group in items) or state.options.results_dir):
+        try:
+            state.start(items, session.config.option.markexpr or "")
+        except ConfigError as err:
+            raise pytest.UsageError(str(err)) from err
+    return (yield)
 
 
 @pytest.fixture
@@ -167,6 +184,8 @@ class Recorder:
         for m in measurements:
             if m.group != self.group or m.test != self.test:
                 raise ValueError(f"{m.metric} from {m.test!r} recorded by {self.test} ({self.group})")
+            if not math.isfinite(m.value):
+                raise ValueError(f"{m.metric} of {m.gpu} is {m.value}: a figure must be a finite number")
         self._state.add(measurements, findings)
 
 
@@ -188,10 +207,10 @@ def pytest_runtest_makereport(
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     report = yield
     state = item.config.stash[_STATE]
-    if state.active and group_of(item):
+    if state.active:  # every selected test counts, burn-in or not: a failure anywhere is not a pass
         summary_line = call.excinfo.exconly().strip().splitlines()[-1] if call.excinfo else ""
-        if report.skipped and isinstance(report.longrepr, tuple):
-            summary_line = report.longrepr[2].removeprefix("Skipped: ")
+        if report.skipped:
+            summary_line = _skip_reason(report)
         state.on_report(item.nodeid, report.when, report.outcome, report.duration, summary_line, report.longreprtext)
     return report
 
@@ -209,7 +228,14 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     state = session.config.stash.get(_STATE, None)
     if state is None or not state.active or exitstatus == pytest.ExitCode.USAGE_ERROR:
         return
-    verdict = state.finish(interrupted=exitstatus == pytest.ExitCode.INTERRUPTED)
+    try:
+        verdict = state.finish(_abnormal(exitstatus))
+    except OSError as err:  # the verdict stands, but a pass that left no record is not a pass
+        sys.stderr.write(f"gpu-burnin: could not write the result file {state.result_path}: {err}\n")
+        verdict = state.verdict or Verdict(status=Status.INCOMPLETE)
+        if verdict.status is Status.PASS:
+            verdict = Verdict(status=Status.INCOMPLETE, reasons=(f"the result file could not be written: {err}",))
+            state.verdict = verdict
     session.exitstatus = int(verdict.exit_code)
 
 
@@ -237,6 +263,23 @@ def group_of(item: pytest.Item) -> str:
         if marker.name in MARKERS:
             return marker.name
     return ""
+
+
+def _abnormal(exitstatus: int) -> tuple[Code, str] | None:
+    """Why pytest's own exit status blocks a pass, if it does."""
+    if exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED, pytest.ExitCode.NO_TESTS_COLLECTED):
+        return None  # failures are judged test by test; no tests is judged by the verdict
+    if exitstatus == pytest.ExitCode.INTERRUPTED:
+        return Code.INTERRUPTED, "the run was interrupted before it finished"
+    if exitstatus == pytest.ExitCode.INTERNAL_ERROR:
+        return Code.TEST_ERROR, "pytest reported an internal error (see its output)"
+    return Code.TEST_ERROR, f"pytest ended with exit status {exitstatus}"
+
+
+def _skip_reason(report: pytest.TestReport | pytest.CollectReport) -> str:
+    if isinstance(report.longrepr, tuple):
+        return str(report.longrepr[2]).removeprefix("Skipped: ")
+    return report.longreprtext
 
 
 def _interrupt(signum: int, frame: Any) -> None:

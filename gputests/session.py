@@ -8,6 +8,7 @@ what it was given (the verdict comes from harness.verdict.decide).
 from __future__ import annotations
 
 import dataclasses
+import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -99,9 +100,8 @@ class BurnIn:
         """Called once the tests are selected: find the devices and their baselines."""
         self.active = True
         self.selection = selection
-        self.tests = {
-            nodeid: {"nodeid": nodeid, "group": group, "outcome": NOT_RUN, "duration_s": 0.0} for nodeid, group in tests
-        }
+        for nodeid, group in tests:  # reports from collection (skipped or broken modules) are already here
+            self.tests.setdefault(nodeid, {"nodeid": nodeid, "group": group, "outcome": NOT_RUN, "duration_s": 0.0})
         self.inventory = discover(self.options.device_kind, startup_timeout_s=self.options.profile.startup_timeout_s)
         self.baseline_for = {d.uuid: self.options.baselines.for_device(d.kind, d.name) for d in self.devices}
         known = {d.index for d in self.devices}
@@ -155,10 +155,11 @@ class BurnIn:
         elif when == "call":
             test["outcome"] = PASSED
 
-    def finish(self, interrupted: bool) -> Verdict:
+    def finish(self, abnormal: tuple[Code, str] | None = None) -> Verdict:
+        """Decide and write the final result; `abnormal` is why pytest itself did not end normally."""
         self.ended_at = results.utcnow()
-        if interrupted:
-            self._blocked(Code.INTERRUPTED, "", "the run was interrupted before it finished", Remediation.RERUN)
+        if abnormal is not None:
+            self._blocked(abnormal[0], "", abnormal[1], Remediation.RERUN)
         self.verdict = decide(self.findings, {nodeid: t["outcome"] for nodeid, t in self.tests.items()})
         self.checkpoint(results.FINISHED)
         return self.verdict
@@ -167,10 +168,19 @@ class BurnIn:
         return compare.assess(self.measurements, self.devices, self.baseline_for)
 
     def checkpoint(self, state: str = results.RUNNING) -> Path | None:
+        """Write the result file. Raises OSError only for the final write: a checkpoint
+        that cannot be written is reported and the run goes on, and the final write
+        decides (a pass that leaves no record is not a pass)."""
         path = self.result_path
         if path is None:
             return None
-        return results.write(path, self.document(state))
+        try:
+            return results.write(path, self.document(state))
+        except OSError as err:
+            if state == results.FINISHED:
+                raise
+            sys.stderr.write(f"gpu-burnin: could not write the result checkpoint {path}: {err}\n")
+            return None
 
     def document(self, state: str) -> dict[str, Any]:
         document = results.skeleton(

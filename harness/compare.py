@@ -70,9 +70,26 @@ def assess(
 
 
 def findings(assessments: Iterable[Assessment]) -> list[Finding]:
-    """A failing finding for every measurement that misses its limit or trails its node."""
+    """A failing finding for every measurement that misses its limit or trails its node,
+    and a warning for every figure its baseline does not judge."""
     found = []
     for a in assessments:
+        if a.status == UNCHECKED and a.baseline is not None:
+            m = a.measurement
+            who = f"{a.device.label} ({m.gpu})" if a.device else m.gpu
+            found.append(
+                Finding(
+                    code=Code.NOT_IN_BASELINE,
+                    severity=Severity.WARNING,
+                    gpu=m.gpu,
+                    message=f"{who}: {m.metric} = {m.value:.4g} {m.unit} is not judged: "
+                    f"{a.baseline.path.name} has no limit for it",
+                    remediation=Remediation.CHECK_CONFIG,
+                    test=m.test,
+                    metric=m.metric,
+                )
+            )
+            continue
         if a.status not in (BELOW_LIMIT, BEHIND_NODE) or a.spec is None or a.baseline is None:
             continue
         m, spec = a.measurement, a.spec
@@ -122,6 +139,19 @@ def missing(
     for device in devices:
         baseline = baseline_for.get(device.uuid)
         if baseline is None or device.uuid in excused:
+            continue
+        if not any(spec.group == group for spec in baseline.metrics.values()):
+            found.append(
+                Finding(
+                    code=Code.NO_BASELINE,
+                    severity=Severity.INCOMPLETE,
+                    gpu=device.uuid,
+                    message=f"{device.label} ({device.uuid}): {baseline.path.name} has no {group} metric: "
+                    "nothing this test measured could be judged",
+                    remediation=Remediation.CHECK_CONFIG,
+                    test=test,
+                )
+            )
             continue
         for spec in baseline.metrics.values():
             if spec.required and spec.group == group and (device.uuid, spec.name) not in have:

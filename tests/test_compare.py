@@ -102,11 +102,20 @@ def test_lower_is_better_uses_the_ceiling_and_the_node_minimum():
     assert finding.code is Code.OVER_LIMIT and "above the ceiling of 50" in finding.message
 
 
-def test_a_metric_the_baseline_does_not_list_is_recorded_but_unchecked():
+def test_a_metric_the_baseline_does_not_list_is_recorded_unchecked_with_a_warning():
     devices = gpus(1)
     assessed = compare.assess([m(devices[0].uuid, 5.0, "matmul.int8.tops")], devices, {devices[0].uuid: BASE})
     assert assessed[0].status == "unchecked"
-    assert compare.findings(assessed) == []
+    [warning] = compare.findings(assessed)
+    assert (warning.code, warning.severity) == (Code.NOT_IN_BASELINE, Severity.WARNING)
+    assert "is not judged: h100.toml has no limit for it" in warning.message
+
+
+def test_a_baseline_with_nothing_for_the_tests_group_judges_nothing_and_blocks():
+    devices = gpus(1)
+    [blocked] = compare.missing(devices, {devices[0].uuid: BASE}, [], group="nccl", test="t")
+    assert (blocked.code, blocked.severity) == (Code.NO_BASELINE, Severity.INCOMPLETE)
+    assert "h100.toml has no nccl metric" in blocked.message
 
 
 def test_missing_required_metrics_of_the_test_group_block_the_verdict():

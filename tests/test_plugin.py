@@ -207,6 +207,61 @@ def test_the_result_file_is_rewritten_after_every_test(pytester, tmp_path):
     assert only_result(tmp_path)["state"] == "finished"
 
 
+def test_a_pass_whose_result_cannot_be_written_is_not_a_pass(pytester, tmp_path):
+    out = tmp_path / "out"
+    pytester.makepyfile(
+        RECORDING
+        + "def test_then_lose_the_disk(burnin):\n"
+        + "    burnin.record(measure(burnin, ['fp32', 'bf16', 'fp16']), [])\n"
+        + f"    import shutil; shutil.rmtree({str(out)!r}); pathlib.Path({str(out)!r}).write_text('not a dir')\n"
+    )
+    result = pytester.runpytest("-p", "no:cacheprovider", "--gpu-device", "cpu", "--gpu-results", str(out))
+    assert result.ret == 2
+    assert "gpu-burnin: could not write the result file" in result.stderr.str()
+    result.stdout.fnmatch_lines(["gpu-burnin verdict: INCOMPLETE (1 devices): the result file could not be written*"])
+
+
+PASSING = RECORDING + "def test_ok(burnin):\n    burnin.record(measure(burnin, ['fp32', 'bf16', 'fp16']), [])\n"
+CPU_RUN = ("-p", "no:cacheprovider", "--gpu-device", "cpu")
+
+
+def test_any_selected_test_that_fails_blocks_the_pass_burn_in_or_not(pytester, tmp_path):
+    pytester.makepyfile(test_burn=PASSING, test_other="def test_unmarked():\n    assert 1 == 2\n")
+    result = pytester.runpytest(*CPU_RUN, "--gpu-results", str(tmp_path))
+    assert result.ret == 2
+    result.stdout.fnmatch_lines(
+        ["*TEST_ERROR*test_other.py::test_unmarked raised in call: AssertionError: assert 1 == 2*"]
+    )
+
+
+def test_a_module_skipped_or_broken_at_collection_does_not_vanish(pytester, tmp_path):
+    pytester.makepyfile(
+        test_burn=PASSING,
+        test_memory="import pytest\npytest.importorskip('no_such_module')\npytestmark = pytest.mark.memory\n",
+    )
+    result = pytester.runpytest(*CPU_RUN, "--gpu-results", str(tmp_path))
+    assert result.ret == 2
+    result.stdout.fnmatch_lines(["*TEST_SKIPPED*test_memory.py was skipped: could not import 'no_such_module'*"])
+    pytester.makepyfile(test_memory="import no_such_module\n")
+    result = pytester.runpytest(*CPU_RUN, "--gpu-results", str(tmp_path))
+    assert result.ret == 2
+    result.stdout.fnmatch_lines(["*TEST_ERROR*test_memory.py raised in collect: *No module named 'no_such_module'*"])
+
+
+def test_an_internal_error_of_pytest_is_never_a_pass(pytester, tmp_path):
+    pytester.makepyfile(test_burn=PASSING)
+    pytester.makeconftest("def pytest_runtest_logfinish(nodeid, location):\n    raise RuntimeError('plugin bug')\n")
+    result = pytester.runpytest(*CPU_RUN, "--gpu-results", str(tmp_path))
+    assert result.ret == 2
+    assert only_result(tmp_path)["verdict"]["reasons"][0].startswith("TEST_ERROR: pytest reported an internal error")
+
+
+def test_a_usage_error_in_collection_leaves_no_result_behind(pytester, tmp_path):
+    result = pytester.runpytest(*CPU_RUN, "--gpu-results", str(tmp_path), "no_such_dir")
+    assert result.ret == 4
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_recording_another_groups_metric_is_a_bug_in_the_test(pytester):
     pytester.makepyfile(
         RECORDING + "def test_wrong(burnin):\n    m = measure(burnin, ['fp32'])[0]\n"
