@@ -17,6 +17,7 @@ import resource
 import signal
 import statistics
 import time
+import traceback
 from collections.abc import Callable
 from typing import Any
 
@@ -165,7 +166,8 @@ def pattern(rows: int, cols: int, seed: int, salt: int, device: torch.device) ->
 
 def configure(device: torch.device, threads: int | None = None) -> None:
     """Settings that make every product bitwise reproducible (docs/determinism.md)."""
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    if os.environ.get("CUBLAS_WORKSPACE_CONFIG") not in (":4096:8", ":16:8"):  # the two deterministic settings
+        os.environ["CUBLAS_WORKSPACE_CONFIG"] = ":4096:8"
     torch.use_deterministic_algorithms(True)
     if threads:
         torch.set_num_threads(threads)
@@ -198,7 +200,11 @@ def worker(job: dict[str, Any], channel: Channel) -> None:
         except UnsupportedDtype as err:
             channel.send("unsupported", dtype=dtype, reason=str(err))
             continue
-        fault = ""  # a fault is injected once, into the first dtype burned
+        except Exception as err:  # noqa: BLE001 - a CUDA error in one dtype: report it, measure the others
+            channel.send("failed", dtype=dtype, error=f"{type(err).__name__}: {err}", traceback=traceback.format_exc())
+            continue
+        finally:
+            fault = ""  # a fault is injected once, into the first dtype burned
         channel.send("result", **result.to_message())
     channel.send("burned")
     request = channel.recv().get("rows") or {}

@@ -62,6 +62,8 @@ def run(devices: Sequence[Device], profile: Profile, *, test: str, faults: Mappi
                 results[i][message["dtype"]] = message
             elif message["type"] == "unsupported":
                 outcome.findings.append(_unsupported(devices[i], message, test))
+            elif message["type"] == "failed":
+                outcome.findings.append(_dtype_failed(devices[i], message, test))
         found = crosscheck.disagreements(devices, results)
         asked = crosscheck.requests(found)
         for i in range(len(group)):
@@ -200,6 +202,19 @@ def _worker_end(device: Device, end: WorkerEnd, test: str) -> list[Finding]:
             details={"phase": end.phase, "exitcode": end.exitcode, "traceback": end.error},
         )
     ]
+
+
+def _dtype_failed(device: Device, message: Mapping[str, Any], test: str) -> Finding:
+    return Finding(
+        code=Code.TEST_ERROR,
+        severity=Severity.INCOMPLETE,
+        gpu=device.uuid,
+        message=f"{device.label} ({device.uuid}): matmul {message['dtype']} raised: {message['error']}",
+        remediation=Remediation.RERUN,
+        test=test,
+        metric=f"matmul.{message['dtype']}.tflops",
+        details={"dtype": message["dtype"], "traceback": message["traceback"]},
+    )
 
 
 def _unsupported(device: Device, message: Mapping[str, Any], test: str) -> Finding:

@@ -64,6 +64,16 @@ class Inventory:
     """Why no device is listed, in one line; empty when there are devices."""
 
 
+DRIVER_MARKERS = (Path("/proc/driver/nvidia/version"), Path("/dev/nvidiactl"))
+
+
+def nvidia_driver_present() -> bool:
+    """Whether an NVIDIA kernel driver is installed, without calling into it (a wedged driver
+    can hang the first call). A machine with a driver that finds no GPU must not be
+    mistaken for one without: the GPU run then ends as NO_GPUS, incomplete."""
+    return any(marker.exists() for marker in DRIVER_MARKERS)
+
+
 def node_name() -> str:
     """The Kubernetes node name from the downward API, else the host name."""
     return os.environ.get("NODE_NAME") or socket.gethostname()

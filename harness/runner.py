@@ -11,10 +11,12 @@ exit status is always the result file's verdict: 0 pass, 1 fail, 2 incomplete;
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +26,9 @@ from harness.errors import ConfigError
 from harness.records import Code, Finding, Remediation, Severity
 from harness.verdict import ExitCode, decide
 
-GRACE_S = 30.0
-"""How long a child asked to stop may take to write its final result."""
+GRACE_S = 20.0
+"""How long a child asked to stop may take to write its final result: inside Kubernetes'
+default 30 s termination grace, with time left to finish the file here."""
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -64,86 +67,84 @@ def pytest_argv(request: RunRequest, run_id: str) -> list[str]:
     return argv + list(request.pytest_args)
 
 
+@dataclasses.dataclass(frozen=True)
+class _Run:
+    """What the watchdog needs to finish a run's result file itself."""
+
+    path: Path
+    run_id: str
+    started: dt.datetime
+    device: str
+
+
 def run(request: RunRequest) -> int:
     run_id = results.new_run_id()
-    started = results.utcnow()
-    path = results.path_for(request.results, node_name(), run_id)
+    this = _Run(results.path_for(request.results, node_name(), run_id), run_id, results.utcnow(), request.device)
     results.ensure_directory(request.results)
     child = subprocess.Popen(pytest_argv(request, run_id), start_new_session=True)
-    stopping: list[int] = []
+    stopping: list[tuple[int, float]] = []
 
     def forward(signum: int, frame: Any) -> None:
-        stopping.append(signum)
+        stopping.append((signum, time.monotonic()))
         _signal_group(child, signal.SIGTERM)
 
     previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         code = _wait(child, request.timeout_s, stopping)
+        if code is None:
+            _stop(child, already_asked=bool(stopping))
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+    if code is None and stopping:
+        why = f"the test process did not stop within {GRACE_S:.0f} s of {signal.Signals(stopping[0][0]).name}"
+        return _abandon(this, Code.INTERRUPTED, why)
     if code is None:
-        _stop(child)
-        return _abandon(
-            path,
-            run_id,
-            started,
-            request.device,
-            Code.RUN_TIMEOUT,
-            f"the run did not finish within --timeout {request.timeout_s:.0f} s and was killed",
-        )
+        return _abandon(this, Code.RUN_TIMEOUT, f"the run did not finish within --timeout {request.timeout_s:.0f} s")
     if code == ExitCode.USAGE:
+        if this.path.exists():  # a usage error after the run had started: its file must not stay "running"
+            _abandon(this, Code.INTERRUPTED, "the test process reported a usage error after the run had started")
         return int(ExitCode.USAGE)
-    return _settle(path, run_id, started, request.device, code, stopping)
+    return _settle(this, code, stopping)
 
 
-def _wait(child: subprocess.Popen[bytes], timeout_s: float, stopping: list[int]) -> int | None:
-    """The child's exit code, or None if it ran past the limit (or past the grace after a stop)."""
-    try:
-        return child.wait(timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        if not stopping:
+def _wait(child: subprocess.Popen[bytes], timeout_s: float, stopping: list[tuple[int, float]]) -> int | None:
+    """The child's exit code, or None past the time limit, or past the grace after a stop signal."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        limit = min(deadline, stopping[0][1] + GRACE_S) if stopping else deadline
+        remaining = limit - time.monotonic()
+        if remaining <= 0:
             return None
-    try:
-        return child.wait(timeout=GRACE_S)
-    except subprocess.TimeoutExpired:
-        return None
+        try:
+            return child.wait(timeout=min(remaining, 0.5))
+        except subprocess.TimeoutExpired:
+            continue
 
 
-def _settle(path: Path, run_id: str, started: Any, device: str, code: int, stopping: list[int]) -> int:
+def _settle(this: _Run, code: int, stopping: list[tuple[int, float]]) -> int:
     try:
-        document = results.load(path)
+        document = results.load(this.path)
     except ConfigError:
         document = None
     if document is None or document.get("state") != results.FINISHED:
-        why = f"signal {signal.Signals(stopping[0]).name}" if stopping else f"exit code {code}"
-        return _abandon(
-            path,
-            run_id,
-            started,
-            device,
-            Code.INTERRUPTED,
-            f"the test process ended ({why}) before it wrote a final result",
-        )
+        why = f"signal {signal.Signals(stopping[0][0]).name}" if stopping else f"exit code {code}"
+        return _abandon(this, Code.INTERRUPTED, f"the test process ended ({why}) before it wrote a final result")
     verdict_code = int(document["verdict"]["exit_code"])
     if verdict_code != code:
-        return _abandon(
-            path,
-            run_id,
-            started,
-            device,
-            Code.INTERRUPTED,
-            f"the test process exited {code} but its result says {document['verdict']['status']}",
-        )
+        why = f"the test process exited {code} but its result says {document['verdict']['status']}"
+        return _abandon(this, Code.INTERRUPTED, why)
     return verdict_code
 
 
-def _abandon(path: Path, run_id: str, started: Any, device: str, code: Code, message: str) -> int:
-    """Finish a run that its test process could not finish: incomplete, or fail if it already found a failure."""
+def _abandon(this: _Run, code: Code, message: str) -> int:
+    """Finish a run its test process could not: incomplete, or fail if it had already found a failure."""
     try:
-        document = results.load(path)
+        document = results.load(this.path)
     except ConfigError:
-        document = results.skeleton(run_id=run_id, node=node_name(), started_at=started, device_kind=device)
+        document = results.skeleton(
+            run_id=this.run_id, node=node_name(), started_at=this.started, device_kind=this.device
+        )
     finding = Finding(code=code, severity=Severity.INCOMPLETE, message=message, remediation=Remediation.RERUN)
     document["findings"].append(finding.to_dict())
     findings = [Finding.from_dict(f) for f in document["findings"]]
@@ -151,23 +152,25 @@ def _abandon(path: Path, run_id: str, started: Any, device: str, code: Code, mes
     verdict = decide(findings, outcomes)
     document.update(state=results.ABANDONED, ended_at=results.timestamp(results.utcnow()), verdict=verdict.to_dict())
     try:
-        results.write(path, document)
+        results.write(this.path, document)
     except OSError as err:
-        print(f"gpu-burnin: {message}; the result could not be written to {path}: {err}", file=sys.stderr)
+        print(f"gpu-burnin: {message}; the result could not be written to {this.path}: {err}", file=sys.stderr)
         return int(ExitCode.INCOMPLETE) if verdict.exit_code == ExitCode.PASS else int(verdict.exit_code)
-    print(f"gpu-burnin: {message}; verdict {verdict.status.upper()}; result: {path}", file=sys.stderr)
+    print(f"gpu-burnin: {message}; verdict {verdict.status.upper()}; result: {this.path}", file=sys.stderr)
     return int(verdict.exit_code)
 
 
-def _stop(child: subprocess.Popen[bytes]) -> None:
-    _signal_group(child, signal.SIGTERM)
-    try:
-        child.wait(timeout=10.0)
-    except subprocess.TimeoutExpired:
-        pass
+def _stop(child: subprocess.Popen[bytes], *, already_asked: bool) -> None:
+    """End the child and its workers: SIGTERM first unless it was already asked, then SIGKILL."""
+    if not already_asked:
+        _signal_group(child, signal.SIGTERM)
+        try:
+            child.wait(timeout=10.0)
+        except subprocess.TimeoutExpired:
+            pass
     _signal_group(child, signal.SIGKILL)  # workers too, whatever state the child left them in
     try:
-        child.wait(timeout=10.0)
+        child.wait(timeout=5.0)
     except subprocess.TimeoutExpired:
         pass
 

@@ -139,8 +139,13 @@ class WorkerGroup:
 
     def send(self, index: int, message: Mapping[str, Any]) -> None:
         worker = self._workers[index]
-        if worker.status == "running":
+        if worker.status != "running":
+            return
+        try:
             worker.conn.send(dict(message))
+        except OSError:  # it died since we last looked: that is a crash, not our error
+            worker.process.join(1.0)
+            self._settle(index)
 
     def end(self, index: int) -> WorkerEnd:
         worker = self._workers[index]
@@ -267,7 +272,12 @@ def _terminate(process: Any) -> bool:
     if process.is_alive():
         process.kill()
         process.join(5.0)
-    return bool(process.is_alive())
+    if process.is_alive():
+        # Stuck in the driver (state D): multiprocessing would join it without a timeout at
+        # interpreter exit and hang the run that has already reported it. Let it go.
+        multiprocessing.process._children.discard(process)  # type: ignore[attr-defined]
+        return True
+    return False
 
 
 def _describe_exit(code: int | None) -> str:

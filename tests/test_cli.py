@@ -6,10 +6,11 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
-from harness import cli, results, runner
+from harness import cli, devices, results, runner
 from harness.records import Code, Finding, Severity
 
 FAST = ("--duration", "0.4")
@@ -38,11 +39,17 @@ def test_the_cpu_self_test_exits_0_with_one_result(tmp_path):
     assert "gpu-burnin verdict: PASS" in done.stdout
 
 
-def test_auto_runs_the_self_test_where_nvml_finds_no_gpu(tmp_path):
+def test_auto_runs_the_self_test_only_where_there_is_no_nvidia_driver(tmp_path, monkeypatch):
     done = gpu_burnin("run", "--device", "auto", "--results", str(tmp_path), *FAST)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "no GPU found (NVML could not start: NVMLError_LibraryNotFound" in done.stderr
+    assert "no NVIDIA driver on this machine; running the CPU self-test" in done.stderr
     assert documents(tmp_path)[0]["device_kind"] == "cpu"
+    # With a driver present (here pretended), auto means the GPUs, whatever NVML answers.
+    chosen = []
+    monkeypatch.setattr(devices, "DRIVER_MARKERS", (tmp_path,))
+    monkeypatch.setattr(runner, "run", lambda request: chosen.append(request.device) or 2)
+    assert cli.main(["run", "--device", "auto"]) == 2
+    assert chosen == ["cuda"]
 
 
 def test_usage_errors_exit_4_and_run_nothing(tmp_path):
@@ -141,7 +148,7 @@ def test_sigterm_still_leaves_a_finished_incomplete_result(tmp_path):
 def test_a_child_that_dies_without_a_final_result_is_finished_as_incomplete(tmp_path, capsys):
     started = dt.datetime(2026, 11, 27, tzinfo=dt.UTC)
     path = results.path_for(tmp_path, "node", "r1")
-    assert runner._settle(path, "r1", started, "cuda", -9, []) == 2
+    assert runner._settle(runner._Run(path, "r1", started, "cuda"), -9, []) == 2
     doc = results.load(path)
     assert doc["state"] == "abandoned" and doc["device_kind"] == "cuda"
     assert doc["findings"][0]["message"] == "the test process ended (exit code -9) before it wrote a final result"
@@ -155,7 +162,7 @@ def test_a_failure_found_before_the_run_died_still_fails_it(tmp_path, capsys):
         Finding(code=Code.DATA_MISMATCH, severity=Severity.FAIL, message="GPU 3 disagrees").to_dict()
     )
     results.write(path, doc)
-    assert runner._settle(path, "r1", started, "cuda", 1, []) == 1
+    assert runner._settle(runner._Run(path, "r1", started, "cuda"), 1, []) == 1
     assert results.load(path)["verdict"]["status"] == "fail"
 
 
@@ -176,3 +183,29 @@ def test_pytest_arguments_pass_through(tmp_path):
     assert argv[-1] == "-x" and ["-m", "matmul"] == argv[argv.index("-m", 3) : argv.index("-m", 3) + 2]
     assert ["--gpu-inject", "hang"] == argv[argv.index("--gpu-inject") : argv.index("--gpu-inject") + 2]
     assert os.path.basename(argv[0]).startswith("python")
+
+
+def test_a_test_process_that_ignores_sigterm_is_killed_after_the_grace(tmp_path, monkeypatch):
+    monkeypatch.setattr(runner, "GRACE_S", 2.0)
+    request = runner.RunRequest(
+        device="cpu",
+        profile="quick",
+        results=tmp_path,
+        timeout_s=300,
+        duration=60.0,
+        pytest_args=("-p", "tests.sigterm_deaf"),
+    )
+
+    def stop_once_started():
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not list(tmp_path.glob("*.json")):
+            time.sleep(0.2)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=stop_once_started, daemon=True).start()
+    began = time.monotonic()
+    assert runner.run(request) == 2
+    assert time.monotonic() - began < 90
+    [doc] = documents(tmp_path)
+    assert doc["state"] == "abandoned"
+    assert doc["findings"][-1]["message"] == "the test process did not stop within 2 s of SIGTERM"

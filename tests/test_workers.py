@@ -38,6 +38,40 @@ def test_an_exception_in_a_worker_comes_back_with_its_traceback():
     assert "Traceback" in end.error
 
 
+def test_a_command_to_a_worker_that_died_settles_it_as_crashed():
+    with group("die_after_burned") as workers:
+        assert [m["type"] for _, m in workers.messages(until="burned")] == ["burned"]
+        time.sleep(1.0)  # it exits right after; the parent has not noticed yet
+        assert workers.end(0).status == "running"
+        workers.send(0, {"rows": {}})
+        end = workers.end(0)
+    assert end.status == "crashed" and "exit code 3" in end.error
+
+
+def test_a_process_that_survives_sigkill_is_let_go_rather_than_joined_for_ever():
+    import multiprocessing.process as mp_process
+
+    from harness import workers
+
+    class Unkillable:  # a process stuck in the driver: signals are sent, it never exits
+        def terminate(self):
+            pass
+
+        def kill(self):
+            pass
+
+        def join(self, timeout=None):
+            pass
+
+        def is_alive(self):
+            return True
+
+    stuck = Unkillable()
+    mp_process._children.add(stuck)
+    assert workers._terminate(stuck) is True
+    assert stuck not in mp_process._children
+
+
 def test_a_worker_killed_by_a_signal_is_reported_crashed():
     with group("crash") as workers:
         list(workers.messages(until="never"))
