@@ -178,11 +178,12 @@ class WorkerGroup:
                         waiting.discard(i)
                 if self._workers[i].status != "running":
                     waiting.discard(i)
-            for i in list(waiting):
-                reason = self._overdue(i)
-                if reason:
-                    self._kill(i, reason)
-                    waiting.discard(i)
+            # Judge everyone at one instant, then kill: a kill takes seconds, and the others'
+            # messages sent meanwhile are read on the next pass, before they are judged again.
+            overdue = [(i, reason) for i in sorted(waiting) if (reason := self._overdue(i))]
+            for i, reason in overdue:
+                self._kill(i, reason)
+                waiting.discard(i)
 
     def join(self) -> None:
         """Wait until every worker has finished; the stall and overall limits still apply."""

@@ -60,10 +60,10 @@ def test_a_corrupted_product_fails_only_its_device(cpu):
 
 
 def test_a_hung_device_ends_as_hang_and_the_others_keep_their_figures(cpu):
-    profile = SMALL.with_hang_timeout(1.0)
+    profile = SMALL.with_hang_timeout(4.0)  # slack for a busy CI machine, where the healthy worker can pause
     began = time.monotonic()
     outcome = run(cpus(2, cpu), {0: parse("hang")}, profile)
-    assert time.monotonic() - began < 20
+    assert time.monotonic() - began < 30
     assert [(f.code, f.severity, f.gpu) for f in outcome.findings] == [(Code.HANG, Severity.INCOMPLETE, "CPU-0")]
     assert {m.gpu for m in outcome.measurements} == {"CPU-1"}
 

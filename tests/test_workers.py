@@ -92,6 +92,15 @@ def test_a_stalled_worker_is_killed_within_its_limit_even_if_it_ignores_sigterm(
     assert elapsed < 15
 
 
+def test_killing_a_stuck_worker_does_not_make_a_healthy_one_look_hung():
+    # The stuck one ignores SIGTERM, so killing it takes over 2 s: longer than the stall limit.
+    with group("stall_or_steady", jobs=[{"stall": True}, {"stall": False}], stall_s=1.0) as workers:
+        list(workers.messages(until="finished"))
+        workers.join()
+        ends = [workers.end(i).status for i in range(2)]
+    assert ends == ["hung", "done"]
+
+
 def test_a_worker_that_never_starts_is_hung_after_the_startup_limit():
     with group("slow_start", startup_s=1.0) as workers:
         list(workers.messages(until="never"))

@@ -43,3 +43,15 @@ def report_pid_then_wait(job, channel):
 def die_after_burned(job, channel):
     channel.send("burned")
     os._exit(3)
+
+
+def steady(job, channel):
+    """Healthy: reports progress every 0.2 s for a few seconds."""
+    for n in range(job.get("beats", 25)):
+        channel.progress(f"beat {n}")
+        time.sleep(0.2)
+    channel.send("finished")
+
+
+def stall_or_steady(job, channel):
+    (stall if job["stall"] else steady)(job, channel)
