@@ -180,40 +180,30 @@ def _worker_end(device: Device, end: WorkerEnd, test: str) -> list[Finding]:
     if end.status == "done":
         return []
     if end.status == "hung":
-        return [
-            Finding(
-                code=Code.HANG,
-                severity=Severity.INCOMPLETE,
-                gpu=device.uuid,
-                message=f"{device.label} ({device.uuid}): matmul worker {end.error}; it was killed",
-                remediation=Remediation.RESET_GPU,
-                test=test,
-                details={"phase": end.phase},
-            )
-        ]
-    return [
-        Finding(
-            code=Code.TEST_ERROR,
-            severity=Severity.INCOMPLETE,
-            gpu=device.uuid,
-            message=f"{device.label} ({device.uuid}): matmul worker {end.status} during {end.phase}: {end.last_line}",
-            remediation=Remediation.RERUN,
-            test=test,
-            details={"phase": end.phase, "exitcode": end.exitcode, "traceback": end.error},
-        )
-    ]
+        text = f"matmul worker {end.error}; it was killed"
+        return [_blocked(device, Code.HANG, text, Remediation.RESET_GPU, test, phase=end.phase)]
+    text = f"matmul worker {end.status} during {end.phase}: {end.last_line}"
+    details = {"phase": end.phase, "exitcode": end.exitcode, "traceback": end.error}
+    return [_blocked(device, Code.TEST_ERROR, text, Remediation.RERUN, test, **details)]
 
 
 def _dtype_failed(device: Device, message: Mapping[str, Any], test: str) -> Finding:
+    text = f"matmul {message['dtype']} raised: {message['error']}"
+    details = {"dtype": message["dtype"], "traceback": message["traceback"]}
+    return _blocked(device, Code.TEST_ERROR, text, Remediation.RERUN, test, **details)
+
+
+def _blocked(device: Device, code: Code, text: str, remediation: Remediation, test: str, **details: Any) -> Finding:
+    """A finding that stops a decision about this device (incomplete), never a verdict on it."""
     return Finding(
-        code=Code.TEST_ERROR,
+        code=code,
         severity=Severity.INCOMPLETE,
         gpu=device.uuid,
-        message=f"{device.label} ({device.uuid}): matmul {message['dtype']} raised: {message['error']}",
-        remediation=Remediation.RERUN,
+        message=f"{device.label} ({device.uuid}): {text}",
+        remediation=remediation,
         test=test,
-        metric=f"matmul.{message['dtype']}.tflops",
-        details={"dtype": message["dtype"], "traceback": message["traceback"]},
+        metric=f"matmul.{details['dtype']}.tflops" if "dtype" in details else "",
+        details=details,
     )
 
 
