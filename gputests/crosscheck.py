@@ -12,7 +12,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -36,8 +36,16 @@ class Disagreement:
     """How many GPUs of this model reported a product for this dtype."""
 
 
-Results = Mapping[int, Mapping[str, Mapping[str, Any]]]
-"""Per device position, per dtype: the worker's result message."""
+class Fingerprinted(Protocol):
+    @property
+    def fingerprints(self) -> bytes: ...
+
+    @property
+    def digest(self) -> str: ...
+
+
+Results = Mapping[int, Mapping[str, Fingerprinted]]
+"""Per device position, per dtype: the worker's result."""
 
 
 def disagreements(devices: Sequence[Device], results: Results) -> list[Disagreement]:
@@ -48,7 +56,7 @@ def disagreements(devices: Sequence[Device], results: Results) -> list[Disagreem
     for positions in models.values():
         dtypes = {dtype for p in positions for dtype in results.get(p, {})}
         for dtype in sorted(dtypes):
-            digests = {p: results[p][dtype]["digest"] for p in positions if dtype in results.get(p, {})}
+            digests = {p: results[p][dtype].digest for p in positions if dtype in results.get(p, {})}
             counts = collections.Counter(digests.values())
             if len(counts) < 2:
                 continue
@@ -102,9 +110,9 @@ def _rows(
     return data[[index[row] for row in d.rows]]
 
 
-def _differing_rows(a: Mapping[str, Any], b: Mapping[str, Any]) -> tuple[int, ...]:
-    left = np.frombuffer(a["fingerprints"], dtype=np.int64)
-    right = np.frombuffer(b["fingerprints"], dtype=np.int64)
+def _differing_rows(a: Fingerprinted, b: Fingerprinted) -> tuple[int, ...]:
+    left = np.frombuffer(a.fingerprints, dtype=np.int64)
+    right = np.frombuffer(b.fingerprints, dtype=np.int64)
     if left.shape != right.shape:
         return tuple(range(max(left.size, right.size)))
     return tuple(int(i) for i in np.flatnonzero(left != right))

@@ -1,10 +1,10 @@
-"""The matmul burn: the measuring code, which runs inside a device worker.
+"""The matmul burn, worker side: the measuring code, which runs inside a device worker.
 
 `burn()` multiplies two fixed matrices over and over for a set time, times each
 window of products, and compares every product bitwise with the first one. It is
 a plain function: the test runs it in one worker per GPU (`worker`), and
 bench/matmul_overhead.py calls it directly. How the product is made bitwise
-reproducible is in docs/determinism.md.
+reproducible is in docs/determinism.md. The parent side is gputests/matmul_run.py.
 """
 
 from __future__ import annotations
@@ -13,17 +13,15 @@ import collections
 import dataclasses
 import hashlib
 import os
-import resource
-import signal
 import statistics
 import time
-import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
 
-from harness.workers import Channel
+from harness.devicetest import Context, NotSupported
+from harness.workers import Message
 
 DEFAULT_SEED = 20261127
 MIN_WINDOWS = 3
@@ -31,12 +29,39 @@ _BITS = {torch.bfloat16: torch.int16, torch.float16: torch.int16, torch.float32:
 _HALF = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-class UnsupportedDtype(Exception):
-    """This build of torch cannot multiply in this dtype on this device."""
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Job:
+    dtypes: tuple[str, ...]
+    size: int
+    ring: int
+    duration_s: float
+    """Timed seconds per dtype, after its warm-up."""
+    warmup_s: float
+    seed: int = DEFAULT_SEED
 
 
-@dataclasses.dataclass(kw_only=True)
-class BurnResult:
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Burned(Message):
+    """Every dtype is done; the worker now waits for a RowsRequest."""
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RowsRequest(Message):
+    rows: Mapping[str, Sequence[int]]
+    """Per dtype, the rows of the first product the parent wants, to count differences exactly."""
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Rows(Message):
+    rows: Mapping[str, bytes]
+
+
+def metric_name(dtype: str) -> str:
+    return f"matmul.{dtype}.tflops"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class BurnResult(Message):
     dtype: str
     size: int
     flops_per_window: float
@@ -62,11 +87,6 @@ class BurnResult:
     def digest(self) -> str:
         return hashlib.sha256(self.fingerprints).hexdigest()
 
-    def to_message(self) -> dict[str, Any]:
-        message = dataclasses.asdict(self)
-        message["digest"] = self.digest
-        return message
-
 
 def burn(
     device: torch.device,
@@ -77,12 +97,13 @@ def burn(
     duration_s: float,
     warmup_s: float,
     seed: int = DEFAULT_SEED,
-    progress: Callable[[str], None] | None = None,
+    context: Context | None = None,
     report_s: float = 0.5,
-    fault: str = "",
 ) -> tuple[BurnResult, torch.Tensor]:
-    """Burn one dtype; returns the result and the first product (the reference)."""
-    multiply, ref = _operands(device, dtype, size, seed, skew=fault == "skew")
+    """Burn one dtype; returns the result and the first product (the reference).
+
+    With a `context` (in a worker) it reports progress and marks its fault points."""
+    multiply, ref = _operands(device, dtype, size, seed, context)
     multiply(ref)
     outs = [torch.empty_like(ref) for _ in range(ring)]
     ref_bits = ref.view(_BITS[ref.dtype])
@@ -107,8 +128,8 @@ def burn(
         for out in outs:
             multiply(out)
         end = clock.mark()
-        if fault and count == 1:
-            _inject(fault, device, outs[0])
+        if context is not None:
+            context.fault_point(outs[0])
         for out in outs:
             differ = torch.ne(out.view(ref_bits.dtype), ref_bits).sum()
             bad_elements += differ
@@ -117,8 +138,8 @@ def burn(
         count += 1
         while len(pending) > 1:
             warm += _settle(clock, pending.popleft(), windows, flops)
-        if progress is not None and now - last_report >= report_s:
-            progress(f"{dtype} window {count}")
+        if context is not None and now - last_report >= report_s:
+            context.progress(f"{dtype} window {count}")
             last_report = now
     while pending:
         warm += _settle(clock, pending.popleft(), windows, flops)
@@ -164,67 +185,49 @@ def pattern(rows: int, cols: int, seed: int, salt: int, device: torch.device) ->
     return (x.to(torch.float64) / 2**30 - 1.0).to(torch.float32).reshape(rows, cols)
 
 
-def configure(device: torch.device, threads: int | None = None) -> None:
+def configure(device: torch.device) -> None:
     """Settings that make every product bitwise reproducible (docs/determinism.md)."""
     if os.environ.get("CUBLAS_WORKSPACE_CONFIG") not in (":4096:8", ":16:8"):  # the two deterministic settings
         os.environ["CUBLAS_WORKSPACE_CONFIG"] = ":4096:8"
     torch.use_deterministic_algorithms(True)
-    if threads:
-        torch.set_num_threads(threads)
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
 
 
-def worker(job: dict[str, Any], channel: Channel) -> None:
-    """Runs in one worker per device: burn each dtype, report, then answer row requests."""
-    spec = job["device"]
-    device = torch.device("cuda", spec["index"]) if spec["kind"] == "cuda" else torch.device("cpu")
-    configure(device, job.get("threads"))
-    channel.progress("ready")
+def worker(context: Context, job: Job) -> None:
+    """Runs in one worker per device: burn each dtype, report, then answer the row request."""
+    device = context.torch_device
+    configure(device)
     references: dict[str, torch.Tensor] = {}
-    fault = job.get("fault") or ""
-    for dtype in job["dtypes"]:
-        channel.progress(f"{dtype} start")
-        try:
+    for dtype in job.dtypes:
+        with context.phase(dtype, metric=metric_name(dtype)):
             result, references[dtype] = burn(
                 device,
                 dtype,
-                size=job["size"],
-                ring=job["ring"],
-                duration_s=job["duration_s"],
-                warmup_s=job["warmup_s"],
-                seed=job.get("seed", DEFAULT_SEED),
-                progress=channel.progress,
-                fault=fault,
+                size=job.size,
+                ring=job.ring,
+                duration_s=job.duration_s,
+                warmup_s=job.warmup_s,
+                seed=job.seed,
+                context=context,
             )
-        except UnsupportedDtype as err:
-            channel.send("unsupported", dtype=dtype, reason=str(err))
-            continue
-        except Exception as err:  # noqa: BLE001 - a CUDA error in one dtype: report it, measure the others
-            channel.send("failed", dtype=dtype, error=f"{type(err).__name__}: {err}", traceback=traceback.format_exc())
-            continue
-        finally:
-            fault = ""  # a fault is injected once, into the first dtype burned
-        channel.send("result", **result.to_message())
-    channel.send("burned")
-    request = channel.recv().get("rows") or {}
-    if request:
-        channel.send("rows", rows={dtype: row_bits(references[dtype], rows) for dtype, rows in request.items()})
+            context.send(result)
+    context.send(Burned())
+    request = context.recv(RowsRequest)
+    context.send(Rows(rows={dtype: row_bits(references[dtype], list(rows)) for dtype, rows in request.rows.items()}))
 
 
 def _operands(
-    device: torch.device, dtype: str, size: int, seed: int, *, skew: bool
+    device: torch.device, dtype: str, size: int, seed: int, context: Context | None
 ) -> tuple[Callable[[torch.Tensor], Any], torch.Tensor]:
     a = pattern(size, size, seed, 1, device)
     b = pattern(size, size, seed, 2, device)
-    if skew:  # a consistently wrong input: every product on this device differs from the others
-        a[0, :4] = -a[0, :4]
+    if context is not None:
+        context.fault_input(a)  # `skew`: a consistently wrong input, so every product differs from the others'
     if dtype in _HALF:
         a16, b16 = a.to(_HALF[dtype]), b.to(_HALF[dtype])
         return (lambda out: torch.matmul(a16, b16, out=out)), torch.empty(size, size, dtype=_HALF[dtype], device=device)
     if dtype in ("tf32", "fp32"):
         if device.type == "cpu" and dtype == "tf32":
-            raise UnsupportedDtype("tf32 is a CUDA tensor-core mode")
+            raise NotSupported("tf32 is a CUDA tensor-core mode")
         torch.backends.cuda.matmul.allow_tf32 = dtype == "tf32"
         return (lambda out: torch.matmul(a, b, out=out)), torch.empty(size, size, dtype=torch.float32, device=device)
     if dtype == "fp8":
@@ -237,7 +240,7 @@ def _fp8_operands(
 ) -> tuple[Callable[[torch.Tensor], Any], torch.Tensor]:
     """e4m3 inputs, bf16 output, unit scales; the second operand column-major as cuBLASLt wants."""
     if not hasattr(torch, "float8_e4m3fn") or not hasattr(torch, "_scaled_mm"):
-        raise UnsupportedDtype(f"torch {torch.__version__} has no float8 matmul")
+        raise NotSupported(f"torch {torch.__version__} has no float8 matmul")
     a8 = a.to(torch.float8_e4m3fn)
     b8 = b.t().contiguous().to(torch.float8_e4m3fn).t()
     one = torch.ones((), dtype=torch.float32, device=device)
@@ -250,7 +253,7 @@ def _fp8_operands(
         try:
             multiply(out)
         except (RuntimeError, NotImplementedError) as err:
-            raise UnsupportedDtype(f"torch {torch.__version__} has no float8 matmul on the CPU: {err}") from err
+            raise NotSupported(f"torch {torch.__version__} has no float8 matmul on the CPU: {err}") from err
     return multiply, out
 
 
@@ -262,25 +265,6 @@ def _settle(clock: Any, window: tuple[Any, Any, bool], windows: list[float], flo
         return 1
     windows.append(flops / max(clock.seconds(start, end), 1e-9) / 1e12)
     return 0
-
-
-def _inject(fault: str, device: torch.device, out: torch.Tensor) -> None:
-    """Faults for testing the pipeline end to end (--gpu-inject); see docs/findings.md."""
-    if fault == "corrupt":
-        flat = out.view(_BITS[out.dtype]).view(-1)
-        flat[0] = flat[0] ^ 1  # flip the lowest bit of one element of one product
-    elif fault == "error":
-        raise RuntimeError("injected fault: CUDA error: an illegal memory access was encountered")
-    elif fault == "crash":
-        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-        os.kill(os.getpid(), signal.SIGSEGV)
-    elif fault == "hang":
-        if device.type == "cuda":
-            torch.cuda._sleep(1 << 62)  # a kernel that spins for ever, as a hung GPU does
-            torch.cuda.synchronize(device)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # like a process stuck in the driver
-        while True:
-            time.sleep(60)
 
 
 class _CudaClock:

@@ -4,7 +4,8 @@ Loaded by the `pytest11` entry point when installed and by the root conftest.py 
 a checkout. It stays out of the way of any pytest session that selects no burn-in
 test (one marked with a test group) and is not given --gpu-results.
 
-When it is active, the session's exit status is the verdict's: 0 pass, 1 fail,
+Its options are declared once, in harness/options.py. When it is active, the
+session's exit status is the verdict's: 0 pass, 1 fail,
 2 incomplete (4 stays pytest's usage error).
 """
 
@@ -12,110 +13,40 @@ from __future__ import annotations
 
 import math
 import signal
-import sys
 import threading
 from collections.abc import Generator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from gputests import summary
-from gputests.faults import GROUPS, KINDS, Fault
-from gputests.session import BurnIn, Options
+from gputests.session import BurnIn
+from harness import options
 from harness.devices import Device
+from harness.devicetest import Outcome, Scope
 from harness.errors import ConfigError
-from harness.profiles import PROFILES, Profile
-from harness.records import Code, Finding, Measurement
-from harness.verdict import Status, Verdict
+from harness.profiles import GROUPS, Profile
+from harness.records import Code
 
-MARKERS = {
-    "matmul": "matrix-multiply throughput with a silent-data-corruption check",
-    "memory": "GPU memory pattern and ECC stress",
-    "nvlink": "NVLink bandwidth between GPUs",
-    "pcie": "PCIe bandwidth between host and GPUs",
-    "nccl": "NCCL all-reduce across GPUs",
-    "health": "NVML health before and after the suite",
-}
 _STATE = pytest.StashKey[BurnIn]()
+_EXPLICIT_RESULTS = pytest.StashKey[bool]()
 _SIGTERM = pytest.StashKey[Any]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    group = parser.getgroup("gpu", "gpu-burnin (GPU burn-in tests)")
-    group.addoption(
-        "--gpu-device",
-        choices=("cuda", "cpu"),
-        default="cuda",
-        help="run on the CUDA GPUs (default) or on the CPU as a self-test",
-    )
-    group.addoption(
-        "--gpu-profile",
-        choices=sorted(PROFILES),
-        default="quick",
-        help="how long and hard to burn: quick (preflight), standard (periodic), soak",
-    )
-    group.addoption(
-        "--gpu-duration",
-        type=float,
-        metavar="SECONDS",
-        help="seconds each test burns the devices (default: the profile's)",
-    )
-    group.addoption(
-        "--gpu-baseline",
-        type=Path,
-        metavar="FILE",
-        help="judge against this baseline file only; a GPU it does not cover is an error",
-    )
-    group.addoption(
-        "--gpu-baseline-dir",
-        type=Path,
-        metavar="DIR",
-        help="pick each GPU model's baseline from this directory (default: the packaged baselines)",
-    )
-    group.addoption(
-        "--gpu-results", type=Path, metavar="DIR", help="write the run's JSON result file into this directory"
-    )
-    group.addoption("--gpu-expect-gpus", type=int, metavar="N", help="fail unless exactly N GPUs are visible")
-    group.addoption(
-        "--gpu-hang-timeout",
-        type=float,
-        metavar="SECONDS",
-        help="seconds without progress before a device worker is declared hung",
-    )
-    group.addoption(
-        "--gpu-inject",
-        action="append",
-        default=[],
-        metavar="FAULT",
-        help=f"inject a fault to test the pipeline, [GROUP.]KIND[:DEVICE] with KIND one of {', '.join(KINDS)}; "
-        "such a run cannot pass",
-    )
-    group.addoption("--gpu-run-id", metavar="ID", help="the run id (set by `gpu-burnin run`)")
+    options.add_to_pytest(parser.getgroup("gpu", "gpu-burnin (GPU burn-in tests)"))
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    for name, text in MARKERS.items():
+    for name, text in GROUPS.items():
         config.addinivalue_line("markers", f"{name}: {text}")
+    values = options.values_from(config.option)
     try:
-        options = Options.from_values(
-            device=config.getoption("gpu_device"),
-            profile=config.getoption("gpu_profile"),
-            duration=config.getoption("gpu_duration"),
-            hang_timeout=config.getoption("gpu_hang_timeout"),
-            baseline=config.getoption("gpu_baseline"),
-            baseline_dir=config.getoption("gpu_baseline_dir"),
-            results_dir=config.getoption("gpu_results"),
-            expect_gpus=config.getoption("gpu_expect_gpus"),
-            inject=config.getoption("gpu_inject"),
-            run_id=config.getoption("gpu_run_id"),
-        )
+        resolved = options.resolve(values)
     except ConfigError as err:
-        raise pytest.UsageError(str(err)) from err
-    config.stash[_STATE] = BurnIn(options)
-    if options.results_dir is not None and threading.current_thread() is threading.main_thread():
-        # A pod being stopped still gets its result file: SIGTERM ends the session as Ctrl-C does.
-        config.stash[_SIGTERM] = signal.signal(signal.SIGTERM, _interrupt)
+        raise pytest.UsageError(options.explain(err, "pytest")) from err
+    config.stash[_STATE] = BurnIn(resolved)
+    config.stash[_EXPLICIT_RESULTS] = values["results"] is not None
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -139,13 +70,17 @@ def pytest_make_collect_report(collector: pytest.Collector) -> Generator[None, A
 @pytest.hookimpl(wrapper=True)
 def pytest_runtestloop(session: pytest.Session) -> Generator[None, Any, Any]:
     # Here rather than at collection_finish: this runs only once collection succeeded.
-    state = session.config.stash[_STATE]
+    config = session.config
+    state = config.stash[_STATE]
     items = [(item.nodeid, group_of(item)) for item in session.items]
-    if not session.config.option.collectonly and (any(group for _, group in items) or state.options.results_dir):
+    if not config.option.collectonly and (any(group for _, group in items) or config.stash[_EXPLICIT_RESULTS]):
         try:
-            state.start(items, session.config.option.markexpr or "")
+            state.start(items)
         except ConfigError as err:
-            raise pytest.UsageError(str(err)) from err
+            raise pytest.UsageError(options.explain(err, "pytest")) from err
+        if threading.current_thread() is threading.main_thread():
+            # A pod being stopped still gets its result file: SIGTERM ends the session as Ctrl-C does.
+            config.stash[_SIGTERM] = signal.signal(signal.SIGTERM, _interrupt)
     return (yield)
 
 
@@ -177,16 +112,18 @@ class Recorder:
     def profile(self) -> Profile:
         return self._state.options.profile
 
-    def faults(self) -> dict[int, Fault]:
-        return self._state.faults_for(self.group)
+    @property
+    def scope(self) -> Scope:
+        """What a device test runs on (harness.devicetest)."""
+        return self._state.scope(self.test, self.group)
 
-    def record(self, measurements: list[Measurement], findings: list[Finding]) -> None:
-        for m in measurements:
+    def record(self, outcome: Outcome) -> None:
+        for m in outcome.measurements:
             if m.group != self.group or m.test != self.test:
                 raise ValueError(f"{m.metric} from {m.test!r} recorded by {self.test} ({self.group})")
             if not math.isfinite(m.value):
                 raise ValueError(f"{m.metric} of {m.gpu} is {m.value}: a figure must be a finite number")
-        self._state.add(measurements, findings)
+        self._state.add(outcome)
 
 
 @pytest.hookimpl(wrapper=True)
@@ -228,15 +165,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     state = session.config.stash.get(_STATE, None)
     if state is None or not state.active or exitstatus == pytest.ExitCode.USAGE_ERROR:
         return
-    try:
-        verdict = state.finish(_abnormal(exitstatus))
-    except OSError as err:  # the verdict stands, but a pass that left no record is not a pass
-        sys.stderr.write(f"gpu-burnin: could not write the result file {state.result_path}: {err}\n")
-        verdict = state.verdict or Verdict(status=Status.INCOMPLETE)
-        if verdict.status is Status.PASS:
-            verdict = Verdict(status=Status.INCOMPLETE, reasons=(f"the result file could not be written: {err}",))
-            state.verdict = verdict
-    session.exitstatus = int(verdict.exit_code)
+    session.exitstatus = int(state.finish(_abnormal(exitstatus)).exit_code)
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
@@ -260,7 +189,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
 def group_of(item: pytest.Item) -> str:
     """The test group of a burn-in test (its first group marker), or ""."""
     for marker in item.iter_markers():
-        if marker.name in MARKERS:
+        if marker.name in GROUPS:
             return marker.name
     return ""
 

@@ -1,124 +1,99 @@
-"""The burn-in session: every option read once, and everything a run records.
+"""The burn-in session: the run's options, and the result document it fills in.
 
 The plugin (gputests/plugin.py) owns the pytest hooks and hands what they see to
 this object; the object decides nothing by itself that is not a pure function of
-what it was given (the verdict comes from harness.verdict.decide).
+what it was given (the verdict comes from harness.verdict.decide). Everything it
+records lives in one `ResultDocument`, which is what the result file holds.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
 
-from gputests import faults as fault_specs
-from gputests.faults import Fault
-from harness import baselines, compare, results
-from harness.baselines import Baseline, BaselineSet
+from harness import compare, results
+from harness.baselines import Baseline
 from harness.devices import Device, Inventory, discover, node_name
+from harness.devicetest import Outcome, Scope
 from harness.errors import ConfigError
-from harness.profiles import Profile, by_name
+from harness.faults import Fault
+from harness.options import RunOptions
 from harness.records import NODE, Code, Finding, Measurement, Remediation, Severity
-from harness.verdict import NOT_RUN, PASSED, Verdict, decide
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class Options:
-    device_kind: str
-    profile: Profile
-    baselines: BaselineSet
-    results_dir: Path | None
-    expect_gpus: int | None
-    faults: tuple[Fault, ...]
-    run_id: str
-
-    @classmethod
-    def from_values(
-        cls,
-        *,
-        device: str,
-        profile: str,
-        duration: float | None,
-        hang_timeout: float | None,
-        baseline: Path | None,
-        baseline_dir: Path | None,
-        results_dir: Path | None,
-        expect_gpus: int | None,
-        inject: Sequence[str],
-        run_id: str | None,
-    ) -> Options:
-        chosen = by_name(profile)
-        if device == "cpu":
-            chosen = chosen.for_cpu()
-        if baseline is not None and baseline_dir is not None:
-            raise ConfigError("give --gpu-baseline or --gpu-baseline-dir, not both", field="--gpu-baseline")
-        if expect_gpus is not None and (expect_gpus < 1 or device != "cuda"):
-            raise ConfigError("takes a count of at least 1, with --gpu-device cuda", field="--gpu-expect-gpus")
-        loaded = (
-            baselines.load_one(baseline) if baseline else baselines.load_dir(baseline_dir or baselines.default_dir())
-        )
-        if results_dir is not None:
-            results.ensure_directory(results_dir)
-        return cls(
-            device_kind=device,
-            profile=chosen.with_duration(duration).with_hang_timeout(hang_timeout),
-            baselines=loaded,
-            results_dir=results_dir,
-            expect_gpus=expect_gpus,
-            faults=tuple(fault_specs.parse(spec) for spec in inject),
-            run_id=run_id or results.new_run_id(),
-        )
+from harness.results import BaselineUse, ResultDocument, RunState, TestRecord
+from harness.verdict import TestOutcome, Verdict, decide
 
 
 class BurnIn:
-    def __init__(self, options: Options):
+    def __init__(self, options: RunOptions):
         self.options = options
-        self.started_at = results.utcnow()
-        self.ended_at: Any = None
         self.active = False
-        self.selection = ""
         self.inventory = Inventory(devices=(), host={}, problem="the run has not started")
         self.baseline_for: dict[str, Baseline | None] = {}
-        self.measurements: list[Measurement] = []
-        self.findings: list[Finding] = []
-        self.tests: dict[str, dict[str, Any]] = {}
+        self.doc = ResultDocument(
+            run_id=options.run_id,
+            node=node_name(),
+            started_at=results.utcnow(),
+            device_kind=options.device,
+            profile=options.profile,
+            selection=options.selection,
+            faults=[str(f) for f in options.faults],
+        )
         self.verdict: Verdict | None = None
+        self._tests: dict[str, TestRecord] = {}
 
     @property
     def devices(self) -> tuple[Device, ...]:
         return self.inventory.devices
 
     @property
-    def result_path(self) -> Path | None:
-        if self.options.results_dir is None:
-            return None
-        return results.path_for(self.options.results_dir, node_name(), self.options.run_id)
+    def findings(self) -> list[Finding]:
+        return self.doc.findings
 
-    def start(self, tests: Iterable[tuple[str, str]], selection: str) -> None:
+    @property
+    def measurements(self) -> list[Measurement]:
+        return self.doc.measurements
+
+    @property
+    def result_path(self) -> Path:
+        return results.path_for(self.options.results_dir, self.doc.node, self.options.run_id)
+
+    def start(self, tests: Iterable[tuple[str, str]]) -> None:
         """Called once the tests are selected: find the devices and their baselines."""
+        results.ensure_directory(self.options.results_dir)
         self.active = True
-        self.selection = selection
         for nodeid, group in tests:  # reports from collection (skipped or broken modules) are already here
-            self.tests.setdefault(nodeid, {"nodeid": nodeid, "group": group, "outcome": NOT_RUN, "duration_s": 0.0})
-        self.inventory = discover(self.options.device_kind, startup_timeout_s=self.options.profile.startup_timeout_s)
+            self._test(nodeid).group = group
+        self.inventory = discover(self.options.device, startup_timeout_s=self.options.profile.startup_timeout_s)
         self.baseline_for = {d.uuid: self.options.baselines.for_device(d.kind, d.name) for d in self.devices}
         known = {d.index for d in self.devices}
         for fault in self.options.faults:
             if self.devices and fault.device not in known:
                 raise ConfigError(
-                    f"{fault} names device {fault.device}; this node has {sorted(known)}", field="--gpu-inject"
+                    f"{fault} names device {fault.device}; this node has {sorted(known)}", option="inject"
                 )
+        used = {b.path: b for b in self.baseline_for.values() if b is not None}
+        self.doc.host = dict(self.inventory.host)
+        self.doc.devices = list(self.devices)
+        self.doc.device_problem = self.inventory.problem
+        self.doc.baselines = [
+            BaselineUse(model=b.model, file=str(path), sha256=b.sha256, driver=b.driver) for path, b in used.items()
+        ]
         self.findings.extend(self._session_findings())
         self.checkpoint()
+
+    def scope(self, test: str, group: str) -> Scope:
+        """What a device test of `group` runs on."""
+        return Scope(
+            devices=self.devices, profile=self.options.profile, test=test, group=group, faults=self.faults_for(group)
+        )
 
     def faults_for(self, group: str) -> dict[int, Fault]:
         return {f.device: f for f in self.options.faults if f.applies_to(group)}
 
-    def add(self, measurements: Iterable[Measurement] = (), found: Iterable[Finding] = ()) -> None:
-        self.measurements.extend(measurements)
-        self.findings.extend(found)
+    def add(self, outcome: Outcome) -> None:
+        self.measurements.extend(outcome.measurements)
+        self.findings.extend(outcome.findings)
 
     def judge_test(self, nodeid: str, group: str) -> list[Finding]:
         """After a test body returned: compare its figures; returns the failing findings."""
@@ -130,21 +105,21 @@ class BurnIn:
         return [f for f in self.findings if f.test == nodeid and f.severity is Severity.FAIL]
 
     def on_report(self, nodeid: str, when: str, outcome: str, duration: float, summary: str, trace: str = "") -> None:
-        """Record how a phase of a test ended; errors and skips become findings.
+        """Record how a phase of a test ended (pytest's outcome words); errors and skips become findings.
 
         `summary` is one line (the exception, or the skip reason); `trace` the full report.
         """
-        test = self.tests.setdefault(nodeid, {"nodeid": nodeid, "group": "", "outcome": NOT_RUN, "duration_s": 0.0})
-        test["duration_s"] = round(test["duration_s"] + duration, 3)
+        test = self._test(nodeid)
+        test.duration_s = round(test.duration_s + duration, 3)
         if outcome == "skipped":
-            test["outcome"] = "skipped"
+            test.outcome = TestOutcome.SKIPPED
             self._blocked(Code.TEST_SKIPPED, nodeid, f"{nodeid} was skipped: {summary}", Remediation.CHECK_CONFIG)
         elif outcome == "failed":
             failing = any(f.test == nodeid and f.severity is Severity.FAIL for f in self.findings)
             if when == "call" and failing:
-                test["outcome"] = "failed"
+                test.outcome = TestOutcome.FAILED
             else:
-                test["outcome"] = "error"
+                test.outcome = TestOutcome.ERROR
                 self._blocked(
                     Code.TEST_ERROR,
                     nodeid,
@@ -153,63 +128,52 @@ class BurnIn:
                     trace,
                 )
         elif when == "call":
-            test["outcome"] = PASSED
+            test.outcome = TestOutcome.PASSED
 
     def finish(self, abnormal: tuple[Code, str] | None = None) -> Verdict:
-        """Decide and write the final result; `abnormal` is why pytest itself did not end normally."""
-        self.ended_at = results.utcnow()
+        """Decide and write the final result; `abnormal` is why pytest itself did not end normally.
+
+        When the final write fails, that is a finding too and the verdict is decided again:
+        a pass that leaves no record is not a pass."""
+        self.doc.ended_at = results.utcnow()
         if abnormal is not None:
             self._blocked(abnormal[0], "", abnormal[1], Remediation.RERUN)
-        self.verdict = decide(self.findings, {nodeid: t["outcome"] for nodeid, t in self.tests.items()})
-        self.checkpoint(results.FINISHED)
+        self._decide()
+        try:
+            results.write(self.result_path, self._document(RunState.FINISHED))
+        except OSError as err:
+            sys.stderr.write(f"gpu-burnin: could not write the result file {self.result_path}: {err}\n")
+            self._blocked(Code.RESULT_UNWRITTEN, "", f"the result file could not be written: {err}", Remediation.RERUN)
+            self._decide()
+        assert self.verdict is not None
         return self.verdict
 
     def assessments(self) -> list[compare.Assessment]:
         return compare.assess(self.measurements, self.devices, self.baseline_for)
 
-    def checkpoint(self, state: str = results.RUNNING) -> Path | None:
-        """Write the result file. Raises OSError only for the final write: a checkpoint
-        that cannot be written is reported and the run goes on, and the final write
-        decides (a pass that leaves no record is not a pass)."""
-        path = self.result_path
-        if path is None:
-            return None
+    def checkpoint(self) -> None:
+        """Write the result file as it stands; a checkpoint that cannot be written is reported
+        and the run goes on (the final write decides)."""
         try:
-            return results.write(path, self.document(state))
+            results.write(self.result_path, self._document(RunState.RUNNING))
         except OSError as err:
-            if state == results.FINISHED:
-                raise
-            sys.stderr.write(f"gpu-burnin: could not write the result checkpoint {path}: {err}\n")
-            return None
+            sys.stderr.write(f"gpu-burnin: could not write the result checkpoint {self.result_path}: {err}\n")
 
-    def document(self, state: str) -> dict[str, Any]:
-        document = results.skeleton(
-            run_id=self.options.run_id,
-            node=node_name(),
-            started_at=self.started_at,
-            device_kind=self.options.device_kind,
-        )
-        used = {b.path: b for b in self.baseline_for.values() if b is not None}
-        document.update(
-            state=state,
-            ended_at=results.timestamp(self.ended_at) if self.ended_at else None,
-            profile=dataclasses.asdict(self.options.profile),
-            selection=self.selection,
-            faults=[str(f) for f in self.options.faults],
-            host=self.inventory.host,
-            devices=[d.to_dict() for d in self.devices],
-            device_problem=self.inventory.problem,
-            baselines=[
-                {"model": b.model, "file": str(path), "sha256": b.sha256, "driver": b.driver}
-                for path, b in used.items()
-            ],
-            tests=list(self.tests.values()),
-            measurements=[m.to_dict() for m in self.measurements],
-            findings=[f.to_dict() for f in self.findings],
-        )
-        if state == results.FINISHED and self.verdict is not None:
-            document["verdict"] = self.verdict.to_dict()
-        return document
+    def _decide(self) -> None:
+        self.verdict = decide(self.findings, self.doc.outcomes())
+        self.doc.verdict = self.verdict
+
+    def _document(self, state: RunState) -> ResultDocument:
+        self.doc.state = state
+        if state is RunState.RUNNING:
+            self.doc.verdict = Verdict.unfinished()
+        return self.doc
+
+    def _test(self, nodeid: str) -> TestRecord:
+        if nodeid not in self._tests:
+            self._tests[nodeid] = TestRecord(nodeid=nodeid)
+            self.doc.tests.append(self._tests[nodeid])
+        return self._tests[nodeid]
 
     def _session_findings(self) -> list[Finding]:
         found = []

@@ -14,5 +14,4 @@ pytestmark = pytest.mark.matmul
 
 
 def test_matmul(burnin):
-    outcome = matmul_run.run(burnin.devices, burnin.profile, test=burnin.test, faults=burnin.faults())
-    burnin.record(outcome.measurements, outcome.findings)
+    burnin.record(matmul_run.run(burnin.scope))

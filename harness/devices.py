@@ -18,7 +18,7 @@ from typing import Any
 
 import harness
 from harness import nvml
-from harness.workers import Channel, WorkerGroup
+from harness.workers import Channel, Message, WorkerGroup
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -84,37 +84,46 @@ def discover(kind: str, *, startup_timeout_s: float) -> Inventory:
     if kind == "cpu":
         return Inventory(devices=(_cpu_device(host["cpu_model"]),), host=host)
     listing = _probe_cuda(startup_timeout_s)
-    host.update({k: v for k, v in listing.get("facts", {}).items() if v})
+    host.update({k: v for k, v in listing.facts.items() if v})
     facts = nvml.read_facts()
     host["nvml"] = "available" if facts.available else facts.reason
     host["driver"] = facts.driver_version
     host["cuda_driver"] = facts.cuda_driver_version
     by_uuid = {d.uuid: d for d in facts.devices}
     devices = []
-    for entry in listing.get("devices", []):
-        device = Device.from_dict(entry)
+    for device in listing.devices:
         seen = by_uuid.get(device.uuid)
         if seen is not None:
             device = dataclasses.replace(device, serial=seen.serial, pci_bus_id=seen.pci_bus_id or device.pci_bus_id)
         devices.append(device)
-    return Inventory(devices=tuple(devices), host=host, problem=listing.get("problem", ""))
+    return Inventory(devices=tuple(devices), host=host, problem=listing.problem)
 
 
-def _probe_cuda(startup_timeout_s: float) -> dict[str, Any]:
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Listing(Message):
+    """What the probe worker found."""
+
+    devices: tuple[Device, ...]
+    facts: dict[str, str]
+    problem: str = ""
+
+
+def _probe_cuda(startup_timeout_s: float) -> Listing:
     with WorkerGroup(
-        "harness.devices:probe_worker",
-        [{}],
+        probe_worker,
+        [None],
         startup_s=startup_timeout_s,
         stall_s=startup_timeout_s,
         limit_s=startup_timeout_s,
     ) as group:
-        for _, message in group.messages(until="devices"):
-            return message
+        for _, message in group.messages(until=Listing):
+            if isinstance(message, Listing):
+                return message
         end = group.end(0)
-    return {"devices": [], "problem": f"listing the GPUs failed: {end.status}: {end.last_line}"}
+    return Listing(devices=(), facts={}, problem=f"listing the GPUs failed: {end.status}: {end.last_line}")
 
 
-def probe_worker(job: dict[str, Any], channel: Channel) -> None:
+def probe_worker(job: None, channel: Channel) -> None:
     """Runs in a worker: lists the CUDA devices torch can see."""
     import torch
 
@@ -129,10 +138,11 @@ def probe_worker(job: dict[str, Any], channel: Channel) -> None:
         except Exception as err:  # noqa: BLE001 - the reason is what we are after
             reason = str(err) or type(err).__name__
         channel.send(
-            "devices",
-            devices=[],
-            facts=facts,
-            problem=f"no CUDA device ({reason}); use --gpu-device cpu for the CPU self-test",
+            Listing(
+                devices=(),
+                facts=facts,
+                problem=f"no CUDA device ({reason}); use --gpu-device cpu for the CPU self-test",
+            )
         )
         return
     try:
@@ -153,9 +163,9 @@ def probe_worker(job: dict[str, Any], channel: Channel) -> None:
                 memory_bytes=int(props.total_memory),
                 sm_count=int(props.multi_processor_count),
                 compute_capability=f"{props.major}.{props.minor}",
-            ).to_dict()
+            )
         )
-    channel.send("devices", devices=devices, facts=facts, problem="" if devices else "torch lists no CUDA device")
+    channel.send(Listing(devices=tuple(devices), facts=facts, problem="" if devices else "torch lists no CUDA device"))
 
 
 def _pci_bus_id(props: Any) -> str:

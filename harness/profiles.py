@@ -1,15 +1,44 @@
-"""Run profiles: how long and how hard the suite burns.
+"""The test groups, and run profiles: how long and how hard the suite burns.
 
-A profile is a preset chosen by name (`--gpu-profile`). The CPU self-test checks the
-pipeline, not the hardware, so it uses small sizes and short times whatever the
-profile; `--gpu-duration` overrides the duration on either device.
+A profile is a preset chosen by name (`--profile`). Settings every test shares sit
+at the top; each test group's own settings sit in a section named after the group
+(`profile.matmul.size`). The CPU self-test checks the pipeline, not the hardware,
+so it uses small sizes and short times whatever the profile; `--duration`
+overrides the duration on either device.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
+from typing import Any
 
 from harness.errors import ConfigError
+
+GROUPS = {
+    "matmul": "matrix-multiply throughput with a silent-data-corruption check",
+    "memory": "GPU memory pattern and ECC stress",
+    "nvlink": "NVLink bandwidth between GPUs",
+    "pcie": "PCIe bandwidth between host and GPUs",
+    "nccl": "NCCL all-reduce across GPUs",
+    "health": "NVML health before and after the suite",
+}
+"""Every test group: its pytest marker, the first part of its metric names, its profile section."""
+
+CPU_DURATION_CAP_S = 4.0
+"""The CPU self-test burns at most this long per test, whatever the profile (not --duration)."""
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class MatmulProfile:
+    size: int
+    """M = N = K of each product."""
+    ring: int
+    """Output buffers per timed window; every one is checked after the window."""
+
+    def __post_init__(self) -> None:
+        if self.size < 1 or self.ring < 1:
+            raise ConfigError("size and ring must be at least 1", field="profile.matmul")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -19,49 +48,58 @@ class Profile:
     """Seconds each test burns the devices; a test with phases (dtypes) splits it."""
     warmup_s: float
     """Seconds of each phase run before timing starts; their figures are discarded."""
-    matmul_size: int
-    """M = N = K of the matmul test."""
-    matmul_ring: int
-    """Output buffers per timed window; every one is checked after the window."""
     hang_timeout_s: float
     """Seconds without progress from a device worker before it is declared hung."""
     startup_timeout_s: float
     """Seconds a device worker may take to start (import, driver init, allocation)."""
+    matmul: MatmulProfile
 
     def __post_init__(self) -> None:
         for field in ("duration_s", "hang_timeout_s", "startup_timeout_s"):
             if not getattr(self, field) > 0:
-                raise ConfigError(f"must be positive, got {getattr(self, field)}", field=field)
+                raise ConfigError(f"must be positive, got {getattr(self, field)}", field=f"profile.{field}")
         if self.warmup_s < 0:
-            raise ConfigError(f"must be at least 0, got {self.warmup_s}", field="warmup_s")
-        if self.matmul_size < 1 or self.matmul_ring < 1:
-            raise ConfigError("matmul_size and matmul_ring must be at least 1", field="matmul_size")
+            raise ConfigError(f"must be at least 0, got {self.warmup_s}", field="profile.warmup_s")
 
-    def with_duration(self, seconds: float | None) -> Profile:
-        if seconds is None:
-            return self
-        if not seconds > 0:
-            raise ConfigError(f"must be positive, got {seconds}", field="--gpu-duration")
-        return dataclasses.replace(self, duration_s=seconds)
-
-    def with_hang_timeout(self, seconds: float | None) -> Profile:
-        if seconds is None:
-            return self
-        if not seconds > 0:
-            raise ConfigError(f"must be positive, got {seconds}", field="--gpu-hang-timeout")
-        return dataclasses.replace(self, hang_timeout_s=seconds)
+    def with_overrides(self, *, duration_s: float | None = None, hang_timeout_s: float | None = None) -> Profile:
+        """The profile with the user's --duration and --hang-timeout, where given."""
+        changes: dict[str, Any] = {}
+        if duration_s is not None:
+            changes["duration_s"] = duration_s
+        if hang_timeout_s is not None:
+            changes["hang_timeout_s"] = hang_timeout_s
+        return dataclasses.replace(self, **changes)
 
     def for_cpu(self) -> Profile:
         """The same profile shrunk for the CPU self-test."""
         return dataclasses.replace(
             self,
-            duration_s=min(self.duration_s, 4.0),
+            duration_s=min(self.duration_s, CPU_DURATION_CAP_S),
             warmup_s=0.1,
-            matmul_size=256,
-            matmul_ring=2,
             hang_timeout_s=min(self.hang_timeout_s, 30.0),
             startup_timeout_s=min(self.startup_timeout_s, 60.0),
+            matmul=MatmulProfile(size=128, ring=2),
         )
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Profile:
+        """From a result file; raises ConfigError (field profile...) when a field is missing or wrong.
+        Files written before the per-group sections have `matmul_size` and `matmul_ring` at the top."""
+        try:
+            matmul = data.get("matmul") or {"size": data["matmul_size"], "ring": data["matmul_ring"]}
+            return cls(
+                name=str(data["name"]),
+                duration_s=float(data["duration_s"]),
+                warmup_s=float(data["warmup_s"]),
+                hang_timeout_s=float(data["hang_timeout_s"]),
+                startup_timeout_s=float(data["startup_timeout_s"]),
+                matmul=MatmulProfile(size=int(matmul["size"]), ring=int(matmul["ring"])),
+            )
+        except (KeyError, TypeError, ValueError) as err:
+            raise ConfigError(f"missing or malformed: {err}", field="profile") from err
 
 
 def quick() -> Profile:
@@ -70,10 +108,9 @@ def quick() -> Profile:
         name="quick",
         duration_s=60.0,
         warmup_s=2.0,
-        matmul_size=8192,
-        matmul_ring=8,
         hang_timeout_s=60.0,
         startup_timeout_s=180.0,
+        matmul=MatmulProfile(size=8192, ring=8),
     )
 
 
@@ -94,6 +131,4 @@ def by_name(name: str) -> Profile:
     try:
         return PROFILES[name]()
     except KeyError:
-        raise ConfigError(
-            f"unknown profile {name!r}; expected one of {sorted(PROFILES)}", field="--gpu-profile"
-        ) from None
+        raise ConfigError(f"unknown profile {name!r}; expected one of {sorted(PROFILES)}", option="profile") from None

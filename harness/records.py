@@ -56,6 +56,10 @@ class Code(StrEnum):
     FAULT_INJECTED = "FAULT_INJECTED"
     RUN_TIMEOUT = "RUN_TIMEOUT"
     INTERRUPTED = "INTERRUPTED"
+    FAULT_NOT_APPLIED = "FAULT_NOT_APPLIED"
+    """An injected fault that a test's worker had no fault point for."""
+    RESULT_UNWRITTEN = "RESULT_UNWRITTEN"
+    """The final result file could not be written: a pass that leaves no record is not a pass."""
 
 
 class Remediation(StrEnum):

@@ -9,26 +9,146 @@ and a run killed at any point leaves a file that says incomplete.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import os
 import re
 import secrets
 import tempfile
+from collections.abc import Mapping
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from harness.devices import Device
 from harness.errors import ConfigError
+from harness.profiles import Profile
+from harness.records import Finding, Measurement
+from harness.verdict import TestOutcome, Verdict
 
 SCHEMA = "gpu-burnin/result"
 SCHEMA_VERSION = 1
 """Raised only for changes a reader of the previous version would misread.
 Adding fields does not raise it; readers ignore fields they do not know."""
 
-RUNNING = "running"
-FINISHED = "finished"
-ABANDONED = "abandoned"
-"""Written by the `gpu-burnin run` watchdog for a run it had to kill."""
+
+class RunState(StrEnum):
+    RUNNING = "running"
+    """A checkpoint: the run is going on, or was killed before it could finish the file."""
+    FINISHED = "finished"
+    ABANDONED = "abandoned"
+    """Finished by the `gpu-burnin run` watchdog for a run it had to stop."""
+
+
+@dataclasses.dataclass(kw_only=True)
+class TestRecord:
+    """One selected test and how it ended."""
+
+    __test__ = False  # not a pytest test class, whatever its name
+
+    nodeid: str
+    group: str = ""
+    outcome: TestOutcome = TestOutcome.NOT_RUN
+    duration_s: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"nodeid": self.nodeid, "group": self.group, "outcome": str(self.outcome), "duration_s": self.duration_s}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TestRecord:
+        return cls(
+            nodeid=data["nodeid"],
+            group=data.get("group", ""),
+            outcome=TestOutcome(data.get("outcome", TestOutcome.NOT_RUN)),
+            duration_s=float(data.get("duration_s", 0.0)),
+        )
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class BaselineUse:
+    """A baseline file that judged the run."""
+
+    model: str
+    file: str
+    sha256: str
+    driver: str = ""
+
+
+@dataclasses.dataclass(kw_only=True)
+class ResultDocument:
+    """One run's result file, as data. docs/results.md describes every field."""
+
+    run_id: str
+    node: str
+    started_at: dt.datetime
+    device_kind: str
+    state: RunState = RunState.RUNNING
+    ended_at: dt.datetime | None = None
+    profile: Profile | None = None
+    selection: str = ""
+    faults: list[str] = dataclasses.field(default_factory=list)
+    host: dict[str, str] = dataclasses.field(default_factory=dict)
+    devices: list[Device] = dataclasses.field(default_factory=list)
+    device_problem: str = ""
+    baselines: list[BaselineUse] = dataclasses.field(default_factory=list)
+    tests: list[TestRecord] = dataclasses.field(default_factory=list)
+    measurements: list[Measurement] = dataclasses.field(default_factory=list)
+    findings: list[Finding] = dataclasses.field(default_factory=list)
+    verdict: Verdict = dataclasses.field(default_factory=Verdict.unfinished)
+
+    def outcomes(self) -> dict[str, TestOutcome]:
+        return {t.nodeid: t.outcome for t in self.tests}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema": SCHEMA,
+            "schema_version": SCHEMA_VERSION,
+            "state": str(self.state),
+            "run_id": self.run_id,
+            "node": self.node,
+            "started_at": timestamp(self.started_at),
+            "ended_at": timestamp(self.ended_at) if self.ended_at else None,
+            "device_kind": self.device_kind,
+            "profile": self.profile.to_dict() if self.profile else {},
+            "selection": self.selection,
+            "faults": list(self.faults),
+            "host": dict(self.host),
+            "devices": [d.to_dict() for d in self.devices],
+            "device_problem": self.device_problem,
+            "baselines": [dataclasses.asdict(b) for b in self.baselines],
+            "tests": [t.to_dict() for t in self.tests],
+            "measurements": [m.to_dict() for m in self.measurements],
+            "findings": [f.to_dict() for f in self.findings],
+            "verdict": self.verdict.to_dict(),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ResultDocument:
+        """Raises KeyError, TypeError or ValueError for a malformed document (`load` names the file)."""
+        profile = data.get("profile") or None
+        return cls(
+            run_id=data["run_id"],
+            node=data["node"],
+            started_at=parse_timestamp(data["started_at"]),
+            device_kind=data["device_kind"],
+            state=RunState(data["state"]),
+            ended_at=parse_timestamp(data["ended_at"]) if data.get("ended_at") else None,
+            profile=Profile.from_dict(profile) if profile else None,
+            selection=data.get("selection", ""),
+            faults=list(data.get("faults", [])),
+            host=dict(data.get("host", {})),
+            devices=[Device.from_dict(d) for d in data.get("devices", [])],
+            device_problem=data.get("device_problem", ""),
+            baselines=[
+                BaselineUse(**{k: b[k] for k in ("model", "file", "sha256", "driver") if k in b})
+                for b in data.get("baselines", [])
+            ],
+            tests=[TestRecord.from_dict(t) for t in data.get("tests", [])],
+            measurements=[Measurement.from_dict(m) for m in data.get("measurements", [])],
+            findings=[Finding.from_dict(f) for f in data.get("findings", [])],
+            verdict=Verdict.from_dict(data["verdict"]),
+        )
 
 
 def new_run_id(now: dt.datetime | None = None) -> str:
@@ -45,38 +165,13 @@ def timestamp(moment: dt.datetime) -> str:
     return moment.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def parse_timestamp(text: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(dt.UTC)
+
+
 def path_for(directory: Path, node: str, run_id: str) -> Path:
     safe = re.sub(r"[^A-Za-z0-9._-]", "_", node) or "node"
     return directory / f"{safe}_{run_id}.json"
-
-
-def skeleton(*, run_id: str, node: str, started_at: dt.datetime, device_kind: str) -> dict[str, Any]:
-    """A document with every top-level field, for writers to fill in."""
-    return {
-        "schema": SCHEMA,
-        "schema_version": SCHEMA_VERSION,
-        "state": RUNNING,
-        "run_id": run_id,
-        "node": node,
-        "started_at": timestamp(started_at),
-        "ended_at": None,
-        "device_kind": device_kind,
-        "profile": {},
-        "selection": "",
-        "faults": [],
-        "host": {},
-        "devices": [],
-        "device_problem": "",
-        "baselines": [],
-        "tests": [],
-        "measurements": [],
-        "findings": [],
-        "verdict": {
-            "status": "incomplete",
-            "reasons": ["the run has not finished (or was killed before it could)"],
-            "exit_code": 2,
-        },
-    }
 
 
 def ensure_directory(directory: Path) -> Path:
@@ -90,10 +185,10 @@ def ensure_directory(directory: Path) -> Path:
     return directory
 
 
-def write(path: Path, document: dict[str, Any]) -> Path:
+def write(path: Path, document: ResultDocument) -> Path:
     """Replace `path` with `document` in one step; the directory is created if needed."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    data = json.dumps(document, indent=1, sort_keys=False, allow_nan=False).encode() + b"\n"
+    data = json.dumps(document.to_dict(), indent=1, sort_keys=False, allow_nan=False).encode() + b"\n"
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(handle, "wb") as out:
@@ -109,8 +204,8 @@ def write(path: Path, document: dict[str, Any]) -> Path:
     return path
 
 
-def load(path: Path) -> dict[str, Any]:
-    """Read a result file, refusing documents this version cannot read correctly."""
+def load(path: Path) -> ResultDocument:
+    """Read a result file, refusing documents this version cannot read correctly (ConfigError)."""
     try:
         document = json.loads(path.read_text(encoding="utf-8"))
     except OSError as err:
@@ -124,7 +219,11 @@ def load(path: Path) -> dict[str, Any]:
         raise ConfigError(
             f"is {version!r}; this gpu-burnin reads versions 1 to {SCHEMA_VERSION}", file=path, field="schema_version"
         )
-    return document
+    try:
+        return ResultDocument.from_dict(document)
+    except (KeyError, TypeError, ValueError, AttributeError) as err:
+        field = err.field if isinstance(err, ConfigError) else None
+        raise ConfigError(f"malformed result: {type(err).__name__}: {err}", file=path, field=field) from err
 
 
 def _fsync_directory(directory: Path) -> None:

@@ -17,13 +17,16 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from harness import results
+from harness import options, results
 from harness.devices import node_name
 from harness.errors import ConfigError
+from harness.options import RunOptions
 from harness.records import Code, Finding, Remediation, Severity
+from harness.results import ResultDocument, RunState
 from harness.verdict import ExitCode, decide
 
 GRACE_S = 20.0
@@ -33,38 +36,17 @@ default 30 s termination grace, with time left to finish the file here."""
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class RunRequest:
-    device: str
-    profile: str
-    results: Path
+    options: RunOptions
+    """The run's options, resolved and checked by the command line."""
+    argv: tuple[str, ...]
+    """The child pytest process's command line (`pytest_argv`)."""
     timeout_s: float
-    duration: float | None = None
-    markexpr: str | None = None
-    baseline: Path | None = None
-    baseline_dir: Path | None = None
-    expect_gpus: int | None = None
-    hang_timeout: float | None = None
-    inject: tuple[str, ...] = ()
-    pytest_args: tuple[str, ...] = ()
 
 
-def pytest_argv(request: RunRequest, run_id: str) -> list[str]:
+def pytest_argv(values: Mapping[str, Any], extra: Sequence[str] = ()) -> list[str]:
+    """The child's command line: the suite, the run options as pytest flags, then `extra` unchanged."""
     argv = [sys.executable, "-m", "pytest", "-p", "gputests.plugin", "-p", "no:cacheprovider", "--pyargs", "gputests"]
-    argv += ["--gpu-device", request.device, "--gpu-profile", request.profile]
-    argv += ["--gpu-results", str(request.results), "--gpu-run-id", run_id]
-    optional = {
-        "-m": request.markexpr,
-        "--gpu-duration": request.duration,
-        "--gpu-baseline": request.baseline,
-        "--gpu-baseline-dir": request.baseline_dir,
-        "--gpu-expect-gpus": request.expect_gpus,
-        "--gpu-hang-timeout": request.hang_timeout,
-    }
-    for flag, value in optional.items():
-        if value is not None:
-            argv += [flag, str(value)]
-    for fault in request.inject:
-        argv += ["--gpu-inject", fault]
-    return argv + list(request.pytest_args)
+    return argv + options.child_argv(values) + list(extra)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,10 +60,11 @@ class _Run:
 
 
 def run(request: RunRequest) -> int:
-    run_id = results.new_run_id()
-    this = _Run(results.path_for(request.results, node_name(), run_id), run_id, results.utcnow(), request.device)
-    results.ensure_directory(request.results)
-    child = subprocess.Popen(pytest_argv(request, run_id), start_new_session=True)
+    chosen = request.options
+    path = results.path_for(chosen.results_dir, node_name(), chosen.run_id)
+    this = _Run(path, chosen.run_id, results.utcnow(), chosen.device)
+    results.ensure_directory(chosen.results_dir)
+    child = subprocess.Popen(list(request.argv), start_new_session=True)
     stopping: list[tuple[int, float]] = []
 
     def forward(signum: int, frame: Any) -> None:
@@ -124,15 +107,15 @@ def _wait(child: subprocess.Popen[bytes], timeout_s: float, stopping: list[tuple
 
 def _settle(this: _Run, code: int, stopping: list[tuple[int, float]]) -> int:
     try:
-        document = results.load(this.path)
+        document: ResultDocument | None = results.load(this.path)
     except ConfigError:
         document = None
-    if document is None or document.get("state") != results.FINISHED:
+    if document is None or document.state is not RunState.FINISHED:
         why = f"signal {signal.Signals(stopping[0][0]).name}" if stopping else f"exit code {code}"
         return _abandon(this, Code.INTERRUPTED, f"the test process ended ({why}) before it wrote a final result")
-    verdict_code = int(document["verdict"]["exit_code"])
+    verdict_code = int(document.verdict.exit_code)
     if verdict_code != code:
-        why = f"the test process exited {code} but its result says {document['verdict']['status']}"
+        why = f"the test process exited {code} but its result says {document.verdict.status}"
         return _abandon(this, Code.INTERRUPTED, why)
     return verdict_code
 
@@ -142,15 +125,14 @@ def _abandon(this: _Run, code: Code, message: str) -> int:
     try:
         document = results.load(this.path)
     except ConfigError:
-        document = results.skeleton(
+        document = ResultDocument(
             run_id=this.run_id, node=node_name(), started_at=this.started, device_kind=this.device
         )
-    finding = Finding(code=code, severity=Severity.INCOMPLETE, message=message, remediation=Remediation.RERUN)
-    document["findings"].append(finding.to_dict())
-    findings = [Finding.from_dict(f) for f in document["findings"]]
-    outcomes = {t["nodeid"]: t["outcome"] for t in document.get("tests", [])}
-    verdict = decide(findings, outcomes)
-    document.update(state=results.ABANDONED, ended_at=results.timestamp(results.utcnow()), verdict=verdict.to_dict())
+    document.findings.append(
+        Finding(code=code, severity=Severity.INCOMPLETE, message=message, remediation=Remediation.RERUN)
+    )
+    verdict = decide(document.findings, document.outcomes())
+    document.state, document.ended_at, document.verdict = RunState.ABANDONED, results.utcnow(), verdict
     try:
         results.write(this.path, document)
     except OSError as err:

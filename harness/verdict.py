@@ -31,9 +31,18 @@ class ExitCode(IntEnum):
     """Usage or configuration error: nothing was run and nothing was changed."""
 
 
-PASSED = "passed"
-NOT_RUN = "not-run"
-"""The outcome of a selected test that never reported (the run was cut short)."""
+class TestOutcome(StrEnum):
+    """How a selected test ended."""
+
+    __test__ = False  # not a pytest test class, whatever its name
+
+    PASSED = "passed"
+    FAILED = "failed"
+    """It ran and a finding failed it."""
+    ERROR = "error"
+    SKIPPED = "skipped"
+    NOT_RUN = "not-run"
+    """It never reported (the run was cut short)."""
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -57,13 +66,14 @@ class Verdict:
     def from_dict(cls, data: Mapping[str, Any]) -> Verdict:
         return cls(status=Status(data["status"]), reasons=tuple(data.get("reasons", ())))
 
+    @classmethod
+    def unfinished(cls) -> Verdict:
+        """What a result file says until its run has been judged."""
+        return cls(status=Status.INCOMPLETE, reasons=("the run has not finished (or was killed before it could)",))
 
-def decide(findings: Iterable[Finding], outcomes: Mapping[str, str]) -> Verdict:
-    """Judge a run.
 
-    `outcomes` maps the node id of every selected test to how it ended: "passed",
-    "failed", "error", "skipped" or "not-run".
-    """
+def decide(findings: Iterable[Finding], outcomes: Mapping[str, TestOutcome]) -> Verdict:
+    """Judge a run. `outcomes` maps the node id of every selected test to how it ended."""
     findings = list(findings)
     failing = [f for f in findings if f.severity is Severity.FAIL]
     if failing:
@@ -74,7 +84,7 @@ def decide(findings: Iterable[Finding], outcomes: Mapping[str, str]) -> Verdict:
         blocking.append("no burn-in test was selected")
     explained = {f.test for f in findings if f.severity in (Severity.FAIL, Severity.INCOMPLETE)}
     for test, outcome in outcomes.items():
-        if outcome != PASSED and test not in explained:
+        if outcome is not TestOutcome.PASSED and test not in explained:
             blocking.append(f"{test} ended {outcome}")
     if blocking:
         return Verdict(status=Status.INCOMPLETE, reasons=tuple(blocking))

@@ -9,12 +9,15 @@ parent's verdict therefore arrives within the limit whatever the device does.
 Workers start from a fork server that has imported torch once, so a worker costs
 a fork rather than an interpreter start; the fork server never touches CUDA, which
 keeps forking safe. A worker exits by itself when its parent dies.
+
+Parent and worker speak in `Message`s: frozen dataclasses, pickled through a pipe.
+A worker's entry point is a plain module-level function `target(job, channel)`.
+Tests do not use this module directly: harness/devicetest.py builds on it.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import multiprocessing
 import os
 import signal
@@ -22,13 +25,50 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from enum import StrEnum
 from multiprocessing.connection import Connection, wait
-from typing import Any
+from typing import Any, Generic, TypeVar
 
-PROGRESS = "progress"
-DONE = "done"
-ERROR = "error"
-_INTERNAL = {PROGRESS, DONE, ERROR}
+J = TypeVar("J")
+M = TypeVar("M", bound="Message")
+
+
+class Message:
+    """What parent and worker send each other. Subclasses are frozen dataclasses of plain data."""
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Progress(Message):
+    """The worker is alive: resets the stall clock, and says what it is doing."""
+
+    phase: str
+    figures: Mapping[str, float] = dataclasses.field(default_factory=dict)
+    """Figures so far in this phase (a current TFLOP/s, errors so far), for progress lines."""
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Done(Message):
+    """The worker's function returned."""
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Failed(Message):
+    """The worker's function raised; sent just before the worker exits."""
+
+    error: str
+    traceback: str
+
+
+class WorkerStatus(StrEnum):
+    RUNNING = "running"
+    DONE = "done"
+    ERROR = "error"
+    """Its function raised."""
+    CRASHED = "crashed"
+    """It exited without saying why (a signal, os._exit, the driver killed it)."""
+    HUNG = "hung"
+    """It stopped reporting progress, never started, or ran past its limit: it was killed."""
+
 
 _context: Any = None
 
@@ -47,26 +87,30 @@ class Channel:
     def __init__(self, conn: Connection):
         self._conn = conn
 
-    def send(self, kind: str, **payload: Any) -> None:
-        self._conn.send({"type": kind, **payload})
+    def send(self, message: Message) -> None:
+        self._conn.send(message)
 
-    def progress(self, phase: str, **payload: Any) -> None:
+    def progress(self, phase: str, **figures: float) -> None:
         """Say the worker is alive and what it is doing; also resets the stall clock."""
-        self.send(PROGRESS, phase=phase, **payload)
+        self.send(Progress(phase=phase, figures=figures))
 
-    def recv(self) -> dict[str, Any]:
-        message: dict[str, Any] = self._conn.recv()
+    def recv(self, kind: type[M]) -> M:
+        """The next command from the parent, which must be a `kind`."""
+        message = self._conn.recv()
+        if not isinstance(message, kind):
+            raise TypeError(f"expected {kind.__name__} from the parent, got {type(message).__name__}")
         return message
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class WorkerEnd:
     """How a worker finished."""
 
-    status: str
-    """"running", "done", "error", "crashed" or "hung"."""
+    status: WorkerStatus
     phase: str
     """The last phase it reported."""
+    started: bool
+    """Whether it ever reported anything: a worker that never did is stuck starting, not working."""
     exitcode: int | None = None
     error: str = ""
     """The worker's exception and traceback, or why it was declared hung."""
@@ -87,21 +131,21 @@ class _Worker:
     last_seen: float
     heard: bool = False
     phase: str = "starting"
-    status: str = "running"
+    status: WorkerStatus = WorkerStatus.RUNNING
     error: str = ""
 
 
-class WorkerGroup:
+class WorkerGroup(Generic[J]):
     """Runs `target(job, channel)` in one process per job.
 
-    `target` is "module:function". Use as a context manager: leaving it stops every
-    worker that is still running.
+    `target` is a module-level function (it is pickled by reference). Use as a
+    context manager: leaving it stops every worker that is still running.
     """
 
     def __init__(
         self,
-        target: str,
-        jobs: Sequence[Mapping[str, Any]],
+        target: Callable[[J, Channel], None],
+        jobs: Sequence[J],
         *,
         startup_s: float,
         stall_s: float,
@@ -109,7 +153,7 @@ class WorkerGroup:
         clock: Callable[[], float] = time.monotonic,
     ):
         self.target = target
-        self.jobs = [dict(job) for job in jobs]
+        self.jobs = list(jobs)
         self.startup_s = startup_s
         self.stall_s = stall_s
         self.limit_s = limit_s
@@ -117,7 +161,7 @@ class WorkerGroup:
         self._workers: list[_Worker] = []
         self._began = 0.0
 
-    def __enter__(self) -> WorkerGroup:
+    def __enter__(self) -> WorkerGroup[J]:
         ctx = _mp()
         self._began = self._clock()
         for job in self.jobs:
@@ -137,27 +181,34 @@ class WorkerGroup:
     def __len__(self) -> int:
         return len(self._workers)
 
-    def send(self, index: int, message: Mapping[str, Any]) -> None:
+    def send(self, index: int, message: Message) -> None:
         worker = self._workers[index]
-        if worker.status != "running":
+        if worker.status is not WorkerStatus.RUNNING:
             return
         try:
-            worker.conn.send(dict(message))
+            worker.conn.send(message)
         except OSError:  # it died since we last looked: that is a crash, not our error
             worker.process.join(1.0)
             self._settle(index)
 
     def end(self, index: int) -> WorkerEnd:
         worker = self._workers[index]
-        return WorkerEnd(worker.status, worker.phase, worker.process.exitcode, worker.error)
+        return WorkerEnd(
+            status=worker.status,
+            phase=worker.phase,
+            started=worker.heard,
+            exitcode=worker.process.exitcode,
+            error=worker.error,
+        )
 
-    def messages(self, until: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    def messages(self, until: type[Message]) -> Iterator[tuple[int, Message]]:
         """Yield (worker, message) until every worker has sent an `until` message or ended.
 
-        Progress, done and error messages are handled here and not yielded; a worker
-        that stalls or runs past the group's limit is killed on the way.
+        Progress messages are yielded too (for progress lines); done and failure
+        messages are handled here. A worker that stalls or runs past the group's
+        limit is killed on the way.
         """
-        waiting = {i for i, w in enumerate(self._workers) if w.status == "running"}
+        waiting = {i for i, w in enumerate(self._workers) if w.status is WorkerStatus.RUNNING}
         now = self._clock()
         for i in waiting:
             self._workers[i].last_seen = now
@@ -172,11 +223,11 @@ class WorkerGroup:
                 if i not in waiting:
                     continue
                 for message in self._drain(i):
-                    if message["type"] not in _INTERNAL:
+                    if not isinstance(message, Done | Failed):
                         yield i, message
-                    if message["type"] == until:
+                    if isinstance(message, until):
                         waiting.discard(i)
-                if self._workers[i].status != "running":
+                if self._workers[i].status is not WorkerStatus.RUNNING:
                     waiting.discard(i)
             # Judge everyone at one instant, then kill: a kill takes seconds, and the others'
             # messages sent meanwhile are read on the next pass, before they are judged again.
@@ -187,7 +238,7 @@ class WorkerGroup:
 
     def join(self) -> None:
         """Wait until every worker has finished; the stall and overall limits still apply."""
-        for _ in self.messages(until=DONE):
+        for _ in self.messages(until=Done):
             pass
 
     def stop(self) -> None:
@@ -200,15 +251,15 @@ class WorkerGroup:
         for i, worker in enumerate(self._workers):
             if worker.process.is_alive():
                 _terminate(worker.process)
-            if worker.status == "running":
+            if worker.status is WorkerStatus.RUNNING:
                 self._settle(i)
             worker.conn.close()
 
     # -- internals ---------------------------------------------------------
 
-    def _drain(self, i: int) -> Iterator[dict[str, Any]]:
+    def _drain(self, i: int) -> Iterator[Message]:
         worker = self._workers[i]
-        while worker.status == "running":
+        while worker.status is WorkerStatus.RUNNING:
             try:
                 if not worker.conn.poll():
                     if not worker.process.is_alive():
@@ -221,21 +272,20 @@ class WorkerGroup:
                 return
             worker.heard = True
             worker.last_seen = self._clock()
-            kind = message.get("type")
-            if kind == PROGRESS:
-                worker.phase = str(message.get("phase", worker.phase))
-            elif kind == ERROR:
-                worker.status = "error"
-                worker.error = str(message.get("traceback") or message.get("error", ""))
-            elif kind == DONE:
-                worker.status = "done"
+            if isinstance(message, Progress):
+                worker.phase = message.phase
+            elif isinstance(message, Failed):
+                worker.status = WorkerStatus.ERROR
+                worker.error = message.traceback or message.error
+            elif isinstance(message, Done):
+                worker.status = WorkerStatus.DONE
             yield message
 
     def _settle(self, i: int) -> None:
         worker = self._workers[i]
-        if worker.status == "running":
+        if worker.status is WorkerStatus.RUNNING:
             worker.process.join(1.0)
-            worker.status = "crashed"
+            worker.status = WorkerStatus.CRASHED
             worker.error = f"worker exited with {_describe_exit(worker.process.exitcode)} during {worker.phase}"
 
     def _next_deadline(self, waiting: set[int]) -> float:
@@ -262,7 +312,7 @@ class WorkerGroup:
     def _kill(self, i: int, reason: str) -> None:
         worker = self._workers[i]
         lingering = _terminate(worker.process)
-        worker.status = "hung"
+        worker.status = WorkerStatus.HUNG
         worker.error = reason + (" (it did not exit even after SIGKILL)" if lingering else "")
 
 
@@ -292,19 +342,17 @@ def _describe_exit(code: int | None) -> str:
     return f"exit code {code}"
 
 
-def _bootstrap(target: str, job: dict[str, Any], conn: Connection, alive: Connection) -> None:
+def _bootstrap(target: Callable[[Any, Channel], None], job: Any, conn: Connection, alive: Connection) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when workers stop
     threading.Thread(target=_exit_with_parent, args=(alive,), daemon=True).start()
     channel = Channel(conn)
     try:
-        module, _, name = target.partition(":")
-        function = getattr(importlib.import_module(module), name)
-        function(job, channel)
+        target(job, channel)
     except BaseException as err:  # noqa: BLE001 - every failure is reported, none is judged here
-        channel.send(ERROR, error=f"{type(err).__name__}: {err}", traceback=traceback.format_exc())
+        channel.send(Failed(error=f"{type(err).__name__}: {err}", traceback=traceback.format_exc()))
         conn.close()
         os._exit(1)
-    channel.send(DONE)
+    channel.send(Done())
 
 
 def _exit_with_parent(alive: Connection) -> None:

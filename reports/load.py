@@ -39,35 +39,35 @@ def load(paths: Iterable[Path]) -> tuple[pd.DataFrame, pd.DataFrame, list[Config
         except ConfigError as err:
             errors.append(err)
             continue
-        devices = {d["uuid"]: d for d in doc.get("devices", [])}
+        devices = {d.uuid: d for d in doc.devices}
         runs.append(
             {
-                "run_id": doc["run_id"],
-                "node": doc["node"],
-                "started_at": doc["started_at"],
-                "state": doc["state"],
-                "device_kind": doc["device_kind"],
-                "profile": doc.get("profile", {}).get("name", ""),
-                "verdict": doc["verdict"]["status"],
+                "run_id": doc.run_id,
+                "node": doc.node,
+                "started_at": doc.started_at,
+                "state": str(doc.state),
+                "device_kind": doc.device_kind,
+                "profile": doc.profile.name if doc.profile else "",
+                "verdict": str(doc.verdict.status),
                 "devices": len(devices),
-                "gpu_names": ", ".join(sorted({d["name"] for d in devices.values()})),
+                "gpu_names": ", ".join(sorted({d.name for d in devices.values()})),
             }
         )
-        for m in doc.get("measurements", []):
-            device = devices.get(m["gpu"], {})
+        for m in doc.measurements:
+            device = devices.get(m.gpu)
             rows.append(
                 {
-                    "run_id": doc["run_id"],
-                    "node": doc["node"],
-                    "started_at": doc["started_at"],
-                    "gpu": m["gpu"],
-                    "gpu_index": device.get("index"),
-                    "gpu_name": device.get("name", ""),
-                    "metric": m["metric"],
-                    "value": m["value"],
-                    "unit": m["unit"],
-                    "direction": m["direction"],
-                    "samples": m.get("samples", 1),
+                    "run_id": doc.run_id,
+                    "node": doc.node,
+                    "started_at": doc.started_at,
+                    "gpu": m.gpu,
+                    "gpu_index": device.index if device else None,
+                    "gpu_name": device.name if device else "",
+                    "metric": m.metric,
+                    "value": m.value,
+                    "unit": m.unit,
+                    "direction": str(m.direction),
+                    "samples": m.samples,
                 }
             )
     run_frame = pd.DataFrame(runs, columns=RUN_COLUMNS)

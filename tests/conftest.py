@@ -1,36 +1,26 @@
-"""Shared fixtures for gpu-burnin's own tests."""
+"""Shared fixtures for gpu-burnin's own tests; helpers are in tests/helpers.py."""
 
 from __future__ import annotations
 
-import dataclasses
 import shutil
 from pathlib import Path
 
 import numpy  # noqa: F401 - imported once here: pytester's in-process runs cannot re-import it
 import pytest
+import torch  # noqa: F401 - likewise
 
-from harness.baselines import default_dir
+import gputests.matmul_run  # noqa: F401 - likewise: workers are pickled by reference, so the worker
+from harness.baselines import default_dir  # functions must stay the same objects across pytester's runs
 from harness.devices import Device
 
-REPO = Path(__file__).resolve().parent.parent
-DATA = REPO / "tests" / "data"
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "slow: takes seconds (a real run, a hang, a watchdog); -m 'not slow' skips")
 
 
 @pytest.fixture
 def cpu() -> Device:
     return Device(index=0, kind="cpu", name="Test CPU", uuid="CPU-test", sm_count=2)
-
-
-def gpus(count: int, name: str = "NVIDIA H100 80GB HBM3") -> list[Device]:
-    return [
-        Device(index=i, kind="cuda", name=name, uuid=f"GPU-{i:08d}", sm_count=132, compute_capability="9.0")
-        for i in range(count)
-    ]
-
-
-def cpus(count: int, base: Device) -> list[Device]:
-    """Several workers on the CPU, standing in for several GPUs of one model."""
-    return [dataclasses.replace(base, index=i, uuid=f"CPU-{i}", sm_count=1) for i in range(count)]
 
 
 @pytest.fixture

@@ -2,9 +2,6 @@
 
 import signal
 
-import pytest
 
-
-@pytest.hookimpl(trylast=True)
-def pytest_configure(config):
+def pytest_runtest_setup(item):  # after the burn-in plugin has installed its own SIGTERM handler
     signal.signal(signal.SIGTERM, signal.SIG_IGN)

@@ -1,17 +1,19 @@
 """`gpu-burnin run` as a user runs it: a real process, real exit codes, real files."""
 
 import datetime as dt
-import json
 import os
 import signal
 import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
-from harness import cli, devices, results, runner
+import pytest
+
+from harness import cli, devices, options, results, runner
 from harness.records import Code, Finding, Severity
+from harness.results import ResultDocument, RunState
+from tests.helpers import documents
 
 FAST = ("--duration", "0.4")
 
@@ -21,10 +23,15 @@ def gpu_burnin(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
 
 
-def documents(directory: Path) -> list[dict]:
-    return [json.loads(p.read_text()) for p in sorted(directory.glob("*.json"))]
+def requested(monkeypatch, *args: str) -> runner.RunRequest:
+    """What `gpu-burnin run ARGS` would hand the runner, without running it."""
+    seen = []
+    monkeypatch.setattr(runner, "run", lambda request: seen.append(request) or 2)
+    assert cli.main(["run", *args]) == 2
+    return seen[0]
 
 
+@pytest.mark.slow
 def test_the_cpu_self_test_exits_0_with_one_result(tmp_path):
     done = gpu_burnin("run", "--device", "cpu", "-m", "matmul", "--results", str(tmp_path), *FAST)
     assert done.returncode == 0, done.stdout + done.stderr
@@ -39,17 +46,15 @@ def test_the_cpu_self_test_exits_0_with_one_result(tmp_path):
     assert "gpu-burnin verdict: PASS" in done.stdout
 
 
-def test_auto_runs_the_self_test_only_where_there_is_no_nvidia_driver(tmp_path, monkeypatch):
-    done = gpu_burnin("run", "--device", "auto", "--results", str(tmp_path), *FAST)
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert "no NVIDIA driver on this machine; running the CPU self-test" in done.stderr
-    assert documents(tmp_path)[0]["device_kind"] == "cpu"
-    # With a driver present (here pretended), auto means the GPUs, whatever NVML answers.
-    chosen = []
-    monkeypatch.setattr(devices, "DRIVER_MARKERS", (tmp_path,))
-    monkeypatch.setattr(runner, "run", lambda request: chosen.append(request.device) or 2)
-    assert cli.main(["run", "--device", "auto"]) == 2
-    assert chosen == ["cuda"]
+def test_auto_means_the_gpus_wherever_a_driver_is_installed(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(devices, "DRIVER_MARKERS", (tmp_path / "absent",))
+    without = requested(monkeypatch, "--device", "auto", "--results", str(tmp_path))
+    assert "no NVIDIA driver on this machine; running the CPU self-test" in capsys.readouterr().err
+    monkeypatch.setattr(devices, "DRIVER_MARKERS", (tmp_path,))  # a driver, whatever NVML answers
+    with_driver = requested(monkeypatch, "--device", "auto", "--results", str(tmp_path))
+    assert (without.options.device, with_driver.options.device) == ("cpu", "cuda")
+    assert ["--gpu-device", "cpu"] == list(without.argv[without.argv.index("--gpu-device") :][:2])
+    assert without.options.profile.matmul.size == 128  # the self-test's sizes, decided once
 
 
 def test_usage_errors_exit_4_and_run_nothing(tmp_path):
@@ -94,6 +99,7 @@ def test_a_malformed_baseline_exits_4_naming_file_and_field(tmp_path):
     assert documents(out) == []
 
 
+@pytest.mark.slow
 def test_the_watchdog_ends_a_run_that_hangs_past_its_timeout(tmp_path):
     began = time.monotonic()
     done = gpu_burnin(
@@ -119,6 +125,7 @@ def test_the_watchdog_ends_a_run_that_hangs_past_its_timeout(tmp_path):
     assert "did not finish within --timeout 15 s" in done.stderr
 
 
+@pytest.mark.slow
 def test_sigterm_still_leaves_a_finished_incomplete_result(tmp_path):
     command = [
         sys.executable,
@@ -150,50 +157,47 @@ def test_a_child_that_dies_without_a_final_result_is_finished_as_incomplete(tmp_
     path = results.path_for(tmp_path, "node", "r1")
     assert runner._settle(runner._Run(path, "r1", started, "cuda"), -9, []) == 2
     doc = results.load(path)
-    assert doc["state"] == "abandoned" and doc["device_kind"] == "cuda"
-    assert doc["findings"][0]["message"] == "the test process ended (exit code -9) before it wrote a final result"
+    assert doc.state is RunState.ABANDONED and doc.device_kind == "cuda"
+    assert doc.findings[0].message == "the test process ended (exit code -9) before it wrote a final result"
 
 
 def test_a_failure_found_before_the_run_died_still_fails_it(tmp_path, capsys):
     started = dt.datetime(2026, 11, 27, tzinfo=dt.UTC)
     path = results.path_for(tmp_path, "node", "r1")
-    doc = results.skeleton(run_id="r1", node="node", started_at=started, device_kind="cuda")
-    doc["findings"].append(
-        Finding(code=Code.DATA_MISMATCH, severity=Severity.FAIL, message="GPU 3 disagrees").to_dict()
-    )
+    doc = ResultDocument(run_id="r1", node="node", started_at=started, device_kind="cuda")
+    doc.findings.append(Finding(code=Code.DATA_MISMATCH, severity=Severity.FAIL, message="GPU 3 disagrees"))
     results.write(path, doc)
     assert runner._settle(runner._Run(path, "r1", started, "cuda"), 1, []) == 1
-    assert results.load(path)["verdict"]["status"] == "fail"
+    assert results.load(path).verdict.status == "fail"
 
 
-def test_pytest_arguments_pass_through(tmp_path):
-    argv = runner.pytest_argv(
-        runner.RunRequest(
-            device="cpu",
-            profile="quick",
-            results=tmp_path,
-            timeout_s=1,
-            markexpr="matmul",
-            inject=("hang",),
-            pytest_args=("-x",),
-        ),
-        "r1",
+def test_the_child_gets_every_option_and_the_pytest_arguments_last(tmp_path, monkeypatch):
+    request = requested(
+        monkeypatch, "--device", "cpu", "-m", "matmul", "--inject", "hang", "--results", str(tmp_path), "--", "-x"
     )
-    assert argv[:3] == [sys.executable, "-m", "pytest"]
-    assert argv[-1] == "-x" and ["-m", "matmul"] == argv[argv.index("-m", 3) : argv.index("-m", 3) + 2]
-    assert ["--gpu-inject", "hang"] == argv[argv.index("--gpu-inject") : argv.index("--gpu-inject") + 2]
-    assert os.path.basename(argv[0]).startswith("python")
+    argv = request.argv
+    assert list(argv[:3]) == [sys.executable, "-m", "pytest"] and os.path.basename(argv[0]).startswith("python")
+    assert argv[-1] == "-x"
+    for flag, value in [("-m", "matmul"), ("--gpu-inject", "hang:0"), ("--gpu-results", str(tmp_path))]:
+        assert [flag, value] == list(argv[argv.index(flag, 3) :][:2])
+    assert ["--gpu-run-id", request.options.run_id] == list(argv[argv.index("--gpu-run-id") :][:2])
 
 
+def test_the_default_timeout_grows_with_the_resolved_duration(tmp_path, monkeypatch):
+    cpu = requested(monkeypatch, "--device", "cpu", "--results", str(tmp_path))
+    assert cpu.timeout_s == cli.TIMEOUT_BASE_S + cli.TIMEOUT_PER_DURATION * 4.0  # the self-test caps it at 4 s
+    soak = requested(monkeypatch, "--profile", "soak", "--results", str(tmp_path))
+    assert soak.timeout_s == cli.TIMEOUT_BASE_S + cli.TIMEOUT_PER_DURATION * 1800.0
+
+
+@pytest.mark.slow
 def test_a_test_process_that_ignores_sigterm_is_killed_after_the_grace(tmp_path, monkeypatch):
     monkeypatch.setattr(runner, "GRACE_S", 2.0)
+    values = {"device": "cpu", "duration": 60.0, "results": tmp_path, "run_id": "r-deaf"}
     request = runner.RunRequest(
-        device="cpu",
-        profile="quick",
-        results=tmp_path,
+        options=options.resolve(values),
+        argv=tuple(runner.pytest_argv(values, ["-p", "tests.sigterm_deaf"])),
         timeout_s=300,
-        duration=60.0,
-        pytest_args=("-p", "tests.sigterm_deaf"),
     )
 
     def stop_once_started():

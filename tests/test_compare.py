@@ -6,7 +6,7 @@ import pytest
 from harness import compare
 from harness.baselines import Baseline, MetricSpec, Provenance
 from harness.records import Code, Direction, Measurement, Severity
-from tests.conftest import gpus
+from tests.helpers import gpus
 
 SOURCE = Provenance(kind="estimate", source="test")
 

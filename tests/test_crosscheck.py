@@ -1,11 +1,12 @@
 """Cross-GPU comparison, on synthetic worker results."""
 
+import dataclasses
 import hashlib
 
 import numpy as np
 
 from gputests import crosscheck
-from tests.conftest import gpus
+from tests.helpers import gpus
 
 ROWS, COLS = 4, 8
 
@@ -14,10 +15,18 @@ def product(seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(-(2**15), 2**15, size=(ROWS, COLS), dtype=np.int16)
 
 
-def message(bits: np.ndarray) -> dict:
+@dataclasses.dataclass(frozen=True)
+class Result:
+    fingerprints: bytes
+
+    @property
+    def digest(self) -> str:
+        return hashlib.sha256(self.fingerprints).hexdigest()
+
+
+def message(bits: np.ndarray) -> Result:
     weights = np.arange(COLS, dtype=np.int64) + 1
-    fingerprints = (bits.astype(np.int64) * weights).sum(axis=1).tobytes()
-    return {"dtype": "bf16", "fingerprints": fingerprints, "digest": hashlib.sha256(fingerprints).hexdigest()}
+    return Result((bits.astype(np.int64) * weights).sum(axis=1).tobytes())
 
 
 def replies(products: dict[int, np.ndarray], asked: dict[int, dict[str, list[int]]]) -> dict[int, dict[str, bytes]]:

@@ -4,6 +4,10 @@ import types
 import pytest
 
 from harness import devices, nvml
+from tests.helpers import ON_GPU_BOX
+
+no_driver_here = pytest.mark.skipif(ON_GPU_BOX, reason="an NVIDIA driver is installed here")
+gpu_box_only = pytest.mark.skipif(not ON_GPU_BOX, reason="needs an NVIDIA driver")
 
 
 def test_the_cpu_is_one_device_with_its_own_model_name():
@@ -15,6 +19,7 @@ def test_the_cpu_is_one_device_with_its_own_model_name():
     assert found.host["torch"] and found.host["python"] and found.problem == ""
 
 
+@no_driver_here
 def test_without_cuda_the_inventory_is_empty_and_says_why():
     found = devices.discover("cuda", startup_timeout_s=60)
     assert found.devices == ()
@@ -23,9 +28,22 @@ def test_without_cuda_the_inventory_is_empty_and_says_why():
     assert found.host["nvml"].startswith("NVML could not start: NVMLError_LibraryNotFound")
 
 
+@no_driver_here
 def test_nvml_missing_driver_is_an_answer_not_an_exception():
     facts = nvml.read_facts()
     assert not facts.available and "LibraryNotFound" in facts.reason and facts.devices == ()
+
+
+@gpu_box_only
+def test_on_a_gpu_box_every_gpu_is_listed_with_its_identity_and_the_driver():
+    found = devices.discover("cuda", startup_timeout_s=120)
+    assert found.devices and found.problem == ""
+    assert [d.index for d in found.devices] == list(range(len(found.devices)))
+    for gpu in found.devices:
+        assert gpu.kind == "cuda" and gpu.uuid.startswith("GPU-") and gpu.name and gpu.memory_bytes > 0
+        assert gpu.sm_count > 0 and gpu.compute_capability.count(".") == 1
+    assert found.host["nvml"] == "available" and found.host["driver"] and found.host["torch"]
+    assert len(nvml.read_facts().devices) == len(found.devices)
 
 
 class FakeNvml(types.ModuleType):

@@ -7,13 +7,15 @@ import torch
 from gputests import matmul
 from gputests.matmul_run import dtypes_for
 from harness.devices import Device
+from harness.devicetest import FaultFired, NotSupported
+from tests.helpers import local_context
 
 CPU = torch.device("cpu")
 
 
-def burn(dtype: str = "fp32", **kwargs):
+def burn(dtype: str = "fp32", fault: str = "", **kwargs):
     settings = {"size": 64, "ring": 2, "duration_s": 0.05, "warmup_s": 0.02} | kwargs
-    return matmul.burn(CPU, dtype, **settings)
+    return matmul.burn(CPU, dtype, context=local_context(fault)[0], **settings)
 
 
 def test_pattern_is_fixed_by_its_seed_and_spread_over_minus_one_to_one():
@@ -50,8 +52,16 @@ def test_the_product_is_bitwise_reproducible():
 
 
 def test_one_flipped_bit_in_one_product_is_counted_exactly():
-    result, _ = burn("bf16", fault="corrupt")
+    context, sent = local_context("corrupt")
+    result, _ = matmul.burn(CPU, "bf16", size=64, ring=2, duration_s=0.05, warmup_s=0.02, context=context)
     assert (result.bad_results, result.bad_elements) == (1, 1)
+    assert FaultFired(kind="corrupt") in sent.sent
+
+
+def test_progress_is_reported_while_burning():
+    context, sent = local_context()
+    matmul.burn(CPU, "fp32", size=64, ring=2, duration_s=0.3, warmup_s=0.0, context=context, report_s=0.05)
+    assert any(m.phase.startswith("fp32 window") for m in sent.sent)
 
 
 def test_a_skewed_input_changes_the_product_but_not_its_consistency():
@@ -76,7 +86,7 @@ def test_an_injected_error_is_raised():
 
 
 def test_tf32_is_not_a_cpu_mode():
-    with pytest.raises(matmul.UnsupportedDtype):
+    with pytest.raises(NotSupported):
         burn("tf32")
 
 
@@ -91,4 +101,4 @@ def test_tf32_is_not_a_cpu_mode():
 )
 def test_dtypes_follow_the_compute_capability(capability, expected):
     device = Device(index=0, kind="cuda", name="x", uuid="u", compute_capability=capability)
-    assert dtypes_for(device) == expected
+    assert dtypes_for(device) == tuple(expected)

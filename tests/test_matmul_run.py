@@ -4,20 +4,23 @@ import dataclasses
 import time
 
 import numpy as np
+import pytest
 import torch
 
 from gputests import matmul, matmul_run
-from gputests.faults import parse
-from harness.profiles import quick
+from harness.devicetest import Scope
+from harness.faults import parse
+from harness.profiles import MatmulProfile, quick
 from harness.records import Code, Severity
-from tests.conftest import cpus
+from tests.helpers import cpus
 
-PROFILE = quick().for_cpu().with_duration(0.4)
-SMALL = dataclasses.replace(PROFILE, matmul_size=64)
+PROFILE = quick().for_cpu().with_overrides(duration_s=0.4)
+SMALL = dataclasses.replace(PROFILE, matmul=MatmulProfile(size=64, ring=2))
 
 
 def run(devices, faults=None, profile=SMALL):
-    return matmul_run.run(devices, profile, test="t::matmul", faults=faults or {})
+    scope = Scope(devices=tuple(devices), profile=profile, test="t::matmul", group="matmul", faults=faults or {})
+    return matmul_run.run(scope)
 
 
 def test_every_device_reports_every_dtype(cpu):
@@ -59,8 +62,11 @@ def test_a_corrupted_product_fails_only_its_device(cpu):
     assert "1 of " in outcome.findings[0].message and "1 elements in all" in outcome.findings[0].message
 
 
+@pytest.mark.slow
 def test_a_hung_device_ends_as_hang_and_the_others_keep_their_figures(cpu):
-    profile = SMALL.with_hang_timeout(4.0)  # slack for a busy CI machine, where the healthy worker can pause
+    profile = SMALL.with_overrides(
+        hang_timeout_s=4.0
+    )  # slack for a busy CI machine, where the healthy worker can pause
     began = time.monotonic()
     outcome = run(cpus(2, cpu), {0: parse("hang")}, profile)
     assert time.monotonic() - began < 30

@@ -3,26 +3,32 @@ import datetime as dt
 from harness import results
 from harness.devices import Device
 from harness.records import Direction, Measurement
+from harness.verdict import Status, Verdict
 from reports import load
 
 
 def write_run(directory, node: str, value: float, minute: int):
     started = dt.datetime(2026, 11, 27, 13, minute, tzinfo=dt.UTC)
-    doc = results.skeleton(run_id=f"r{minute}", node=node, started_at=started, device_kind="cuda")
     gpu = Device(index=3, kind="cuda", name="NVIDIA H100 80GB HBM3", uuid=f"GPU-{node}")
-    doc["devices"] = [gpu.to_dict()]
-    doc["measurements"] = [
-        Measurement(
-            metric="matmul.bf16.tflops",
-            gpu=gpu.uuid,
-            value=value,
-            unit="TFLOP/s",
-            direction=Direction.HIGHER,
-            samples=30,
-        ).to_dict()
-    ]
-    doc["verdict"] = {"status": "pass", "reasons": [], "exit_code": 0}
-    return results.write(results.path_for(directory, node, doc["run_id"]), doc)
+    doc = results.ResultDocument(
+        run_id=f"r{minute}",
+        node=node,
+        started_at=started,
+        device_kind="cuda",
+        devices=[gpu],
+        measurements=[
+            Measurement(
+                metric="matmul.bf16.tflops",
+                gpu=gpu.uuid,
+                value=value,
+                unit="TFLOP/s",
+                direction=Direction.HIGHER,
+                samples=30,
+            )
+        ],
+        verdict=Verdict(status=Status.PASS),
+    )
+    return results.write(results.path_for(directory, node, doc.run_id), doc)
 
 
 def test_many_results_become_one_table_and_bad_files_are_reported(tmp_path):

@@ -1,5 +1,5 @@
 from harness.records import Code, Finding, Severity
-from harness.verdict import NOT_RUN, ExitCode, Status, Verdict, decide
+from harness.verdict import ExitCode, Status, TestOutcome, Verdict, decide
 
 T = "gputests/test_matmul.py::test_matmul"
 
@@ -9,7 +9,7 @@ def finding(severity: Severity, code: Code = Code.TEST_ERROR, test: str = T) -> 
 
 
 def test_pass_needs_every_test_passed_and_nothing_blocking():
-    verdict = decide([finding(Severity.WARNING), finding(Severity.INFO)], {T: "passed"})
+    verdict = decide([finding(Severity.WARNING), finding(Severity.INFO)], {T: TestOutcome.PASSED})
     assert verdict == Verdict(status=Status.PASS)
     assert verdict.exit_code is ExitCode.PASS
 
@@ -17,7 +17,7 @@ def test_pass_needs_every_test_passed_and_nothing_blocking():
 def test_failure_wins_over_incomplete():
     verdict = decide(
         [finding(Severity.INCOMPLETE, Code.HANG), finding(Severity.FAIL, Code.DATA_MISMATCH)],
-        {T: "failed", "other": NOT_RUN},
+        {T: TestOutcome.FAILED, "other": TestOutcome.NOT_RUN},
     )
     assert verdict.status is Status.FAIL
     assert verdict.exit_code == 1
@@ -25,7 +25,7 @@ def test_failure_wins_over_incomplete():
 
 
 def test_a_blocking_finding_makes_the_run_incomplete_even_when_tests_passed():
-    verdict = decide([finding(Severity.INCOMPLETE, Code.NO_BASELINE, test="")], {T: "passed"})
+    verdict = decide([finding(Severity.INCOMPLETE, Code.NO_BASELINE, test="")], {T: TestOutcome.PASSED})
     assert verdict.status is Status.INCOMPLETE
     assert verdict.exit_code == 2
 
@@ -37,7 +37,7 @@ def test_no_selected_test_is_incomplete_never_pass():
 
 
 def test_a_test_that_did_not_pass_blocks_even_without_a_finding():
-    for outcome in ("skipped", "error", "failed", NOT_RUN):
+    for outcome in (TestOutcome.SKIPPED, TestOutcome.ERROR, TestOutcome.FAILED, TestOutcome.NOT_RUN):
         verdict = decide([], {T: outcome})
         assert verdict.status is Status.INCOMPLETE, outcome
         assert verdict.reasons == (f"{T} ended {outcome}",)

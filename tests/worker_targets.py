@@ -1,15 +1,52 @@
-"""Worker functions for tests/test_workers.py (workers import their target by name)."""
+"""Worker functions and messages for tests/test_workers.py (module-level: they are pickled by reference)."""
 
+import dataclasses
 import os
 import signal
 import time
 
+from harness.workers import Message
+
+
+@dataclasses.dataclass(frozen=True)
+class Value(Message):
+    value: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Command(Message):
+    n: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Reply(Message):
+    got: Command
+
+
+@dataclasses.dataclass(frozen=True)
+class Burned(Message):
+    pass
+
+
+@dataclasses.dataclass(frozen=True)
+class Pid(Message):
+    pid: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Finished(Message):
+    pass
+
+
+@dataclasses.dataclass(frozen=True)
+class Never(Message):
+    pass
+
 
 def echo(job, channel):
     channel.progress("ready")
-    channel.send("value", value=job["value"] * 2)
-    command = channel.recv()
-    channel.send("reply", got=command)
+    channel.send(Value(job["value"] * 2))
+    channel.send(Reply(channel.recv(Command)))
 
 
 def fail(job, channel):
@@ -35,13 +72,13 @@ def slow_start(job, channel):
 
 
 def report_pid_then_wait(job, channel):
-    channel.send("pid", pid=os.getpid())
+    channel.send(Pid(os.getpid()))
     while True:
         time.sleep(60)
 
 
 def die_after_burned(job, channel):
-    channel.send("burned")
+    channel.send(Burned())
     os._exit(3)
 
 
@@ -50,8 +87,13 @@ def steady(job, channel):
     for n in range(job.get("beats", 25)):
         channel.progress(f"beat {n}")
         time.sleep(0.2)
-    channel.send("finished")
+    channel.send(Finished())
 
 
 def stall_or_steady(job, channel):
     (stall if job["stall"] else steady)(job, channel)
+
+
+def wrong_command(job, channel):
+    channel.progress("ready")
+    channel.recv(Value)

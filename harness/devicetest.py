@@ -1,0 +1,364 @@
+"""Device-test scaffolding: everything a test that burns devices shares.
+
+A device test is three files (docs/design.md, "How to add a test"): the pytest test,
+its parent side (what it asks each device, what it makes of the answers) and its
+worker side (the code that runs on one device). This module is the rest:
+
+- parent side, `DeviceRun`: one worker process per device with limits derived
+  from the profile, typed messages in and out, every way a worker can end
+  (hung, crashed, raised, a phase that failed or is unsupported, a fault that was
+  never applied) turned into findings, and findings that name the device;
+- worker side, `Context`: the device as torch sees it, progress, messages, phases
+  that fail alone, and the fault point where `--gpu-inject` faults fire.
+
+The parent never touches CUDA; torch is imported only inside the worker.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import statistics
+import traceback
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from harness import faults
+from harness.devices import Device
+from harness.faults import Fault
+from harness.profiles import Profile
+from harness.records import Code, Direction, Finding, Measurement, Remediation, Severity
+from harness.workers import Channel, Done, Message, Progress, WorkerEnd, WorkerGroup, WorkerStatus
+
+if TYPE_CHECKING:
+    import torch
+
+J = TypeVar("J")
+M = TypeVar("M", bound=Message)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Scope:
+    """What one device test runs on: the `burnin` fixture gives it; our own tests build it."""
+
+    devices: tuple[Device, ...]
+    profile: Profile
+    test: str
+    """The pytest node id."""
+    group: str
+    """The test group (its marker); the first part of its metric names."""
+    faults: Mapping[int, Fault] = dataclasses.field(default_factory=dict)
+    """Faults to inject, by device index."""
+    on_progress: Callable[[Device, Progress], None] | None = None
+    """Called with every progress message, for progress lines."""
+
+
+@dataclasses.dataclass(kw_only=True)
+class Outcome:
+    measurements: list[Measurement] = dataclasses.field(default_factory=list)
+    findings: list[Finding] = dataclasses.field(default_factory=list)
+
+
+# -- messages every worker may send, handled here ------------------------------------
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Unsupported(Message):
+    """This device cannot run a phase (fp8 on an old GPU): recorded, not an error."""
+
+    phase: str
+    reason: str
+    metric: str = ""
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class PhaseFailed(Message):
+    """A phase raised (a CUDA error in one dtype); the worker goes on with the next."""
+
+    phase: str
+    error: str
+    traceback: str
+    metric: str = ""
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class FaultFired(Message):
+    kind: str
+
+
+class NotSupported(Exception):
+    """Raised by worker code inside `Context.phase` when the device cannot run the phase."""
+
+
+# -- limits ---------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Limits:
+    startup_s: float
+    stall_s: float
+    limit_s: float
+
+    @classmethod
+    def for_work(cls, profile: Profile, busy_s: float) -> Limits:
+        """`busy_s` is how long a healthy worker computes; the limit allows twice that, and two stalls."""
+        return cls(
+            startup_s=profile.startup_timeout_s,
+            stall_s=profile.hang_timeout_s,
+            limit_s=profile.startup_timeout_s + 2.0 * busy_s + 2.0 * profile.hang_timeout_s,
+        )
+
+
+# -- the parent side ----------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class _Assignment(Generic[J]):
+    """What one worker process is given: its device, its share of the host, its fault, its job."""
+
+    worker: Callable[[Context, J], None]
+    device: Device
+    threads: int | None
+    fault: str
+    job: J
+
+
+class DeviceRun(Generic[J]):
+    """Runs `worker(context, job)` on every device of `scope` at once, one process each.
+
+    Use as a context manager. Inside, read messages with `messages(until=...)` and
+    answer with `send`; record figures with `measure` and problems with `finding`
+    (these work after the block too). On leaving, the workers are joined within
+    their limits and how each ended becomes findings; `outcome` has them all.
+    """
+
+    def __init__(self, scope: Scope, worker: Callable[[Context, J], None], jobs: Sequence[J], *, busy_s: float):
+        if len(jobs) != len(scope.devices):
+            raise ValueError(f"{len(jobs)} jobs for {len(scope.devices)} devices")
+        self.scope = scope
+        self.limits = Limits.for_work(scope.profile, busy_s)
+        self.outcome = Outcome()
+        self._fired: set[int] = set()
+        cpu_share = max(1, len(scope.devices))
+        assignments = [
+            _Assignment(
+                worker=worker,
+                device=device,
+                threads=max(1, device.sm_count // cpu_share) if device.kind == "cpu" else None,
+                fault=fault.kind if (fault := scope.faults.get(device.index)) else "",
+                job=job,
+            )
+            for device, job in zip(scope.devices, jobs, strict=True)
+        ]
+        self._group = WorkerGroup(
+            _run_assignment,
+            assignments,
+            startup_s=self.limits.startup_s,
+            stall_s=self.limits.stall_s,
+            limit_s=self.limits.limit_s,
+        )
+
+    def __enter__(self) -> DeviceRun[J]:
+        self._group.__enter__()
+        return self
+
+    def __exit__(self, exc_type: object, *rest: object) -> None:
+        try:
+            if exc_type is None:
+                for _ in self._handled(self._group.messages(until=Done)):
+                    pass
+        finally:
+            self._group.stop()
+        for i, device in enumerate(self.scope.devices):
+            self._ended(i, device, self._group.end(i))
+
+    def messages(self, until: type[Message]) -> Iterator[tuple[Device, Message]]:
+        """(device, message) until every worker has sent an `until` or ended; the common
+        messages (progress, unsupported and failed phases, faults) are handled here."""
+        yield from self._handled(self._group.messages(until=until))
+
+    def send(self, device: Device, message: Message) -> None:
+        self._group.send(self.scope.devices.index(device), message)
+
+    def measure(self, device: Device, metric: str, windows: Sequence[float], unit: str, direction: Direction) -> None:
+        """Record a figure: the median of its timed windows, with their count and range."""
+        if not windows:
+            raise ValueError(f"{metric} of {device.label}: no windows to take a median of")
+        self.outcome.measurements.append(
+            Measurement(
+                metric=metric,
+                gpu=device.uuid,
+                value=statistics.median(windows),
+                unit=unit,
+                direction=direction,
+                test=self.scope.test,
+                samples=len(windows),
+                low=min(windows),
+                high=max(windows),
+            )
+        )
+
+    def finding(
+        self,
+        device: Device,
+        code: Code,
+        severity: Severity,
+        text: str,
+        remediation: Remediation = Remediation.NONE,
+        *,
+        metric: str = "",
+        **details: Any,
+    ) -> Finding:
+        found = device_finding(
+            device, code, severity, text, remediation, test=self.scope.test, metric=metric, **details
+        )
+        self.outcome.findings.append(found)
+        return found
+
+    def _handled(self, stream: Iterator[tuple[int, Message]]) -> Iterator[tuple[Device, Message]]:
+        group = self.scope.group
+        for i, message in stream:
+            device = self.scope.devices[i]
+            if isinstance(message, Progress):
+                if self.scope.on_progress is not None:
+                    self.scope.on_progress(device, message)
+            elif isinstance(message, FaultFired):
+                self._fired.add(i)
+            elif isinstance(message, Unsupported):
+                text = f"{message.phase} not measured: {message.reason}"
+                self.finding(device, Code.TEST_SKIPPED, Severity.INFO, text, metric=message.metric)
+            elif isinstance(message, PhaseFailed):
+                self.finding(
+                    device,
+                    Code.TEST_ERROR,
+                    Severity.INCOMPLETE,
+                    f"{group} {message.phase} raised: {message.error}",
+                    Remediation.RERUN,
+                    metric=message.metric,
+                    phase=message.phase,
+                    traceback=message.traceback,
+                )
+            else:
+                yield device, message
+
+    def _ended(self, i: int, device: Device, end: WorkerEnd) -> None:
+        group = self.scope.group
+        if end.status is WorkerStatus.HUNG:
+            text = f"{group} worker {end.error}; it was killed"
+            self.finding(device, Code.HANG, Severity.INCOMPLETE, text, Remediation.RESET_GPU, phase=end.phase)
+        elif end.status is not WorkerStatus.DONE:
+            text = f"{group} worker {end.status} during {end.phase}: {end.last_line}"
+            self.finding(
+                device,
+                Code.TEST_ERROR,
+                Severity.INCOMPLETE,
+                text,
+                Remediation.RERUN,
+                phase=end.phase,
+                exitcode=end.exitcode,
+                traceback=end.error,
+            )
+        fault = self.scope.faults.get(device.index)
+        if fault is not None and i not in self._fired and end.status is WorkerStatus.DONE:
+            text = f"fault {fault} was not applied: the {group} worker has no fault point that takes it"
+            self.finding(device, Code.FAULT_NOT_APPLIED, Severity.WARNING, text, Remediation.CHECK_CONFIG)
+
+
+def device_finding(
+    device: Device,
+    code: Code,
+    severity: Severity,
+    text: str,
+    remediation: Remediation = Remediation.NONE,
+    *,
+    test: str,
+    metric: str = "",
+    **details: Any,
+) -> Finding:
+    """A finding about one device; its message names the device by label and UUID."""
+    return Finding(
+        code=code,
+        severity=severity,
+        gpu=device.uuid,
+        message=f"{device.label} ({device.uuid}): {text}",
+        remediation=remediation,
+        test=test,
+        metric=metric,
+        details=details,
+    )
+
+
+# -- the worker side ------------------------------------------------------------------
+
+
+class Context:
+    """What a test's worker function gets besides its job: runs inside the worker process."""
+
+    def __init__(self, channel: Channel, device: Device, fault: str):
+        self.device = device
+        self._channel = channel
+        self._fault = fault
+
+    @property
+    def torch_device(self) -> torch.device:
+        import torch
+
+        return torch.device("cuda", self.device.index) if self.device.kind == "cuda" else torch.device("cpu")
+
+    def progress(self, phase: str, **figures: float) -> None:
+        """Say what the worker is doing; call at least every few seconds, or it is declared hung."""
+        self._channel.progress(phase, **figures)
+
+    def send(self, message: Message) -> None:
+        self._channel.send(message)
+
+    def recv(self, kind: type[M]) -> M:
+        return self._channel.recv(kind)
+
+    @contextlib.contextmanager
+    def phase(self, name: str, *, metric: str = "") -> Iterator[None]:
+        """A part of the work that may fail alone: an exception inside ends the phase
+        (reported as PhaseFailed, or Unsupported for NotSupported) and the worker goes on."""
+        self.progress(f"{name} start")
+        try:
+            yield
+        except NotSupported as err:
+            self.send(Unsupported(phase=name, reason=str(err), metric=metric))
+        except Exception as err:  # noqa: BLE001 - a CUDA error in one phase: report it, measure the others
+            self.send(
+                PhaseFailed(
+                    phase=name, error=f"{type(err).__name__}: {err}", traceback=traceback.format_exc(), metric=metric
+                )
+            )
+
+    def fault_input(self, data: torch.Tensor) -> None:
+        """Mark an input the work is computed from: a `skew` fault perturbs it here."""
+        if self._fault in faults.INPUT_KINDS:
+            faults.perturb(data)
+            self._fired(self._fault)
+
+    def fault_point(self, data: torch.Tensor | None = None) -> None:
+        """Mark where a unit of work's result lies, once per unit: the first call fires
+        the device's injected fault (a flipped bit in `data`, a hang, a crash, an error)."""
+        kind = self._fault
+        if not kind or kind in faults.INPUT_KINDS or (kind in faults.DATA_KINDS and data is None):
+            return
+        self._fired(kind)  # first: a hang, a crash or an error never comes back
+        faults.fire(kind, data, self.torch_device)
+
+    def _fired(self, kind: str) -> None:
+        self._fault = ""  # once: the fault is one event, not a broken device
+        self.send(FaultFired(kind=kind))
+
+
+def _run_assignment(assignment: _Assignment[Any], channel: Channel) -> None:
+    """The entry point of every device worker."""
+    import torch
+
+    if assignment.threads:
+        torch.set_num_threads(assignment.threads)
+    context = Context(channel, assignment.device, assignment.fault)
+    if assignment.device.kind == "cuda":
+        torch.cuda.set_device(context.torch_device)
+    context.progress("ready")
+    assignment.worker(context, assignment.job)

@@ -1,0 +1,253 @@
+"""Every run option, declared once.
+
+From the one list `OPTIONS` come the flags of `gpu-burnin run` (`--duration`), the
+pytest options (`--gpu-duration`) and the argv `gpu-burnin run` hands its pytest
+child; `resolve()` turns parsed values into `RunOptions` once, with the profile
+chosen, the CPU self-test's sizes applied and the baselines loaded. Each value is
+checked as it is parsed (argparse `type=` functions), so a bad one is a usage
+error naming the flag the user typed; checks that need two options at once raise
+a ConfigError that names the option, and each front end shows its own flag.
+
+Adding a run option is one entry here, plus its use in `resolve()`; the Kubernetes
+entrypoints take the same list.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+from harness import baselines, devices, faults, results
+from harness.baselines import BaselineSet
+from harness.errors import ConfigError
+from harness.faults import Fault
+from harness.profiles import PROFILES, Profile, by_name
+
+Front = Literal["cli", "pytest"]
+
+MAX_SECONDS = 7 * 24 * 3600.0
+"""No duration or timeout is longer than a week: a larger figure is a typo, not a plan."""
+DEFAULT_RESULTS = Path("gpu-burnin-results")
+
+
+def seconds(text: str) -> float:
+    """A number of seconds: finite, positive, at most a week."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not math.isfinite(value) or not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive, finite number of seconds, got {text}")
+    if value > MAX_SECONDS:
+        raise argparse.ArgumentTypeError(f"{text} s is more than a week ({MAX_SECONDS:.0f} s); give fewer seconds")
+    return value
+
+
+def count(text: str) -> int:
+    """A whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected at least 1, got {value}")
+    return value
+
+
+def fault(text: str) -> Fault:
+    try:
+        return faults.parse(text)
+    except ConfigError as err:
+        raise argparse.ArgumentTypeError(err.problem) from None
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Option:
+    name: str
+    """The option's name in values and errors; the flags derive from it."""
+    help: str
+    type: Callable[[str], Any] | None = None
+    choices: tuple[str, ...] | None = None
+    default: Any = None
+    metavar: str | None = None
+    many: bool = False
+    """May be given several times; the value is a list."""
+    cli: bool = True
+    """A flag of `gpu-burnin run`."""
+    pytest: bool = True
+    """A pytest option (`--gpu-NAME`)."""
+    flag: str = ""
+    """The flag on both sides when it is not derived from the name (pytest's own `-m`)."""
+    pytest_builtin: bool = False
+    """pytest declares it itself: the plugin reads it but does not add it."""
+
+    def flag_for(self, front: Front) -> str:
+        if self.flag:
+            return self.flag
+        dashed = self.name.replace("_", "-")
+        return f"--{dashed}" if front == "cli" else f"--gpu-{dashed}"
+
+    @property
+    def dest(self) -> str:
+        return f"gpu_{self.name}"
+
+    def argparse_kwargs(self) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {"dest": self.dest, "help": self.help, "default": [] if self.many else self.default}
+        if self.many:
+            kwargs["action"] = "append"
+        for key in ("type", "choices", "metavar"):
+            if getattr(self, key) is not None:
+                kwargs[key] = getattr(self, key)
+        return kwargs
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option(
+        name="device",
+        choices=("cuda", "cpu", "auto"),
+        default="cuda",
+        help="cuda: the GPUs (default); cpu: the CPU self-test; auto: cpu only where no NVIDIA driver is installed",
+    ),
+    Option(
+        name="profile",
+        choices=tuple(sorted(PROFILES)),
+        default="quick",
+        help="how long and hard to burn: quick (preflight), standard (periodic), soak",
+    ),
+    Option(name="duration", type=seconds, metavar="SECONDS", help="seconds each test burns (default: the profile's)"),
+    Option(
+        name="markexpr",
+        flag="-m",
+        metavar="MARKEXPR",
+        pytest_builtin=True,
+        help="select tests by marker, as pytest -m (matmul, memory, nvlink, pcie, nccl, health)",
+    ),
+    Option(name="baseline", type=Path, metavar="FILE", help="judge against this baseline file only"),
+    Option(
+        name="baseline_dir",
+        type=Path,
+        metavar="DIR",
+        help="pick each GPU model's baseline from this directory (default: the packaged baselines)",
+    ),
+    Option(
+        name="results",
+        type=Path,
+        metavar="DIR",
+        help=f"where the JSON result file goes (default: ./{DEFAULT_RESULTS})",
+    ),
+    Option(name="expect_gpus", type=count, metavar="N", help="fail unless exactly N GPUs are visible"),
+    Option(
+        name="hang_timeout",
+        type=seconds,
+        metavar="SECONDS",
+        help="seconds without progress before a device worker is declared hung",
+    ),
+    Option(
+        name="inject",
+        type=fault,
+        many=True,
+        metavar="FAULT",
+        help=f"inject a fault to prove the run fails closed: [GROUP.]KIND[:DEVICE], KIND one of "
+        f"{', '.join(faults.KINDS)}; such a run never passes",
+    ),
+    Option(name="run_id", cli=False, metavar="ID", help="the run id (set by `gpu-burnin run`)"),
+)
+BY_NAME = {option.name: option for option in OPTIONS}
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RunOptions:
+    """Every run option, resolved: what a run is told to do."""
+
+    device: str
+    """"cuda" or "cpu" ("auto" is resolved)."""
+    profile: Profile
+    baselines: BaselineSet
+    results_dir: Path
+    expect_gpus: int | None
+    faults: tuple[Fault, ...]
+    run_id: str
+    selection: str
+    """The -m marker expression, or ""."""
+
+
+def add_to_argparse(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """The `gpu-burnin run` flags."""
+    for option in OPTIONS:
+        if option.cli:
+            parser.add_argument(option.flag_for("cli"), **option.argparse_kwargs())
+
+
+def add_to_pytest(group: Any) -> None:
+    """The pytest options, into the plugin's option group (a pytest OptionGroup)."""
+    for option in OPTIONS:
+        if option.pytest and not option.pytest_builtin:
+            group.addoption(option.flag_for("pytest"), **option.argparse_kwargs())
+
+
+def values_from(namespace: argparse.Namespace | Any) -> dict[str, Any]:
+    """The parsed values by option name, from an argparse namespace or pytest's `config.option`."""
+    found = {}
+    for option in OPTIONS:
+        dest = "markexpr" if option.pytest_builtin and not hasattr(namespace, option.dest) else option.dest
+        found[option.name] = getattr(namespace, dest, [] if option.many else option.default)
+    return found
+
+
+def child_argv(values: Mapping[str, Any]) -> list[str]:
+    """pytest flags that carry `values` to a child pytest process."""
+    argv: list[str] = []
+    for option in OPTIONS:
+        if not option.pytest:
+            continue
+        given = values.get(option.name)
+        for value in (given or []) if option.many else [given]:
+            if value is not None and value != "":
+                argv += [option.flag_for("pytest"), str(value)]
+    return argv
+
+
+def explain(err: ConfigError, front: Front) -> str:
+    """A ConfigError in the words of the front end the user typed."""
+    option = BY_NAME.get(err.option or "")
+    return err.describe(option.flag_for(front) if option else None)
+
+
+def resolve_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if devices.nvidia_driver_present() else "cpu"
+    return device
+
+
+def resolve(values: Mapping[str, Any]) -> RunOptions:
+    """Every option checked together and resolved, once. Raises ConfigError; changes nothing."""
+    device = resolve_device(values.get("device") or "cuda")
+    profile = by_name(values.get("profile") or "quick")
+    if device == "cpu":
+        profile = profile.for_cpu()
+    profile = profile.with_overrides(duration_s=values.get("duration"), hang_timeout_s=values.get("hang_timeout"))
+    baseline, baseline_dir = values.get("baseline"), values.get("baseline_dir")
+    if baseline is not None and baseline_dir is not None:
+        raise ConfigError("give a baseline file or a baseline directory, not both", option="baseline")
+    expect_gpus = values.get("expect_gpus")
+    if expect_gpus is not None and device != "cuda":
+        raise ConfigError("counts GPUs: it cannot be used with the CPU self-test", option="expect_gpus")
+    loaded = baselines.load_one(baseline) if baseline else baselines.load_dir(baseline_dir or baselines.default_dir())
+    return RunOptions(
+        device=device,
+        profile=profile,
+        baselines=loaded,
+        results_dir=values.get("results") or DEFAULT_RESULTS,
+        expect_gpus=expect_gpus,
+        faults=tuple(_faults(values.get("inject") or ())),
+        run_id=values.get("run_id") or results.new_run_id(),
+        selection=values.get("markexpr") or "",
+    )
+
+
+def _faults(given: Sequence[Fault | str]) -> list[Fault]:
+    return [f if isinstance(f, Fault) else faults.parse(f) for f in given]
