@@ -18,6 +18,9 @@ import numpy as np
 
 from harness.devices import Device
 
+MAX_ROWS = 64
+"""Rows fetched per disagreement: a systematic mismatch must not ship whole matrices (GBs) to the parent."""
+
 ELEMENT = {"bf16": np.int16, "fp16": np.int16, "fp8": np.int16, "tf32": np.int32, "fp32": np.int32}
 """The integer type with the width of each dtype's product (fp8 products are bf16)."""
 
@@ -34,6 +37,11 @@ class Disagreement:
     """True when the reference's product is shared by a strict majority of the model's GPUs."""
     peers: int
     """How many GPUs of this model reported a product for this dtype."""
+
+    @property
+    def counted_rows(self) -> tuple[int, ...]:
+        """The rows fetched and counted: at most MAX_ROWS of them."""
+        return self.rows[:MAX_ROWS]
 
 
 class Fingerprinted(Protocol):
@@ -81,15 +89,15 @@ def requests(found: Sequence[Disagreement]) -> dict[int, dict[str, list[int]]]:
     """The rows each device must send so that every disagreement can be counted."""
     wanted: dict[int, dict[str, set[int]]] = collections.defaultdict(lambda: collections.defaultdict(set))
     for d in found:
-        wanted[d.suspect][d.dtype].update(d.rows)
-        wanted[d.reference][d.dtype].update(d.rows)
+        wanted[d.suspect][d.dtype].update(d.counted_rows)
+        wanted[d.reference][d.dtype].update(d.counted_rows)
     return {p: {dtype: sorted(rows) for dtype, rows in by_dtype.items()} for p, by_dtype in wanted.items()}
 
 
 def bad_elements(
     d: Disagreement, asked: Mapping[int, Mapping[str, list[int]]], replies: Mapping[int, Mapping[str, bytes]]
 ) -> int | None:
-    """Elements that differ between the two devices, or None when a reply is missing."""
+    """Elements that differ between the two devices in the counted rows, or None when a reply is missing."""
     try:
         suspect = _rows(d, d.suspect, asked, replies)
         reference = _rows(d, d.reference, asked, replies)
@@ -107,7 +115,7 @@ def _rows(
     order = asked[position][d.dtype]
     data = np.frombuffer(replies[position][d.dtype], dtype=ELEMENT[d.dtype]).reshape(len(order), -1)
     index = {row: i for i, row in enumerate(order)}
-    return data[[index[row] for row in d.rows]]
+    return data[[index[row] for row in d.counted_rows]]
 
 
 def _differing_rows(a: Fingerprinted, b: Fingerprinted) -> tuple[int, ...]:

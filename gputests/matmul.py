@@ -25,6 +25,7 @@ from harness.workers import Message
 
 DEFAULT_SEED = 20261127
 MIN_WINDOWS = 3
+FP8_FAST_ACCUM = True
 _BITS = {torch.bfloat16: torch.int16, torch.float16: torch.int16, torch.float32: torch.int32}
 _HALF = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -102,19 +103,17 @@ def burn(
 ) -> tuple[BurnResult, torch.Tensor]:
     """Burn one dtype; returns the result and the first product (the reference).
 
-    With a `context` (in a worker) it reports progress and marks its fault points."""
+    Windows of `ring` products alternate between two sets of outputs, so a window's
+    products are still there when its check is read, one window later, while the
+    next window computes: the check never stalls the GPU. With a `context` (in a
+    worker) it reports progress and marks its fault points."""
     multiply, ref = _operands(device, dtype, size, seed, context)
     multiply(ref)
-    outs = [torch.empty_like(ref) for _ in range(ring)]
-    ref_bits = ref.view(_BITS[ref.dtype])
-    bad_elements = torch.zeros((), dtype=torch.int64, device=device)
-    bad_results = torch.zeros((), dtype=torch.int64, device=device)
+    checker = _Checker(ref, ring)
     clock = _CudaClock() if device.type == "cuda" else _CpuClock()
     flops = 2.0 * size**3 * ring
-
-    windows: list[float] = []
-    warm = 0
-    pending: collections.deque[tuple[Any, Any, bool]] = collections.deque()
+    tally = _Tally()
+    pending: collections.deque[_Window] = collections.deque()
     began = time.monotonic()
     timed_from = began + warmup_s
     last_report = began
@@ -122,42 +121,132 @@ def burn(
     while True:
         now = time.monotonic()
         timed = now >= timed_from
-        if timed and now - timed_from >= duration_s and len(windows) + sum(w[2] for w in pending) >= MIN_WINDOWS:
+        if (
+            timed
+            and now - timed_from >= duration_s
+            and len(tally.windows) + sum(w.timed for w in pending) >= MIN_WINDOWS
+        ):
             break
+        outs = checker.outputs(count)
         start = clock.mark()
         for out in outs:
             multiply(out)
         end = clock.mark()
         if context is not None:
             context.fault_point(outs[0])
-        for out in outs:
-            differ = torch.ne(out.view(ref_bits.dtype), ref_bits).sum()
-            bad_elements += differ
-            bad_results += differ > 0
-        pending.append((start, end, timed))
+        checker.check(count)
+        pending.append(_Window(start=start, end=end, timed=timed, number=count))
         count += 1
-        while len(pending) > 1:
-            warm += _settle(clock, pending.popleft(), windows, flops)
+        while len(pending) > 1:  # settle the previous window while this one runs
+            tally.settle(clock, checker, pending.popleft(), flops)
         if context is not None and now - last_report >= report_s:
-            context.progress(f"{dtype} window {count}")
+            figures = {"tflops": tally.windows[-1]} if tally.windows else {}
+            context.progress(f"{dtype} window {count}", **figures, bad=float(tally.bad_results))
             last_report = now
     while pending:
-        warm += _settle(clock, pending.popleft(), windows, flops)
+        tally.settle(clock, checker, pending.popleft(), flops)
     wall = time.monotonic() - max(timed_from, began)
     result = BurnResult(
         dtype=dtype,
         size=size,
         flops_per_window=flops,
-        windows=windows,
-        warmup_windows=warm,
+        windows=tally.windows,
+        warmup_windows=tally.warm,
         results_checked=count * ring,
-        bad_results=int(bad_results.item()),
-        bad_elements=int(bad_elements.item()),
+        bad_results=tally.bad_results,
+        bad_elements=tally.bad_elements,
         ref_nonfinite=int((~torch.isfinite(ref)).sum().item()),
         wall_s=wall,
         fingerprints=row_fingerprints(ref),
     )
     return result, ref
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class _Window:
+    start: Any
+    end: Any
+    timed: bool
+    number: int
+
+
+class _Checker:
+    """Checks every product against the first, on the device, for a few percent of the GEMM time.
+
+    Each product's rows are summed as 64-bit words (one read of the product, a
+    reduction that wraps exactly, so any single flipped bit changes its row's sum)
+    and compared with the first product's row sums; the bad-row counts of a window
+    go to host memory without stalling the stream. Only a product that disagrees is
+    compared element by element, for an exact count (docs/determinism.md)."""
+
+    def __init__(self, ref: torch.Tensor, ring: int):
+        self.ref = ref
+        self.word = _word_type(ref)
+        self.ref_sums = self._words(ref).sum(dim=1)
+        self.rings = [[torch.empty_like(ref) for _ in range(ring)] for _ in range(2)]
+        self.sums = torch.empty((ring, ref.shape[0]), dtype=torch.int64, device=ref.device)
+        self.bad_rows = [torch.zeros(ring, dtype=torch.int64, device=ref.device) for _ in range(2)]
+        pinned = ref.device.type == "cuda"
+        self.host = [torch.zeros(ring, dtype=torch.int64, pin_memory=pinned) for _ in range(2)]
+        self.copied: list[Any] = [None, None]
+
+    def outputs(self, number: int) -> list[torch.Tensor]:
+        return self.rings[number % 2]
+
+    def check(self, number: int) -> None:
+        k = number % 2
+        for i, out in enumerate(self.rings[k]):
+            torch.sum(self._words(out), dim=1, out=self.sums[i])
+        torch.sum(torch.ne(self.sums, self.ref_sums), dim=1, out=self.bad_rows[k])
+        self.host[k].copy_(self.bad_rows[k], non_blocking=True)
+        if self.ref.device.type == "cuda":
+            self.copied[k] = torch.cuda.Event()
+            self.copied[k].record()
+
+    def bad_rows_of(self, number: int) -> list[int]:
+        """Per product of a checked window, how many of its rows disagree with the first product."""
+        k = number % 2
+        if self.copied[k] is not None:
+            self.copied[k].synchronize()
+        return [int(n) for n in self.host[k].tolist()]
+
+    def bad_elements(self, number: int, product: int) -> int:
+        elements = _BITS[self.ref.dtype]
+        out = self.rings[number % 2][product]
+        return int(torch.ne(out.view(elements), self.ref.view(elements)).sum().item())
+
+    def _words(self, tensor: torch.Tensor) -> torch.Tensor:
+        return tensor.view(self.word)
+
+
+class _Tally:
+    """What the settled windows add up to."""
+
+    def __init__(self) -> None:
+        self.windows: list[float] = []
+        self.warm = 0
+        self.bad_results = 0
+        self.bad_elements = 0
+
+    def settle(self, clock: Any, checker: _Checker, window: _Window, flops: float) -> None:
+        clock.sync(window.end)
+        if window.timed:
+            self.windows.append(flops / max(clock.seconds(window.start, window.end), 1e-9) / 1e12)
+        else:
+            self.warm += 1
+        for product, rows in enumerate(checker.bad_rows_of(window.number)):
+            if rows:
+                self.bad_results += 1
+                self.bad_elements += checker.bad_elements(window.number, product)
+
+
+def _word_type(product: torch.Tensor) -> torch.dtype:
+    """The widest integer word that tiles a row of the product exactly."""
+    row_bytes = product.shape[1] * product.element_size()
+    for word, width in ((torch.int64, 8), (torch.int32, 4)):
+        if row_bytes % width == 0:
+            return word
+    return torch.int16
 
 
 def row_fingerprints(result: torch.Tensor) -> bytes:
@@ -185,10 +274,15 @@ def pattern(rows: int, cols: int, seed: int, salt: int, device: torch.device) ->
     return (x.to(torch.float64) / 2**30 - 1.0).to(torch.float32).reshape(rows, cols)
 
 
+CUBLAS_WORKSPACE = ":4096:8"
+
+
 def configure(device: torch.device) -> None:
-    """Settings that make every product bitwise reproducible (docs/determinism.md)."""
-    if os.environ.get("CUBLAS_WORKSPACE_CONFIG") not in (":4096:8", ":16:8"):  # the two deterministic settings
-        os.environ["CUBLAS_WORKSPACE_CONFIG"] = ":4096:8"
+    """Settings that make every product bitwise reproducible (docs/determinism.md).
+
+    The cuBLAS workspace is forced, not merely defaulted: a smaller deterministic
+    setting from the environment (":16:8") can make cuBLAS pick slower kernels."""
+    os.environ["CUBLAS_WORKSPACE_CONFIG"] = CUBLAS_WORKSPACE
     torch.use_deterministic_algorithms(True)
 
 
@@ -238,7 +332,11 @@ def _operands(
 def _fp8_operands(
     device: torch.device, a: torch.Tensor, b: torch.Tensor
 ) -> tuple[Callable[[torch.Tensor], Any], torch.Tensor]:
-    """e4m3 inputs, bf16 output, unit scales; the second operand column-major as cuBLASLt wants."""
+    """e4m3 inputs, bf16 output, unit scales; the second operand column-major as cuBLASLt wants.
+
+    Fast accumulation (FP8_FAST_ACCUM): the mode training frameworks use for the
+    forward pass, so the burn runs as hot as a real job; it is as reproducible as
+    the slow mode (docs/determinism.md)."""
     if not hasattr(torch, "float8_e4m3fn") or not hasattr(torch, "_scaled_mm"):
         raise NotSupported(f"torch {torch.__version__} has no float8 matmul")
     a8 = a.to(torch.float8_e4m3fn)
@@ -247,7 +345,9 @@ def _fp8_operands(
     out = torch.empty(a.shape[0], b.shape[1], dtype=torch.bfloat16, device=device)
 
     def multiply(target: torch.Tensor) -> Any:
-        return torch._scaled_mm(a8, b8, scale_a=one, scale_b=one, out_dtype=torch.bfloat16, out=target)
+        return torch._scaled_mm(
+            a8, b8, scale_a=one, scale_b=one, out_dtype=torch.bfloat16, out=target, use_fast_accum=FP8_FAST_ACCUM
+        )
 
     if device.type == "cpu":
         try:
@@ -255,16 +355,6 @@ def _fp8_operands(
         except (RuntimeError, NotImplementedError) as err:
             raise NotSupported(f"torch {torch.__version__} has no float8 matmul on the CPU: {err}") from err
     return multiply, out
-
-
-def _settle(clock: Any, window: tuple[Any, Any, bool], windows: list[float], flops: float) -> int:
-    """Wait for a window to finish and keep its figure; returns 1 for a warm-up window."""
-    start, end, timed = window
-    clock.sync(end)
-    if not timed:
-        return 1
-    windows.append(flops / max(clock.seconds(start, end), 1e-9) / 1e12)
-    return 0
 
 
 class _CudaClock:

@@ -104,6 +104,8 @@ def _cross_check(device_run: DeviceRun[Job], d: crosscheck.Disagreement, bad: in
     suspect, reference = devices[d.suspect], devices[d.reference]
     count = f"{bad} elements" if bad is not None else "an uncounted number of elements"
     where = f"in {count} across {len(d.rows)} rows"
+    if len(d.counted_rows) < len(d.rows):
+        where = f"in {len(d.rows)} rows ({count} in the first {len(d.counted_rows)} of them, counted)"
     details = {"dtype": d.dtype, "bad_elements": bad, "rows": len(d.rows), "majority": d.majority, "peers": d.peers}
     if d.majority:
         blamed = [

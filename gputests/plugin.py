@@ -11,15 +11,18 @@ session's exit status is the verdict's: 0 pass, 1 fail,
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import math
 import signal
 import threading
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from typing import Any
 
 import pytest
 
 from gputests import summary
+from gputests.progress import ProgressLines
 from gputests.session import BurnIn
 from harness import options
 from harness.devices import Device
@@ -27,10 +30,16 @@ from harness.devicetest import Outcome, Scope
 from harness.errors import ConfigError
 from harness.profiles import GROUPS, Profile
 from harness.records import Code
+from harness.workers import Progress
 
 _STATE = pytest.StashKey[BurnIn]()
 _EXPLICIT_RESULTS = pytest.StashKey[bool]()
 _SIGTERM = pytest.StashKey[Any]()
+_PROGRESS = pytest.StashKey[ProgressLines | None]()
+
+
+class Judged(pytest.fail.Exception):  # type: ignore[misc,name-defined]
+    """A burn-in test stopped by its own findings (a failure, a hang, a worker error), not by a bug."""
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -47,6 +56,9 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(options.explain(err, "pytest")) from err
     config.stash[_STATE] = BurnIn(resolved)
     config.stash[_EXPLICIT_RESULTS] = values["results"] is not None
+    config.stash[_PROGRESS] = (
+        ProgressLines(lambda text: _write_live(config, text)) if config.get_verbosity() >= 0 else None
+    )
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -95,14 +107,18 @@ def burnin(request: pytest.FixtureRequest) -> Recorder:
     state = request.config.stash[_STATE]
     if not state.devices:
         pytest.skip(state.inventory.problem)
-    return Recorder(state, request.node.nodeid, group)
+    progress = request.config.stash[_PROGRESS]
+    return Recorder(state, request.node.nodeid, group, progress.for_test(group) if progress else None)
 
 
 class Recorder:
-    def __init__(self, state: BurnIn, test: str, group: str):
+    def __init__(
+        self, state: BurnIn, test: str, group: str, on_progress: Callable[[Device, Progress], None] | None = None
+    ):
         self._state = state
         self.test = test
         self.group = group
+        self._on_progress = on_progress
 
     @property
     def devices(self) -> tuple[Device, ...]:
@@ -115,7 +131,7 @@ class Recorder:
     @property
     def scope(self) -> Scope:
         """What a device test runs on (harness.devicetest)."""
-        return self._state.scope(self.test, self.group)
+        return dataclasses.replace(self._state.scope(self.test, self.group), on_progress=self._on_progress)
 
     def record(self, outcome: Outcome) -> None:
         for m in outcome.measurements:
@@ -132,9 +148,9 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, Any]:
     group = group_of(item)
     state = item.config.stash[_STATE]
     if group and state.active:
-        failing = state.judge_test(item.nodeid, group)
-        if failing:
-            pytest.fail("\n".join(f"{f.code}: {f.message}" for f in failing), pytrace=False)
+        stopping = state.judge_test(item.nodeid, group)
+        if stopping:  # a hang or a worker error is not a passed test either
+            raise Judged("\n".join(f"{f.code}: {f.message}" for f in stopping), pytrace=False)
     return result
 
 
@@ -148,7 +164,10 @@ def pytest_runtest_makereport(
         summary_line = call.excinfo.exconly().strip().splitlines()[-1] if call.excinfo else ""
         if report.skipped:
             summary_line = _skip_reason(report)
-        state.on_report(item.nodeid, report.when, report.outcome, report.duration, summary_line, report.longreprtext)
+        judged = call.excinfo is not None and call.excinfo.errisinstance(Judged)
+        state.on_report(
+            item.nodeid, report.when, report.outcome, report.duration, summary_line, report.longreprtext, judged=judged
+        )
     return report
 
 
@@ -174,7 +193,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         return
     write = terminalreporter.write_line
     terminalreporter.section("gpu-burnin")
-    for line in summary.table(state.assessments()):
+    for line in summary.table(state.assessments(), state.findings):
         write(line)
     lines = summary.finding_lines(state.findings)
     if lines:
@@ -209,6 +228,16 @@ def _skip_reason(report: pytest.TestReport | pytest.CollectReport) -> str:
     if isinstance(report.longrepr, tuple):
         return str(report.longrepr[2]).removeprefix("Skipped: ")
     return report.longreprtext
+
+
+def _write_live(config: pytest.Config, text: str) -> None:
+    """A line on the terminal now, in the middle of a test, past pytest's output capture."""
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    capture = config.pluginmanager.get_plugin("capturemanager")
+    if reporter is None:
+        return
+    with capture.global_and_fixture_disabled() if capture is not None else contextlib.nullcontext():
+        reporter.write_line(text)
 
 
 def _interrupt(signum: int, frame: Any) -> None:

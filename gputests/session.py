@@ -96,18 +96,30 @@ class BurnIn:
         self.findings.extend(outcome.findings)
 
     def judge_test(self, nodeid: str, group: str) -> list[Finding]:
-        """After a test body returned: compare its figures; returns the failing findings."""
+        """After a test body returned: compare its figures; returns its findings that stop a pass."""
         mine = [m for m in self.measurements if m.test == nodeid]
         excused = {f.gpu for f in self.findings if f.test == nodeid and f.code in (Code.HANG, Code.TEST_ERROR)}
         found = compare.findings(compare.assess(mine, self.devices, self.baseline_for))
         found += compare.missing(self.devices, self.baseline_for, mine, group=group, test=nodeid, excused=excused)
         self.findings.extend(found)
-        return [f for f in self.findings if f.test == nodeid and f.severity is Severity.FAIL]
+        stopping = [f for f in self.findings if f.test == nodeid and f.severity in (Severity.FAIL, Severity.INCOMPLETE)]
+        return sorted(stopping, key=lambda f: f.severity is not Severity.FAIL)
 
-    def on_report(self, nodeid: str, when: str, outcome: str, duration: float, summary: str, trace: str = "") -> None:
+    def on_report(
+        self,
+        nodeid: str,
+        when: str,
+        outcome: str,
+        duration: float,
+        summary: str,
+        trace: str = "",
+        *,
+        judged: bool = False,
+    ) -> None:
         """Record how a phase of a test ended (pytest's outcome words); errors and skips become findings.
 
-        `summary` is one line (the exception, or the skip reason); `trace` the full report.
+        `summary` is one line (the exception, or the skip reason); `trace` the full report;
+        `judged`: the test was failed by its own findings (judge_test), not by an exception.
         """
         test = self._test(nodeid)
         test.duration_s = round(test.duration_s + duration, 3)
@@ -116,8 +128,8 @@ class BurnIn:
             self._blocked(Code.TEST_SKIPPED, nodeid, f"{nodeid} was skipped: {summary}", Remediation.CHECK_CONFIG)
         elif outcome == "failed":
             failing = any(f.test == nodeid and f.severity is Severity.FAIL for f in self.findings)
-            if when == "call" and failing:
-                test.outcome = TestOutcome.FAILED
+            if when == "call" and judged:
+                test.outcome = TestOutcome.FAILED if failing else TestOutcome.ERROR
             else:
                 test.outcome = TestOutcome.ERROR
                 self._blocked(

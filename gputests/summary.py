@@ -5,18 +5,21 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from harness.compare import Assessment
-from harness.records import Finding, Severity
+from harness.compare import OK, Assessment
+from harness.records import Code, Finding, Severity
 from harness.verdict import Verdict
 
 HEADER = ("device", "metric", "value", "floor", "vs best", "status")
 _SHOWN = (Severity.FAIL, Severity.INCOMPLETE, Severity.WARNING)
+_LAST = (Code.FAULT_INJECTED,)
+"""Findings that only say how the run was set up go after those about the hardware."""
 
 
-def table(assessments: Sequence[Assessment]) -> list[str]:
+def table(assessments: Sequence[Assessment], findings: Iterable[Finding] = ()) -> list[str]:
     if not assessments:
         return ["no measurements"]
-    rows = [HEADER] + [_row(a) for a in sorted(assessments, key=_order)]
+    worst = _worst_by_metric(findings)
+    rows = [HEADER] + [_row(a, worst) for a in sorted(assessments, key=_order)]
     widths = [max(len(row[i]) for row in rows) for i in range(len(HEADER))]
     numeric = {2, 3, 4}
     lines = []
@@ -31,9 +34,14 @@ def table(assessments: Sequence[Assessment]) -> list[str]:
     return lines
 
 
+def ordered(findings: Iterable[Finding]) -> list[Finding]:
+    """Most severe first; within a severity, findings about the hardware before the run's own."""
+    shown = [f for f in findings if f.severity in _SHOWN]
+    return sorted(shown, key=lambda f: (_SHOWN.index(f.severity), f.code in _LAST))
+
+
 def finding_lines(findings: Iterable[Finding]) -> list[str]:
-    shown = sorted((f for f in findings if f.severity in _SHOWN), key=lambda f: _SHOWN.index(f.severity))
-    return [f"{f.severity.upper():<10} {f.code:<20} {f.message}" for f in shown]
+    return [f"{f.severity.upper():<10} {f.code:<20} {f.message}" for f in ordered(findings)]
 
 
 def verdict_line(verdict: Verdict, devices: int, path: Path | None) -> str:
@@ -44,12 +52,25 @@ def verdict_line(verdict: Verdict, devices: int, path: Path | None) -> str:
     return f"gpu-burnin verdict: {verdict.status.upper()} ({devices} devices){where}"
 
 
-def _row(a: Assessment) -> tuple[str, str, str, str, str, str]:
+def _worst_by_metric(findings: Iterable[Finding]) -> dict[tuple[str, str], Finding]:
+    """Per (GPU, metric), the most severe finding that stops a pass."""
+    worst: dict[tuple[str, str], Finding] = {}
+    for f in ordered(findings):
+        if f.metric and f.severity in (Severity.FAIL, Severity.INCOMPLETE):
+            worst.setdefault((f.gpu, f.metric), f)
+    return worst
+
+
+def _row(a: Assessment, worst: dict[tuple[str, str], Finding]) -> tuple[str, str, str, str, str, str]:
     m = a.measurement
     device = a.device.label if a.device else m.gpu
-    floor = f"{a.spec.limit:.4g}" if a.spec else "-"
+    floor = f"{a.spec.limit:.4g} {a.spec.unit}" if a.spec else "-"
     ratio = f"{a.ratio:.3f}" if a.ratio is not None else "-"
-    return (device, m.metric, f"{m.value:.4g} {m.unit}", floor, ratio, a.status)
+    status = a.status
+    found = worst.get((m.gpu, m.metric))
+    if status == OK and found is not None:  # a figure met its floor, but something else is wrong with it
+        status = str(found.code)
+    return (device, m.metric, f"{m.value:.4g} {m.unit}", floor, ratio, status)
 
 
 def _order(a: Assessment) -> tuple[int, str]:

@@ -24,7 +24,8 @@ from harness.workers import Channel, Message, WorkerGroup
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Device:
     index: int
-    """Position in this run's device list; the CUDA ordinal for GPUs."""
+    """The GPU's index as nvidia-smi and DCGM show it (NVML's), or its CUDA ordinal when NVML is not
+    available; 0 for the CPU. Faults (`--inject hang:3`) name devices by it."""
     kind: str
     """"cuda" or "cpu"."""
     name: str
@@ -40,6 +41,11 @@ class Device:
     @property
     def label(self) -> str:
         return f"GPU {self.index}" if self.kind == "cuda" else f"CPU {self.index}"
+
+    @property
+    def visible_as(self) -> str:
+        """What CUDA_VISIBLE_DEVICES names it by: its UUID, or its ordinal when torch gave none."""
+        return self.uuid if self.uuid.startswith("GPU-") else self.uuid.removeprefix("cuda:")
 
     @property
     def model_key(self) -> tuple[str, str, int, str]:
@@ -65,6 +71,9 @@ class Inventory:
 
 
 DRIVER_MARKERS = (Path("/proc/driver/nvidia/version"), Path("/dev/nvidiactl"))
+PCI_ORDER = "PCI_BUS_ID"
+"""CUDA_DEVICE_ORDER everywhere: CUDA ordinals, and indices in CUDA_VISIBLE_DEVICES, then count
+GPUs as nvidia-smi does."""
 
 
 def nvidia_driver_present() -> bool:
@@ -85,7 +94,7 @@ def discover(kind: str, *, startup_timeout_s: float) -> Inventory:
         return Inventory(devices=(_cpu_device(host["cpu_model"]),), host=host)
     listing = _probe_cuda(startup_timeout_s)
     host.update({k: v for k, v in listing.facts.items() if v})
-    facts = nvml.read_facts()
+    facts = listing.nvml
     host["nvml"] = "available" if facts.available else facts.reason
     host["driver"] = facts.driver_version
     host["cuda_driver"] = facts.cuda_driver_version
@@ -93,9 +102,12 @@ def discover(kind: str, *, startup_timeout_s: float) -> Inventory:
     devices = []
     for device in listing.devices:
         seen = by_uuid.get(device.uuid)
-        if seen is not None:
-            device = dataclasses.replace(device, serial=seen.serial, pci_bus_id=seen.pci_bus_id or device.pci_bus_id)
+        if seen is not None:  # label it as nvidia-smi and DCGM do
+            device = dataclasses.replace(
+                device, index=seen.index, serial=seen.serial, pci_bus_id=seen.pci_bus_id or device.pci_bus_id
+            )
         devices.append(device)
+    devices.sort(key=lambda d: d.index)
     return Inventory(devices=tuple(devices), host=host, problem=listing.problem)
 
 
@@ -106,6 +118,7 @@ class Listing(Message):
     devices: tuple[Device, ...]
     facts: dict[str, str]
     problem: str = ""
+    nvml: nvml.NvmlFacts = nvml.NvmlFacts(available=False, reason="NVML was not read")
 
 
 def _probe_cuda(startup_timeout_s: float) -> Listing:
@@ -124,7 +137,12 @@ def _probe_cuda(startup_timeout_s: float) -> Listing:
 
 
 def probe_worker(job: None, channel: Channel) -> None:
-    """Runs in a worker: lists the CUDA devices torch can see."""
+    """Runs in a worker, under the startup limit: reads NVML, then lists the CUDA devices torch can see.
+    A wedged driver can block either for ever; here it costs the limit, not the run."""
+    channel.progress("reading NVML")
+    seen = nvml.read_facts()
+    channel.progress("starting CUDA")
+    os.environ["CUDA_DEVICE_ORDER"] = PCI_ORDER
     import torch
 
     facts = {
@@ -142,6 +160,7 @@ def probe_worker(job: None, channel: Channel) -> None:
                 devices=(),
                 facts=facts,
                 problem=f"no CUDA device ({reason}); use --gpu-device cpu for the CPU self-test",
+                nvml=seen,
             )
         )
         return
@@ -165,7 +184,8 @@ def probe_worker(job: None, channel: Channel) -> None:
                 compute_capability=f"{props.major}.{props.minor}",
             )
         )
-    channel.send(Listing(devices=tuple(devices), facts=facts, problem="" if devices else "torch lists no CUDA device"))
+    problem = "" if devices else "torch lists no CUDA device"
+    channel.send(Listing(devices=tuple(devices), facts=facts, problem=problem, nvml=seen))
 
 
 def _pci_bus_id(props: Any) -> str:

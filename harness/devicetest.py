@@ -18,17 +18,18 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 import statistics
 import traceback
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from harness import faults
-from harness.devices import Device
+from harness.devices import PCI_ORDER, Device
 from harness.faults import Fault
 from harness.profiles import Profile
 from harness.records import Code, Direction, Finding, Measurement, Remediation, Severity
-from harness.workers import Channel, Done, Message, Progress, WorkerEnd, WorkerGroup, WorkerStatus
+from harness.workers import Channel, Done, Message, Overdue, Progress, WorkerEnd, WorkerGroup, WorkerStatus
 
 if TYPE_CHECKING:
     import torch
@@ -245,7 +246,11 @@ class DeviceRun(Generic[J]):
         group = self.scope.group
         if end.status is WorkerStatus.HUNG:
             text = f"{group} worker {end.error}; it was killed"
-            self.finding(device, Code.HANG, Severity.INCOMPLETE, text, Remediation.RESET_GPU, phase=end.phase)
+            # Work that started and then stopped is the device's failure, as DCGM judges it; a worker that
+            # never started, or kept going past its limit, stops a decision without judging the device.
+            severity = Severity.FAIL if end.overdue is Overdue.STALLED else Severity.INCOMPLETE
+            remediation = Remediation.CHECK_CONFIG if end.overdue is Overdue.LIMIT else Remediation.RESET_GPU
+            self.finding(device, Code.HANG, severity, text, remediation, phase=end.phase, overdue=str(end.overdue))
         elif end.status is not WorkerStatus.DONE:
             text = f"{group} worker {end.status} during {end.phase}: {end.last_line}"
             self.finding(
@@ -301,9 +306,10 @@ class Context:
 
     @property
     def torch_device(self) -> torch.device:
+        """The worker's device: the only GPU it can see (cuda:0), or the CPU."""
         import torch
 
-        return torch.device("cuda", self.device.index) if self.device.kind == "cuda" else torch.device("cpu")
+        return torch.device("cuda", 0) if self.device.kind == "cuda" else torch.device("cpu")
 
     def progress(self, phase: str, **figures: float) -> None:
         """Say what the worker is doing; call at least every few seconds, or it is declared hung."""
@@ -352,13 +358,21 @@ class Context:
 
 
 def _run_assignment(assignment: _Assignment[Any], channel: Channel) -> None:
-    """The entry point of every device worker."""
+    """The entry point of every device worker. A GPU worker sees its own GPU only, so a GPU
+    in a bad state fails its own worker's CUDA start-up, named, and no other's."""
+    device = assignment.device
+    if device.kind == "cuda":  # before CUDA starts in this process (the fork server never started it)
+        os.environ["CUDA_DEVICE_ORDER"] = PCI_ORDER
+        os.environ["CUDA_VISIBLE_DEVICES"] = device.visible_as
     import torch
 
     if assignment.threads:
         torch.set_num_threads(assignment.threads)
-    context = Context(channel, assignment.device, assignment.fault)
-    if assignment.device.kind == "cuda":
+    context = Context(channel, device, assignment.fault)
+    if device.kind == "cuda":
         torch.cuda.set_device(context.torch_device)
+        seen = f"GPU-{torch.cuda.get_device_properties(0).uuid}"
+        if device.uuid.startswith("GPU-") and seen != device.uuid:
+            raise RuntimeError(f"this worker was given {device.uuid} but CUDA shows it {seen}")
     context.progress("ready")
     assignment.worker(context, assignment.job)

@@ -237,6 +237,8 @@ def resolve(values: Mapping[str, Any]) -> RunOptions:
     if expect_gpus is not None and device != "cuda":
         raise ConfigError("counts GPUs: it cannot be used with the CPU self-test", option="expect_gpus")
     loaded = baselines.load_one(baseline) if baseline else baselines.load_dir(baseline_dir or baselines.default_dir())
+    if values.get("markexpr"):
+        _check_markexpr(values["markexpr"])
     return RunOptions(
         device=device,
         profile=profile,
@@ -247,6 +249,19 @@ def resolve(values: Mapping[str, Any]) -> RunOptions:
         run_id=values.get("run_id") or results.new_run_id(),
         selection=values.get("markexpr") or "",
     )
+
+
+def _check_markexpr(expression: str) -> None:
+    """Parse -m as pytest will, so a typo is a one-line usage error before anything starts."""
+    try:
+        from _pytest.mark.expression import Expression  # pytest's own parser; no public API offers it
+    except ImportError:  # a pytest that moved it: pytest itself still refuses a bad expression
+        return
+    try:
+        Expression.compile(expression)
+    except Exception as err:  # noqa: BLE001 - SyntaxError in pytest 9, ParseError before
+        detail = str(err).replace(" (<pytest match expression>, line 1)", "")
+        raise ConfigError(f"{expression!r} is not a marker expression: {detail}", option="markexpr") from None
 
 
 def _faults(given: Sequence[Fault | str]) -> list[Fault]:

@@ -10,14 +10,16 @@ exit status is always the result file's verdict: 0 pass, 1 fail, 2 incomplete;
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import datetime as dt
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +31,7 @@ from harness.records import Code, Finding, Remediation, Severity
 from harness.results import ResultDocument, RunState
 from harness.verdict import ExitCode, decide
 
+PR_SET_PDEATHSIG = 1
 GRACE_S = 20.0
 """How long a child asked to stop may take to write its final result: inside Kubernetes'
 default 30 s termination grace, with time left to finish the file here."""
@@ -41,6 +44,8 @@ class RunRequest:
     argv: tuple[str, ...]
     """The child pytest process's command line (`pytest_argv`)."""
     timeout_s: float
+    json: bool = False
+    """Print the final result document on stdout; the child's output goes to stderr."""
 
 
 def pytest_argv(values: Mapping[str, Any], extra: Sequence[str] = ()) -> list[str]:
@@ -64,7 +69,12 @@ def run(request: RunRequest) -> int:
     path = results.path_for(chosen.results_dir, node_name(), chosen.run_id)
     this = _Run(path, chosen.run_id, results.utcnow(), chosen.device)
     results.ensure_directory(chosen.results_dir)
-    child = subprocess.Popen(list(request.argv), start_new_session=True)
+    child = subprocess.Popen(
+        list(request.argv),
+        start_new_session=True,
+        stdout=sys.stderr if request.json else None,
+        preexec_fn=_die_with(os.getpid()),
+    )
     stopping: list[tuple[int, float]] = []
 
     def forward(signum: int, frame: Any) -> None:
@@ -81,14 +91,18 @@ def run(request: RunRequest) -> int:
             signal.signal(sig, handler)
     if code is None and stopping:
         why = f"the test process did not stop within {GRACE_S:.0f} s of {signal.Signals(stopping[0][0]).name}"
-        return _abandon(this, Code.INTERRUPTED, why)
-    if code is None:
-        return _abandon(this, Code.RUN_TIMEOUT, f"the run did not finish within --timeout {request.timeout_s:.0f} s")
-    if code == ExitCode.USAGE:
+        verdict = _abandon(this, Code.INTERRUPTED, why)
+    elif code is None:
+        verdict = _abandon(this, Code.RUN_TIMEOUT, f"the run did not finish within --timeout {request.timeout_s:.0f} s")
+    elif code == ExitCode.USAGE:
         if this.path.exists():  # a usage error after the run had started: its file must not stay "running"
             _abandon(this, Code.INTERRUPTED, "the test process reported a usage error after the run had started")
         return int(ExitCode.USAGE)
-    return _settle(this, code, stopping)
+    else:
+        verdict = _settle(this, code, stopping)
+    if request.json:
+        _print_document(this.path)
+    return verdict
 
 
 def _wait(child: subprocess.Popen[bytes], timeout_s: float, stopping: list[tuple[int, float]]) -> int | None:
@@ -140,6 +154,29 @@ def _abandon(this: _Run, code: Code, message: str) -> int:
         return int(ExitCode.INCOMPLETE) if verdict.exit_code == ExitCode.PASS else int(verdict.exit_code)
     print(f"gpu-burnin: {message}; verdict {verdict.status.upper()}; result: {this.path}", file=sys.stderr)
     return int(verdict.exit_code)
+
+
+def _print_document(path: Path) -> None:
+    try:
+        print(path.read_text(encoding="utf-8"), end="", flush=True)
+    except OSError as err:
+        print(json.dumps({"error": f"{path}: {err.strerror}"}), flush=True)
+
+
+def _die_with(parent: int) -> Callable[[], None]:
+    """For the child, before it starts: die when this process dies, even of SIGKILL, so a
+    killed `gpu-burnin run` leaves nothing burning and nothing writing results later."""
+
+    def arrange() -> None:
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        except (OSError, AttributeError):  # not Linux: the watchdog's own signals still apply
+            return
+        if os.getppid() != parent:  # the parent died before the request took effect
+            os._exit(1)
+
+    return arrange
 
 
 def _stop(child: subprocess.Popen[bytes], *, already_asked: bool) -> None:

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from enum import IntEnum, StrEnum
 from typing import Any
 
-from harness.records import Finding, Severity
+from harness.records import Code, Finding, Severity
 
 
 class Status(StrEnum):
@@ -74,7 +74,8 @@ class Verdict:
 
 def decide(findings: Iterable[Finding], outcomes: Mapping[str, TestOutcome]) -> Verdict:
     """Judge a run. `outcomes` maps the node id of every selected test to how it ended."""
-    findings = list(findings)
+    # Findings about the hardware lead; a FAULT_INJECTED note never hides the hang or mismatch it caused.
+    findings = sorted(findings, key=lambda f: f.code is Code.FAULT_INJECTED)
     failing = [f for f in findings if f.severity is Severity.FAIL]
     if failing:
         return Verdict(status=Status.FAIL, reasons=tuple(_line(f) for f in failing))

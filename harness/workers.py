@@ -59,6 +59,17 @@ class Failed(Message):
     traceback: str
 
 
+class Overdue(StrEnum):
+    """Why a hung worker was killed."""
+
+    STARTUP = "startup"
+    """It never reported anything within the startup limit."""
+    STALLED = "stalled"
+    """It had reported, then went silent for the stall limit: stuck in the middle of its work."""
+    LIMIT = "limit"
+    """It kept reporting but was still running at the overall limit."""
+
+
 class WorkerStatus(StrEnum):
     RUNNING = "running"
     DONE = "done"
@@ -111,6 +122,8 @@ class WorkerEnd:
     """The last phase it reported."""
     started: bool
     """Whether it ever reported anything: a worker that never did is stuck starting, not working."""
+    overdue: Overdue | None = None
+    """Why it was declared hung (status HUNG only)."""
     exitcode: int | None = None
     error: str = ""
     """The worker's exception and traceback, or why it was declared hung."""
@@ -133,6 +146,7 @@ class _Worker:
     phase: str = "starting"
     status: WorkerStatus = WorkerStatus.RUNNING
     error: str = ""
+    overdue: Overdue | None = None
 
 
 class WorkerGroup(Generic[J]):
@@ -197,6 +211,7 @@ class WorkerGroup(Generic[J]):
             status=worker.status,
             phase=worker.phase,
             started=worker.heard,
+            overdue=worker.overdue,
             exitcode=worker.process.exitcode,
             error=worker.error,
         )
@@ -231,9 +246,9 @@ class WorkerGroup(Generic[J]):
                     waiting.discard(i)
             # Judge everyone at one instant, then kill: a kill takes seconds, and the others'
             # messages sent meanwhile are read on the next pass, before they are judged again.
-            overdue = [(i, reason) for i in sorted(waiting) if (reason := self._overdue(i))]
-            for i, reason in overdue:
-                self._kill(i, reason)
+            overdue = [(i, found) for i in sorted(waiting) if (found := self._overdue(i))]
+            for i, (why, reason) in overdue:
+                self._kill(i, why, reason)
                 waiting.discard(i)
 
     def join(self) -> None:
@@ -298,21 +313,23 @@ class WorkerGroup(Generic[J]):
             return min(limit, worker.last_seen + self.stall_s)
         return min(limit, worker.started_at + self.startup_s)
 
-    def _overdue(self, i: int) -> str:
+    def _overdue(self, i: int) -> tuple[Overdue, str] | None:
         worker = self._workers[i]
         now = self._clock()
         if now >= self._began + self.limit_s:
-            return f"still running after the limit of {self.limit_s:.0f} s, during {worker.phase}"
+            return Overdue.LIMIT, f"still running after the limit of {self.limit_s:.0f} s, during {worker.phase}"
         if worker.heard and now >= worker.last_seen + self.stall_s:
-            return f"no progress for {now - worker.last_seen:.0f} s (limit {self.stall_s:.0f} s) during {worker.phase}"
+            silent = now - worker.last_seen
+            return Overdue.STALLED, f"no progress for {silent:.0f} s (limit {self.stall_s:.0f} s) during {worker.phase}"
         if not worker.heard and now >= worker.started_at + self.startup_s:
-            return f"did not start within {self.startup_s:.0f} s"
-        return ""
+            return Overdue.STARTUP, f"did not start within {self.startup_s:.0f} s"
+        return None
 
-    def _kill(self, i: int, reason: str) -> None:
+    def _kill(self, i: int, why: Overdue, reason: str) -> None:
         worker = self._workers[i]
         lingering = _terminate(worker.process)
         worker.status = WorkerStatus.HUNG
+        worker.overdue = why
         worker.error = reason + (" (it did not exit even after SIGKILL)" if lingering else "")
 
 

@@ -1,1 +1,5 @@
-"""Fleet review: many result files read back as pandas tables."""
+"""Reading gpu-burnin result files back: `load_results(...)` gives pandas tables."""
+
+from reports.load import Loaded, load_results, result_files
+
+__all__ = ["Loaded", "load_results", "result_files"]

@@ -19,6 +19,14 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 @pytest.fixture
+def pytester(pytester: pytest.Pytester) -> pytest.Pytester:
+    """pytester whose runs load the burn-in plugin whether or not gpu-burnin is installed
+    (on a GPU box the checkout often runs uninstalled, from PYTHONPATH)."""
+    pytester.plugins.append("gputests.plugin")
+    return pytester
+
+
+@pytest.fixture
 def cpu() -> Device:
     return Device(index=0, kind="cpu", name="Test CPU", uuid="CPU-test", sm_count=2)
 

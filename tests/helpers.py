@@ -60,3 +60,12 @@ def local_context(fault: str = "", device: Device | None = None) -> tuple[Contex
     device = device or Device(index=0, kind="cpu", name="Test CPU", uuid="CPU-test", sm_count=2)
     channel = RecordingChannel()
     return Context(channel, device, fault), channel  # type: ignore[arg-type]
+
+
+def alive(pid: int) -> bool:
+    """Whether a process exists and is not a zombie (Linux /proc)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split()[2] != "Z"
+    except OSError:
+        return False

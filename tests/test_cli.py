@@ -1,6 +1,7 @@
 """`gpu-burnin run` as a user runs it: a real process, real exit codes, real files."""
 
 import datetime as dt
+import json
 import os
 import signal
 import subprocess
@@ -10,10 +11,11 @@ import time
 
 import pytest
 
+import harness
 from harness import cli, devices, options, results, runner
 from harness.records import Code, Finding, Severity
 from harness.results import ResultDocument, RunState
-from tests.helpers import documents
+from tests.helpers import alive, documents
 
 FAST = ("--duration", "0.4")
 
@@ -32,10 +34,12 @@ def requested(monkeypatch, *args: str) -> runner.RunRequest:
 
 
 @pytest.mark.slow
-def test_the_cpu_self_test_exits_0_with_one_result(tmp_path):
-    done = gpu_burnin("run", "--device", "cpu", "-m", "matmul", "--results", str(tmp_path), *FAST)
+def test_the_cpu_self_test_passes_shows_progress_and_prints_its_result_as_json(tmp_path):
+    began = time.monotonic()
+    done = gpu_burnin("run", "--device", "cpu", "-m", "matmul", "--results", str(tmp_path), "--duration", "8", "--json")
     assert done.returncode == 0, done.stdout + done.stderr
     [doc] = documents(tmp_path)
+    assert json.loads(done.stdout) == doc  # stdout holds the document and nothing else
     assert doc["verdict"]["status"] == "pass" and doc["state"] == "finished"
     assert doc["selection"] == "matmul"
     uuid = doc["devices"][0]["uuid"]
@@ -43,7 +47,10 @@ def test_the_cpu_self_test_exits_0_with_one_result(tmp_path):
         "matmul.fp32.tflops",
         "matmul.bf16.tflops",
     }
-    assert "gpu-burnin verdict: PASS" in done.stdout
+    assert "gpu-burnin verdict: PASS" in done.stderr
+    progress = [line for line in done.stderr.splitlines() if line.startswith("CPU 0   matmul ")]
+    assert progress and all("TFLOP/s" in line or "start" in line for line in progress), done.stderr
+    assert time.monotonic() - began < 60
 
 
 def test_auto_means_the_gpus_wherever_a_driver_is_installed(tmp_path, monkeypatch, capsys):
@@ -57,17 +64,38 @@ def test_auto_means_the_gpus_wherever_a_driver_is_installed(tmp_path, monkeypatc
     assert without.options.profile.matmul.size == 128  # the self-test's sizes, decided once
 
 
-def test_usage_errors_exit_4_and_run_nothing(tmp_path):
-    for args in (
-        ["run", "--device", "tpu"],
-        ["run", "--duration", "-1"],
-        [],
-        ["run", "--baseline", "a", "--baseline-dir", "b"],
-    ):
-        done = gpu_burnin(*args, "--results", str(tmp_path)) if args else gpu_burnin()
-        assert done.returncode == 4, (args, done.stderr)
-        assert "error:" in done.stderr
-    assert list(tmp_path.iterdir()) == []
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["run", "--device", "tpu"], "argument --device: invalid choice: 'tpu'"),
+        (["run", "--duration", "-1"], "argument --duration: expected a positive, finite number of seconds, got -1"),
+        (["run", "--duration", "inf"], "argument --duration: expected a positive, finite number of seconds, got inf"),
+        (["run", "--duration", "1e308"], "argument --duration: 1e308 s is more than a week"),
+        (["run", "--hang-timeout", "inf"], "argument --hang-timeout: expected a positive, finite number of seconds"),
+        (["run", "--timeout", "nan"], "argument --timeout: expected a positive, finite number of seconds, got nan"),
+        (["run", "--expect-gpus", "0"], "argument --expect-gpus: expected at least 1, got 0"),
+        (["run", "--device", "cpu", "--expect-gpus", "8"], "--expect-gpus: counts GPUs: it cannot be used with"),
+        (["run", "--inject", "melt"], "argument --inject: unknown fault 'melt'"),
+        (["run", "--device", "cpu", "--inject", "hang:3"], "--inject: hang:3 names device 3; this node has [0]"),
+        (["run", "--device", "cpu", "-m", "matmul and ("], "-m: 'matmul and (' is not a marker expression"),
+        (["run", "--baseline", "a.toml", "--baseline-dir", "b"], "--baseline: give a baseline file or a baseline"),
+        (["run", "--baseline", "no-such.toml"], "no-such.toml: cannot read: No such file or directory"),
+        ([], "the following arguments are required: command"),
+    ],
+)
+def test_bad_input_is_one_line_exit_4_and_runs_nothing(args, message, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    ran = []
+    monkeypatch.setattr(runner, "run", lambda request: ran.append(request) or 0)
+    assert cli.main(args) == 4
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("gpu-burnin: error: ") and message in err, err
+    assert ran == [] and list(tmp_path.iterdir()) == []
+
+
+def test_the_version_is_printed_and_exits_0(capsys):
+    assert cli.main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"gpu-burnin {harness.__version__}"
 
 
 def test_a_results_directory_that_cannot_be_made_exits_4(tmp_path):
@@ -113,7 +141,7 @@ def test_the_watchdog_ends_a_run_that_hangs_past_its_timeout(tmp_path):
         "--hang-timeout",
         "600",
         "--timeout",
-        "15",
+        "10",
         *FAST,
     )
     assert time.monotonic() - began < 60
@@ -122,7 +150,7 @@ def test_the_watchdog_ends_a_run_that_hangs_past_its_timeout(tmp_path):
     assert doc["state"] == "abandoned" and doc["verdict"]["status"] == "incomplete"
     codes = [f["code"] for f in doc["findings"]]
     assert "RUN_TIMEOUT" in codes and "FAULT_INJECTED" in codes  # the checkpoint's findings are kept
-    assert "did not finish within --timeout 15 s" in done.stderr
+    assert "did not finish within --timeout 10 s" in done.stderr
 
 
 @pytest.mark.slow
@@ -213,3 +241,42 @@ def test_a_test_process_that_ignores_sigterm_is_killed_after_the_grace(tmp_path,
     [doc] = documents(tmp_path)
     assert doc["state"] == "abandoned"
     assert doc["findings"][-1]["message"] == "the test process did not stop within 2 s of SIGTERM"
+
+
+def _descendants(pid: int) -> set[int]:
+    found, todo = set(), [pid]
+    while todo:
+        parent = todo.pop()
+        for task in os.listdir(f"/proc/{parent}/task") if os.path.exists(f"/proc/{parent}/task") else []:
+            try:
+                with open(f"/proc/{parent}/task/{task}/children") as children:
+                    kids = [int(k) for k in children.read().split()]
+            except OSError:
+                continue
+            found.update(kids)
+            todo += kids
+    return found
+
+
+@pytest.mark.slow
+def test_sigkill_of_gpu_burnin_run_leaves_nothing_burning_and_nothing_written_later(tmp_path):
+    command = [sys.executable, "-m", "harness.cli", "run", "--device", "cpu", "--results", str(tmp_path)]
+    process = subprocess.Popen([*command, "--duration", "120"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not list(tmp_path.glob("*.json")):
+        time.sleep(0.2)
+    time.sleep(1.0)  # the workers are burning now
+    below = _descendants(process.pid)
+    assert below, "the run started no test process"
+    process.kill()
+    process.wait()
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and any(alive(pid) for pid in below):
+        time.sleep(0.2)
+    assert not [pid for pid in below if alive(pid)]
+    [path] = tmp_path.glob("*.json")
+    before = path.read_bytes()
+    time.sleep(2.0)
+    assert path.read_bytes() == before and list(tmp_path.glob("*.json")) == [path]
+    doc = json.loads(before)
+    assert doc["state"] == "running" and doc["verdict"]["status"] == "incomplete"

@@ -77,3 +77,17 @@ def test_a_gpu_that_reported_nothing_is_left_out_and_a_missing_reply_is_uncounte
     partial = replies(products, asked)
     del partial[0]
     assert crosscheck.bad_elements(found[0], asked, partial) is None
+
+
+def test_a_systematic_mismatch_fetches_at_most_max_rows():
+    devices = gpus(3)
+    wide = np.random.default_rng(1).integers(-(2**15), 2**15, size=(200, COLS), dtype=np.int16)
+    other = wide.copy()
+    other[:, 0] += 1  # every row differs
+    products = {0: wide, 1: wide, 2: other}
+    results = {p: {"bf16": message(products[p])} for p in products}
+    [d] = crosscheck.disagreements(devices, results)
+    assert len(d.rows) == 200 and len(d.counted_rows) == crosscheck.MAX_ROWS
+    asked = crosscheck.requests([d])
+    assert all(len(rows) == crosscheck.MAX_ROWS for wanted in asked.values() for rows in wanted.values())
+    assert crosscheck.bad_elements(d, asked, replies(products, asked)) == crosscheck.MAX_ROWS

@@ -102,3 +102,33 @@ def test_tf32_is_not_a_cpu_mode():
 def test_dtypes_follow_the_compute_capability(capability, expected):
     device = Device(index=0, kind="cuda", name="x", uuid="u", compute_capability=capability)
     assert dtypes_for(device) == tuple(expected)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_the_check_finds_any_flipped_bit_and_counts_elements_exactly(dtype):
+    generator = torch.Generator().manual_seed(5)
+    ref = torch.randn(48, 40, generator=generator).to(dtype)  # 40 bf16 = 80 bytes a row: 64-bit words
+    checker = matmul._Checker(ref, ring=3)
+    for out in checker.outputs(0):
+        out.copy_(ref)
+    flat = checker.outputs(0)[2].view(-1).view(torch.uint8)
+    for byte in torch.randint(0, flat.numel(), (5,), generator=generator).unique().tolist():
+        flat[byte] ^= 1 << int(torch.randint(0, 8, (1,), generator=generator))
+    checker.check(0)
+    bad_rows = checker.bad_rows_of(0)
+    assert bad_rows[:2] == [0, 0] and bad_rows[2] >= 1
+    width = ref.element_size()
+    expected = int(
+        (checker.outputs(0)[2].view(-1).view(torch.uint8) != ref.view(-1).view(torch.uint8))
+        .view(-1, width)
+        .any(dim=1)
+        .sum()
+    )
+    assert checker.bad_elements(0, 2) == expected > 0
+
+
+def test_windows_alternate_between_two_sets_of_outputs():
+    checker = matmul._Checker(torch.zeros(8, 8), ring=2)
+    assert checker.outputs(0) is checker.outputs(2) and checker.outputs(1) is not checker.outputs(0)
+    assert matmul._word_type(torch.zeros(4, 3, dtype=torch.bfloat16)) is torch.int16
+    assert matmul._word_type(torch.zeros(4, 6, dtype=torch.bfloat16)) is torch.int32

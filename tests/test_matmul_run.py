@@ -70,7 +70,7 @@ def test_a_hung_device_ends_as_hang_and_the_others_keep_their_figures(cpu):
     began = time.monotonic()
     outcome = run(cpus(2, cpu), {0: parse("hang")}, profile)
     assert time.monotonic() - began < 30
-    assert [(f.code, f.severity, f.gpu) for f in outcome.findings] == [(Code.HANG, Severity.INCOMPLETE, "CPU-0")]
+    assert [(f.code, f.severity, f.gpu) for f in outcome.findings] == [(Code.HANG, Severity.FAIL, "CPU-0")]
     assert {m.gpu for m in outcome.measurements} == {"CPU-1"}
 
 

@@ -15,19 +15,19 @@ def run_suite(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
 
 
 @pytest.mark.slow
-def test_the_cpu_self_test_passes_and_leaves_one_result(pytester, tmp_path):
-    result = run_suite(pytester, "--gpu-results", str(tmp_path))
+def test_the_cpu_self_test_passes_and_leaves_one_result_where_it_was_run(pytester):
+    result = run_suite(pytester)  # no --gpu-results: ./gpu-burnin-results, as gpu-burnin run
     assert result.ret == 0
     result.stdout.fnmatch_lines(["*1 passed*"])
     result.stdout.fnmatch_lines(
         [
             "device*metric*value*floor*vs best*status",
-            "CPU 0*matmul.bf16.tflops*TFLOP/s*1e-06*1.000*ok",
-            "CPU 0*matmul.fp32.tflops*TFLOP/s*1e-06*1.000*ok",
-            f"gpu-burnin verdict: PASS (1 devices); result: {tmp_path}/*.json",
+            "CPU 0*matmul.bf16.tflops*TFLOP/s*1e-06 TFLOP/s*1.000*ok",
+            "CPU 0*matmul.fp32.tflops*TFLOP/s*1e-06 TFLOP/s*1.000*ok",
+            "gpu-burnin verdict: PASS (1 devices); result: gpu-burnin-results/*.json",
         ]
     )
-    doc = only_result(tmp_path)
+    doc = only_result(pytester.path / "gpu-burnin-results")
     assert (doc["schema"], doc["schema_version"], doc["state"]) == ("gpu-burnin/result", 1, "finished")
     assert doc["verdict"] == {"status": "pass", "reasons": [], "exit_code": 0}
     assert [t["outcome"] for t in doc["tests"]] == ["passed"]
@@ -79,6 +79,8 @@ def test_one_corrupted_element_fails_the_run(pytester, tmp_path):
     result.stdout.fnmatch_lines(
         ["*DATA_MISMATCH*CPU 0 (*): 1 of * bf16 products differed from its first product, 1 elements in all*"]
     )
+    result.stdout.fnmatch_lines(["CPU 0*matmul.bf16.tflops*TFLOP/s*DATA_MISMATCH", "CPU 0*matmul.fp16.tflops*ok"])
+    result.stdout.fnmatch_lines(["gpu-burnin verdict: FAIL (1 devices): DATA_MISMATCH: CPU 0*"])
     doc = only_result(tmp_path)
     codes = {f["code"] for f in doc["findings"]}
     assert {"DATA_MISMATCH", "FAULT_INJECTED"} <= codes
@@ -86,13 +88,16 @@ def test_one_corrupted_element_fails_the_run(pytester, tmp_path):
 
 
 @pytest.mark.slow
-def test_a_hung_test_ends_within_its_limit_as_incomplete(pytester, tmp_path):
+def test_a_hung_test_ends_within_its_limit_as_a_failure_of_that_device(pytester, tmp_path):
     began = time.monotonic()
     result = run_suite(pytester, "--gpu-inject", "hang", "--gpu-hang-timeout", "1", "--gpu-results", str(tmp_path))
     assert time.monotonic() - began < 30
-    assert result.ret == 2
+    assert result.ret == 1
     result.stdout.fnmatch_lines(["*HANG*CPU 0 (*): matmul worker no progress for 1 s*; it was killed*"])
-    assert only_result(tmp_path)["verdict"]["status"] == "incomplete"
+    result.stdout.fnmatch_lines(["gpu-burnin verdict: FAIL (1 devices): HANG: CPU 0 (*)*", "*1 failed*"])
+    assert "passed" not in result.stdout.lines[-1]
+    doc = only_result(tmp_path)
+    assert doc["verdict"]["status"] == "fail" and doc["tests"][0]["outcome"] == "failed"
 
 
 def test_a_malformed_baseline_is_a_usage_error_naming_file_and_field(pytester, tmp_path, baseline_dir):

@@ -8,6 +8,7 @@ import pytest
 
 from harness.workers import Progress, WorkerGroup, WorkerStatus
 from tests import worker_targets as targets
+from tests.helpers import alive
 from tests.worker_targets import Burned, Command, Finished, Never, Reply, Value
 
 
@@ -156,17 +157,9 @@ def test_a_worker_exits_when_its_parent_dies(tmp_path):
     process.kill()
     process.wait()
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and _alive(worker_pid):
+    while time.monotonic() < deadline and alive(worker_pid):
         time.sleep(0.1)
-    assert not _alive(worker_pid)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().split()[2] != "Z"
-    except FileNotFoundError:
-        return False
+    assert not alive(worker_pid)
 
 
 @pytest.mark.parametrize("limit", ["startup_s", "stall_s", "limit_s"])
