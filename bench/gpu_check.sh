@@ -22,7 +22,7 @@ mkdir -p "$work/results"
 trap 'cp "$work/summary.txt" "$out/" 2>/dev/null; tar czf "$out/gpu_check.tgz" -C "$work" . ; rm -rf "$work"' EXIT
 export PYTHONUNBUFFERED=1 PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}"
 py=${PYTHON:-python3}
-if [ "$device" = cpu ]; then duration=2; bench=(--device cpu); else duration=60; bench=(--device cuda --rounds 6 --seconds 3); fi
+if [ "$device" = cpu ]; then duration=2; bench=(--device cpu --rounds 4); else duration=60; bench=(--device cuda --rounds 4 --seconds 3); fi
 
 {
   echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
@@ -54,8 +54,10 @@ step() {  # step NAME EXPECTED-EXIT COMMAND...: run, log, and compare the exit c
 step suite 0 "$py" -m harness.cli run --device "$device" --profile quick --duration "$duration" --results "$work/results"
 # 2. One flipped bit in one product on GPU 0 must fail the run with DATA_MISMATCH.
 step corrupt 1 "$py" -m harness.cli run --device "$device" --duration 5 --inject corrupt --results "$work/results"
-# 3. A kernel that never ends on GPU 0 must end the run, within its limit, as incomplete (HANG).
-step hang 2 "$py" -m harness.cli run --device "$device" --duration 5 --inject hang --hang-timeout 20 --results "$work/results"
+# 3. A kernel that never ends on GPU 0 must end the run, within its limit, as a failure (HANG)...
+step hang 1 "$py" -m harness.cli run --device "$device" --duration 5 --inject hang --hang-timeout 20 --results "$work/results"
+# ...and leave the GPU usable once its worker is gone.
+if [ "$device" = cuda ]; then step usable 0 "$py" bench/gpu_usable.py; fi
 # 4. The test's TFLOP/s against a bare torch.matmul loop, side by side.
 step bench 0 "$py" bench/matmul_overhead.py "${bench[@]}"
 # 5. gpu-burnin's own tests, on a machine with a driver (the GPU-side tests run here only).

@@ -10,8 +10,11 @@ side with torch's defaults (deterministic mode off). CUBLAS_WORKSPACE_CONFIG is
 read once per process, so it applies to both. Each round pairs one run of each
 side; the ratio is the median of the rounds' harness / bare ratios, printed with
 their spread (the middle half of them), so one run tells whether a target is met.
-The harness figure is what the test reports (median of timed windows); its duty
-cycle (products over wall time, verification included) is printed beside it.
+The harness figure is what the test reports (median of timed windows). Beside it:
+a bare loop that multiplies into one preallocated output as the test does (to tell
+the allocation's cost from the harness's), the harness's throughput over wall time
+with its corruption check included, and the duty cycle, the share of wall time the
+GPU spends in products (with check / harness).
 """
 
 from __future__ import annotations
@@ -29,8 +32,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a ch
 from gputests import matmul  # noqa: E402
 
 
-def bare(device: torch.device, dtype: str, size: int, seconds: float) -> float:
-    """TFLOP/s of a plain loop of products, timed as a user would: total flops over total time."""
+def bare(device: torch.device, dtype: str, size: int, seconds: float, *, into: bool = False) -> float:
+    """TFLOP/s of a plain loop of products, timed as a user would: total flops over total time.
+
+    With `into`, each product goes into one preallocated output (`out=`), as the test's do;
+    without, torch allocates a new one each time."""
     a = matmul.pattern(size, size, matmul.DEFAULT_SEED, 1, device)
     b = matmul.pattern(size, size, matmul.DEFAULT_SEED, 2, device)
     if dtype in ("bf16", "fp16"):
@@ -41,12 +47,23 @@ def bare(device: torch.device, dtype: str, size: int, seconds: float) -> float:
         a8, b8 = a.to(torch.float8_e4m3fn), b.t().contiguous().to(torch.float8_e4m3fn).t()
         one = torch.ones((), device=device)
 
-        def step() -> torch.Tensor:
-            return torch._scaled_mm(a8, b8, scale_a=one, scale_b=one, out_dtype=torch.bfloat16)
-    else:
+        target = torch.empty(size, size, dtype=torch.bfloat16, device=device)
 
         def step() -> torch.Tensor:
-            return torch.matmul(a, b)
+            return torch._scaled_mm(
+                a8,
+                b8,
+                scale_a=one,
+                scale_b=one,
+                out_dtype=torch.bfloat16,
+                use_fast_accum=matmul.FP8_FAST_ACCUM,
+                **({"out": target} if into else {}),
+            )
+    else:
+        target = torch.matmul(a, b)
+
+        def step() -> torch.Tensor:
+            return torch.matmul(a, b, out=target) if into else torch.matmul(a, b)
 
     deterministic = torch.are_deterministic_algorithms_enabled()
     torch.use_deterministic_algorithms(False)
@@ -105,28 +122,35 @@ def main() -> int:
         f"matmul overhead: {name}, {dtype}, {size}^3, ring {ring}, "
         f"{args.rounds} rounds of {seconds:g} s per side, torch {torch.__version__}"
     )
-    print(f"{'round':>5}  {'bare':>12}  {'harness':>12}  {'duty cycle':>12}  {'ratio':>6}")
-    bares, harnesses, duties = [], [], []
-    for r in range(args.rounds):
-        order = ("bare", "harness") if r % 2 == 0 else ("harness", "bare")
-        for side in order:
-            if side == "bare":
-                bares.append(bare(device, dtype, size, seconds))
-            else:
-                reported, duty = harness(device, dtype, size, ring, seconds, warmup)
-                harnesses.append(reported)
-                duties.append(duty)
-        print(
-            f"{r:>5}  {bares[-1]:>12.4g}  {harnesses[-1]:>12.4g}  {duties[-1]:>12.4g}"
-            f"  {harnesses[-1] / bares[-1]:>6.3f}"
-        )
-    b, h, d = statistics.median(bares), statistics.median(harnesses), statistics.median(duties)
-    ratios = [x / y for x, y in zip(harnesses, bares, strict=True)]
-    duty_ratios = [x / y for x, y in zip(duties, bares, strict=True)]
-    print(f"median TFLOP/s: bare {b:.4g}, harness {h:.4g} (duty cycle {d:.4g})")
     print(
-        f"ratio harness/bare: {statistics.median(ratios):.3f} (middle half {_middle_half(ratios)})"
-        f"  (duty cycle/bare: {statistics.median(duty_ratios):.3f}, middle half {_middle_half(duty_ratios)})"
+        f"{'round':>5}  {'bare':>10}  {'bare out=':>10}  {'harness':>10}  {'with check':>10}  {'ratio':>6}  {'duty':>6}"
+    )
+    sides: dict[str, list[float]] = {"bare": [], "into": [], "harness": [], "checked": []}
+    for r in range(args.rounds):
+        order = ["bare", "into", "harness"]
+        for side in order[r % 3 :] + order[: r % 3]:  # rotate, so drift falls on every side alike
+            if side == "harness":
+                reported, duty = harness(device, dtype, size, ring, seconds, warmup)
+                sides["harness"].append(reported)
+                sides["checked"].append(duty)
+            else:
+                sides[side].append(bare(device, dtype, size, seconds, into=side == "into"))
+        row = {name: values[-1] for name, values in sides.items()}
+        print(
+            f"{r:>5}  {row['bare']:>10.4g}  {row['into']:>10.4g}  {row['harness']:>10.4g}  {row['checked']:>10.4g}"
+            f"  {row['harness'] / row['bare']:>6.3f}  {row['checked'] / row['harness']:>6.3f}"
+        )
+    medians = {name: statistics.median(values) for name, values in sides.items()}
+    ratios = [x / y for x, y in zip(sides["harness"], sides["bare"], strict=True)]
+    duties = [x / y for x, y in zip(sides["checked"], sides["harness"], strict=True)]
+    print(
+        f"median TFLOP/s: bare {medians['bare']:.4g}, bare out= {medians['into']:.4g}, "
+        f"harness {medians['harness']:.4g}, with its check {medians['checked']:.4g}"
+    )
+    print(f"ratio harness/bare: {statistics.median(ratios):.3f} (middle half {_middle_half(ratios)})")
+    print(
+        f"duty cycle (GEMM time / wall time, check included): {statistics.median(duties):.3f} "
+        f"(middle half {_middle_half(duties)})"
     )
     return 0
 
