@@ -61,7 +61,7 @@ if [ "$device" = cuda ]; then step usable 0 "$py" bench/gpu_usable.py; fi
 # 4. The test's TFLOP/s against a bare torch.matmul loop, side by side.
 step bench 0 "$py" bench/matmul_overhead.py "${bench[@]}"
 # 5. gpu-burnin's own tests, on a machine with a driver (the GPU-side tests run here only).
-step tests 0 "$py" -m pytest tests -q -p no:cacheprovider
+step tests 0 timeout -k 10 240 "$py" -m pytest tests -q -p no:cacheprovider
 # 6. What the card and driver offer the tests still to come (NVML queries, bandwidths, NCCL).
 step probe 0 "$py" bench/gpu_probe.py "$work/gpu_probe.json"
 
