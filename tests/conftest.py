@@ -19,10 +19,11 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 @pytest.fixture
-def pytester(pytester: pytest.Pytester) -> pytest.Pytester:
+def pytester(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
     """pytester whose runs load the burn-in plugin whether or not gpu-burnin is installed
-    (on a GPU box the checkout often runs uninstalled, from PYTHONPATH)."""
-    pytester.plugins.append("gputests.plugin")
+    (on a GPU box the checkout often runs uninstalled, from PYTHONPATH): pytest loads
+    the plugins PYTEST_PLUGINS names, in-process runs and subprocesses alike."""
+    monkeypatch.setenv("PYTEST_PLUGINS", "gputests.plugin")
     return pytester
 
 

@@ -36,7 +36,7 @@ def requested(monkeypatch, *args: str) -> runner.RunRequest:
 @pytest.mark.slow
 def test_the_cpu_self_test_passes_shows_progress_and_prints_its_result_as_json(tmp_path):
     began = time.monotonic()
-    done = gpu_burnin("run", "--device", "cpu", "-m", "matmul", "--results", str(tmp_path), "--duration", "8", "--json")
+    done = gpu_burnin("run", "--device", "cpu", "-m", "matmul", "--results", str(tmp_path), "--duration", "6", "--json")
     assert done.returncode == 0, done.stdout + done.stderr
     [doc] = documents(tmp_path)
     assert json.loads(done.stdout) == doc  # stdout holds the document and nothing else

@@ -64,13 +64,14 @@ def test_a_corrupted_product_fails_only_its_device(cpu):
 
 @pytest.mark.slow
 def test_a_hung_device_ends_as_hang_and_the_others_keep_their_figures(cpu):
-    profile = SMALL.with_overrides(
-        hang_timeout_s=4.0
-    )  # slack for a busy CI machine, where the healthy worker can pause
+    # A stall limit with slack: on a 16-core H200 machine, 4 s once caught the healthy worker silent
+    # too (in a first call of some dtype, it seems), which made it look hung.
+    profile = SMALL.with_overrides(hang_timeout_s=10.0)
     began = time.monotonic()
     outcome = run(cpus(2, cpu), {0: parse("hang")}, profile)
-    assert time.monotonic() - began < 30
-    assert [(f.code, f.severity, f.gpu) for f in outcome.findings] == [(Code.HANG, Severity.FAIL, "CPU-0")]
+    assert time.monotonic() - began < 45
+    found = [(f.code, f.severity, f.gpu) for f in outcome.findings]
+    assert found == [(Code.HANG, Severity.FAIL, "CPU-0")], [f.message for f in outcome.findings]
     assert {m.gpu for m in outcome.measurements} == {"CPU-1"}
 
 
