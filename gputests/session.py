@@ -35,6 +35,7 @@ class BurnIn:
             node=node_name(),
             started_at=results.utcnow(),
             device_kind=options.device,
+            entrypoint=options.entrypoint,
             profile=options.profile,
             selection=options.selection,
             faults=[str(f) for f in options.faults],

@@ -1,5 +1,11 @@
 """The `gpu-burnin` command.
 
+    gpu-burnin run         the suite, here; exit = verdict
+    gpu-burnin preflight   the suite, then release or hold this node (the DaemonSet)
+    gpu-burnin periodic    the suite, then keep or take out this node (the CronJob)
+    gpu-burnin retest      put a repaired node back in preflight
+    gpu-burnin status      GPU nodes by state
+
 Exit status, for every subcommand: 0 pass, 1 fail, 2 incomplete, 4 usage or
 configuration error (nothing was run, nothing on the node was changed).
 """
@@ -9,17 +15,20 @@ from __future__ import annotations
 import argparse
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import NoReturn
 
 import harness
-from harness import devices, options, runner
+from harness import devices, entrypoints, metrics, options, results, runner
 from harness.errors import ConfigError
+from harness.kube.actions import Fleet
+from harness.kube.api import Patience
+from harness.kube.node import Label, Marks, Taint
 from harness.verdict import ExitCode
 
-TIMEOUT_BASE_S = 600.0
-TIMEOUT_PER_DURATION = 6
-"""The default watchdog: ten minutes plus six times the burn duration (one per test group)."""
+DEFAULTS = Marks()
+FLEET = Fleet()
 
 
 class _Parser(argparse.ArgumentParser):
@@ -39,20 +48,92 @@ def build_parser() -> argparse.ArgumentParser:
         "Exit 0 pass, 1 fail, 2 incomplete, 4 usage or configuration error.",
         epilog="Arguments after `--` go to pytest unchanged.",
     )
-    options.add_to_argparse(run)
-    run.add_argument(
-        "--timeout",
-        type=options.seconds,
-        metavar="SECONDS",
-        help=f"kill the whole run after this long (default {TIMEOUT_BASE_S:.0f} s + {TIMEOUT_PER_DURATION} x duration)",
-    )
+    _suite_arguments(run)
     run.add_argument(
         "--json",
         action="store_true",
         help="print the final result document on stdout (everything else goes to stderr), for scripts",
     )
-    run.add_argument("pytest_args", nargs="*", metavar="-- PYTEST-ARGS", help=argparse.SUPPRESS)
     run.set_defaults(handler=_run)
+
+    preflight = commands.add_parser(
+        "preflight",
+        help="run the suite on this node, then release it from preflight on a pass (the DaemonSet's entrypoint)",
+        description="Run the suite; write the result; then on a pass remove the preflight taint and label, "
+        "and otherwise keep the taint and label the node failed or incomplete, with a condition and an Event.",
+        epilog="Arguments after `--` go to pytest unchanged.",
+    )
+    _suite_arguments(preflight)
+    _node_arguments(preflight)
+    preflight.add_argument(
+        "--stay",
+        action="store_true",
+        help="after acting, wait to be stopped instead of exiting (in a DaemonSet, so the pod is not restarted)",
+    )
+    preflight.add_argument(
+        "--reuse-within",
+        type=options.seconds_or_zero,
+        default=3600.0,
+        metavar="SECONDS",
+        help="act on this node's last preflight result, if this recent and from the same options, instead of "
+        "burning again (after a failed node update; default 3600; 0: never)",
+    )
+    preflight.set_defaults(handler=_preflight)
+
+    periodic = commands.add_parser(
+        "periodic",
+        help="run the suite on this node, then take it out of service on a failure (the CronJob's entrypoint)",
+        description="Run the suite; write the result; then on a pass refresh the node's condition, and on a "
+        "failure cordon and taint it, unless too much of the fleet is out already (the brake).",
+        epilog="Arguments after `--` go to pytest unchanged.",
+    )
+    _suite_arguments(periodic)
+    _node_arguments(periodic)
+    _fleet_arguments(periodic)
+    periodic.add_argument(
+        "--max-unhealthy-share",
+        type=_share,
+        default=FLEET.max_unhealthy_share,
+        metavar="FRACTION",
+        help="never cordon if, counting this node, more than this share of GPU nodes would be unhealthy "
+        f"(default {FLEET.max_unhealthy_share})",
+    )
+    periodic.add_argument(
+        "--incomplete-limit",
+        type=options.count,
+        default=FLEET.incomplete_limit,
+        metavar="N",
+        help=f"this many incomplete runs in a row count as a failure (default {FLEET.incomplete_limit})",
+    )
+    periodic.set_defaults(handler=_periodic)
+
+    retest = commands.add_parser(
+        "retest",
+        help="put a repaired node back in preflight, so the DaemonSet burns it again",
+        description="Add the preflight taint and pending label, remove gpu-burnin's unhealthy taint and label, "
+        "and lift the cordon if gpu-burnin set it.",
+    )
+    retest.add_argument("--node", required=True, metavar="NAME", help="the node")
+    _kube_arguments(retest)
+    retest.set_defaults(handler=_retest)
+
+    status = commands.add_parser(
+        "status",
+        help="GPU nodes by state: preflight pending, failed, incomplete, unhealthy, healthy, never tested",
+        description="One read-only list of the GPU nodes, with how long each has been in its state, its last "
+        "result and finding codes. Nodes pending in preflight past --pending-limit are called out.",
+    )
+    _kube_arguments(status)
+    _fleet_arguments(status)
+    status.add_argument(
+        "--pending-limit",
+        type=options.seconds,
+        default=7200.0,
+        metavar="SECONDS",
+        help="call out nodes pending in preflight longer than this (default 7200)",
+    )
+    status.add_argument("--json", action="store_true", help="print the list as JSON")
+    status.set_defaults(handler=_status)
     return parser
 
 
@@ -72,34 +153,167 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(ExitCode.INCOMPLETE)
 
 
+def _suite_arguments(parser: argparse.ArgumentParser) -> None:
+    """The run options, the watchdog, the metrics file, and pytest's own arguments."""
+    options.add_to_argparse(parser)
+    parser.add_argument(
+        "--timeout",
+        type=options.seconds,
+        metavar="SECONDS",
+        help=f"kill the whole run after this long (default {options.TIMEOUT_BASE_S:.0f} s + "
+        f"{options.TIMEOUT_PER_DURATION} x duration)",
+    )
+    parser.add_argument(
+        "--metrics-textfile",
+        type=Path,
+        metavar="FILE",
+        help="also write the result as Prometheus metrics here, for node-exporter's textfile collector",
+    )
+    parser.add_argument("pytest_args", nargs="*", metavar="-- PYTEST-ARGS", help=argparse.SUPPRESS)
+
+
+def _kube_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--kubeconfig",
+        type=Path,
+        metavar="FILE",
+        help="the cluster's kubeconfig (default: $KUBECONFIG, ~/.kube/config, then the pod's service account)",
+    )
+    parser.add_argument(
+        "--api-timeout",
+        type=options.seconds,
+        default=Patience().total_s,
+        metavar="SECONDS",
+        help=f"keep retrying one API call (429, 5xx, timeouts) at most this long (default {Patience().total_s:.0f})",
+    )
+    for flag, kind, default, what in (
+        ("--preflight-taint", "taint", DEFAULTS.preflight_taint, "the taint new nodes join with"),
+        ("--preflight-label", "label", DEFAULTS.preflight_label, "the label new nodes join with"),
+        ("--unhealthy-taint", "taint", DEFAULTS.unhealthy_taint, "the taint periodic puts on a failing node"),
+        ("--unhealthy-label", "label", DEFAULTS.unhealthy_label, "the label periodic puts on a failing node"),
+    ):
+        parse: Callable[[str], object] = _taint(flag) if kind == "taint" else _label(flag)
+        parser.add_argument(flag, type=parse, default=default, metavar=kind.upper(), help=f"{what} (default {default})")
+
+
+def _node_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--node", metavar="NAME", help="this node (default: $NODE_NAME, from the downward API)")
+    _kube_arguments(parser)
+
+
+def _fleet_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--gpu-node-selector",
+        default=FLEET.gpu_selector,
+        metavar="SELECTOR",
+        help=f"the label selector of the fleet's GPU nodes (default {FLEET.gpu_selector})",
+    )
+
+
 def _run(args: argparse.Namespace) -> int:
-    values = options.values_from(args)
-    values["device"] = options.resolve_device(values["device"])
-    if args.gpu_device == "auto" and values["device"] == "cpu":
-        print("gpu-burnin: no NVIDIA driver on this machine; running the CPU self-test", file=sys.stderr)
+    values = _values(args)
     chosen = options.resolve(values)
-    _check_fault_devices(chosen)
-    values.update(results=chosen.results_dir, run_id=chosen.run_id)
+    options.check_fault_devices(chosen)
+    values.update(results=chosen.results_dir, run_id=chosen.run_id, entrypoint="run")
     request = runner.RunRequest(
         options=chosen,
         argv=tuple(runner.pytest_argv(values, args.pytest_args)),
-        timeout_s=args.timeout or TIMEOUT_BASE_S + TIMEOUT_PER_DURATION * chosen.profile.duration_s,
+        timeout_s=args.timeout or options.default_timeout(chosen),
         json=args.json,
     )
-    return runner.run(request)
+    code = runner.run(request)
+    if args.metrics_textfile is not None and code != ExitCode.USAGE:
+        path = results.path_for(chosen.results_dir, devices.node_name(), chosen.run_id)
+        try:
+            metrics.write(args.metrics_textfile, results.load(path))
+        except ConfigError as err:
+            print(f"gpu-burnin: warning: {options.explain(err, 'cli')}", file=sys.stderr)
+    return code
 
 
-def _check_fault_devices(chosen: options.RunOptions) -> None:
-    """A fault must name a device this node has: checked here, so the error names --inject.
-    Listing GPUs takes a worker, so only a fault on a device other than 0 pays for it."""
-    named = {f.device for f in chosen.faults} - {0}
-    if not named:
-        return
-    found = devices.discover(chosen.device, startup_timeout_s=chosen.profile.startup_timeout_s).devices
-    indices = sorted(d.index for d in found)
-    for fault in chosen.faults:
-        if found and fault.device not in indices:
-            raise ConfigError(f"{fault} names device {fault.device}; this node has {indices}", option="inject")
+def _preflight(args: argparse.Namespace) -> int:
+    command = _node_command(args, stay=args.stay, reuse_within_s=args.reuse_within)
+    return entrypoints.preflight(command, _values(args), args.pytest_args, args.timeout)
+
+
+def _periodic(args: argparse.Namespace) -> int:
+    return entrypoints.periodic(_node_command(args), _values(args), args.pytest_args, args.timeout)
+
+
+def _retest(args: argparse.Namespace) -> int:
+    return entrypoints.retest(args.node, _access(args), _marks(args))
+
+
+def _status(args: argparse.Namespace) -> int:
+    fleet = Fleet(gpu_selector=args.gpu_node_selector)
+    return entrypoints.status(_access(args), _marks(args), fleet, args.pending_limit, args.json)
+
+
+def _access(args: argparse.Namespace) -> entrypoints.Access:
+    return entrypoints.Access(kubeconfig=args.kubeconfig, patience=Patience(total_s=args.api_timeout))
+
+
+def _values(args: argparse.Namespace) -> dict[str, object]:
+    values = options.values_from(args)
+    values["device"] = options.resolve_device(str(values["device"]))
+    if args.gpu_device == "auto" and values["device"] == "cpu":
+        print("gpu-burnin: no NVIDIA driver on this machine; running the CPU self-test", file=sys.stderr)
+    return values
+
+
+def _node_command(args: argparse.Namespace, **extra: object) -> entrypoints.NodeCommand:
+    fleet = Fleet(
+        gpu_selector=getattr(args, "gpu_node_selector", FLEET.gpu_selector),
+        max_unhealthy_share=getattr(args, "max_unhealthy_share", FLEET.max_unhealthy_share),
+        incomplete_limit=getattr(args, "incomplete_limit", FLEET.incomplete_limit),
+    )
+    return entrypoints.NodeCommand(
+        node=entrypoints.node_from(args.node),
+        access=_access(args),
+        marks=_marks(args),
+        fleet=fleet,
+        metrics_textfile=args.metrics_textfile,
+        **extra,  # type: ignore[arg-type]
+    )
+
+
+def _marks(args: argparse.Namespace) -> Marks:
+    return Marks(
+        preflight_taint=args.preflight_taint,
+        preflight_label=args.preflight_label,
+        unhealthy_taint=args.unhealthy_taint,
+        unhealthy_label=args.unhealthy_label,
+    )
+
+
+def _share(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a fraction, got {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a fraction from 0 to 1, got {text}")
+    return value
+
+
+def _taint(flag: str) -> Callable[[str], Taint]:
+    def parse(text: str) -> Taint:
+        try:
+            return Taint.parse(text, option=flag)
+        except ConfigError as err:
+            raise argparse.ArgumentTypeError(err.problem) from None
+
+    return parse
+
+
+def _label(flag: str) -> Callable[[str], Label]:
+    def parse(text: str) -> Label:
+        try:
+            return Label.parse(text, option=flag)
+        except ConfigError as err:
+            raise argparse.ArgumentTypeError(err.problem) from None
+
+    return parse
 
 
 if __name__ == "__main__":

@@ -29,9 +29,13 @@ from harness.profiles import PROFILES, Profile, by_name
 
 Front = Literal["cli", "pytest"]
 
+TIMEOUT_BASE_S = 600.0
+TIMEOUT_PER_DURATION = 6
+"""The default watchdog: ten minutes plus six times the burn duration (one per test group)."""
 MAX_SECONDS = 7 * 24 * 3600.0
 """No duration or timeout is longer than a week: a larger figure is a typo, not a plan."""
 DEFAULT_RESULTS = Path("gpu-burnin-results")
+ENTRYPOINTS = ("pytest", "run", "preflight", "periodic")
 
 
 def seconds(text: str) -> float:
@@ -45,6 +49,11 @@ def seconds(text: str) -> float:
     if value > MAX_SECONDS:
         raise argparse.ArgumentTypeError(f"{text} s is more than a week ({MAX_SECONDS:.0f} s); give fewer seconds")
     return value
+
+
+def seconds_or_zero(text: str) -> float:
+    """A number of seconds, where 0 turns the thing off."""
+    return 0.0 if text.strip() in ("0", "0.0") else seconds(text)
 
 
 def count(text: str) -> int:
@@ -155,6 +164,12 @@ OPTIONS: tuple[Option, ...] = (
         f"{', '.join(faults.KINDS)}; such a run never passes",
     ),
     Option(name="run_id", cli=False, metavar="ID", help="the run id (set by `gpu-burnin run`)"),
+    Option(
+        name="entrypoint",
+        cli=False,
+        choices=ENTRYPOINTS,
+        help="the gpu-burnin command that started the run (set by it; recorded in the result)",
+    ),
 )
 BY_NAME = {option.name: option for option in OPTIONS}
 
@@ -173,6 +188,8 @@ class RunOptions:
     run_id: str
     selection: str
     """The -m marker expression, or ""."""
+    entrypoint: str = "pytest"
+    """The command that started the run: pytest itself, or gpu-burnin run, preflight or periodic."""
 
 
 def add_to_argparse(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
@@ -248,7 +265,24 @@ def resolve(values: Mapping[str, Any]) -> RunOptions:
         faults=tuple(_faults(values.get("inject") or ())),
         run_id=values.get("run_id") or results.new_run_id(),
         selection=values.get("markexpr") or "",
+        entrypoint=values.get("entrypoint") or "pytest",
     )
+
+
+def default_timeout(chosen: RunOptions) -> float:
+    return TIMEOUT_BASE_S + TIMEOUT_PER_DURATION * chosen.profile.duration_s
+
+
+def check_fault_devices(chosen: RunOptions) -> None:
+    """A fault must name a device this node has: checked before the run, so the error names the option.
+    Listing GPUs takes a worker, so only a fault on a device other than 0 pays for it."""
+    if not {f.device for f in chosen.faults} - {0}:
+        return
+    found = devices.discover(chosen.device, startup_timeout_s=chosen.profile.startup_timeout_s).devices
+    indices = sorted(d.index for d in found)
+    for fault in chosen.faults:
+        if found and fault.device not in indices:
+            raise ConfigError(f"{fault} names device {fault.device}; this node has {indices}", option="inject")
 
 
 def _check_markexpr(expression: str) -> None:

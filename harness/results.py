@@ -83,6 +83,8 @@ class ResultDocument:
     node: str
     started_at: dt.datetime
     device_kind: str
+    entrypoint: str = ""
+    """The command that started the run (pytest, run, preflight, periodic); "" in files before 2026-11-28."""
     state: RunState = RunState.RUNNING
     ended_at: dt.datetime | None = None
     profile: Profile | None = None
@@ -110,6 +112,7 @@ class ResultDocument:
             "started_at": timestamp(self.started_at),
             "ended_at": timestamp(self.ended_at) if self.ended_at else None,
             "device_kind": self.device_kind,
+            "entrypoint": self.entrypoint,
             "profile": self.profile.to_dict() if self.profile else {},
             "selection": self.selection,
             "faults": list(self.faults),
@@ -132,6 +135,7 @@ class ResultDocument:
             node=data["node"],
             started_at=parse_timestamp(data["started_at"]),
             device_kind=data["device_kind"],
+            entrypoint=data.get("entrypoint", ""),
             state=RunState(data["state"]),
             ended_at=parse_timestamp(data["ended_at"]) if data.get("ended_at") else None,
             profile=Profile.from_dict(profile) if profile else None,

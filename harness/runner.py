@@ -64,7 +64,21 @@ class _Run:
     device: str
 
 
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Ended:
+    code: int
+    """The verdict's exit code, or 4 for a usage error."""
+    stopped_by: str = ""
+    """The signal that asked this process to stop during the run (SIGTERM from a pod's deletion), or ""."""
+
+
 def run(request: RunRequest) -> int:
+    """Run the suite; the verdict's exit code."""
+    return run_for(request).code
+
+
+def run_for(request: RunRequest) -> Ended:
+    """Run the suite; how it ended, and whether this process was asked to stop meanwhile."""
     chosen = request.options
     path = results.path_for(chosen.results_dir, node_name(), chosen.run_id)
     this = _Run(path, chosen.run_id, results.utcnow(), chosen.device)
@@ -97,12 +111,12 @@ def run(request: RunRequest) -> int:
     elif code == ExitCode.USAGE:
         if this.path.exists():  # a usage error after the run had started: its file must not stay "running"
             _abandon(this, Code.INTERRUPTED, "the test process reported a usage error after the run had started")
-        return int(ExitCode.USAGE)
+        return Ended(code=int(ExitCode.USAGE))
     else:
         verdict = _settle(this, code, stopping)
     if request.json:
         _print_document(this.path)
-    return verdict
+    return Ended(code=verdict, stopped_by=signal.Signals(stopping[0][0]).name if stopping else "")
 
 
 def _wait(child: subprocess.Popen[bytes], timeout_s: float, stopping: list[tuple[int, float]]) -> int | None:

@@ -213,9 +213,9 @@ def test_the_child_gets_every_option_and_the_pytest_arguments_last(tmp_path, mon
 
 def test_the_default_timeout_grows_with_the_resolved_duration(tmp_path, monkeypatch):
     cpu = requested(monkeypatch, "--device", "cpu", "--results", str(tmp_path))
-    assert cpu.timeout_s == cli.TIMEOUT_BASE_S + cli.TIMEOUT_PER_DURATION * 4.0  # the self-test caps it at 4 s
+    assert cpu.timeout_s == options.TIMEOUT_BASE_S + options.TIMEOUT_PER_DURATION * 4.0  # the self-test caps it at 4 s
     soak = requested(monkeypatch, "--profile", "soak", "--results", str(tmp_path))
-    assert soak.timeout_s == cli.TIMEOUT_BASE_S + cli.TIMEOUT_PER_DURATION * 1800.0
+    assert soak.timeout_s == options.TIMEOUT_BASE_S + options.TIMEOUT_PER_DURATION * 1800.0
 
 
 @pytest.mark.slow

@@ -24,6 +24,7 @@ SAMPLES = {
     "hang_timeout": ["--hang-timeout", "30"],
     "inject": ["--inject", "matmul.corrupt:1", "--inject", "hang"],
     "run_id": None,  # pytest only: gpu-burnin run sets it
+    "entrypoint": None,  # pytest only: set by the gpu-burnin command that starts pytest
 }
 
 

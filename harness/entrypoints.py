@@ -1,0 +1,277 @@
+"""The commands that meet a cluster: preflight (the DaemonSet), periodic (the CronJob),
+retest and status (for a person).
+
+preflight and periodic run the suite exactly as `gpu-burnin run` does, then act on
+the node. The result file is on disk, whole, before anything on the node changes;
+the metrics file too. If the node cannot be updated, the command exits non-zero
+and the next attempt of preflight reuses the recent result on disk instead of
+burning again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import os
+import signal
+import sys
+import threading
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from harness import metrics, options, results, runner
+from harness.devices import node_name
+from harness.errors import ConfigError
+from harness.kube import actions
+from harness.kube.api import Api, KubeError, Patience, connect
+from harness.kube.node import Marks, Outcome
+from harness.options import RunOptions
+from harness.records import Code, Severity
+from harness.results import ResultDocument, RunState
+from harness.verdict import ExitCode, Status
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Access:
+    """How to reach the API server."""
+
+    kubeconfig: Path | None = None
+    patience: Patience = Patience()
+
+    def connect(self) -> Api:
+        return connect(self.kubeconfig, patience=self.patience)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class NodeCommand:
+    """What preflight and periodic need besides the run options."""
+
+    node: str
+    access: Access
+    marks: Marks
+    fleet: actions.Fleet
+    metrics_textfile: Path | None = None
+    stay: bool = False
+    """preflight in a DaemonSet: after acting, wait to be stopped instead of exiting (and being restarted)."""
+    reuse_within_s: float = 3600.0
+    """preflight: a result for this node this recent, from the same options, is acted on instead of burning again."""
+
+
+def node_from(given: str | None) -> str:
+    name = given or os.environ.get("NODE_NAME", "")
+    if not name:
+        raise ConfigError("name the node: --node NAME, or NODE_NAME from the downward API", option="node")
+    return name
+
+
+def preflight(
+    command: NodeCommand, values: Mapping[str, Any], pytest_args: Sequence[str], timeout_s: float | None
+) -> int:
+    chosen, api = _prepare(command, values, "preflight")
+    doc = find_reusable(chosen, command.node, within_s=command.reuse_within_s, now=results.utcnow())
+    if doc is not None:
+        print(f"gpu-burnin: acting on the recent result {doc.run_id} for this node instead of burning again")
+    else:
+        code, doc = _run(chosen, values, pytest_args, timeout_s)
+        if doc is None:
+            return code
+    _metrics(command, doc)
+    try:
+        done = actions.preflight(api, command.node, outcome(doc), command.marks, results.utcnow())
+    except KubeError as err:
+        return _not_updated(command.node, doc, err)
+    print(f"gpu-burnin: {done.message}")
+    return _stay() if command.stay else done.exit_code
+
+
+def periodic(
+    command: NodeCommand, values: Mapping[str, Any], pytest_args: Sequence[str], timeout_s: float | None
+) -> int:
+    chosen, api = _prepare(command, values, "periodic")
+    code, doc = _run(chosen, values, pytest_args, timeout_s)
+    if doc is None:
+        return code
+    _metrics(command, doc)
+    try:
+        done = actions.periodic(api, command.node, outcome(doc), command.marks, command.fleet, results.utcnow())
+    except KubeError as err:
+        return _not_updated(command.node, doc, err)
+    print(f"gpu-burnin: {done.message}", file=sys.stderr if done.braked else sys.stdout)
+    return done.exit_code
+
+
+def retest(node: str, access: Access, marks: Marks) -> int:
+    api = access.connect()
+    try:
+        done = actions.retest(api, node, marks, results.utcnow())
+    except KubeError as err:
+        print(f"gpu-burnin: error: node {node} was not put back in preflight: {err}", file=sys.stderr)
+        return int(ExitCode.INCOMPLETE)
+    print(f"gpu-burnin: {done.message}")
+    return done.exit_code
+
+
+def status(access: Access, marks: Marks, fleet: actions.Fleet, pending_limit_s: float, as_json: bool) -> int:
+    api = access.connect()
+    try:
+        found = actions.status(api, marks, fleet, pending_limit_s=pending_limit_s, now=results.utcnow())
+    except KubeError as err:
+        print(f"gpu-burnin: error: {err}", file=sys.stderr)
+        return int(ExitCode.INCOMPLETE)
+    if as_json:
+        print(json.dumps([s.to_dict() for s in found], indent=1))
+        return 0
+    for line in status_table(found, pending_limit_s):
+        print(line)
+    return 0
+
+
+def status_table(found: Sequence[actions.NodeState], pending_limit_s: float) -> list[str]:
+    if not found:
+        return ["no GPU nodes match the selector"]
+    rows = [("node", "state", "for", "last run", "findings", "")]
+    for s in found:
+        note = f"STUCK: pending over {_duration(pending_limit_s)}" if s.stuck else ""
+        rows.append((s.name, s.state, _duration(s.for_s), s.run_id or "-", ",".join(s.codes) or "-", note))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+    counts: dict[str, int] = {}
+    for s in found:
+        counts[s.state] = counts.get(s.state, 0) + 1
+    lines.append("")
+    lines.append(", ".join(f"{n} {state}" for state, n in counts.items()) + f"; {len(found)} GPU nodes")
+    return lines
+
+
+def find_reusable(chosen: RunOptions, node: str, *, within_s: float, now: dt.datetime) -> ResultDocument | None:
+    """The newest result of an earlier preflight of this node with the same options, if recent and decided."""
+    if within_s <= 0 or not chosen.results_dir.is_dir():
+        return None
+    pattern = results.path_for(chosen.results_dir, node, "*").name
+    for path in sorted(chosen.results_dir.glob(pattern), reverse=True):  # run ids sort by start time
+        try:
+            doc = results.load(path)
+        except ConfigError:
+            continue
+        if doc.node != node or doc.entrypoint != "preflight" or doc.state is RunState.RUNNING or interrupted(doc):
+            continue
+        same = (
+            doc.device_kind == chosen.device
+            and doc.selection == chosen.selection
+            and doc.faults == [str(f) for f in chosen.faults]
+            and doc.profile is not None
+            and doc.profile.name == chosen.profile.name
+            and _same_baselines(doc, chosen)
+        )
+        ended = doc.ended_at or doc.started_at
+        if same and (now - ended).total_seconds() <= within_s:
+            return doc
+        return None  # only the newest counts: an older one was superseded
+    return None
+
+
+def _same_baselines(doc: ResultDocument, chosen: RunOptions) -> bool:
+    """Whether the baselines that would judge this node now are the ones that judged the result."""
+    try:
+        now = {b.sha256 for d in doc.devices if (b := chosen.baselines.for_device(d.kind, d.name)) is not None}
+    except ConfigError:
+        return False
+    return now == {b.sha256 for b in doc.baselines}
+
+
+def interrupted(doc: ResultDocument) -> bool:
+    """Cut short (a signal, a test process that died): not a result to act on again later."""
+    return any(f.code is Code.INTERRUPTED for f in doc.findings)
+
+
+def outcome(doc: ResultDocument) -> Outcome:
+    deciding = [f for f in doc.findings if f.severity in (Severity.FAIL, Severity.INCOMPLETE)]
+    deciding.sort(key=lambda f: (f.severity is not Severity.FAIL, f.code == "FAULT_INJECTED"))
+    codes = list(dict.fromkeys(str(f.code) for f in deciding))
+    remediation = str(deciding[0].remediation) if deciding else ""
+    return actions.outcome_of(
+        doc.run_id,
+        str(doc.verdict.status),
+        doc.verdict.reasons,
+        codes,
+        remediation,
+        doc.ended_at or doc.started_at,
+        doc.entrypoint,
+    )
+
+
+def _prepare(command: NodeCommand, values: Mapping[str, Any], entrypoint: str) -> tuple[RunOptions, Api]:
+    """Everything checked, and the API configuration loaded, before anything runs."""
+    os.environ["NODE_NAME"] = command.node  # the result file and the child's records name this node
+    chosen = options.resolve({**values, "entrypoint": entrypoint})
+    options.check_fault_devices(chosen)
+    return chosen, command.access.connect()
+
+
+def _run(
+    chosen: RunOptions, values: Mapping[str, Any], pytest_args: Sequence[str], timeout_s: float | None
+) -> tuple[int, ResultDocument | None]:
+    """Run the suite; its result, or None when there is nothing to act on (a usage error, or this
+    process asked to stop: a run cut short by a pod's deletion says nothing about the node)."""
+    child = {**values, "results": chosen.results_dir, "run_id": chosen.run_id, "entrypoint": chosen.entrypoint}
+    request = runner.RunRequest(
+        options=chosen,
+        argv=tuple(runner.pytest_argv(child, pytest_args)),
+        timeout_s=timeout_s or options.default_timeout(chosen),
+    )
+    ended = runner.run_for(request)
+    code = ended.code
+    if code == ExitCode.USAGE:
+        return code, None
+    if ended.stopped_by:
+        print(f"gpu-burnin: stopped by {ended.stopped_by} during the run; the node is left as it was", file=sys.stderr)
+        return int(ExitCode.INCOMPLETE), None
+    path = results.path_for(chosen.results_dir, node_name(), chosen.run_id)
+    try:
+        return code, results.load(path)
+    except ConfigError as err:  # the watchdog always leaves a file; if not, nothing may change on the node
+        print(f"gpu-burnin: error: no result to act on: {err}", file=sys.stderr)
+        return int(ExitCode.INCOMPLETE), None
+
+
+def _metrics(command: NodeCommand, doc: ResultDocument) -> None:
+    if command.metrics_textfile is None:
+        return
+    try:
+        metrics.write(command.metrics_textfile, doc)
+    except ConfigError as err:  # the node's verdict does not depend on its metrics
+        print(f"gpu-burnin: warning: {options.explain(err, 'cli')}", file=sys.stderr)
+
+
+def _not_updated(node: str, doc: ResultDocument, err: KubeError) -> int:
+    print(
+        f"gpu-burnin: error: node {node} was not updated: {err}. The result {doc.run_id} ({doc.verdict.status}) is on "
+        "disk; the next attempt acts on it without burning again",
+        file=sys.stderr,
+    )
+    return int(ExitCode.INCOMPLETE) if doc.verdict.status is Status.PASS else int(doc.verdict.exit_code)
+
+
+def _stay() -> int:
+    """Idle until stopped: the DaemonSet deletes this pod once the node's label no longer selects it."""
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    print("gpu-burnin: done; waiting to be stopped", flush=True)
+    while not stop.wait(3600):
+        pass
+    return 0
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m"
+    if seconds < 172800:
+        return f"{seconds / 3600:.0f}h"
+    return f"{seconds / 86400:.0f}d"

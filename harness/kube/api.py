@@ -1,0 +1,197 @@
+"""The Kubernetes API, through the official client. The only module that imports `kubernetes`.
+
+It offers the few calls the entrypoints make (read, list and patch nodes, patch
+node status, create events), on plain JSON dicts, with one discipline for every
+call: 429 waits as long as Retry-After says; 5xx answers, timeouts and refused
+connections are retried with exponential backoff and jitter, bounded in total time;
+409 and 422 (a stale resourceVersion, a failed JSON Patch test) raise `Conflict`
+for the caller to re-read and retry; 401, 403 and 404 raise at once with what was
+missing. Every error the client raises becomes a `KubeError` here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import random
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import urllib3
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+from kubernetes.config.config_exception import ConfigException
+
+from harness.errors import ConfigError
+
+STRATEGIC = "application/strategic-merge-patch+json"
+EVENTS_NAMESPACE = "default"
+"""Events about a Node, which has no namespace, go where the kubelet puts its own."""
+
+
+class KubeError(Exception):
+    """An API call that did not succeed, in one line: what was asked, and why it failed."""
+
+    def __init__(self, what: str, problem: str, *, status: int | None = None):
+        self.what = what
+        self.problem = problem
+        self.status = status
+        super().__init__(f"{what}: {problem}")
+
+
+class Conflict(KubeError):
+    """The node changed between our read and our write (409), or a JSON Patch test failed (422)."""
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Patience:
+    """How long to keep trying one call."""
+
+    total_s: float = 60.0
+    """Give up on a call after this long, retries and waits included."""
+    first_backoff_s: float = 0.5
+    max_backoff_s: float = 8.0
+    request_timeout_s: float = 10.0
+    """Per request: a server that accepts the connection and then says nothing is a timeout."""
+
+
+class Api:
+    """The calls gpu-burnin makes, each with the retry discipline above."""
+
+    def __init__(
+        self,
+        api_client: Any,
+        *,
+        patience: Patience = Patience(),
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+        jitter: Callable[[], float] = random.random,
+    ):
+        self._core = client.CoreV1Api(api_client)
+        self.patience = patience
+        self._sleep = sleep
+        self._clock = clock
+        self._jitter = jitter
+        self.calls: list[str] = []
+        """Every request made, as 'VERB what', retries included: the API cost of a run."""
+
+    def get_node(self, name: str) -> dict[str, Any]:
+        return self._json(f'get node "{name}"', lambda t: self._core.read_node(name, **t))
+
+    def list_nodes(self, selector: str) -> list[dict[str, Any]]:
+        found = self._json(f'list nodes "{selector}"', lambda t: self._core.list_node(label_selector=selector, **t))
+        items: list[dict[str, Any]] = found.get("items", [])
+        return items
+
+    def patch_node(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
+        """A strategic merge patch: maps merge, null deletes, spec.taints is replaced whole."""
+        return self._json(
+            f'patch node "{name}"', lambda t: self._core.patch_node(name, body, _content_type=STRATEGIC, **t)
+        )
+
+    def patch_node_status(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Through nodes/status: conditions merge by type."""
+        return self._json(
+            f'patch node "{name}" status',
+            lambda t: self._core.patch_node_status(name, body, _content_type=STRATEGIC, **t),
+        )
+
+    def create_event(self, event: dict[str, Any]) -> dict[str, Any]:
+        namespace = event.get("metadata", {}).get("namespace", EVENTS_NAMESPACE)
+        model = client.CoreV1Event.from_dict(event)
+        if model is None:
+            raise ValueError("an event needs a body")
+        return self._json(
+            f'create event in namespace "{namespace}"',
+            lambda t: self._core.create_namespaced_event(namespace, model, **t),
+        )
+
+    def _json(self, what: str, call: Callable[[dict[str, Any]], Any]) -> dict[str, Any]:
+        """Make the call under the discipline; the answer's JSON body."""
+        began = self._clock()
+        backoff = self.patience.first_backoff_s
+        attempt = 0
+        while True:
+            attempt += 1
+            self.calls.append(what)
+            try:
+                response = call({"_preload_content": False, "_request_timeout": self.patience.request_timeout_s})
+                body: dict[str, Any] = json.loads(response.data or b"{}")
+                return body
+            except ApiException as err:
+                wait = self._after_api_error(what, err, backoff)
+                last = f"HTTP {err.status}: {_message(err)}"
+            except (urllib3.exceptions.HTTPError, OSError) as err:  # refused, reset, timed out
+                wait = backoff * (0.5 + self._jitter())
+                last = f"{type(err).__name__}: {err}"
+            spent = self._clock() - began
+            if spent + wait > self.patience.total_s:
+                raise KubeError(what, f"gave up after {attempt} attempts in {spent:.0f} s; last: {last}")
+            self._sleep(wait)
+            backoff = min(backoff * 2, self.patience.max_backoff_s)
+
+    def _after_api_error(self, what: str, err: ApiException, backoff: float) -> float:
+        """How long to wait before trying again; raises for what waiting cannot fix."""
+        status = int(err.status or 0)
+        if status in (409, 422):
+            raise Conflict(what, f"HTTP {status}: {_message(err)}", status=status)
+        if status == 401:
+            raise KubeError(
+                what,
+                "HTTP 401 Unauthorized: the credentials were refused (kubeconfig token or service account)",
+                status=401,
+            )
+        if status == 403:
+            raise KubeError(what, f"HTTP 403 Forbidden: {_message(err)}; grant it as deploy/rbac.yaml does", status=403)
+        if status == 404:
+            raise KubeError(what, f"HTTP 404: {_message(err)}", status=404)
+        if status == 429:
+            return _retry_after(err, default=backoff)
+        if status >= 500:
+            return backoff * (0.5 + self._jitter())  # jitter: a fleet of pods must not retry in step
+        raise KubeError(what, f"HTTP {status}: {_message(err)}", status=status)
+
+
+def connect(
+    kubeconfig: Path | None,
+    *,
+    patience: Patience = Patience(),
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> Api:
+    """From `kubeconfig`, else $KUBECONFIG or ~/.kube/config, else the pod's service account.
+    A missing or broken configuration is a ConfigError: nothing has run yet."""
+    configuration = client.Configuration()
+    try:
+        if kubeconfig is not None:
+            if not kubeconfig.is_file():
+                raise ConfigError("no such kubeconfig file", file=kubeconfig, option="kubeconfig")
+            config.load_kube_config(config_file=str(kubeconfig), client_configuration=configuration)
+        elif os.environ.get("KUBECONFIG") or Path(config.KUBE_CONFIG_DEFAULT_LOCATION).expanduser().is_file():
+            config.load_kube_config(client_configuration=configuration)
+        else:
+            config.load_incluster_config(client_configuration=configuration)
+    except ConfigException as err:
+        where = kubeconfig or os.environ.get("KUBECONFIG") or "the in-cluster service account"
+        raise ConfigError(f"cannot load the Kubernetes configuration: {err}", file=where, option="kubeconfig") from err
+    configuration.retries = False  # the retries are ours, with backoff and a time bound
+    return Api(client.ApiClient(configuration), patience=patience, sleep=sleep, clock=clock)
+
+
+def _message(err: ApiException) -> str:
+    """The API server's own message (a Status object), else the HTTP reason."""
+    try:
+        return str(json.loads(err.body or "{}").get("message") or err.reason)
+    except (ValueError, AttributeError):
+        return str(err.reason)
+
+
+def _retry_after(err: ApiException, *, default: float) -> float:
+    headers = err.headers or {}
+    try:
+        return max(0.0, float(headers.get("Retry-After", default)))
+    except (TypeError, ValueError):
+        return default

@@ -1,0 +1,63 @@
+"""Prometheus metrics for node-exporter's textfile collector, from a run's result document.
+
+    gpu_burnin_verdict{node,status}          1 for the run's verdict, 0 for the others
+    gpu_burnin_last_run_timestamp_seconds    when the run ended
+    gpu_burnin_run_duration_seconds          how long it took
+    gpu_burnin_findings{node,severity,code}  how many findings of each kind
+    gpu_burnin_measurement{node,gpu,metric,unit}  every figure (the median of its windows)
+
+The file is written whole (prometheus_client writes a temporary file and renames
+it), so the collector never reads half of one.
+"""
+
+from __future__ import annotations
+
+import collections
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
+
+from harness.errors import ConfigError
+from harness.results import ResultDocument
+from harness.verdict import Status
+
+
+def write(path: Path, doc: ResultDocument) -> Path:
+    registry = CollectorRegistry()
+    node = doc.node
+    verdict = Gauge(
+        "gpu_burnin_verdict", "The last run's verdict: 1 for its status", ["node", "status"], registry=registry
+    )
+    for status in Status:
+        verdict.labels(node=node, status=str(status)).set(1 if doc.verdict.status is status else 0)
+    ended = doc.ended_at or doc.started_at
+    Gauge("gpu_burnin_last_run_timestamp_seconds", "When the last run ended", ["node"], registry=registry).labels(
+        node=node
+    ).set(ended.timestamp())
+    Gauge("gpu_burnin_run_duration_seconds", "How long the last run took", ["node"], registry=registry).labels(
+        node=node
+    ).set(max(0.0, (ended - doc.started_at).total_seconds()))
+    findings = Gauge(
+        "gpu_burnin_findings",
+        "Findings of the last run, by severity and code",
+        ["node", "severity", "code"],
+        registry=registry,
+    )
+    for (severity, code), count in collections.Counter((str(f.severity), str(f.code)) for f in doc.findings).items():
+        findings.labels(node=node, severity=severity, code=code).set(count)
+    measurement = Gauge(
+        "gpu_burnin_measurement",
+        "Every figure of the last run (the median of its windows)",
+        ["node", "gpu", "metric", "unit"],
+        registry=registry,
+    )
+    for m in doc.measurements:
+        measurement.labels(node=node, gpu=m.gpu, metric=m.metric, unit=m.unit).set(m.value)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_to_textfile(str(path), registry)
+    except OSError as err:
+        raise ConfigError(
+            f"cannot write the metrics file: {err.strerror}", file=path, option="metrics_textfile"
+        ) from err
+    return path

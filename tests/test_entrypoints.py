@@ -1,0 +1,200 @@
+"""gpu-burnin preflight and periodic as the DaemonSet and the CronJob run them: real processes,
+the CPU self-test, the real Kubernetes client, and the fake API server (tests/kube_fake.py)."""
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from harness.baselines import default_dir
+from harness.kube import node as nodes
+from tests.helpers import documents
+from tests.kube_fake import FakeApiServer
+
+pytestmark = pytest.mark.slow
+
+GPU = {"key": "nvidia.com/gpu", "effect": "NoSchedule"}
+PREFLIGHT = {"key": "gpu-burnin/preflight", "effect": "NoSchedule"}
+UNHEALTHY = {"key": "gpu-burnin/unhealthy", "effect": "NoSchedule"}
+GPU_NODE = {"nvidia.com/gpu.present": "true"}
+NODE = "/api/v1/nodes/n1"
+
+
+@pytest.fixture
+def server():
+    with FakeApiServer() as fake:
+        yield fake
+
+
+def command(verb: str, tmp_path, kubeconfig, *args: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "harness.cli",
+        verb,
+        "--device",
+        "cpu",
+        "-m",
+        "matmul",
+        "--duration",
+        "0.4",
+        "--node",
+        "n1",
+        "--kubeconfig",
+        str(kubeconfig),
+        "--results",
+        str(tmp_path / "results"),
+        *args,
+    ]
+
+
+def gpu_burnin(verb, tmp_path, kubeconfig, *args, timeout=120) -> subprocess.CompletedProcess:
+    return subprocess.run(command(verb, tmp_path, kubeconfig, *args), capture_output=True, text=True, timeout=timeout)
+
+
+def joining(server):
+    server.add_node(
+        "n1",
+        labels={"gpu-burnin/preflight": "pending", "team": "vision", **GPU_NODE},
+        annotations={"owner": "infra"},
+        taints=[GPU, PREFLIGHT],
+    )
+
+
+def unreachable_floors(tmp_path):
+    """The packaged baselines, with CPU floors no machine meets."""
+    target = tmp_path / "impossible"
+    shutil.copytree(default_dir(), target, ignore=shutil.ignore_patterns("*.py", "__pycache__"))
+    cpu = target / "cpu-selftest.toml"
+    cpu.write_text(cpu.read_text().replace("floor = 0.000001", "floor = 1000000.0"))
+    return target
+
+
+def test_preflight_passes_through_409_429_and_500_releases_the_node_and_idles_until_stopped(server, tmp_path):
+    joining(server)
+    other = {"key": "example.com/maintenance", "effect": "NoSchedule"}
+    server.fail("GET", NODE, 500)
+    server.after("GET", NODE, lambda s: s.edit_node("n1", lambda n: n["spec"]["taints"].append(other)))
+    server.fail("PATCH", NODE, 429, headers={"Retry-After": "1"})
+    metrics = tmp_path / "metrics" / "gpu-burnin.prom"
+    argv = command("preflight", tmp_path, server.kubeconfig(tmp_path), "--stay", "--metrics-textfile", str(metrics))
+    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines = []
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        lines.append(line)
+        if "waiting to be stopped" in line or not line:
+            break
+    assert any("released" in line for line in lines), "".join(lines) + process.stderr.read()
+    assert process.poll() is None  # idle, not exited: a DaemonSet would restart it into a second burn
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=30) == 0
+    node = server.node("n1")
+    assert node["spec"]["taints"] == [GPU, other]
+    assert "gpu-burnin/preflight" not in node["metadata"]["labels"] and node["metadata"]["labels"]["team"] == "vision"
+    assert node["metadata"]["annotations"]["owner"] == "infra"
+    assert nodes.condition(node)["status"] == "True"
+    [doc] = documents(tmp_path / "results")
+    assert doc["verdict"]["status"] == "pass" and doc["entrypoint"] == "preflight" and doc["node"] == "n1"
+    assert nodes.last_result(node)["run_id"] == doc["run_id"]
+    assert 'gpu_burnin_verdict{node="n1",status="pass"} 1.0' in metrics.read_text()
+    statuses = [(r.method, r.path, r.status) for r in server.requests if r.path == NODE]
+    assert statuses == [
+        ("GET", NODE, 500),
+        ("GET", NODE, 200),
+        ("PATCH", NODE, 429),
+        ("PATCH", NODE, 409),
+        ("GET", NODE, 200),
+        ("PATCH", NODE, 200),
+    ]
+
+
+def test_preflight_failure_and_incomplete_keep_the_taint_and_say_why(server, tmp_path):
+    joining(server)
+    kubeconfig = server.kubeconfig(tmp_path)
+    failed = gpu_burnin("preflight", tmp_path, kubeconfig, "--baseline-dir", str(unreachable_floors(tmp_path)))
+    assert failed.returncode == 1, failed.stderr
+    node = server.node("n1")
+    assert PREFLIGHT in node["spec"]["taints"] and node["metadata"]["labels"]["gpu-burnin/preflight"] == "failed"
+    assert nodes.condition(node)["status"] == "False" and "LOW_THROUGHPUT" in nodes.condition(node)["reason"]
+    assert server.events[-1]["reason"] == "GPUBurnInFailed" and "remediation" in server.events[-1]["message"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    # Other baselines than the failed result's: that result is not reused, the node is burned again.
+    incomplete = gpu_burnin("preflight", tmp_path, kubeconfig, "--baseline-dir", str(empty))
+    assert incomplete.returncode == 2, incomplete.stderr
+    node = server.node("n1")
+    assert PREFLIGHT in node["spec"]["taints"] and node["metadata"]["labels"]["gpu-burnin/preflight"] == "incomplete"
+    assert nodes.condition(node)["status"] == "Unknown" and server.events[-1]["reason"] == "GPUBurnInIncomplete"
+    assert len(documents(tmp_path / "results")) == 2
+
+
+def test_an_unreachable_or_refusing_api_leaves_the_node_and_the_next_attempt_reuses_the_result(server, tmp_path):
+    joining(server)
+    before = server.node("n1")
+    with FakeApiServer() as gone:
+        dead = gone.kubeconfig(tmp_path / "dead")
+    unreachable = gpu_burnin("preflight", tmp_path, dead, "--api-timeout", "2")
+    assert unreachable.returncode == 2 and "was not updated" in unreachable.stderr
+    assert len(documents(tmp_path / "results")) == 1
+
+    server.forbid("patch", "nodes")
+    kubeconfig = server.kubeconfig(tmp_path)
+    refused = gpu_burnin("preflight", tmp_path, kubeconfig)
+    assert refused.returncode == 2 and 'cannot patch resource "nodes"' in refused.stderr
+    assert server.node("n1") == before
+    [doc] = documents(tmp_path / "results")  # acted on the first result, not burned again
+    assert "acting on the recent result" in refused.stdout
+
+    with FakeApiServer() as fresh:  # the permission granted, as a pod restarted after the fix would find it
+        fresh.add_node("n1", labels={"gpu-burnin/preflight": "pending"}, taints=[GPU, PREFLIGHT])
+        began = time.monotonic()
+        again = gpu_burnin("preflight", tmp_path, fresh.kubeconfig(tmp_path / "fresh"))
+        assert again.returncode == 0, again.stderr
+        assert time.monotonic() - began < 30
+        assert fresh.node("n1")["spec"]["taints"] == [GPU]
+        assert nodes.last_result(fresh.node("n1"))["run_id"] == doc["run_id"]
+    assert len(documents(tmp_path / "results")) == 1
+
+
+def test_periodic_cordons_a_failing_node_and_a_pass_adds_only_the_condition(server, tmp_path):
+    server.add_node("n1", labels=GPU_NODE, taints=[GPU])
+    for i in range(2, 21):
+        server.add_node(f"n{i}", labels=GPU_NODE)
+    kubeconfig = server.kubeconfig(tmp_path)
+    before = server.node("n1")
+    passed = gpu_burnin("periodic", tmp_path, kubeconfig)
+    assert passed.returncode == 0, passed.stderr
+    after = server.node("n1")
+    assert after["spec"] == before["spec"] and after["metadata"]["labels"] == before["metadata"]["labels"]
+    assert nodes.condition(after)["status"] == "True" and server.events == []
+    failed = gpu_burnin("periodic", tmp_path, kubeconfig, "--baseline-dir", str(unreachable_floors(tmp_path)))
+    assert failed.returncode == 1, failed.stderr
+    node = server.node("n1")
+    assert node["spec"]["unschedulable"] is True and node["spec"]["taints"] == [GPU, UNHEALTHY]
+    assert node["metadata"]["labels"]["gpu-burnin/health"] == "unhealthy"
+    assert [d["entrypoint"] for d in documents(tmp_path / "results")] == ["periodic", "periodic"]
+
+
+def test_retest_and_status_for_a_person(server, tmp_path):
+    server.add_node("n1", labels={**GPU_NODE, "gpu-burnin/health": "unhealthy"}, taints=[GPU, UNHEALTHY])
+    server.add_node("n2", labels={**GPU_NODE, "gpu-burnin/preflight": "pending"}, created="2026-01-01T00:00:00Z")
+    kubeconfig = str(server.kubeconfig(tmp_path))
+    run = [sys.executable, "-m", "harness.cli"]
+    shown = subprocess.run([*run, "status", "--kubeconfig", kubeconfig], capture_output=True, text=True, timeout=60)
+    assert shown.returncode == 0
+    assert any(line.startswith("n2") and "STUCK" in line for line in shown.stdout.splitlines()), shown.stdout
+    retested = subprocess.run(
+        [*run, "retest", "--node", "n1", "--kubeconfig", kubeconfig], capture_output=True, text=True, timeout=60
+    )
+    assert retested.returncode == 0 and "back in preflight" in retested.stdout
+    listed = subprocess.run(
+        [*run, "status", "--kubeconfig", kubeconfig, "--json"], capture_output=True, text=True, timeout=60
+    )
+    states = {s["name"]: s["state"] for s in json.loads(listed.stdout)}
+    assert states == {"n1": "preflight-pending", "n2": "preflight-pending"}

@@ -1,0 +1,267 @@
+"""The node lifecycle (harness/kube/actions.py) through the real client, against the fake API server."""
+
+import datetime as dt
+
+import pytest
+
+from harness.kube import actions
+from harness.kube import node as nodes
+from harness.kube.api import KubeError, Patience, connect
+from harness.kube.node import Marks, Outcome
+from tests.kube_fake import FakeApiServer
+
+MARKS = Marks()
+NOW = dt.datetime(2026, 11, 28, 12, 0, tzinfo=dt.UTC)
+GPU = {"key": "nvidia.com/gpu", "effect": "NoSchedule"}
+PREFLIGHT = {"key": "gpu-burnin/preflight", "effect": "NoSchedule"}
+UNHEALTHY = {"key": "gpu-burnin/unhealthy", "effect": "NoSchedule"}
+GPU_NODE = {"nvidia.com/gpu.present": "true"}
+NODE = "/api/v1/nodes/n1"
+
+
+def outcome(verdict: str, codes=(), summary="every test passed") -> Outcome:
+    return Outcome(run_id="r1", verdict=verdict, codes=tuple(codes), summary=summary, when=NOW, command="preflight")
+
+
+FAILED = outcome("fail", ["DATA_MISMATCH"], "DATA_MISMATCH: GPU 3 (GPU-x): 2 bad products (remediation: replace-gpu)")
+INCOMPLETE = outcome("incomplete", ["HANG"], "HANG: GPU 1: worker did not start (remediation: reset-gpu)")
+
+
+@pytest.fixture
+def server():
+    with FakeApiServer() as fake:
+        yield fake
+
+
+class VirtualTime:
+    """Waits that take no time: the retry discipline is checked, not slept through."""
+
+    def __init__(self):
+        self.now = 0.0
+        self.waits = []
+
+    def sleep(self, seconds):
+        self.waits.append(seconds)
+        self.now += seconds
+
+    def clock(self):
+        return self.now
+
+
+@pytest.fixture
+def api(server, tmp_path):
+    time = VirtualTime()
+    made = connect(server.kubeconfig(tmp_path), patience=Patience(total_s=20), sleep=time.sleep, clock=time.clock)
+    made.waits = time.waits
+    return made
+
+
+def joining(server, name="n1", **extra):
+    """A node as it joins: the preflight taint and label, beside a GPU taint and labels of its own."""
+    return server.add_node(
+        name,
+        labels={"gpu-burnin/preflight": "pending", "team": "vision", **GPU_NODE},
+        annotations={"owner": "infra"},
+        taints=[GPU, PREFLIGHT],
+        **extra,
+    )
+
+
+def in_service(server, name, **labels):
+    return server.add_node(name, labels={**GPU_NODE, **labels}, taints=[GPU])
+
+
+def calls(server):
+    return [(r.method, r.path) for r in server.requests]
+
+
+def condition(server, name="n1"):
+    return nodes.condition(server.node(name))
+
+
+def test_a_pass_removes_exactly_the_preflight_taint_and_label(server, api):
+    joining(server)
+    done = actions.preflight(api, "n1", outcome("pass"), MARKS, NOW)
+    node = server.node("n1")
+    assert done.exit_code == 0
+    assert node["spec"]["taints"] == [GPU]
+    assert "gpu-burnin/preflight" not in node["metadata"]["labels"] and node["metadata"]["labels"]["team"] == "vision"
+    assert node["metadata"]["annotations"]["owner"] == "infra"
+    assert nodes.last_result(node)["verdict"] == "pass"
+    assert (condition(server)["status"], condition(server)["reason"]) == ("True", "Passed")
+    assert [e["reason"] for e in server.events] == ["GPUBurnInPassed"]
+    # One read and one patch of the node, one status patch, one event.
+    assert calls(server) == [
+        ("GET", NODE),
+        ("PATCH", NODE),
+        ("PATCH", f"{NODE}/status"),
+        ("POST", "/api/v1/namespaces/default/events"),
+    ]
+
+
+def test_a_taint_added_by_another_writer_between_our_read_and_write_survives(server, api):
+    joining(server)
+    other = {"key": "example.com/maintenance", "value": "true", "effect": "NoSchedule"}
+    server.after("GET", NODE, lambda s: s.edit_node("n1", lambda n: n["spec"]["taints"].append(other)))
+    actions.preflight(api, "n1", outcome("pass"), MARKS, NOW)
+    assert server.node("n1")["spec"]["taints"] == [GPU, other]
+    patches = [r.status for r in server.requests if r.method == "PATCH" and r.path == NODE]
+    assert patches == [409, 200]  # the stale write was refused, then recomputed from a fresh read
+
+
+def test_429_waits_as_told_and_5xx_are_retried(server, api):
+    joining(server)
+    server.fail("GET", NODE, 500)
+    server.fail("PATCH", NODE, 429, headers={"Retry-After": "2"})
+    server.fail("PATCH", f"{NODE}/status", 503, times=2)
+    assert actions.preflight(api, "n1", outcome("pass"), MARKS, NOW).exit_code == 0
+    assert 2.0 in api.waits and len(api.waits) == 4
+    assert server.node("n1")["spec"]["taints"] == [GPU] and condition(server)["status"] == "True"
+
+
+def test_retries_back_off_and_stop_at_the_time_bound(server, api):
+    joining(server)
+    server.fail("GET", NODE, 503, times=100)
+    with pytest.raises(KubeError, match=r'get node "n1": gave up after \d+ attempts in \d+ s; last: HTTP 503'):
+        actions.preflight(api, "n1", outcome("pass"), MARKS, NOW)
+    assert sum(api.waits) <= 20 and api.waits[-1] > api.waits[0]  # backing off, within the bound
+    assert PREFLIGHT in server.node("n1")["spec"]["taints"]
+
+
+def test_a_failure_keeps_the_taint_labels_the_node_and_says_why(server, api):
+    joining(server)
+    done = actions.preflight(api, "n1", FAILED, MARKS, NOW)
+    node = server.node("n1")
+    assert done.exit_code == 1 and node["spec"]["taints"] == [GPU, PREFLIGHT]
+    assert node["metadata"]["labels"]["gpu-burnin/preflight"] == "failed"
+    assert (condition(server)["status"], condition(server)["reason"]) == ("False", "DATA_MISMATCH")
+    [event] = server.events
+    assert (event["type"], event["reason"]) == ("Warning", "GPUBurnInFailed")
+    assert "2 bad products (remediation: replace-gpu)" in event["message"]
+
+
+def test_an_incomplete_run_keeps_the_taint_and_says_why(server, api):
+    joining(server)
+    assert actions.preflight(api, "n1", INCOMPLETE, MARKS, NOW).exit_code == 2
+    node = server.node("n1")
+    assert PREFLIGHT in node["spec"]["taints"] and node["metadata"]["labels"]["gpu-burnin/preflight"] == "incomplete"
+    assert condition(server)["status"] == "Unknown"
+    assert server.events[0]["reason"] == "GPUBurnInIncomplete" and "worker did not start" in server.events[0]["message"]
+
+
+def test_a_failing_node_that_lost_its_taint_gets_it_back(server, api):
+    server.add_node("n1", labels={"gpu-burnin/preflight": "pending"}, taints=[GPU])
+    actions.preflight(api, "n1", FAILED, MARKS, NOW)
+    assert server.node("n1")["spec"]["taints"] == [GPU, PREFLIGHT]
+
+
+def test_forbidden_and_missing_are_reported_at_once_and_change_nothing(server, api):
+    joining(server)
+    before = server.node("n1")
+    server.forbid("patch", "nodes")
+    with pytest.raises(KubeError) as caught:
+        actions.preflight(api, "n1", outcome("pass"), MARKS, NOW)
+    assert caught.value.status == 403 and 'cannot patch resource "nodes"' in str(caught.value)
+    assert server.node("n1") == before and api.waits == []
+    with pytest.raises(KubeError, match='nodes "gone" not found'):
+        actions.preflight(api, "gone", outcome("pass"), MARKS, NOW)
+
+
+def test_the_condition_never_turns_true_while_the_taint_is_still_there(server, api):
+    joining(server)
+    server.fail("PATCH", NODE, 500, times=1000)
+    with pytest.raises(KubeError):
+        actions.preflight(api, "n1", outcome("pass"), MARKS, NOW)
+    assert condition(server) is None and PREFLIGHT in server.node("n1")["spec"]["taints"]
+
+
+def test_periodic_pass_adds_nothing_but_the_condition_and_annotation(server, api):
+    in_service(server, "n1")
+    before = server.node("n1")
+    assert actions.periodic(api, "n1", outcome("pass"), MARKS, actions.Fleet(), NOW).exit_code == 0
+    after = server.node("n1")
+    assert after["spec"] == before["spec"] and after["metadata"]["labels"] == before["metadata"]["labels"]
+    assert set(after["metadata"]["annotations"]) - set(before["metadata"]["annotations"]) == {nodes.LAST_RESULT}
+    assert condition(server)["status"] == "True" and server.events == []
+
+
+def fleet(server, unhealthy: int, total: int = 20):
+    in_service(server, "n1")
+    for i in range(2, total + 1):
+        extra = {"gpu-burnin/health": "unhealthy"} if i <= unhealthy + 1 else {}
+        in_service(server, f"n{i}", **extra)
+    server.add_node("cpu-only", labels={"team": "web"})  # not a GPU node: not counted
+
+
+def test_periodic_failure_cordons_and_taints_with_the_brake_clear(server, api):
+    fleet(server, unhealthy=0)
+    done = actions.periodic(api, "n1", FAILED, MARKS, actions.Fleet(), NOW)
+    node = server.node("n1")
+    assert done.exit_code == 1 and not done.braked
+    assert node["spec"]["unschedulable"] is True and node["spec"]["taints"] == [GPU, UNHEALTHY]
+    assert node["metadata"]["labels"]["gpu-burnin/health"] == "unhealthy"
+    assert nodes.CORDONED in node["metadata"]["annotations"]
+    assert condition(server)["status"] == "False" and server.events[0]["reason"] == "GPUBurnInUnhealthy"
+
+
+def test_the_brake_refuses_to_cordon_when_too_much_of_the_fleet_is_out(server, api):
+    fleet(server, unhealthy=2)
+    done = actions.periodic(api, "n1", FAILED, MARKS, actions.Fleet(), NOW)
+    node = server.node("n1")
+    assert done.exit_code == 1 and done.braked
+    assert "unschedulable" not in node["spec"] and node["spec"]["taints"] == [GPU]
+    [event] = server.events
+    assert (event["type"], event["reason"]) == ("Warning", "GPUBurnInBrake")
+    assert "3 of 20 GPU nodes (15%)" in event["message"] and "5%" in event["message"]
+    assert condition(server)["status"] == "False"
+
+
+def test_incomplete_runs_leave_the_node_in_service_until_the_limit(server, api):
+    fleet(server, unhealthy=0)
+    for expected in (2, 2):
+        assert actions.periodic(api, "n1", INCOMPLETE, MARKS, actions.Fleet(), NOW).exit_code == expected
+        assert "unschedulable" not in server.node("n1")["spec"]
+    assert nodes.incomplete_streak(server.node("n1")) == 2
+    done = actions.periodic(api, "n1", INCOMPLETE, MARKS, actions.Fleet(), NOW)
+    assert done.exit_code == 1 and server.node("n1")["spec"]["unschedulable"] is True
+    assert nodes.last_result(server.node("n1"))["codes"][0] == "INCOMPLETE_STREAK"
+    actions.periodic(api, "n1", outcome("pass"), MARKS, actions.Fleet(), NOW)
+    assert nodes.incomplete_streak(server.node("n1")) == 0
+
+
+def test_retest_puts_a_repaired_node_back_in_preflight(server, api):
+    fleet(server, unhealthy=0)
+    actions.periodic(api, "n1", FAILED, MARKS, actions.Fleet(), NOW)
+    done = actions.retest(api, "n1", MARKS, NOW)
+    node = server.node("n1")
+    assert done.exit_code == 0 and "unschedulable" not in node["spec"]
+    assert node["spec"]["taints"] == [GPU, PREFLIGHT]
+    assert node["metadata"]["labels"]["gpu-burnin/preflight"] == "pending"
+    assert (
+        "gpu-burnin/health" not in node["metadata"]["labels"] and nodes.CORDONED not in node["metadata"]["annotations"]
+    )
+    assert condition(server)["status"] == "Unknown"
+
+
+def test_retest_leaves_a_cordon_it_did_not_set(server, api):
+    server.add_node("n1", labels=GPU_NODE, taints=[GPU], unschedulable=True)
+    done = actions.retest(api, "n1", MARKS, NOW)
+    assert server.node("n1")["spec"]["unschedulable"] is True and "stays cordoned" in done.message
+
+
+def test_status_lists_gpu_nodes_by_state_and_calls_out_stuck_preflights(server, api):
+    long_ago = "2026-11-28T08:00:00Z"
+    server.add_node("new", labels={**GPU_NODE, "gpu-burnin/preflight": "pending"}, taints=[PREFLIGHT], created=long_ago)
+    server.add_node("fresh", labels={**GPU_NODE, "gpu-burnin/preflight": "pending"}, created="2026-11-28T11:30:00Z")
+    in_service(server, "bad", **{"gpu-burnin/health": "unhealthy"})
+    in_service(server, "never")
+    joining(server, "good")
+    actions.preflight(api, "good", outcome("pass"), MARKS, NOW)
+    server.add_node("cpu-only", labels={"team": "web"})
+    found = {s.name: s for s in actions.status(api, MARKS, actions.Fleet(), pending_limit_s=7200, now=NOW)}
+    assert set(found) == {"new", "fresh", "bad", "never", "good"}
+    assert found["new"].state == "preflight-pending" and found["new"].stuck and found["new"].for_s == 4 * 3600
+    assert not found["fresh"].stuck
+    assert (found["bad"].state, found["never"].state, found["good"].state) == ("unhealthy", "never-tested", "healthy")
+    assert found["good"].run_id == "r1"
+    assert [r.method for r in server.requests[-1:]] == ["GET"] and "labelSelector" in server.requests[-1].query
