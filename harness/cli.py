@@ -17,7 +17,7 @@ import sys
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import NoReturn, TypeVar
 
 import harness
 from harness import devices, entrypoints, metrics, options, results, runner
@@ -27,6 +27,7 @@ from harness.kube.api import Patience
 from harness.kube.node import Label, Marks, Taint
 from harness.verdict import ExitCode
 
+T = TypeVar("T")
 DEFAULTS = Marks()
 FLEET = Fleet()
 
@@ -192,7 +193,7 @@ def _kube_arguments(parser: argparse.ArgumentParser) -> None:
         ("--unhealthy-taint", "taint", DEFAULTS.unhealthy_taint, "the taint periodic puts on a failing node"),
         ("--unhealthy-label", "label", DEFAULTS.unhealthy_label, "the label periodic puts on a failing node"),
     ):
-        parse: Callable[[str], object] = _taint(flag) if kind == "taint" else _label(flag)
+        parse: Callable[[str], object] = _mark_type(Taint.parse if kind == "taint" else Label.parse, flag)
         parser.add_argument(flag, type=parse, default=default, metavar=kind.upper(), help=f"{what} (default {default})")
 
 
@@ -296,24 +297,16 @@ def _share(text: str) -> float:
     return value
 
 
-def _taint(flag: str) -> Callable[[str], Taint]:
-    def parse(text: str) -> Taint:
+def _mark_type(parse: Callable[..., T], flag: str) -> Callable[[str], T]:
+    """A taint or label parser as an argparse type: its ConfigError becomes argparse's usage error."""
+
+    def typed(text: str) -> T:
         try:
-            return Taint.parse(text, option=flag)
+            return parse(text, option=flag)
         except ConfigError as err:
             raise argparse.ArgumentTypeError(err.problem) from None
 
-    return parse
-
-
-def _label(flag: str) -> Callable[[str], Label]:
-    def parse(text: str) -> Label:
-        try:
-            return Label.parse(text, option=flag)
-        except ConfigError as err:
-            raise argparse.ArgumentTypeError(err.problem) from None
-
-    return parse
+    return typed
 
 
 if __name__ == "__main__":

@@ -62,7 +62,7 @@ class NodeCommand:
 def node_from(given: str | None) -> str:
     name = given or os.environ.get("NODE_NAME", "")
     if not name:
-        raise ConfigError("name the node: --node NAME, or NODE_NAME from the downward API", option="node")
+        raise ConfigError("name the node: --node NAME, or NODE_NAME from the downward API", option="--node")
     return name
 
 

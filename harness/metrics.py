@@ -58,6 +58,6 @@ def write(path: Path, doc: ResultDocument) -> Path:
         write_to_textfile(str(path), registry)
     except OSError as err:
         raise ConfigError(
-            f"cannot write the metrics file: {err.strerror}", file=path, option="metrics_textfile"
+            f"cannot write the metrics file: {err.strerror}", file=path, option="--metrics-textfile"
         ) from err
     return path

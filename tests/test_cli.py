@@ -81,10 +81,20 @@ def test_auto_means_the_gpus_wherever_a_driver_is_installed(tmp_path, monkeypatc
         (["run", "--baseline", "a.toml", "--baseline-dir", "b"], "--baseline: give a baseline file or a baseline"),
         (["run", "--baseline", "no-such.toml"], "no-such.toml: cannot read: No such file or directory"),
         ([], "the following arguments are required: command"),
+        (["preflight", "--preflight-taint", "bad"], "argument --preflight-taint: 'bad' is not KEY[=VALUE]:NoSchedule"),
+        (["periodic", "--max-unhealthy-share", "2"], "argument --max-unhealthy-share: expected a fraction from 0 to 1"),
+        (["preflight", "--device", "cpu"], "--node: name the node: --node NAME, or NODE_NAME from the downward API"),
+        (
+            ["preflight", "--device", "cpu", "--node", "n1", "--kubeconfig", "no-such"],
+            "gpu-burnin: error: no-such: --kubeconfig: no such kubeconfig file",
+        ),
+        (["retest"], "the following arguments are required: --node"),
     ],
 )
 def test_bad_input_is_one_line_exit_4_and_runs_nothing(args, message, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("NODE_NAME", raising=False)
+    monkeypatch.setattr(runner, "run_for", lambda request: pytest.fail("the suite ran"))
     ran = []
     monkeypatch.setattr(runner, "run", lambda request: ran.append(request) or 0)
     assert cli.main(args) == 4

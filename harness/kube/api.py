@@ -168,7 +168,7 @@ def connect(
     try:
         if kubeconfig is not None:
             if not kubeconfig.is_file():
-                raise ConfigError("no such kubeconfig file", file=kubeconfig, option="kubeconfig")
+                raise ConfigError("no such kubeconfig file", file=kubeconfig, option="--kubeconfig")
             config.load_kube_config(config_file=str(kubeconfig), client_configuration=configuration)
         elif os.environ.get("KUBECONFIG") or Path(config.KUBE_CONFIG_DEFAULT_LOCATION).expanduser().is_file():
             config.load_kube_config(client_configuration=configuration)
@@ -176,7 +176,8 @@ def connect(
             config.load_incluster_config(client_configuration=configuration)
     except ConfigException as err:
         where = kubeconfig or os.environ.get("KUBECONFIG") or "the in-cluster service account"
-        raise ConfigError(f"cannot load the Kubernetes configuration: {err}", file=where, option="kubeconfig") from err
+        problem = f"cannot load the Kubernetes configuration: {err}"
+        raise ConfigError(problem, file=where, option="--kubeconfig") from err
     configuration.retries = False  # the retries are ours, with backoff and a time bound
     return Api(client.ApiClient(configuration), patience=patience, sleep=sleep, clock=clock)
 
