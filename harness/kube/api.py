@@ -75,8 +75,6 @@ class Api:
         self._sleep = sleep
         self._clock = clock
         self._jitter = jitter
-        self.calls: list[str] = []
-        """Every request made, as 'VERB what', retries included: the API cost of a run."""
 
     def get_node(self, name: str) -> dict[str, Any]:
         return self._json(f'get node "{name}"', lambda t: self._core.read_node(name, **t))
@@ -116,7 +114,6 @@ class Api:
         attempt = 0
         while True:
             attempt += 1
-            self.calls.append(what)
             try:
                 response = call({"_preload_content": False, "_request_timeout": self.patience.request_timeout_s})
                 body: dict[str, Any] = json.loads(response.data or b"{}")
