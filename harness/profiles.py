@@ -42,6 +42,20 @@ class MatmulProfile:
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
+class MemoryProfile:
+    fraction: float
+    """Of each device's free memory, the share the memory test takes and verifies."""
+    chunk_mib: int
+    """Allocation size: the test holds its memory as chunks of this size."""
+    max_mib: int | None = None
+    """A cap on what the test takes (the CPU self-test must not take 90% of the host's memory)."""
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.fraction <= 1.0 or self.chunk_mib < 1 or (self.max_mib is not None and self.max_mib < 1):
+            raise ConfigError("fraction must be in (0, 1], chunk_mib and max_mib at least 1", field="profile.memory")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class Profile:
     name: str
     duration_s: float
@@ -53,6 +67,7 @@ class Profile:
     startup_timeout_s: float
     """Seconds a device worker may take to start (import, driver init, allocation)."""
     matmul: MatmulProfile
+    memory: MemoryProfile = MemoryProfile(fraction=0.9, chunk_mib=1024)
 
     def __post_init__(self) -> None:
         for field in ("duration_s", "hang_timeout_s", "startup_timeout_s"):
@@ -79,6 +94,7 @@ class Profile:
             hang_timeout_s=min(self.hang_timeout_s, 30.0),
             startup_timeout_s=min(self.startup_timeout_s, 60.0),
             matmul=MatmulProfile(size=128, ring=2),
+            memory=MemoryProfile(fraction=0.9, chunk_mib=16, max_mib=64),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -90,6 +106,7 @@ class Profile:
         Files written before the per-group sections have `matmul_size` and `matmul_ring` at the top."""
         try:
             matmul = data.get("matmul") or {"size": data["matmul_size"], "ring": data["matmul_ring"]}
+            memory = data.get("memory")
             return cls(
                 name=str(data["name"]),
                 duration_s=float(data["duration_s"]),
@@ -97,6 +114,7 @@ class Profile:
                 hang_timeout_s=float(data["hang_timeout_s"]),
                 startup_timeout_s=float(data["startup_timeout_s"]),
                 matmul=MatmulProfile(size=int(matmul["size"]), ring=int(matmul["ring"])),
+                memory=MemoryProfile(**memory) if memory else MemoryProfile(fraction=0.9, chunk_mib=1024),
             )
         except (KeyError, TypeError, ValueError) as err:
             raise ConfigError(f"missing or malformed: {err}", field="profile") from err

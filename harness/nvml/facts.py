@@ -1,4 +1,4 @@
-"""NVML, through nvidia-ml-py. The only module that imports pynvml.
+"""The driver version and the identity of every GPU, from NVML.
 
 A machine without the NVIDIA driver is a normal state here: every call returns an
 answer that says NVML is unavailable and why, instead of raising.
@@ -9,6 +9,8 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from typing import Any, TypeVar
+
+from harness.nvml import binding
 
 T = TypeVar("T")
 
@@ -34,48 +36,46 @@ class NvmlFacts:
     devices: tuple[NvmlDevice, ...] = ()
 
 
-def read_facts() -> NvmlFacts:
+def read_facts(spec: str = binding.REAL) -> NvmlFacts:
     """Driver version and the identity of every GPU NVML can see."""
     try:
-        import pynvml
-    except ImportError as err:
-        return NvmlFacts(available=False, reason=f"nvidia-ml-py is not installed ({err})")
+        nv = binding.load(spec)
+    except binding.Unavailable as err:
+        return NvmlFacts(available=False, reason=str(err))
     try:
-        pynvml.nvmlInit()
-    except pynvml.NVMLError as err:
+        nv.nvmlInit()
+    except nv.NVMLError as err:
         return NvmlFacts(available=False, reason=f"NVML could not start: {_describe(err)}")
     try:
-        driver = _text(pynvml.nvmlSystemGetDriverVersion())
-        cuda = _optional(lambda: pynvml.nvmlSystemGetCudaDriverVersion_v2(), 0)
-        count = pynvml.nvmlDeviceGetCount()
-        devices = tuple(_device(pynvml, i) for i in range(count))
-    except pynvml.NVMLError as err:
+        driver = _text(nv.nvmlSystemGetDriverVersion())
+        cuda = _optional(nv, lambda: nv.nvmlSystemGetCudaDriverVersion_v2(), 0)
+        count = nv.nvmlDeviceGetCount()
+        devices = tuple(_device(nv, i) for i in range(count))
+    except nv.NVMLError as err:
         return NvmlFacts(available=False, reason=f"NVML query failed: {_describe(err)}")
     finally:
-        _optional(pynvml.nvmlShutdown, None)
+        _optional(nv, nv.nvmlShutdown, None)
     cuda_text = f"{cuda // 1000}.{cuda % 1000 // 10}" if cuda else ""
     return NvmlFacts(available=True, driver_version=driver, cuda_driver_version=cuda_text, devices=devices)
 
 
-def _device(pynvml: Any, index: int) -> NvmlDevice:
-    handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+def _device(nv: Any, index: int) -> NvmlDevice:
+    handle = nv.nvmlDeviceGetHandleByIndex(index)
     return NvmlDevice(
         index=index,
-        name=_text(pynvml.nvmlDeviceGetName(handle)),
-        uuid=_text(pynvml.nvmlDeviceGetUUID(handle)),
-        serial=_text(_optional(lambda: pynvml.nvmlDeviceGetSerial(handle), "")),
-        pci_bus_id=_text(pynvml.nvmlDeviceGetPciInfo(handle).busId),
-        memory_bytes=int(pynvml.nvmlDeviceGetMemoryInfo(handle).total),
+        name=_text(nv.nvmlDeviceGetName(handle)),
+        uuid=_text(nv.nvmlDeviceGetUUID(handle)),
+        serial=_text(_optional(nv, lambda: nv.nvmlDeviceGetSerial(handle), "")),
+        pci_bus_id=_text(nv.nvmlDeviceGetPciInfo(handle).busId),
+        memory_bytes=int(nv.nvmlDeviceGetMemoryInfo(handle).total),
     )
 
 
-def _optional(call: Callable[[], T], default: T) -> T:
+def _optional(nv: Any, call: Callable[[], T], default: T) -> T:
     """For queries some GPUs or drivers do not support (serial numbers on GeForce)."""
-    import pynvml
-
     try:
         return call()
-    except pynvml.NVMLError:
+    except nv.NVMLError:
         return default
 
 
