@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The real-GPU check: the whole suite, the fault injections, the overhead benchmark,
-# gpu-burnin's own tests and a survey of the card, in one script that fits a lent GPU
-# machine's lease (about 5 minutes on one H100/H200).
+# the memory bench, gpu-burnin's own tests and a survey of the card, in one script that fits a
+# lent GPU machine's lease (about 5 minutes on one H100/H200).
 #
 #   bench/gpu_check.sh [OUT_DIR]          # default: $OUT (the device tool's output folder)
 #   GPU_CHECK_DEVICE=cpu bench/gpu_check.sh /tmp/check   # a dry run on a machine without a GPU
@@ -22,7 +22,11 @@ mkdir -p "$work/results"
 trap 'cp "$work/summary.txt" "$out/" 2>/dev/null; tar czf "$out/gpu_check.tgz" -C "$work" . ; rm -rf "$work"' EXIT
 export PYTHONUNBUFFERED=1 PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}"
 py=${PYTHON:-python3}
-if [ "$device" = cpu ]; then duration=2; bench=(--device cpu --rounds 4); else duration=60; bench=(--device cuda --rounds 4 --seconds 3); fi
+if [ "$device" = cpu ]; then
+  duration=2; bench=(--device cpu --rounds 4); membench=(--device cpu --rounds 2 --seconds 0.5)
+else
+  duration=30; bench=(--device cuda --rounds 3 --seconds 3); membench=(--device cuda --rounds 3 --seconds 2)
+fi
 
 {
   echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
@@ -50,19 +54,22 @@ step() {  # step NAME EXPECTED-EXIT COMMAND...: run, log, and compare the exit c
   tail -n 25 "$work/$name.log"
 }
 
-# 1. The whole suite on every GPU; a pass needs the packaged baseline for this card.
+# 1. The whole suite on every GPU (matmul, memory, health); a pass needs the packaged baseline for this card.
 step suite 0 "$py" -m harness.cli run --device "$device" --profile quick --duration "$duration" --results "$work/results"
 # 2. One flipped bit in one product on GPU 0 must fail the run with DATA_MISMATCH.
-step corrupt 1 "$py" -m harness.cli run --device "$device" --duration 5 --inject corrupt --results "$work/results"
+step corrupt 1 "$py" -m harness.cli run --device "$device" -m matmul --duration 5 --inject corrupt --results "$work/results"
 # 3. A kernel that never ends on GPU 0 must end the run, within its limit, as a failure (HANG)...
-step hang 1 "$py" -m harness.cli run --device "$device" --duration 5 --inject hang --hang-timeout 20 --results "$work/results"
+step hang 1 "$py" -m harness.cli run --device "$device" -m matmul --duration 5 --inject hang --hang-timeout 20 --results "$work/results"
 # ...and leave the GPU usable once its worker is gone.
 if [ "$device" = cuda ]; then step usable 0 "$py" bench/gpu_usable.py; fi
 # 4. The test's TFLOP/s against a bare torch.matmul loop, side by side.
 step bench 0 "$py" bench/matmul_overhead.py "${bench[@]}"
-# 5. gpu-burnin's own tests, on a machine with a driver (the GPU-side tests run here only).
-step tests 0 timeout -k 10 240 "$py" -m pytest tests -q -p no:cacheprovider
-# 6. What the card and driver offer the tests still to come (NVML queries, bandwidths, NCCL).
+# 5. The memory test's verify bandwidth against a plain device copy, and its coverage.
+step membench 0 "$py" bench/memory_bandwidth.py "${membench[@]}"
+# 6. gpu-burnin's own tests, on a machine with a driver (the GPU-side tests run here only; the slow ones
+#    run the CPU suite end to end, which CI does).
+step tests 0 timeout -k 10 240 "$py" -m pytest tests -q -p no:cacheprovider -m "not slow"
+# 7. What the card and driver offer the tests still to come (NVML queries, bandwidths, NCCL).
 step probe 0 "$py" bench/gpu_probe.py "$work/gpu_probe.json"
 
 echo "results: $(ls "$work/results" | wc -l) result files" | tee -a "$work/summary.txt"

@@ -25,13 +25,17 @@ from gputests import summary
 from gputests.progress import ProgressLines
 from gputests.session import BurnIn
 from harness import options
+from harness.dcgm import findings as dcgm_findings
+from harness.dcgm import run_diag
 from harness.devices import Device
 from harness.devicetest import Outcome, Scope
 from harness.errors import ConfigError
 from harness.profiles import GROUPS, Profile
-from harness.records import Code
+from harness.records import Code, Finding
 from harness.workers import Progress
 
+DCGM_TIMEOUT_S = {1: 300.0, 2: 900.0, 3: 3600.0, 4: 7200.0}
+"""How long each dcgmi diag level may take: DCGM's own estimates, doubled."""
 _STATE = pytest.StashKey[BurnIn]()
 _EXPLICIT_RESULTS = pytest.StashKey[bool]()
 _SIGTERM = pytest.StashKey[Any]()
@@ -77,6 +81,20 @@ def pytest_make_collect_report(collector: pytest.Collector) -> Generator[None, A
             report.nodeid, "collect", report.outcome, 0.0, "".join(summary_line), report.longreprtext
         )
     return report
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests that do not apply to this run are not selected (so they do not count), unlike a skip:
+    DCGM runs only when asked; the health test needs a GPU's NVML, or a simulated one."""
+    chosen = config.stash[_STATE].options
+    skipped = {
+        "dcgm": chosen.dcgm_level is None,
+        "health": chosen.device == "cpu" and not chosen.nvml.startswith("sim:"),
+    }
+    dropped = [item for item in items if skipped.get(group_of(item), False)]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = [item for item in items if item not in dropped]
 
 
 @pytest.hookimpl(wrapper=True)
@@ -133,6 +151,19 @@ class Recorder:
         """What a device test runs on (harness.devicetest)."""
         return dataclasses.replace(self._state.scope(self.test, self.group), on_progress=self._on_progress)
 
+    def health(self) -> list[Finding]:
+        """The health rules on a fresh snapshot; skips, saying why, when there is no health data."""
+        watch = self._state.watch
+        found = watch.judge(self.test) if watch is not None else None
+        if found is None:
+            pytest.skip(watch.unavailable if watch is not None else "no NVML on the CPU self-test")
+        return found
+
+    def dcgm(self, level: int) -> list[Finding]:
+        """`dcgmi diag -r LEVEL`, its results as findings."""
+        report = run_diag(level, timeout_s=DCGM_TIMEOUT_S[level])
+        return dcgm_findings(report, {d.index: d.uuid for d in self.devices}, test=self.test)
+
     def record(self, outcome: Outcome) -> None:
         for m in outcome.measurements:
             if m.group != self.group or m.test != self.test:
@@ -144,9 +175,15 @@ class Recorder:
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, Any]:
-    result = yield
     group = group_of(item)
     state = item.config.stash[_STATE]
+    if group and state.active:
+        state.before_test(item.nodeid, group)
+    try:
+        result = yield
+    finally:
+        if group and state.active:
+            state.after_test(item.nodeid, group)
     if group and state.active:
         stopping = state.judge_test(item.nodeid, group)
         if stopping:  # a hang or a worker error is not a passed test either

@@ -12,6 +12,7 @@ import sys
 from collections.abc import Iterable
 from pathlib import Path
 
+from gputests.watch import Watch
 from harness import compare, results
 from harness.baselines import Baseline
 from harness.devices import Device, Inventory, discover, node_name
@@ -19,9 +20,13 @@ from harness.devicetest import Outcome, Scope
 from harness.errors import ConfigError
 from harness.faults import Fault
 from harness.options import RunOptions
+from harness.profiles import STRESS
 from harness.records import NODE, Code, Finding, Measurement, Remediation, Severity
 from harness.results import BaselineUse, ResultDocument, RunState, TestRecord
 from harness.verdict import TestOutcome, Verdict, decide
+
+UNMEASURED = ("health", "dcgm")
+"""Groups whose tests judge state, not figures: a baseline has no metrics for them."""
 
 
 class BurnIn:
@@ -41,6 +46,8 @@ class BurnIn:
             faults=[str(f) for f in options.faults],
         )
         self.verdict: Verdict | None = None
+        self.watch: Watch | None = None
+        """Health snapshots, telemetry and Xids, where there is NVML (or nvidia-smi, or a simulation)."""
         self._tests: dict[str, TestRecord] = {}
 
     @property
@@ -81,6 +88,16 @@ class BurnIn:
             BaselineUse(model=b.model, file=str(path), sha256=b.sha256, driver=b.driver) for path, b in used.items()
         ]
         self.findings.extend(self._session_findings())
+        if self.devices and (self.options.device == "cuda" or self.options.nvml.startswith("sim:")):
+            self.watch = Watch(
+                self.options.nvml,
+                self.devices,
+                self.options.baselines,
+                startup_s=self.options.profile.startup_timeout_s,
+                xid_table=self.options.xid_table,
+            ).__enter__()
+            self.findings.extend(self.watch.start())
+            self.doc.health = self.watch.snapshots
         self.checkpoint()
 
     def scope(self, test: str, group: str) -> Scope:
@@ -96,12 +113,26 @@ class BurnIn:
         self.measurements.extend(outcome.measurements)
         self.findings.extend(outcome.findings)
 
+    def before_test(self, nodeid: str, group: str) -> None:
+        """A stress test is about to load the GPUs: a snapshot, and telemetry from now on."""
+        if self.watch is not None and group in STRESS:
+            self.watch.before(nodeid, group)
+
+    def after_test(self, nodeid: str, group: str) -> None:
+        """A stress test ended: what rose during it, and what the GPUs did."""
+        if self.watch is not None and group in STRESS:
+            self.findings.extend(self.watch.after(nodeid, group))
+            self.doc.telemetry = self.watch.telemetry
+
     def judge_test(self, nodeid: str, group: str) -> list[Finding]:
         """After a test body returned: compare its figures; returns its findings that stop a pass."""
         mine = [m for m in self.measurements if m.test == nodeid]
         excused = {f.gpu for f in self.findings if f.test == nodeid and f.code in (Code.HANG, Code.TEST_ERROR)}
         found = compare.findings(compare.assess(mine, self.devices, self.baseline_for))
-        found += compare.missing(self.devices, self.baseline_for, mine, group=group, test=nodeid, excused=excused)
+        if self.watch is not None:
+            found = [self.watch.explain(f) for f in found]
+        if group not in UNMEASURED:
+            found += compare.missing(self.devices, self.baseline_for, mine, group=group, test=nodeid, excused=excused)
         self.findings.extend(found)
         stopping = [f for f in self.findings if f.test == nodeid and f.severity in (Severity.FAIL, Severity.INCOMPLETE)]
         return sorted(stopping, key=lambda f: f.severity is not Severity.FAIL)
@@ -148,6 +179,10 @@ class BurnIn:
 
         When the final write fails, that is a finding too and the verdict is decided again:
         a pass that leaves no record is not a pass."""
+        if self.watch is not None:
+            self.findings.extend(self.watch.finish())
+            self.watch.__exit__(None)
+            self.doc.health = self.watch.snapshots
         self.doc.ended_at = results.utcnow()
         if abnormal is not None:
             self._blocked(abnormal[0], "", abnormal[1], Remediation.RERUN)

@@ -74,6 +74,45 @@ class MetricSpec:
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
+class HealthLimits:
+    """The health rules' thresholds for one GPU model (docs/health.md). None: the rule does not apply."""
+
+    ecc_corrected_delta_max: int | None = None
+    """Corrected ECC errors a GPU may gain during one stress test."""
+    sram_uncorrected_aggregate_max: int | None = None
+    """Lifetime uncorrectable SRAM errors before the GPU is to be replaced."""
+    retired_pages_max: int | None = None
+    """Retired pages (before Ampere) before the GPU is to be replaced."""
+    throttle_share_max: float | None = None
+    """Share of a burn a GPU may spend under hardware or thermal slowdown or the power brake."""
+    temperature_max_c: float | None = None
+    memory_temperature_max_c: float | None = None
+    pcie_gen: int | None = None
+    """The PCIe generation the link must run at under load."""
+    pcie_width: int | None = None
+    """The PCIe link width the link must have."""
+    nvlink_links: int | None = None
+    """Active NVLink links each GPU must have."""
+    nvlink_errors_delta_max: int | None = None
+    """NVLink CRC, replay and recovery errors a GPU may gain during one stress test."""
+    provenance: Provenance | None = None
+
+
+HEALTH_FIELDS: dict[str, type] = {
+    "ecc_corrected_delta_max": int,
+    "sram_uncorrected_aggregate_max": int,
+    "retired_pages_max": int,
+    "throttle_share_max": float,
+    "temperature_max_c": float,
+    "memory_temperature_max_c": float,
+    "pcie_gen": int,
+    "pcie_width": int,
+    "nvlink_links": int,
+    "nvlink_errors_delta_max": int,
+}
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class Baseline:
     path: Path
     model: str
@@ -83,6 +122,7 @@ class Baseline:
     metrics: Mapping[str, MetricSpec]
     driver: str = ""
     description: str = ""
+    health: HealthLimits = HealthLimits()
     sha256: str = ""
     """Of the file's bytes: result files record which thresholds judged them."""
 
@@ -152,7 +192,9 @@ class _Parser:
         return ConfigError(problem, file=self.path, field=field)
 
     def baseline(self, data: dict[str, Any]) -> Baseline:
-        self.only(data, "", {"schema_version", "model", "device", "names", "driver", "description", "metrics"})
+        self.only(
+            data, "", {"schema_version", "model", "device", "names", "driver", "description", "metrics", "health"}
+        )
         version = self.get(data, "schema_version", int)
         if version != SCHEMA_VERSION:
             raise self.fail("schema_version", f"is {version}; this gpu-burnin reads version {SCHEMA_VERSION}")
@@ -173,7 +215,27 @@ class _Parser:
             driver=self.get(data, "driver", str, default=""),
             description=self.get(data, "description", str, default=""),
             metrics={name: self.metric(name, spec) for name, spec in metrics.items()},
+            health=self.health(data.get("health")),
         )
+
+    def health(self, data: Any) -> HealthLimits:
+        if data is None:
+            return HealthLimits()
+        if not isinstance(data, dict):
+            raise self.fail("health", "must be a table")
+        self.only(data, "health", {*HEALTH_FIELDS, "provenance"})
+        values: dict[str, Any] = {}
+        for key, kind in HEALTH_FIELDS.items():
+            if key in data:
+                value = self.number(data, key, "health")
+                if kind is int and value != int(value):
+                    raise self.fail(f"health.{key}", f"expected a whole number, got {data[key]!r}")
+                if key == "throttle_share_max" and value > 1.0:
+                    raise self.fail(f"health.{key}", f"is {value}; expected a share from 0 to 1")
+                values[key] = int(value) if kind is int else value
+        if values:
+            values["provenance"] = self.provenance(data.get("provenance"), "health.provenance")
+        return HealthLimits(**values)
 
     def metric(self, name: str, spec: Any) -> MetricSpec:
         where = f"metrics.{name!r}"

@@ -206,6 +206,8 @@ def _prepare(command: NodeCommand, values: Mapping[str, Any], entrypoint: str) -
     """Everything checked, and the API configuration loaded, before anything runs."""
     os.environ["NODE_NAME"] = command.node  # the result file and the child's records name this node
     chosen = options.resolve({**values, "entrypoint": entrypoint})
+    if chosen.nvml != "real":
+        raise ConfigError("a simulated NVML cannot decide about a real node; use it with gpu-burnin run", option="nvml")
     options.check_fault_devices(chosen)
     return chosen, command.access.connect()
 

@@ -67,6 +67,28 @@ def count(text: str) -> int:
     return value
 
 
+def nvml_spec(text: str) -> str:
+    """`real` (the driver's NVML) or `sim:FILE` (a scenario for the simulated NVML, which must parse)."""
+    if text == "real":
+        return text
+    if not text.startswith("sim:") or len(text) == 4:
+        raise argparse.ArgumentTypeError(f"expected real or sim:FILE, got {text!r}")
+    from harness.nvml.sim import Simulated
+
+    try:
+        Simulated.from_file(Path(text[4:]))
+    except ConfigError as err:
+        raise argparse.ArgumentTypeError(err.describe()) from None
+    return text
+
+
+def dcgm_level(text: str) -> int:
+    value = count(text)
+    if value > 4:
+        raise argparse.ArgumentTypeError(f"expected a DCGM diagnostic level from 1 to 4, got {value}")
+    return value
+
+
 def fault(text: str) -> Fault:
     try:
         return faults.parse(text)
@@ -163,6 +185,25 @@ OPTIONS: tuple[Option, ...] = (
         help=f"inject a fault to prove the run fails closed: [GROUP.]KIND[:DEVICE], KIND one of "
         f"{', '.join(faults.KINDS)}; such a run never passes",
     ),
+    Option(
+        name="nvml",
+        type=nvml_spec,
+        metavar="real|sim:FILE",
+        help="where health data comes from: the driver's NVML (default), or a simulated NVML scenario "
+        "(docs/health.md); a simulated run never passes",
+    ),
+    Option(
+        name="xid_table",
+        type=Path,
+        metavar="FILE",
+        help="extra or changed Xid classifications, merged over the packaged table (docs/health.md)",
+    ),
+    Option(
+        name="dcgm_level",
+        type=dcgm_level,
+        metavar="1-4",
+        help="also run `dcgmi diag` at this level (the dcgm test runs only when this is given)",
+    ),
     Option(name="run_id", cli=False, metavar="ID", help="the run id (set by `gpu-burnin run`)"),
     Option(
         name="entrypoint",
@@ -190,6 +231,10 @@ class RunOptions:
     """The -m marker expression, or ""."""
     entrypoint: str = "pytest"
     """The command that started the run: pytest itself, or gpu-burnin run, preflight or periodic."""
+    nvml: str = "real"
+    """`real`, or `sim:FILE`."""
+    xid_table: Path | None = None
+    dcgm_level: int | None = None
 
 
 def add_to_argparse(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
@@ -266,6 +311,9 @@ def resolve(values: Mapping[str, Any]) -> RunOptions:
         run_id=values.get("run_id") or results.new_run_id(),
         selection=values.get("markexpr") or "",
         entrypoint=values.get("entrypoint") or "pytest",
+        nvml=values.get("nvml") or "real",
+        xid_table=values.get("xid_table"),
+        dcgm_level=values.get("dcgm_level"),
     )
 
 

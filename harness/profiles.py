@@ -22,7 +22,10 @@ GROUPS = {
     "pcie": "PCIe bandwidth between host and GPUs",
     "nccl": "NCCL all-reduce across GPUs",
     "health": "NVML health before and after the suite",
+    "dcgm": "DCGM diagnostics (dcgmi diag): only when --gpu-dcgm-level is given",
 }
+STRESS = ("matmul", "memory", "nvlink", "pcie", "nccl")
+"""The groups whose tests load the GPUs: health snapshots and telemetry are taken around them."""
 """Every test group: its pytest marker, the first part of its metric names, its profile section."""
 
 CPU_DURATION_CAP_S = 4.0

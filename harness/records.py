@@ -77,6 +77,7 @@ class Code(StrEnum):
     SIMULATED = "SIMULATED"
     """The health data came from a simulated NVML: the run can never pass a real node."""
     DCGM_FAILED = "DCGM_FAILED"
+    OVER_TEMPERATURE = "OVER_TEMPERATURE"
     """The final result file could not be written: a pass that leaves no record is not a pass."""
 
 
@@ -89,6 +90,8 @@ class Remediation(StrEnum):
     RESTART_APP = "restart-app"
     RESET_GPU = "reset-gpu"
     REBOOT_NODE = "reboot-node"
+    INSPECT_HARDWARE = "inspect-hardware"
+    """Reseat the GPU or cable, check cooling and power: the hardware around the GPU."""
     REPLACE_GPU = "replace-gpu"
 
 

@@ -97,6 +97,10 @@ class ResultDocument:
     tests: list[TestRecord] = dataclasses.field(default_factory=list)
     measurements: list[Measurement] = dataclasses.field(default_factory=list)
     findings: list[Finding] = dataclasses.field(default_factory=list)
+    health: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    """Health snapshots by moment (start, before:GROUP, after:GROUP, health, end): docs/health.md."""
+    telemetry: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    """Per stress test (node id), per GPU UUID: the telemetry summary of its burn."""
     verdict: Verdict = dataclasses.field(default_factory=Verdict.unfinished)
 
     def outcomes(self) -> dict[str, TestOutcome]:
@@ -123,6 +127,8 @@ class ResultDocument:
             "tests": [t.to_dict() for t in self.tests],
             "measurements": [m.to_dict() for m in self.measurements],
             "findings": [f.to_dict() for f in self.findings],
+            "health": dict(self.health),
+            "telemetry": dict(self.telemetry),
             "verdict": self.verdict.to_dict(),
         }
 
@@ -151,6 +157,8 @@ class ResultDocument:
             tests=[TestRecord.from_dict(t) for t in data.get("tests", [])],
             measurements=[Measurement.from_dict(m) for m in data.get("measurements", [])],
             findings=[Finding.from_dict(f) for f in data.get("findings", [])],
+            health=dict(data.get("health", {})),
+            telemetry=dict(data.get("telemetry", {})),
             verdict=Verdict.from_dict(data["verdict"]),
         )
 

@@ -105,6 +105,10 @@ class Channel:
         """Say the worker is alive and what it is doing; also resets the stall clock."""
         self.send(Progress(phase=phase, figures=figures))
 
+    def poll(self, timeout_s: float = 0.0) -> bool:
+        """Whether a command from the parent is waiting (waits up to `timeout_s` for one)."""
+        return bool(self._conn.poll(timeout_s))
+
     def recv(self, kind: type[M]) -> M:
         """The next command from the parent, which must be a `kind`."""
         message = self._conn.recv()

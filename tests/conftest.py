@@ -10,6 +10,7 @@ import pytest
 import torch  # noqa: F401 - likewise
 
 import gputests.matmul_run  # noqa: F401 - likewise: workers are pickled by reference, so the worker
+import gputests.memory_run  # noqa: F401 - likewise (the memory test's workers)
 from harness.baselines import default_dir  # functions must stay the same objects across pytester's runs
 from harness.devices import Device
 

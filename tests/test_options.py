@@ -23,6 +23,9 @@ SAMPLES = {
     "expect_gpus": ["--expect-gpus", "8"],
     "hang_timeout": ["--hang-timeout", "30"],
     "inject": ["--inject", "matmul.corrupt:1", "--inject", "hang"],
+    "nvml": ["--nvml", "sim:SCENARIO"],
+    "xid_table": ["--xid-table", "XIDS"],
+    "dcgm_level": ["--dcgm-level", "2"],
     "run_id": None,  # pytest only: gpu-burnin run sets it
     "entrypoint": None,  # pytest only: set by the gpu-burnin command that starts pytest
 }
@@ -36,7 +39,10 @@ def test_every_option_has_a_sample_and_help():
 
 @pytest.mark.parametrize("name", [o.name for o in options.OPTIONS if o.cli and o.pytest])
 def test_an_option_reaches_the_child_as_the_user_gave_it(name, pytester, tmp_path):
-    given = [arg.replace("RESULTS", str(tmp_path)) for arg in SAMPLES[name]]
+    scenario = tmp_path / "scenario.toml"
+    scenario.write_text("[[gpus]]\n")
+    replace = {"RESULTS": str(tmp_path), "sim:SCENARIO": f"sim:{scenario}", "XIDS": str(tmp_path / "xids.toml")}
+    given = [replace.get(arg, arg) for arg in SAMPLES[name]]
     parsed = cli.build_parser().parse_args(["run", *given])
     values = options.values_from(parsed)
     child = runner.pytest_argv(values)[9:]  # after `python -m pytest -p ... --pyargs gputests`

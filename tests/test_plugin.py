@@ -7,7 +7,18 @@ import pytest
 from harness import devices
 from tests.helpers import only_result
 
-SUITE = ("-p", "no:cacheprovider", "--pyargs", "gputests", "--gpu-device", "cpu", "--gpu-duration", "0.4")
+SUITE = (
+    "-p",
+    "no:cacheprovider",
+    "--pyargs",
+    "gputests",
+    "--gpu-device",
+    "cpu",
+    "--gpu-duration",
+    "0.4",
+    "-m",
+    "matmul",
+)
 
 
 def run_suite(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
@@ -42,7 +53,7 @@ def test_without_a_cuda_device_the_tests_skip_and_the_run_is_incomplete(pytester
     monkeypatch.setattr(devices, "_probe_cuda", lambda timeout: devices.Listing(devices=(), facts={}, problem=problem))
     result = pytester.runpytest("-p", "no:cacheprovider", "--pyargs", "gputests")
     assert result.ret == 2
-    result.stdout.fnmatch_lines(["*1 skipped*"])
+    result.stdout.fnmatch_lines(["*3 skipped, 1 deselected*"])  # matmul, memory, health; dcgm not asked for
     result.stdout.fnmatch_lines(
         ["gpu-burnin verdict: INCOMPLETE (0 devices): NO_GPUS: no CUDA device (*); use --gpu-device cpu*"]
     )

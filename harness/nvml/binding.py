@@ -22,9 +22,9 @@ class Unavailable(Exception):
 def load(spec: str = REAL) -> Any:
     """`real`, or `sim:FILE` for a scenario file."""
     if spec.startswith(SIMULATED):
-        from harness.nvml import sim
+        from harness.nvml.sim import Simulated
 
-        return sim.Simulated.from_file(Path(spec[len(SIMULATED) :]))
+        return Simulated.from_file(Path(spec[len(SIMULATED) :]))
     try:
         import pynvml
     except ImportError as err:

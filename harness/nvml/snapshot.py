@@ -145,6 +145,8 @@ class Snapshot:
     gpu_count: int = 0
     """How many GPUs the driver reports (nvidia-smi's attached_gpus may count more than it lists)."""
     gpus: tuple[GpuHealth, ...] = ()
+    lost: tuple[int, ...] = ()
+    """Indices NVML counts but reports lost ("GPU is lost": fallen off the bus)."""
     problem: str = ""
     """Why the snapshot is empty or partial, in one line."""
 
@@ -169,6 +171,7 @@ class Snapshot:
             cuda_driver=str(data.get("cuda_driver", "")),
             gpu_count=int(data.get("gpu_count", 0)),
             gpus=tuple(_gpu(g) for g in data.get("gpus", ())),
+            lost=tuple(int(i) for i in data.get("lost", ())),
             problem=str(data.get("problem", "")),
         )
 

@@ -1,0 +1,706 @@
+"""The memory test, worker side: the pattern code, which runs inside a device worker.
+
+The worker takes its share of the device's memory as chunks of int32 words
+(`allocate`), then writes and verifies patterns over all of it, on the device, for
+the test's duration (`burn`): every pattern once, then the set again while time
+remains. Each pass writes every chunk, then verifies every chunk with one cheap
+exact reduction per chunk; only a chunk that fails it is read word by word, to
+describe its bad words (`Mismatch`). Nothing is verified against a copy: every
+expected value is either a constant or regenerated from its word's address.
+
+The patterns (`PATTERNS`), with their passes per round:
+
+- zeros, ones: 1 pass each, every word 0x00000000 / 0xFFFFFFFF;
+- checkerboard: 2 passes, words alternating 0x55555555 / 0xAAAAAAAA, then the inverse;
+- walking-ones: 32 passes, one per bit: pass k sets bit k, and only bit k, in every word;
+- moving-inversions: a March test at chunk granularity (`_moving_inversions`), 3 verify passes;
+- random: 1 pass of a counter-based hash of (seed, round, chunk, word index) (`random_words`);
+- address: 2 passes, every word its own address (`address_words`), then the inverse.
+
+It is plain functions of tensors: the test runs it in one worker per device
+(`worker`), bench/memory_bandwidth.py and tests/test_memory.py call it directly.
+The parent side is gputests/memory_run.py.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import dataclasses
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
+
+import torch
+
+from harness.devicetest import Context
+from harness.workers import Message
+
+DEFAULT_SEED = 20261129
+PATTERNS = ("zeros", "ones", "checkerboard", "walking-ones", "moving-inversions", "random", "address")
+METRIC = "memory.verify.gbps"
+MAX_PER_CHUNK = 64
+"""Bad words described per chunk and pass; the rest are counted, not described."""
+MAX_RECORDS = 256
+"""Bad words described per pattern result (message)."""
+REPORT_S = 0.5
+"""Progress at least this often while chunks complete: a silent worker is killed as hung."""
+WORD_BYTES = 4
+ALIGN_BYTES = 1 << 20
+"""Chunks are whole MiB: a last, partial chunk is rounded down to one (and holds an even number of words)."""
+SLICE_WORDS = {"cuda": 32 << 20, "cpu": 1 << 20}
+"""Words per slice of a chunk for the generated patterns: their int64 arithmetic needs about 20 bytes of
+workspace per word of a slice (640 MiB on a GPU); on the CPU a small slice stays in cache."""
+WORKSPACE_BYTES = 1 << 30
+"""Left free on a GPU beside the chunks, for the verify's workspace, whatever the fraction asks."""
+CPU_DEFAULT_BYTES = 64 << 20
+"""What the test takes on the CPU when the profile sets no cap: it never takes a share of host memory."""
+CPU_THREADS = 1
+"""Threads of a CPU worker, whatever share of the host it is given: the self-test's small tensors gain
+little from more, and on a busy host OpenMP threads that wait on each other at every one of the many
+small operations made a round six times slower (2 threads on 2 busy vCPUs, torch 2.13.0+cpu)."""
+_M32 = 0xFFFFFFFF
+_HASH_MULTIPLIER = 0x45D9F3B
+"""Below 2**31, so a 32-bit value times it stays below 2**63 in int64 arithmetic."""
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Job:
+    fraction: float
+    """Of the device's free memory, the share to take (CUDA)."""
+    chunk_bytes: int
+    max_bytes: int | None
+    """A cap on what to take; on the CPU, what to take."""
+    duration_s: float
+    """Seconds the patterns share: the set repeats while they remain, and always runs once in full."""
+    seed: int = DEFAULT_SEED
+    patterns: tuple[str, ...] = PATTERNS
+
+
+# -- messages ---------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Mismatch:
+    """One word that read back other than written. Values are unsigned 32-bit."""
+
+    pattern: str
+    pass_name: str
+    chunk: int
+    offset: int
+    """The word's index in its chunk."""
+    expected: int
+    found: int
+    kind: str = ""
+    """stuck-at-0, stuck-at-1 or random: see `classify`."""
+
+    @property
+    def xor(self) -> int:
+        return self.expected ^ self.found
+
+    @property
+    def bits(self) -> tuple[int, ...]:
+        """The bits that flipped, lowest first."""
+        return tuple(bit for bit in range(32) if self.xor >> bit & 1)
+
+    def flip(self, bit: int) -> str:
+        return "0->1" if self.found >> bit & 1 else "1->0"
+
+    def describe(self) -> str:
+        flips = ", ".join(f"bit {bit} {self.flip(bit)}" for bit in self.bits)
+        kind = f" ({self.kind})" if self.kind else ""
+        return (
+            f"{self.pattern} ({self.pass_name}) chunk {self.chunk} word {self.offset}: expected 0x{self.expected:08x}, "
+            f"read 0x{self.found:08x}, xor 0x{self.xor:08x}: {flips}{kind}"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: plain ints and strings."""
+        return {
+            "pattern": self.pattern,
+            "pass": self.pass_name,
+            "chunk": self.chunk,
+            "offset": self.offset,
+            "expected": self.expected,
+            "found": self.found,
+            "xor": self.xor,
+            "bits": list(self.bits),
+            "kind": self.kind,
+        }
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class PatternResult(Message):
+    """One pattern's passes in one round."""
+
+    pattern: str
+    round: int
+    windows: tuple[float, ...]
+    """Verify GB/s of each pass: bytes verified over the verify kernels' time."""
+    bytes_verified: int
+    """Over all its passes."""
+    bad_words: int
+    """Exact, over all its passes; only the first `MAX_RECORDS` are described."""
+    mismatches: tuple[Mismatch, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Checked(Message):
+    """The worker is done."""
+
+    bytes_held: int
+    total_bytes: int
+    """The device's memory, as the worker sees it (CUDA's total, or the host's physical memory)."""
+    bytes_verified: int
+    """Bytes read back by at least one complete verify pass: all it held, or 0 when no pass completed."""
+    note: str = ""
+    """Why less than asked was taken, when it was (an allocation that failed near the end)."""
+
+    @property
+    def coverage(self) -> float:
+        return self.bytes_verified / self.total_bytes if self.total_bytes else 0.0
+
+
+# -- allocation ---------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(kw_only=True)
+class Held:
+    """The memory the test holds, as chunks of int32 words."""
+
+    chunks: list[torch.Tensor]
+    total_bytes: int
+    note: str = ""
+
+    @property
+    def nbytes(self) -> int:
+        return _nbytes(self.chunks)
+
+
+def allocate(
+    device: torch.device,
+    *,
+    fraction: float,
+    chunk_bytes: int,
+    max_bytes: int | None,
+    context: Context | None = None,
+) -> Held:
+    """Take `fraction` of the GPU's free memory (at most `max_bytes`, and leaving `WORKSPACE_BYTES`
+    free), or `max_bytes` of the host's, in chunks of `chunk_bytes`.
+
+    An allocation that fails near the end keeps what was taken and says so in `note` (on a
+    GPU it also gives back chunks until the workspace is free again); taking nothing raises."""
+    if device.type == "cuda":
+        free, total = torch.cuda.mem_get_info(device)
+        want = min(int(free * fraction), free - WORKSPACE_BYTES, max_bytes if max_bytes is not None else free)
+        out_of_memory: tuple[type[BaseException], ...] = (torch.cuda.OutOfMemoryError,)
+    else:
+        total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        want = max_bytes if max_bytes is not None else CPU_DEFAULT_BYTES
+        out_of_memory = (RuntimeError, MemoryError)  # torch's CPU allocator raises RuntimeError
+    held = Held(chunks=[], total_bytes=int(total))
+    last_report = time.monotonic()
+    for size in chunk_sizes(want, chunk_bytes):
+        try:
+            held.chunks.append(torch.empty(size // WORD_BYTES, dtype=torch.int32, device=device))
+        except out_of_memory as err:
+            held.note = f"allocation stopped at {held.nbytes / 2**30:.2f} of {want / 2**30:.2f} GiB: {err}"
+            _give_back_workspace(held, device)
+            break
+        if context is not None and time.monotonic() - last_report >= REPORT_S:
+            context.progress(f"allocating {held.nbytes / 2**30:.1f} GiB")
+            last_report = time.monotonic()
+    if not held.chunks:
+        raise RuntimeError(f"could not allocate any memory on {device}: {held.note or 'nothing to take'}")
+    if held.note and context is not None:
+        context.progress(held.note)
+    return held
+
+
+def chunk_sizes(want: int, chunk_bytes: int) -> list[int]:
+    """Byte sizes of the chunks that make up `want`: whole chunks, then the rest in whole MiB."""
+    chunk_bytes = max(ALIGN_BYTES, chunk_bytes - chunk_bytes % ALIGN_BYTES)
+    whole, rest = divmod(max(0, want), chunk_bytes)
+    rest -= rest % ALIGN_BYTES
+    return [chunk_bytes] * whole + ([rest] if rest else [])
+
+
+def _give_back_workspace(held: Held, device: torch.device) -> None:
+    if device.type != "cuda":
+        return
+    torch.cuda.empty_cache()
+    while len(held.chunks) > 1 and torch.cuda.mem_get_info(device)[0] < WORKSPACE_BYTES:
+        held.chunks.pop()
+        torch.cuda.empty_cache()
+
+
+# -- what a pass writes -----------------------------------------------------------------
+
+
+def _signed32(value: int) -> int:
+    value &= _M32
+    return value - (1 << 32) if value >> 31 else value
+
+
+def _signed64(value: int) -> int:
+    value &= (1 << 64) - 1
+    return value - (1 << 64) if value >> 63 else value
+
+
+def _to_signed32_(x: torch.Tensor) -> torch.Tensor:
+    """In place: int64 values in [0, 2**32) to the int32 values with the same bits."""
+    return x.add_(1 << 31).bitwise_and_(_M32).sub_(1 << 31)
+
+
+def _key(*parts: int) -> int:
+    """A 32-bit key from some integers, mixed on the host in the manner of splitmix64, exact."""
+    mixed = 0
+    for part in parts:
+        mixed = (mixed ^ (part & (1 << 64) - 1)) * 0x9E3779B97F4A7C15 & (1 << 64) - 1
+        mixed ^= mixed >> 30
+        mixed = mixed * 0xBF58476D1CE4E5B9 & (1 << 64) - 1
+        mixed ^= mixed >> 27
+    return mixed >> 32
+
+
+def random_words(seed: int, round_: int, chunk: int, start: int, stop: int, device: torch.device) -> torch.Tensor:
+    """Words [start, stop) of `chunk`'s random pattern, as int64 holding int32 values.
+
+    A counter-based hash: word i is a function of (seed, round, chunk, i) alone, computed on
+    the device in int64 arithmetic, so a verify regenerates it instead of keeping a copy, and
+    every device, run and reader of a report gets the same bits from the same seed."""
+    x = torch.arange(start, stop, dtype=torch.int64, device=device)
+    x.add_(_key(seed, round_, chunk)).bitwise_and_(_M32)
+    for _ in range(2):
+        x.bitwise_xor_(x >> 16)
+        x.mul_(_HASH_MULTIPLIER).bitwise_and_(_M32)
+    x.bitwise_xor_(x >> 16)
+    return _to_signed32_(x)
+
+
+ADDRESS_STRIDE = 0x9E3779B1
+"""Chunk c's address words start at c times this (mod 2**32): an odd stride spreads the chunks' ranges."""
+
+
+def address_words(chunk: int, start: int, stop: int, device: torch.device, *, invert: bool = False) -> torch.Tensor:
+    """Words [start, stop) of `chunk`'s address pattern: each word holds its own index in the
+    chunk plus `ADDRESS_STRIDE` times the chunk's index, mod 2**32 (inverted, for `invert`).
+
+    Within a chunk every word's value is its own, so a misdecoded or aliased address reads a
+    word that is not the one expected; across chunks the 32-bit values can coincide (a GPU
+    has more than 2**32 words), so aliasing between chunks is caught at all but those offsets."""
+    x = torch.arange(start, stop, dtype=torch.int64, device=device)
+    _to_signed32_(x.add_(chunk * ADDRESS_STRIDE & _M32).bitwise_and_(_M32))
+    return x.bitwise_not_() if invert else x
+
+
+class Fill:
+    """What one pass writes into every chunk, and what each word must read back."""
+
+    name: str
+
+    def write(self, chunk: torch.Tensor, index: int) -> None:
+        raise NotImplementedError
+
+    def probe(self, chunk: torch.Tensor, index: int) -> torch.Tensor:
+        """A device scalar (int64) that is 0 exactly when the chunk reads back as written: one read of it."""
+        raise NotImplementedError
+
+    def expected(self, index: int, start: int, stop: int, device: torch.device) -> torch.Tensor:
+        """Words [start, stop) of chunk `index`, as int64 holding int32 values: to describe bad words."""
+        raise NotImplementedError
+
+
+class Constant(Fill):
+    """Every even word `low`, every odd word `high` (equal for a uniform fill).
+
+    Written and verified as one 64-bit value (or one 32-bit value when uniform); the verify
+    is the chunk's minimum and maximum (`torch.aminmax`, one read, no workspace): a chunk holds
+    only the written value exactly when both are that value."""
+
+    def __init__(self, name: str, low: int, high: int | None = None):
+        self.name = name
+        self.low = low & _M32
+        self.high = self.low if high is None else high & _M32
+        self.uniform = self.low == self.high
+        self.value = _signed32(self.low) if self.uniform else _signed64(self.high << 32 | self.low)
+
+    def _words(self, chunk: torch.Tensor) -> torch.Tensor:
+        return chunk if self.uniform else chunk.view(torch.int64)  # little-endian: word 0 is the low half
+
+    def write(self, chunk: torch.Tensor, index: int) -> None:
+        self._words(chunk).fill_(self.value)
+
+    def probe(self, chunk: torch.Tensor, index: int) -> torch.Tensor:
+        return torch.stack(torch.aminmax(self._words(chunk))).ne(self.value).sum()
+
+    def expected(self, index: int, start: int, stop: int, device: torch.device) -> torch.Tensor:
+        odd = torch.arange(start, stop, dtype=torch.int64, device=device).bitwise_and_(1).bool()
+        return torch.where(odd, _signed32(self.high), _signed32(self.low))
+
+    def inverse(self, name: str) -> Constant:
+        return Constant(name, ~self.low, ~self.high)
+
+
+class Generated(Fill):
+    """Words computed from their address (`words(chunk, start, stop, device)`), a slice at a time.
+
+    The verify regenerates each slice and counts the words that differ: exact, and the
+    count is the probe's result."""
+
+    def __init__(self, name: str, words: Callable[[int, int, int, torch.device], torch.Tensor]):
+        self.name = name
+        self.words = words
+
+    def write(self, chunk: torch.Tensor, index: int) -> None:
+        for start, stop in _slices(chunk):
+            chunk[start:stop].copy_(self.words(index, start, stop, chunk.device))
+
+    def probe(self, chunk: torch.Tensor, index: int) -> torch.Tensor:
+        bad = torch.zeros((), dtype=torch.int64, device=chunk.device)
+        for start, stop in _slices(chunk):
+            bad += torch.ne(chunk[start:stop], self.words(index, start, stop, chunk.device)).sum()
+        return bad
+
+    def expected(self, index: int, start: int, stop: int, device: torch.device) -> torch.Tensor:
+        return self.words(index, start, stop, device)
+
+
+def _slices(chunk: torch.Tensor) -> Iterator[tuple[int, int]]:
+    step = SLICE_WORDS.get(chunk.device.type, SLICE_WORDS["cuda"])
+    for start in range(0, chunk.numel(), step):
+        yield start, min(start + step, chunk.numel())
+
+
+def passes(pattern: str, *, seed: int, round_: int) -> list[Fill]:
+    """The passes of a pattern in a round (all but moving-inversions, see `_moving_inversions`).
+
+    Walking ones is one pass per bit, all 32 bits every round: pass k writes 1 << k to every
+    word, so each bit of each word is set alone, with every other bit of the device clear."""
+    if pattern == "zeros":
+        return [Constant("zeros", 0)]
+    if pattern == "ones":
+        return [Constant("ones", _M32)]
+    if pattern == "checkerboard":
+        board = Constant("checkerboard", 0x55555555, 0xAAAAAAAA)
+        return [board, board.inverse("checkerboard inverted")]
+    if pattern == "walking-ones":
+        return [Constant(f"walking-ones bit {bit}", 1 << bit) for bit in range(32)]
+    if pattern == "moving-inversions":
+        raise ValueError("moving-inversions is a March test, not a list of passes: run_pattern runs it")
+    if pattern == "random":
+        return [Generated(f"random round {round_}", lambda c, a, b, d: random_words(seed, round_, c, a, b, d))]
+    if pattern == "address":
+        return [
+            Generated("address", lambda c, a, b, d: address_words(c, a, b, d)),
+            Generated("address inverted", lambda c, a, b, d: address_words(c, a, b, d, invert=True)),
+        ]
+    raise ValueError(f"unknown memory pattern {pattern!r}; expected one of {PATTERNS}")
+
+
+# -- writing and verifying ----------------------------------------------------------------
+
+
+class _Clock:
+    """Sums the time of the spans it times: CUDA events on a GPU (the kernels' time), perf_counter on the CPU."""
+
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == "cuda"
+        self.spans: list[tuple[Any, Any]] = []
+
+    @contextlib.contextmanager
+    def span(self) -> Iterator[None]:
+        start = self._mark()
+        yield
+        self.spans.append((start, self._mark()))
+
+    def seconds(self) -> float:
+        if not self.cuda:
+            return float(sum(end - start for start, end in self.spans))
+        if self.spans:
+            self.spans[-1][1].synchronize()
+        return sum(float(start.elapsed_time(end)) for start, end in self.spans) / 1000.0
+
+    def _mark(self) -> Any:
+        if not self.cuda:
+            return time.perf_counter()
+        event = torch.cuda.Event(enable_timing=True)
+        event.record()
+        return event
+
+
+class _Reporter:
+    """Progress, at most every `REPORT_S`, from a context when there is one."""
+
+    def __init__(self, context: Context | None):
+        self.context = context
+        self.last = time.monotonic()
+        self.gbps = 0.0
+        self.bad = 0
+
+    def done(self, verified: Verified) -> None:
+        self.gbps, self.bad = verified.gbps, self.bad + verified.bad_words
+        self.tick(verified.name)
+
+    def tick(self, phase: str) -> None:
+        if self.context is not None and time.monotonic() - self.last >= REPORT_S:
+            self.context.progress(phase, gbps=self.gbps, bad=float(self.bad))
+            self.last = time.monotonic()
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Verified:
+    """One verify pass over every chunk."""
+
+    name: str
+    nbytes: int
+    seconds: float
+    bad_words: int
+    mismatches: tuple[Mismatch, ...]
+
+    @property
+    def gbps(self) -> float:
+        return self.nbytes / max(self.seconds, 1e-9) / 1e9
+
+
+def write_pass(fill: Fill, chunks: Sequence[torch.Tensor], reporter: _Reporter | None = None) -> None:
+    for index, chunk in enumerate(chunks):
+        fill.write(chunk, index)
+        if reporter is not None:
+            reporter.tick(f"{fill.name} write")
+
+
+def verify_pass(
+    fill: Fill, chunks: Sequence[torch.Tensor], *, pattern: str = "", reporter: _Reporter | None = None
+) -> Verified:
+    """Probe every chunk (timed), read the flags back once, then describe the chunks that failed."""
+    clock = _Clock(chunks[0].device)
+    probes = []
+    with clock.span():
+        for index, chunk in enumerate(chunks):
+            probes.append(fill.probe(chunk, index))
+            if reporter is not None:
+                reporter.tick(f"{fill.name} verify")
+    flags = torch.stack(probes).tolist()
+    seconds = clock.seconds()
+    bad, found = 0, list[Mismatch]()
+    for index, flag in enumerate(flags):
+        if flag:
+            count, described = describe(fill, chunks[index], index, pattern=pattern, limit=MAX_RECORDS - len(found))
+            bad += count
+            found.extend(described)
+    return Verified(name=fill.name, nbytes=_nbytes(chunks), seconds=seconds, bad_words=bad, mismatches=tuple(found))
+
+
+def describe(
+    fill: Fill, chunk: torch.Tensor, index: int, *, pattern: str = "", limit: int = MAX_PER_CHUNK
+) -> tuple[int, list[Mismatch]]:
+    """The exact count of a chunk's bad words, and the first `min(limit, MAX_PER_CHUNK)` of them described.
+
+    The slow path, for a chunk whose probe failed: it regenerates what each slice should
+    hold and compares word by word."""
+    limit = max(0, min(limit, MAX_PER_CHUNK))
+    count, found = 0, list[Mismatch]()
+    for start, stop in _slices(chunk):
+        expected = fill.expected(index, start, stop, chunk.device)
+        wrong = torch.ne(chunk[start:stop], expected)
+        bad = int(wrong.sum().item())
+        count += bad
+        if bad and len(found) < limit:
+            for offset, want, read in _first(wrong, expected, chunk[start:stop], limit - len(found)):
+                found.append(
+                    Mismatch(
+                        pattern=pattern or fill.name,
+                        pass_name=fill.name,
+                        chunk=index,
+                        offset=start + offset,
+                        expected=want & _M32,
+                        found=read & _M32,
+                    )
+                )
+    return count, found
+
+
+def _first(
+    wrong: torch.Tensor, expected: torch.Tensor, words: torch.Tensor, limit: int
+) -> Iterator[tuple[int, int, int]]:
+    """(offset, expected, read) of the first `limit` wrong words, looked for a block at a time, so
+    that a slice where every word is wrong costs a block's indices, not the slice's."""
+    block = SLICE_WORDS["cpu"]
+    for start in range(0, wrong.numel(), block):
+        where = wrong[start : start + block].nonzero().flatten()[:limit] + start
+        yield from zip(where.tolist(), expected[where].tolist(), words[where].tolist(), strict=True)
+        limit -= where.numel()
+        if limit <= 0:
+            return
+
+
+def classify(mismatches: Iterable[Mismatch]) -> list[Mismatch]:
+    """The mismatches with their class, judged per cell (chunk, word, bit) over every report given.
+
+    A cell that only ever flipped 1->0 is stuck-at-0, one that only flipped 0->1 is stuck-at-1,
+    one seen flipping both ways is random. A word's class is its cells' class when they agree,
+    else random. One report is weak evidence (a lone flip is called stuck-at-something): the
+    more passes report a cell, the more its class means; pass every report of a device at once."""
+    mismatches = list(mismatches)
+    seen: dict[tuple[int, int, int], set[str]] = collections.defaultdict(set)
+    for m in mismatches:
+        for bit in m.bits:
+            seen[(m.chunk, m.offset, bit)].add(m.flip(bit))
+
+    def cell(m: Mismatch, bit: int) -> str:
+        ways = seen[(m.chunk, m.offset, bit)]
+        return "random" if len(ways) > 1 else "stuck-at-0" if ways == {"1->0"} else "stuck-at-1"
+
+    classified = []
+    for m in mismatches:
+        kinds = {cell(m, bit) for bit in m.bits}
+        classified.append(dataclasses.replace(m, kind=kinds.pop() if len(kinds) == 1 else "random"))
+    return classified
+
+
+# -- patterns -----------------------------------------------------------------------------
+
+
+def run_pattern(
+    chunks: Sequence[torch.Tensor],
+    pattern: str,
+    *,
+    seed: int = DEFAULT_SEED,
+    round_: int = 0,
+    context: Context | None = None,
+) -> PatternResult:
+    """Every pass of one pattern over every chunk: write, the fault point, verify."""
+    reporter = _Reporter(context)
+    if pattern == "moving-inversions":
+        return _result(pattern, round_, _moving_inversions(chunks, context, reporter))
+    verified = []
+    for fill in passes(pattern, seed=seed, round_=round_):
+        write_pass(fill, chunks, reporter)
+        if context is not None:
+            context.fault_point(chunks[-1])
+        verified.append(verify_pass(fill, chunks, pattern=pattern, reporter=reporter))
+        reporter.done(verified[-1])
+    return _result(pattern, round_, verified)
+
+
+def _result(pattern: str, round_: int, verified: Sequence[Verified]) -> PatternResult:
+    described = [m for v in verified for m in v.mismatches][:MAX_RECORDS]
+    return PatternResult(
+        pattern=pattern,
+        round=round_,
+        windows=tuple(v.gbps for v in verified),
+        bytes_verified=sum(v.nbytes for v in verified),
+        bad_words=sum(v.bad_words for v in verified),
+        mismatches=tuple(classify(described)),
+    )
+
+
+def _moving_inversions(chunks: Sequence[torch.Tensor], context: Context | None, reporter: _Reporter) -> list[Verified]:
+    """A March test over the chunks, memtest86's moving inversions with P = 0x00000000: write P
+    everywhere; up the chunks, verify P and write ~P in each; down the chunks, verify ~P and
+    write P; verify P everywhere. Three verify passes.
+
+    The order is the chunks' (their index); within a chunk the device's kernels choose it.
+    Each chunk is checked before it is overwritten (one sync per chunk), so its bad words are
+    still there to describe."""
+    name = "moving-inversions"
+    fill = Constant(name, 0)
+    up, down = Constant(f"{name} up", fill.low), fill.inverse(f"{name} down")
+    write_pass(fill, chunks, reporter)
+    verified = []
+    for expect, then, order in (
+        (up, down, range(len(chunks))),
+        (down, up, range(len(chunks) - 1, -1, -1)),
+    ):
+        if context is not None:
+            context.fault_point(chunks[-1])
+        verified.append(_march(chunks, order, expect, then, reporter))
+        reporter.done(verified[-1])
+    if context is not None:
+        context.fault_point(chunks[-1])
+    verified.append(verify_pass(Constant(f"{name} final", fill.low), chunks, pattern=name, reporter=reporter))
+    reporter.done(verified[-1])
+    return verified
+
+
+def _march(
+    chunks: Sequence[torch.Tensor], order: Iterable[int], expect: Constant, then: Constant, reporter: _Reporter
+) -> Verified:
+    """One March element: in `order`, verify a chunk holds `expect` (timed), describe it if not, write `then`."""
+    clock = _Clock(chunks[0].device)
+    bad, found = 0, list[Mismatch]()
+    for index in order:
+        with clock.span():
+            probe = expect.probe(chunks[index], index)
+        if probe.item():
+            count, described = describe(
+                expect, chunks[index], index, pattern="moving-inversions", limit=MAX_RECORDS - len(found)
+            )
+            bad += count
+            found.extend(described)
+        then.write(chunks[index], index)
+        reporter.tick(expect.name)
+    return Verified(
+        name=expect.name, nbytes=_nbytes(chunks), seconds=clock.seconds(), bad_words=bad, mismatches=tuple(found)
+    )
+
+
+def _nbytes(chunks: Iterable[torch.Tensor]) -> int:
+    return sum(chunk.numel() for chunk in chunks) * WORD_BYTES
+
+
+# -- the worker ---------------------------------------------------------------------------
+
+
+def burn(
+    chunks: Sequence[torch.Tensor],
+    patterns: Sequence[str],
+    *,
+    duration_s: float,
+    seed: int = DEFAULT_SEED,
+    context: Context | None = None,
+    on_result: Callable[[PatternResult], None] = lambda result: None,
+) -> int:
+    """Run the patterns, in order, round after round, until `duration_s` has passed and
+    every pattern has run once; returns the bytes read back by complete verify passes.
+
+    With a `context`, each pattern runs in its own phase: one that raises is reported and
+    left out of later rounds, and the others go on. Without one, errors propagate."""
+    deadline = time.monotonic() + duration_s
+    failed: set[str] = set()
+    verified = 0
+    round_ = 0
+    while True:
+        for pattern in patterns:
+            if pattern in failed or (round_ and time.monotonic() >= deadline):
+                continue
+            done = False
+            with context.phase(pattern, metric=METRIC) if context is not None else contextlib.nullcontext():
+                on_result(run_pattern(chunks, pattern, seed=seed, round_=round_, context=context))
+                done = True
+            if done:
+                verified = _nbytes(chunks)
+            else:
+                failed.add(pattern)
+        round_ += 1
+        if time.monotonic() >= deadline or failed.issuperset(patterns):
+            return verified
+
+
+def worker(context: Context, job: Job) -> None:
+    """Runs in one worker per device: take the memory, burn the patterns, say what was covered."""
+    if context.torch_device.type == "cpu":
+        torch.set_num_threads(CPU_THREADS)
+    held = allocate(
+        context.torch_device,
+        fraction=job.fraction,
+        chunk_bytes=job.chunk_bytes,
+        max_bytes=job.max_bytes,
+        context=context,
+    )
+    verified = burn(
+        held.chunks, job.patterns, duration_s=job.duration_s, seed=job.seed, context=context, on_result=context.send
+    )
+    context.send(Checked(bytes_held=held.nbytes, total_bytes=held.total_bytes, bytes_verified=verified, note=held.note))

@@ -1,0 +1,120 @@
+"""The memory test, parent side: what it asks each device and what it makes of the answers.
+
+Every device takes its share of memory and runs the patterns at once
+(gputests/memory.py is the worker side). Per device it records the coverage (bytes
+verified over the device's memory), the verify bandwidth (the median of every pass's
+window) and the bad words (exact, judged against a ceiling of 0), and a
+DATA_MISMATCH finding that describes the bad words. A device that hangs, crashes or
+raises becomes a finding through the scaffolding (harness/devicetest.py); the
+others' figures stay.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+
+from gputests import memory
+from harness.devices import Device
+from harness.devicetest import DeviceRun, Outcome, Scope
+from harness.profiles import Profile
+from harness.records import Code, Direction, Remediation, Severity
+
+COVERAGE = "memory.coverage"
+VERIFY = memory.METRIC
+BAD_WORDS = "memory.bad_words"
+MAX_DETAILS = 64
+"""Bad words described in a finding's details; the count is exact whatever their number."""
+ROUND_S = 30.0
+"""Allowance for work past the duration (every pattern runs once whatever the duration, and a
+pattern started before the end finishes). An estimate, not yet measured on a GPU: a round is 42
+verify passes and 42 write passes over the memory held, most of them at memory bandwidth (about
+50 ms each for 120 GB at 3 TB/s), the random and address passes several times slower."""
+
+
+@dataclasses.dataclass(kw_only=True)
+class _Tally:
+    """What one device's pattern results add up to."""
+
+    windows: list[float] = dataclasses.field(default_factory=list)
+    bad_words: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
+    mismatches: list[memory.Mismatch] = dataclasses.field(default_factory=list)
+    described_all: bool = True
+
+    def add(self, result: memory.PatternResult) -> None:
+        self.windows.extend(result.windows)
+        self.bad_words[result.pattern] += result.bad_words
+        room = memory.MAX_RECORDS - len(self.mismatches)
+        self.mismatches.extend(result.mismatches[:room])
+        self.described_all &= len(result.mismatches) == result.bad_words and room >= len(result.mismatches)
+
+
+def run(scope: Scope) -> Outcome:
+    jobs = [_job(device, scope.profile) for device in scope.devices]
+    tallies = {device.uuid: _Tally() for device in scope.devices}
+    checked: dict[str, memory.Checked] = {}
+    with DeviceRun(scope, memory.worker, jobs, busy_s=scope.profile.duration_s + ROUND_S) as device_run:
+        for device, message in device_run.messages(until=memory.Checked):
+            if isinstance(message, memory.PatternResult):
+                tallies[device.uuid].add(message)
+            elif isinstance(message, memory.Checked):
+                checked[device.uuid] = message
+
+    for device in scope.devices:
+        tally, done = tallies[device.uuid], checked.get(device.uuid)
+        if done is not None and tally.windows:  # figures only from a worker that finished
+            total = device.memory_bytes or done.total_bytes
+            device_run.measure(device, COVERAGE, [done.bytes_verified / total], "fraction", Direction.HIGHER)
+            device_run.measure(device, VERIFY, tally.windows, "GB/s", Direction.HIGHER)
+            device_run.measure(device, BAD_WORDS, [float(sum(tally.bad_words.values()))], "words", Direction.LOWER)
+        if sum(tally.bad_words.values()):  # a bad word seen before a hang is still a bad word
+            _mismatch(device_run, device, tally)
+    return device_run.outcome
+
+
+def _job(device: Device, profile: Profile) -> memory.Job:
+    section = profile.memory
+    return memory.Job(
+        fraction=section.fraction,
+        chunk_bytes=section.chunk_mib << 20,
+        max_bytes=section.max_mib << 20 if section.max_mib is not None else None,
+        duration_s=profile.duration_s,
+    )
+
+
+def _mismatch(device_run: DeviceRun[memory.Job], device: Device, tally: _Tally) -> None:
+    """One DATA_MISMATCH per device: the bad words per pattern, the first one described, and the
+    bits that flipped with their class, judged over every bad word of the device described."""
+    total = sum(tally.bad_words.values())
+    patterns = ", ".join(f"{pattern} {count}" for pattern, count in tally.bad_words.items() if count)
+    records = memory.classify(tally.mismatches)
+    text = f"{total} bad words ({patterns})"
+    if records:
+        text += f"; first: {records[0].describe()}"
+        if len(records) > 1:
+            text += f"; bits flipped: {_bits(records)}"
+    device_run.finding(
+        device,
+        Code.DATA_MISMATCH,
+        Severity.FAIL,
+        text,
+        Remediation.REPLACE_GPU,
+        metric=BAD_WORDS,
+        bad_words=total,
+        by_pattern={pattern: count for pattern, count in tally.bad_words.items() if count},
+        described=len(records),
+        described_all=tally.described_all and len(records) <= MAX_DETAILS,
+        mismatches=[m.to_dict() for m in records[:MAX_DETAILS]],
+    )
+
+
+def _bits(records: list[memory.Mismatch]) -> str:
+    """Each bit position that flipped, with how many described words it flipped in and their classes."""
+    seen: dict[int, collections.Counter[str]] = collections.defaultdict(collections.Counter)
+    for m in records:
+        for bit in m.bits:
+            seen[bit][m.kind] += 1
+    return ", ".join(
+        f"bit {bit} ({', '.join(f'{kind} x{n}' for kind, n in sorted(kinds.items()))})"
+        for bit, kinds in sorted(seen.items())
+    )

@@ -1,0 +1,13 @@
+"""NVML health: ECC, row remapping, page retirement, throttling, PCIe and NVLink, judged by the
+rules in harness/health.py against each GPU model's baseline. Snapshots before and after every
+stress test, and Xid events for the whole run, are judged too, whether or not this test runs."""
+
+import pytest
+
+from harness.devicetest import Outcome
+
+pytestmark = pytest.mark.health
+
+
+def test_health(burnin):
+    burnin.record(Outcome(findings=burnin.health()))

@@ -1,0 +1,17 @@
+"""Memory pattern burn: every GPU takes at least 90% of its free memory and verifies it at once.
+
+Zeros, ones, checkerboard, walking ones, moving inversions, seeded random and
+address-in-address are written and verified on the device, for the test's duration.
+Coverage, verify bandwidth and bad words per GPU are judged against the baseline when
+the test returns; every bad word is described in a DATA_MISMATCH finding.
+"""
+
+import pytest
+
+from gputests import memory_run
+
+pytestmark = pytest.mark.memory
+
+
+def test_memory(burnin):
+    burnin.record(memory_run.run(burnin.scope))

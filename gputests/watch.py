@@ -1,0 +1,188 @@
+"""Health around a run: the monitor's snapshots and telemetry, turned into findings.
+
+A snapshot when the run starts and ends, and before and after every stress test;
+telemetry during every stress test; Xid events for the whole run, from NVML and
+from the kernel log (this run's window only). The session (gputests/session.py)
+calls it; the rules are harness/health.py's.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from harness import health, xid
+from harness.baselines import BaselineSet, HealthLimits
+from harness.devices import Device
+from harness.nvml.monitor import SAMPLE_EVERY_S, Monitor, describe
+from harness.nvml.snapshot import GpuHealth, Snapshot
+from harness.records import Code, Finding, Remediation, Severity
+
+NVML_EVENT = "an NVML Xid event"
+
+
+class Watch:
+    """Use as a context manager around the run."""
+
+    def __init__(
+        self,
+        spec: str,
+        devices: Sequence[Device],
+        baselines: BaselineSet,
+        *,
+        startup_s: float,
+        xid_table: Path | None = None,
+        sample_every_s: float = SAMPLE_EVERY_S,
+    ):
+        self.spec = spec
+        self.devices = tuple(devices)
+        self.baselines = baselines
+        self.limits: dict[str, HealthLimits] = self._limits()
+        self.monitor = Monitor(spec, startup_s=startup_s, sample_every_s=sample_every_s)
+        self.xid_table = xid.load_table(xid_table)
+        self.snapshots: dict[str, dict[str, Any]] = {}
+        self.telemetry: dict[str, dict[str, Any]] = {}
+        self.finished: list[str] = []
+        self.began = dt.datetime.now(dt.UTC)
+        self._before: dict[str, Snapshot | None] = {}
+
+    @property
+    def simulated(self) -> bool:
+        return self.spec.startswith("sim:")
+
+    def __enter__(self) -> Watch:
+        self.monitor.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.monitor.__exit__(*exc)
+
+    def start(self) -> list[Finding]:
+        """The first snapshot; findings about the health data itself (a simulation, none at all)."""
+        found = []
+        if self.simulated:
+            found.append(
+                Finding(
+                    code=Code.SIMULATED,
+                    severity=Severity.WARNING,
+                    message=f"health data from a simulated NVML ({self.spec}): this run says nothing about this node, "
+                    "and preflight and periodic refuse it",
+                    remediation=Remediation.CHECK_CONFIG,
+                )
+            )
+        snapshot = self._take("start")
+        if snapshot is not None and self.simulated:
+            # The simulated GPUs are the ones judged, whatever ran the stress tests (the CPU, in CI).
+            self.devices = tuple(_device(gpu) for gpu in snapshot.gpus)
+            self.limits = self._limits()
+        if snapshot is None or (not snapshot.gpus and snapshot.problem):
+            why = (snapshot.problem if snapshot else "") or self.monitor.problem or "no NVML and no nvidia-smi"
+            found.append(
+                Finding(
+                    code=Code.HEALTH_UNAVAILABLE,
+                    severity=Severity.WARNING,
+                    message=f"no health snapshot: {why}",
+                    remediation=Remediation.CHECK_CONFIG,
+                )
+            )
+        return found
+
+    def judge(self, test: str) -> list[Finding] | None:
+        """The health test: the state rules on a fresh snapshot; None when there is none to judge."""
+        snapshot = self._take("health")
+        if snapshot is None or not snapshot.gpus:
+            return None
+        return health.state(snapshot, self.devices, self.limits, test=test)
+
+    @property
+    def unavailable(self) -> str:
+        return self.monitor.problem or "no NVML and no nvidia-smi on this node"
+
+    def before(self, test: str, group: str) -> None:
+        self._before[test] = self._take(f"before:{group}")
+        self.monitor.begin(test, group)
+
+    def after(self, test: str, group: str) -> list[Finding]:
+        """Telemetry and the delta rules for a stress test that just ended."""
+        found: list[Finding] = []
+        telemetry = self.monitor.end(test)
+        if telemetry is not None and telemetry.summary:
+            self.telemetry[test] = telemetry.summary
+            found += health.telemetry(telemetry.summary, self.devices, self.limits, test=test, during=group)
+        self.finished.append(group)
+        after = self._take(f"after:{group}")
+        before = self._before.pop(test, None)
+        if before is not None and after is not None:
+            found += health.delta(before, after, self.devices, self.limits, test=test, during=group)
+        return found
+
+    def explain(self, finding: Finding) -> Finding:
+        """A LOW_THROUGHPUT finding, told what its GPU was doing during the burn."""
+        entry = self.telemetry.get(finding.test, {}).get(finding.gpu)
+        if finding.code is not Code.LOW_THROUGHPUT or not entry:
+            return finding
+        return dataclasses.replace(finding, message=f"{finding.message}; during the burn: {describe(entry)}")
+
+    def finish(self) -> list[Finding]:
+        """The last snapshot, and every Xid of this run: from NVML, and from the kernel log in its window."""
+        self._take("end")
+        ended = dt.datetime.now(dt.UTC)
+        events = [
+            xid.XidEvent(
+                pci_bus_id=x.pci_bus_id, xid=x.xid, when=x.when, pid=None, process="", message=NVML_EVENT, line=""
+            )
+            for x in self.monitor.stop()
+        ]
+        found: list[Finding] = []
+        if not self.simulated:  # a simulation's Xids come from its scenario, not this host's kernel
+            text, problem = xid.read_kernel_log(self.began)
+            if problem:
+                sys.stderr.write(f"gpu-burnin: the kernel log was not read ({problem}); Xids only from NVML\n")
+            logged = xid.parse_kernel_log(text, boot_time=_boot_time())
+            inside, undated = xid.in_window(logged, self.began, ended)
+            events += inside
+            if undated:
+                sys.stderr.write(f"gpu-burnin: {undated} Xid lines in the kernel log carry no time; not judged\n")
+        by_pci = {d.pci_bus_id.upper(): d.uuid for d in self.devices if d.pci_bus_id}
+        found += xid.findings(_unique(events), by_pci, self.xid_table)
+        return found
+
+    def _limits(self) -> dict[str, HealthLimits]:
+        found = {}
+        for device in self.devices:
+            baseline = self.baselines.for_device(device.kind, device.name) if device.kind == "cuda" else None
+            if baseline is not None:
+                found[device.uuid] = baseline.health
+        return found
+
+    def _take(self, moment: str) -> Snapshot | None:
+        snapshot = self.monitor.snapshot(moment, self.finished)
+        if snapshot is not None:
+            self.snapshots[moment] = snapshot.to_dict()
+        return snapshot
+
+
+def _device(gpu: GpuHealth) -> Device:
+    return Device(
+        index=gpu.index, kind="cuda", name=gpu.name, uuid=gpu.uuid, serial=gpu.serial, pci_bus_id=gpu.pci_bus_id
+    )
+
+
+def _unique(events: list[xid.XidEvent]) -> list[xid.XidEvent]:
+    """An Xid seen by NVML and in the kernel log is one event: keep the kernel log's (it has the pid)."""
+    logged = {(e.pci_bus_id, e.xid) for e in events if e.message != NVML_EVENT}
+    return [e for e in events if e.message != NVML_EVENT or (e.pci_bus_id, e.xid) not in logged]
+
+
+def _boot_time() -> dt.datetime | None:
+    try:
+        for line in Path("/proc/stat").read_text().splitlines():
+            if line.startswith("btime "):
+                return dt.datetime.fromtimestamp(int(line.split()[1]), dt.UTC)
+    except (OSError, ValueError):
+        pass
+    return None

@@ -1,0 +1,180 @@
+"""The health rules (harness/health.py) through the simulated NVML's shipped scenarios, on real
+nvidia-smi captures, and end to end."""
+
+import dataclasses
+import time
+from pathlib import Path
+
+import pytest
+
+from gputests.watch import Watch
+from harness import health
+from harness.baselines import HealthLimits, default_dir, load_dir
+from harness.devices import Device
+from harness.nvml import smi
+from harness.nvml.sim import Simulated
+from harness.nvml.snapshot import decode_clock_events, encode_clock_events
+from harness.records import Code
+from tests.helpers import REPO, only_result
+
+SCENARIOS = sorted((REPO / "harness" / "nvml" / "scenarios").glob("*.toml"))
+CAPTURES = REPO / "tests" / "data" / "nvidia-smi"
+CPU = Device(index=0, kind="cpu", name="Test CPU", uuid="CPU-test", sm_count=2)
+
+
+def rehearse(scenario: Path) -> tuple[Watch, list]:
+    """A run's health path in-process: start, the health test, a matmul burn, the end."""
+    with Watch(f"sim:{scenario}", [CPU], load_dir(default_dir()), startup_s=60, sample_every_s=0.05) as watch:
+        found = watch.start()
+        found += watch.judge("t::health") or []
+        watch.before("t::matmul", "matmul")
+        time.sleep(0.3)  # a few telemetry samples inside the burn
+        found += watch.after("t::matmul", "matmul")
+        found += watch.finish()
+    return watch, found
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS, ids=[p.stem for p in SCENARIOS])
+def test_every_shipped_scenario_gives_exactly_its_findings(scenario):
+    expected = sorted(Simulated.expect_of(scenario))
+    watch, found = rehearse(scenario)
+    index = {d.uuid: d.index for d in watch.devices}
+    judged = sorted(f"{f.code}:{f.severity}:{index.get(f.gpu, f.gpu)}" for f in found if f.code is not Code.SIMULATED)
+    assert judged == expected, [f.message for f in found]
+    assert [f.code for f in found].count(Code.SIMULATED) == 1
+    assert {"start", "health", "before:matmul", "after:matmul", "end"} <= set(watch.snapshots)
+    assert all(s["source"].startswith("sim:") for s in watch.snapshots.values())
+
+
+def test_every_rule_has_a_scenario():
+    shipped = {e.split(":")[0] for p in SCENARIOS for e in Simulated.expect_of(p)}
+    rules = {
+        Code.ECC_UNCORRECTABLE,
+        Code.ECC_CORRECTED,
+        Code.ROW_REMAP_PENDING,
+        Code.ROW_REMAP_FAILURE,
+        Code.RETIREMENT_PENDING,
+        Code.RETIRED_PAGES,
+        Code.THROTTLED,
+        Code.PCIE_DOWNGRADED,
+        Code.NVLINK_DOWN,
+        Code.NVLINK_ERRORS,
+        Code.GPU_MISSING,
+        Code.XID,
+        Code.OVER_TEMPERATURE,
+    }
+    assert {str(r) for r in rules} <= shipped
+
+
+def test_telemetry_summarises_the_burn_and_explains_a_low_figure():
+    watch, _ = rehearse(REPO / "harness" / "nvml" / "scenarios" / "throttled-during-matmul.toml")
+    entry = watch.telemetry["t::matmul"][watch.devices[0].uuid]
+    assert entry["samples"] >= 2 and entry["clock_events"]["hw_slowdown"] == 1.0
+    assert entry["temperature_c"]["max"] == 80
+    rest = watch.telemetry["t::matmul"][watch.devices[1].uuid]
+    assert rest["clock_events"]["hw_slowdown"] == 0.0 and rest["clock_events"]["gpu_idle"] == 1.0
+
+
+@pytest.mark.parametrize(
+    ("names", "mask"),
+    [
+        (("gpu_idle",), 0x1),
+        (("sw_power_cap", "hw_slowdown", "hw_power_brake_slowdown"), 0x4 | 0x8 | 0x80),
+        (("hw_slowdown", "sw_thermal_slowdown", "hw_thermal_slowdown"), 0x8 | 0x20 | 0x40),
+    ],
+)
+def test_throttle_reasons_in_combination_decode_with_and(names, mask):
+    assert encode_clock_events(names) == mask
+    assert set(decode_clock_events(mask)) == set(names)
+    assert decode_clock_events(mask | 0x10000) == (*decode_clock_events(mask), "unknown_0x10000")
+
+
+# Real captures (tests/data/SOURCES.md), judged with the H100 SXM baseline's thresholds: what each must give, and why.
+CAPTURE_FINDINGS = {
+    # Volatile uncorrectable ECC 1 and a page retirement pending: a fault now, a reset applies it.
+    "pai_v100-sxm3-32gb_retired-pages-pending_TRIMMED-1of16.xml": [
+        "ECC_UNCORRECTABLE:fail:0",
+        "RETIREMENT_PENDING:fail:0",
+    ],
+    # Lifetime double-bit errors on two K80s, nothing since the driver loaded: history, not a fault.
+    "pai_4xk80_aggregate-dbe-retired-pages.xml": ["ECC_UNCORRECTABLE:info:0", "ECC_UNCORRECTABLE:info:1"],
+    # HW Slowdown and the power brake active on all eight idle GPUs.
+    "gpud_8xH100_535.161.08_hw-slowdown-power-brake.txt": [f"THROTTLED:fail:{i}" for i in range(8)],
+    # SW thermal slowdown and the power brake on one GPU alone, the third listed (00000000:75:00.0, line 500).
+    "gpud_8xH100_535.183.01_sw-thermal-slowdown.txt": ["THROTTLED:fail:2"],
+    # Remapped rows: uncorrectable 4, pending Yes.
+    "gpud_A10_535.129.03_remapped-rows-pending.txt": ["ROW_REMAP_PENDING:fail:0"],
+    # The EDITED copy: retired-page counts injected on GPUs 0, 1, 5 and 7 (at least 60 each), and a pending
+    # blacklist on GPUs 1, 3, 5 and 7.
+    "azurehpc_8gpu_535.86.10_retired-pages_bad-EDITED.txt": [
+        *(f"RETIRED_PAGES:fail:{i}" for i in (0, 1, 5, 7)),
+        *(f"RETIREMENT_PENDING:fail:{i}" for i in (1, 3, 5, 7)),
+    ],
+    # GeForce RTX 4090s with ECC Mode Disabled (the SW power cap on two of them is how a GPU runs, not a fault).
+    "gpud_8xRTX4090_535.154.05_sw-power-cap.txt": [f"ECC_UNCORRECTABLE:warning:{i}" for i in range(8)],
+    # An RTX 4000 Ada with ECC disabled.
+    "telegraf_rtx-4000-sff-ada-v13.xml": ["ECC_UNCORRECTABLE:warning:0"],
+}
+# The captures are of many models: the H100's counts and temperatures apply, its link expectations (PCIe x16
+# gen 5, 18 NVLinks, which nvidia-smi -q does not report) do not.
+LIMITS = dataclasses.replace(
+    load_dir(default_dir()).for_device("cuda", "NVIDIA H100 80GB HBM3").health,
+    pcie_gen=None,
+    pcie_width=None,
+    nvlink_links=None,
+)
+
+
+def judge_capture(path: Path):
+    text = path.read_text()
+    snapshot = smi.parse_xml(text) if path.suffix == ".xml" else smi.parse_text(text)
+    # Captures without UUIDs (page-retirement-only output) get one per index, so the rules can find them.
+    gpus = tuple(g if g.uuid else dataclasses.replace(g, uuid=f"capture-{g.index}") for g in snapshot.gpus)
+    snapshot = dataclasses.replace(snapshot, gpus=gpus)
+    devices = [Device(index=g.index, kind="cuda", name=g.name, uuid=g.uuid) for g in gpus]
+    found = health.state(snapshot, devices, {d.uuid: LIMITS for d in devices})
+    index = {d.uuid: d.index for d in devices}
+    return sorted(f"{f.code}:{f.severity}:{index[f.gpu]}" for f in found)
+
+
+@pytest.mark.parametrize("capture", sorted(p.name for p in CAPTURES.iterdir()))
+def test_real_captures_give_what_their_content_supports(capture):
+    assert judge_capture(CAPTURES / capture) == sorted(CAPTURE_FINDINGS.get(capture, []))
+
+
+def test_rules_without_data_do_not_fire():
+    device = Device(index=0, kind="cuda", name="x", uuid="GPU-x")
+    snapshot = smi.parse_xml((CAPTURES / "telegraf_a100-sxm4-v12.xml").read_text())
+    gpu = dataclasses.replace(snapshot.gpus[0], uuid="GPU-x")
+    snapshot = dataclasses.replace(snapshot, gpus=(gpu,))
+    assert health.state(snapshot, [device], {"GPU-x": HealthLimits()}) == []
+
+
+def test_a_simulated_run_of_the_suite_passes_clean_and_fails_on_a_rising_counter(pytester, tmp_path):
+    scenarios = REPO / "harness" / "nvml" / "scenarios"
+    args = ["-p", "no:cacheprovider", "--pyargs", "gputests", "--gpu-device", "cpu", "--gpu-duration", "0.4"]
+    clean = pytester.runpytest(
+        *args,
+        "-m",
+        "matmul or health",
+        "--gpu-nvml",
+        f"sim:{scenarios / 'healthy.toml'}",
+        "--gpu-results",
+        str(tmp_path / "clean"),
+    )
+    assert clean.ret == 0, clean.stdout.str()
+    doc = only_result(tmp_path / "clean")
+    assert [f["code"] for f in doc["findings"] if f["severity"] != "info"] == ["SIMULATED"]
+    assert doc["health"]["start"]["source"].startswith("sim:") and doc["telemetry"]
+    rising = pytester.runpytest(
+        *args,
+        "-m",
+        "matmul",
+        "--gpu-nvml",
+        f"sim:{scenarios / 'ecc-rises-during-matmul.toml'}",
+        "--gpu-results",
+        str(tmp_path / "rising"),
+    )
+    assert rising.ret == 1
+    rising.stdout.fnmatch_lines(["*ECC_CORRECTED*50 corrected ECC errors during matmul, over the threshold of 10*"])
+    assert only_result(tmp_path / "rising")["tests"][0]["outcome"] == "failed"

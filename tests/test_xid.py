@@ -1,0 +1,470 @@
+"""Xid errors: the table, the kernel log parser, the run's window and the findings.
+
+The logs under tests/data/kernel-logs are real captures (tests/data/SOURCES.md): what
+they hold is asserted from what SOURCES.md says of them, not from this parser's output.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections import Counter
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from harness import xid
+from harness.errors import ConfigError
+from harness.records import Code, Remediation, Severity
+from tests.helpers import REPO
+
+LOGS = REPO / "tests" / "data" / "kernel-logs"
+ISO_LOG = LOGS / "gpud_dmesg_xid48-dbe_xid63-row-remap_xid94.log"
+DECODE_LOG = LOGS / "gpud_dmesg_xid13-sm-exception_xid43.log"
+XID119_LOG = LOGS / "gpud_dmesg_xid119_gsp-rpc-timeout.log"
+
+COMMON_XIDS = [8, 13, 31, 32, 38, 43, 44, 45, 48, 56, 57, 58, 61, 62, 63, 64, 68, 69, 73, 74, 79, 80, 81, 92, 94, 95]
+COMMON_XIDS += [109, 110, 119, 120, 121, 122, 123, 136, 140, 143, *range(144, 151), 154, 155]
+"""The Xids NVIDIA's catalog calls common (the brief's list): the table must know every one."""
+
+
+def parse(path: Path, **kwargs: Any) -> list[xid.XidEvent]:
+    kwargs.setdefault("boot_time", None)
+    kwargs.setdefault("local_tz", UTC)
+    return xid.parse_kernel_log(path.read_text(), **kwargs)
+
+
+def event(number: int, pci: str = "00000000:19:00.0", when: datetime | None = None) -> xid.XidEvent:
+    return xid.XidEvent(
+        pci_bus_id=pci, xid=number, when=when, pid=None, process="", message="test", line=f"NVRM: Xid ... {number}"
+    )
+
+
+@pytest.fixture(scope="module")
+def table() -> xid.XidTable:
+    return xid.load_table()
+
+
+# --- the table ------------------------------------------------------------------------------------------------
+
+
+def test_the_packaged_table_loads_and_names_its_source(table: xid.XidTable) -> None:
+    assert len(table) >= 150
+    assert table.sources == (table.get(79).source,)  # type: ignore[union-attr]
+    assert table.sources[0].endswith("xid.toml")
+    assert all(info.bucket in xid.BUCKETS for info in table.entries.values())
+    assert all(info.name and info.description for info in table.entries.values())
+
+
+def test_the_packaged_table_cites_nvidias_catalog() -> None:
+    header = (REPO / "harness" / "xid.toml").read_text().split("schema_version")[0]
+    assert "docs.nvidia.com/deploy/xid-errors/analyzing-xid-catalog.html" in header
+
+
+@pytest.mark.parametrize("number", COMMON_XIDS)
+def test_the_table_covers_every_common_xid(table: xid.XidTable, number: int) -> None:
+    assert number in table
+
+
+def test_the_table_covers_every_xid_in_the_kernel_logs(table: xid.XidTable) -> None:
+    logged = {found.xid for path in sorted(LOGS.glob("*.log")) for found in parse(path)}
+    assert logged  # the logs hold Xids: an empty parse would pass this test vacuously
+    assert logged <= set(table.entries), f"not in the table: {sorted(logged - set(table.entries))}"
+
+
+def test_uncertain_entries_say_so(table: xid.XidTable) -> None:
+    """The entries whose bucket is a guess, or whose judgement departs from NVIDIA's, explain themselves."""
+    for number in (45, 56, 57, 58, 61, 73, 81, 122, 123, 154, *range(144, 151)):
+        assert "unsure" in table.get(number).note.lower(), number  # type: ignore[union-attr]
+    assert table.get(43).judge_as == "RESTART_APP" and table.get(43).bucket == "IGNORE"  # type: ignore[union-attr]
+
+
+# --- the user's table -----------------------------------------------------------------------------------------
+
+USER_TABLE = """
+schema_version = 1
+
+[xid.63]
+name = "INFOROM_DRAM_RETIREMENT_EVENT"
+description = "GPU memory remapping event"
+bucket = "IGNORE"
+judge_as = "RESET_GPU"
+note = "our site resets a GPU with a pending remap before it goes back to service"
+
+[xid.200]
+name = "FUTURE_ERROR"
+description = "An Xid from a newer driver"
+bucket = "RESET_GPU"
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "site-xids.toml"
+    path.write_text(text)
+    return path
+
+
+def test_a_user_table_overrides_and_extends_the_packaged_one(tmp_path: Path, table: xid.XidTable) -> None:
+    path = write(tmp_path, USER_TABLE)
+    merged = xid.load_table(path)
+    assert merged.sources == (table.sources[0], str(path))
+    assert len(merged) == len(table) + 1
+    remap = merged.get(63)
+    assert remap is not None and remap.source == str(path)
+    assert remap.judgement.severity is Severity.FAIL and remap.judgement.remediation is Remediation.RESET_GPU
+    assert merged.get(200) is not None and merged.get(200).judgement.severity is Severity.FAIL  # type: ignore[union-attr]
+    assert merged.get(79) == table.get(79)
+
+
+@pytest.mark.parametrize(
+    ("text", "field"),
+    [
+        ('[xid.79]\nname = "X"\ndescription = "d"\nbucket = "RESET_GPU"', "schema_version"),
+        ('schema_version = 2\n[xid.79]\nname = "X"\ndescription = "d"\nbucket = "RESET_GPU"', "schema_version"),
+        ('schema_version = 1\n[xids.79]\nname = "X"', "xids"),
+        ("schema_version = 1", "xid"),
+        ('schema_version = 1\n[xid.79]\nname = "X"\ndescription = "d"\nbukcet = "RESET_GPU"', "xid.79.bukcet"),
+        ('schema_version = 1\n[xid.79]\nname = 79\ndescription = "d"\nbucket = "RESET_GPU"', "xid.79.name"),
+        ('schema_version = 1\n[xid.79]\nname = "X"\nbucket = "RESET_GPU"', "xid.79.description"),
+        ('schema_version = 1\n[xid.79]\nname = "X"\ndescription = "d"\nbucket = "REBOOT"', "xid.79.bucket"),
+        (
+            'schema_version = 1\n[xid.79]\nname = "X"\ndescription = "d"\nbucket = "IGNORE"\njudge_as = "X"',
+            "xid.79.judge_as",
+        ),
+        ('schema_version = 1\n[xid.79]\nname = "X"\ndescription = "d"\nbucket = "IGNORE"\nnote = 3', "xid.79.note"),
+        ('schema_version = 1\n[xid.seventy]\nname = "X"\ndescription = "d"\nbucket = "IGNORE"', "xid.seventy"),
+        ('schema_version = 1\n[xid.079]\nname = "X"\ndescription = "d"\nbucket = "IGNORE"', "xid.079"),
+        ('schema_version = 1\n[xid]\n79 = "RESET_GPU"', "xid.79"),
+    ],
+)
+def test_a_malformed_user_table_names_the_file_and_the_field(tmp_path: Path, text: str, field: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as caught:
+        xid.load_table(path)
+    assert caught.value.file == str(path)
+    assert caught.value.field == field
+    assert str(path) in str(caught.value) and field in str(caught.value)
+
+
+def test_a_user_table_that_is_not_toml_or_not_there_is_a_config_error(tmp_path: Path) -> None:
+    broken = write(tmp_path, "schema_version = = 1")
+    with pytest.raises(ConfigError, match="not valid TOML") as caught:
+        xid.load_table(broken)
+    assert caught.value.file == str(broken)
+    with pytest.raises(ConfigError, match="cannot read"):
+        xid.load_table(tmp_path / "missing.toml")
+
+
+# --- the kernel logs ------------------------------------------------------------------------------------------
+
+
+def test_the_iso_log_holds_xid_48_63_then_94_on_19_00() -> None:
+    events = parse(ISO_LOG)
+    assert [found.xid for found in events] == [48, 63] + [94] * 9
+    assert {found.pci_bus_id for found in events} == {"00000000:19:00.0"}
+    first = events[0]
+    assert first.when == datetime(2024, 11, 15, 12, 2, 3, 470068, tzinfo=UTC)
+    assert first.pid is None and first.process == ""
+    assert first.message.startswith("An uncorrectable double bit error (DBE)")
+    assert "Row Remapper" in events[1].message
+    per_channel = events[3:]
+    assert {(found.pid, found.process) for found in per_channel} == {(1248209, "python3.10")}
+    assert [found.message for found in per_channel] == [f"Ch 0000000{c}" for c in "89abcdef"]
+
+
+def test_the_decode_log_holds_629_xid_13_and_7_xid_43_on_38_00() -> None:
+    events = parse(DECODE_LOG)
+    assert Counter(found.xid for found in events) == {13: 629, 43: 7}
+    assert {found.pci_bus_id for found in events} == {"00000000:38:00.0"}
+    assert all(found.when is not None and found.when.tzinfo is not None for found in events)
+    stopped = [found for found in events if found.xid == 43]
+    assert stopped[0].pid == 2815167 and stopped[0].process == "pt_main_thread"
+    assert stopped[0].message == "Ch 00000008"
+    assert stopped[0].when == datetime(2025, 1, 21, 2, 21, 33, 502278, tzinfo=UTC)
+
+
+def test_the_gsp_log_holds_five_xid_119_on_9b_00() -> None:
+    events = parse(XID119_LOG)
+    assert [found.xid for found in events] == [119] * 5
+    assert {found.pci_bus_id for found in events} == {"00000000:9B:00.0"}
+    assert events[0].when == datetime(2025, 2, 23, 16, 24, 18, tzinfo=UTC)  # dmesg -T, read in local_tz
+    assert [found.process for found in events] == ["nvidia-smi"] * 3 + ["cache_mgr_main", "gpud"]
+    assert events[0].pid == 2024380 and "GSP_RM_ALLOC" in events[0].message
+    assert xid.gpu_uuids_in_log(XID119_LOG.read_text()) == {
+        "00000000:9B:00.0": "GPU-509665ad-b600-ac93-3616-d754b23d636d"
+    }
+
+
+def test_dmesg_t_times_are_the_nodes_local_time() -> None:
+    eastern = timezone(timedelta(hours=-5))
+    events = parse(XID119_LOG, local_tz=eastern)
+    assert events[0].when == datetime(2025, 2, 23, 21, 24, 18, tzinfo=UTC)
+
+
+FALLEN = "NVRM: Xid (PCI:0000:3b:00): 79, pid='<unknown>', name=<unknown>, GPU has fallen off the bus."
+
+
+@pytest.mark.parametrize(
+    ("line", "when"),
+    [
+        (f"2025-01-21T02:21:33+0000 gpu-node-7 kernel: {FALLEN}", datetime(2025, 1, 21, 2, 21, 33, tzinfo=UTC)),
+        (
+            f"2025-01-21T02:21:33.250000+00:00 gpu-node-7 kernel: {FALLEN}",
+            datetime(2025, 1, 21, 2, 21, 33, 250000, tzinfo=UTC),
+        ),
+        (f"kern  :err   : 2025-01-21T02:21:33,000001+00:00 {FALLEN}", datetime(2025, 1, 21, 2, 21, 33, 1, tzinfo=UTC)),
+        (f"[Tue Jan  7 02:21:33 2025] {FALLEN}", datetime(2025, 1, 7, 2, 21, 33, tzinfo=UTC)),
+        (f"[   60.500000] {FALLEN}", datetime(2025, 1, 21, 0, 1, 0, 500000, tzinfo=UTC)),
+        (f"Jan 21 02:21:33 gpu-node-7 kernel: {FALLEN}", None),
+    ],
+    ids=["journalctl-short-iso", "short-iso-precise", "dmesg-decode", "dmesg-T", "seconds-since-boot", "syslog"],
+)
+def test_each_log_format_is_read_with_its_time(line: str, when: datetime | None) -> None:
+    boot = datetime(2025, 1, 21, 0, 0, tzinfo=UTC)
+    (found,) = xid.parse_kernel_log(line, boot_time=boot, local_tz=UTC)
+    assert (found.xid, found.pci_bus_id, found.when) == (79, "00000000:3B:00.0", when)
+    assert found.message == "GPU has fallen off the bus." and found.line == line
+
+
+def test_seconds_since_boot_without_a_boot_time_have_no_time() -> None:
+    (found,) = xid.parse_kernel_log(f"[   60.500000] {FALLEN}", boot_time=None)
+    assert found.when is None
+
+
+def test_a_date_inside_the_drivers_message_is_not_the_lines_time() -> None:
+    line = "[  5.000000] NVRM: Xid (PCI:0000:3b:00): 13, pid=7, name=app, logged 2020-01-01T00:00:00+00:00"
+    (found,) = xid.parse_kernel_log(line, boot_time=None)
+    assert found.when is None and found.message == "logged 2020-01-01T00:00:00+00:00"
+
+
+def test_an_old_driver_line_without_pid_or_pci_prefix_still_parses() -> None:
+    (found,) = xid.parse_kernel_log("NVRM: Xid (0000:03:00): 79, GPU has fallen off the bus.", boot_time=None)
+    assert (found.xid, found.pci_bus_id, found.pid, found.process) == (79, "00000000:03:00.0", None, "")
+    assert found.message == "GPU has fallen off the bus."
+
+
+def test_lines_without_an_xid_are_ignored() -> None:
+    text = "NVRM: GPU at PCI:0000:9b:00: GPU-1\nnvidia-peermem nv_get_p2p_free_callback:127 ERROR\n\n"
+    assert xid.parse_kernel_log(text, boot_time=None) == []
+
+
+@pytest.mark.parametrize(
+    ("text", "normal"),
+    [
+        ("0000:19:00", "00000000:19:00.0"),
+        ("PCI:0000:9b:00", "00000000:9B:00.0"),
+        ("00000000:9B:00.0", "00000000:9B:00.0"),
+        ("0001:0a:1f.3", "00000001:0A:1F.3"),
+        ("3b:00.0", "00000000:3B:00.0"),
+    ],
+)
+def test_pci_bus_ids_take_nvmls_form(text: str, normal: str) -> None:
+    assert xid.normalise_pci_bus_id(text) == normal
+
+
+def test_a_pci_bus_id_that_is_not_one_raises() -> None:
+    with pytest.raises(ValueError, match="not a PCI bus id"):
+        xid.normalise_pci_bus_id("GPU-0")
+
+
+# --- the run's window -----------------------------------------------------------------------------------------
+
+
+def test_only_the_events_inside_the_run_count() -> None:
+    events = parse(ISO_LOG)
+    start = datetime(2024, 11, 15, 12, 0, tzinfo=UTC)
+    inside, untimed = xid.in_window(events, start, start + timedelta(minutes=5))
+    assert (len(inside), untimed) == (11, 0)
+    days_later = start + timedelta(days=3)
+    assert xid.in_window(events, days_later, days_later + timedelta(hours=1)) == ([], 0)
+
+
+def test_the_window_includes_its_ends_and_widens_by_the_slack() -> None:
+    when = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
+    events = [event(79, when=when)]
+    assert xid.in_window(events, when, when)[0] == events
+    later = when + timedelta(seconds=2)
+    assert xid.in_window(events, later, later + timedelta(minutes=1))[0] == []
+    assert xid.in_window(events, later, later + timedelta(minutes=1), slack=timedelta(seconds=5))[0] == events
+
+
+def test_events_with_no_time_are_left_out_and_counted() -> None:
+    text = f"[   60.500000] {FALLEN}\n[   61.000000] {FALLEN}\n2025-01-21T02:21:33+0000 host kernel: {FALLEN}"
+    events = xid.parse_kernel_log(text, boot_time=None)
+    start = datetime(2025, 1, 21, 2, 0, tzinfo=UTC)
+    inside, untimed = xid.in_window(events, start, start + timedelta(hours=1))
+    assert ([found.when for found in inside], untimed) == ([datetime(2025, 1, 21, 2, 21, 33, tzinfo=UTC)], 2)
+    warning = xid.untimed_finding(untimed, test="t")
+    assert warning is not None and warning.severity is Severity.WARNING and warning.code is Code.XID
+    assert xid.untimed_finding(0) is None
+
+
+# --- findings -------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("number", "severity", "remediation"),
+    [
+        (79, Severity.FAIL, Remediation.REBOOT_NODE),  # RESTART_BM
+        (48, Severity.FAIL, Remediation.RESET_GPU),  # WORKFLOW_XID_48
+        (119, Severity.FAIL, Remediation.RESET_GPU),  # RESET_GPU
+        (58, Severity.FAIL, Remediation.REPLACE_GPU),  # CONTACT_SUPPORT
+        (13, Severity.WARNING, Remediation.RESTART_APP),  # RESTART_APP: the application's fault
+        (31, Severity.WARNING, Remediation.RESTART_APP),
+        (43, Severity.WARNING, Remediation.RESTART_APP),  # NVIDIA's IGNORE, judged as RESTART_APP
+        (94, Severity.WARNING, Remediation.RESTART_APP),
+        (63, Severity.INFO, Remediation.NONE),  # IGNORE
+        (92, Severity.INFO, Remediation.NONE),
+    ],
+)
+def test_each_bucket_gives_its_severity_and_remediation(
+    table: xid.XidTable, number: int, severity: Severity, remediation: Remediation
+) -> None:
+    (found,) = xid.findings([event(number)], {"00000000:19:00.0": "GPU-a"}, table, test="tests/x.py::t")
+    assert (found.code, found.severity, found.remediation) == (Code.XID, severity, remediation)
+    assert (found.gpu, found.test) == ("GPU-a", "tests/x.py::t")
+
+
+def test_the_iso_log_fails_its_gpu_with_one_finding_per_xid(table: xid.XidTable) -> None:
+    found = xid.findings(parse(ISO_LOG), {"0000:19:00": "GPU-abc"}, table)
+    assert [(f.details["xid"], f.details["count"], f.severity) for f in found] == [
+        (48, 1, Severity.FAIL),
+        (63, 1, Severity.INFO),
+        (94, 9, Severity.WARNING),
+    ]
+    contained = found[2]
+    assert contained.message == (
+        "GPU 0000:19:00 (GPU-abc): Xid 94 (Contained memory error) x9 in this run: restart the application"
+    )
+    assert contained.details["first"] == "2024-11-15T12:02:03.506595+00:00"
+    assert contained.details["last"] == "2024-11-15T12:02:03.638794+00:00"
+    assert contained.details["bucket"] == "RESTART_APP" and contained.details["in_table"] is True
+
+
+def test_the_decode_log_warns_and_caps_the_events_it_keeps(table: xid.XidTable) -> None:
+    found = xid.findings(parse(DECODE_LOG), {"00000000:38:00.0": "GPU-38"}, table)
+    assert [(f.details["xid"], f.severity) for f in found] == [(13, Severity.WARNING), (43, Severity.WARNING)]
+    faults = found[0]
+    assert faults.details["count"] == 629
+    assert len(faults.details["events"]) == xid.MAX_EVENTS_IN_DETAILS
+    assert faults.details["events_left_out"] == 629 - xid.MAX_EVENTS_IN_DETAILS
+    json.dumps([f.to_dict() for f in found])  # JSON-ready
+
+
+def test_an_xid_on_no_known_gpu_is_judged_under_its_pci_id(table: xid.XidTable) -> None:
+    (found,) = xid.findings(parse(XID119_LOG), {}, table)
+    assert found.gpu == "00000000:9B:00.0"
+    assert found.severity is Severity.FAIL
+    assert "not a GPU this run knows" in found.message and "0000:9b:00" in found.message
+
+
+def test_an_xid_not_in_the_table_reboots_the_node(table: xid.XidTable) -> None:
+    (found,) = xid.findings([event(9999)], {"00000000:19:00.0": "GPU-a"}, table)
+    assert (found.severity, found.remediation) == (Severity.FAIL, Remediation.REBOOT_NODE)
+    assert "not in the table" in found.message and found.details["in_table"] is False
+
+
+def test_the_message_names_gpu_xid_count_and_action(table: xid.XidTable) -> None:
+    when = datetime(2025, 1, 1, tzinfo=UTC)
+    (found,) = xid.findings([event(79, when=when)] * 3, {"00000000:19:00.0": "GPU-uuid"}, table)
+    assert (
+        found.message
+        == "GPU 0000:19:00 (GPU-uuid): Xid 79 (GPU has fallen off the bus) x3 in this run: reboot the node"
+    )
+
+
+# --- reading the log ------------------------------------------------------------------------------------------
+
+SINCE = datetime(2025, 1, 21, 2, 0, tzinfo=UTC)
+
+
+class FakeRunner:
+    """Answers each command by its program name: a CompletedProcess, or an exception to raise."""
+
+    def __init__(self, answers: dict[str, subprocess.CompletedProcess[str] | Exception]):
+        self.answers = answers
+        self.calls: list[list[str]] = []
+
+    def __call__(self, command: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
+        self.calls.append(command)
+        assert kwargs["timeout"] > 0 and kwargs["check"] is False
+        answer = self.answers[command[0]]
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+
+def done(command: str, returncode: int = 0, stdout: str = "", stderr: str = "") -> subprocess.CompletedProcess[str]:
+    return subprocess.CompletedProcess([command], returncode, stdout=stdout, stderr=stderr)
+
+
+def test_journalctl_is_read_first(table: xid.XidTable) -> None:
+    log = f"2025-01-21T02:21:33+0000 gpu-node-7 kernel: {FALLEN}\n"
+    runner = FakeRunner({"journalctl": done("journalctl", stdout=log)})
+    text, problem = xid.read_kernel_log(SINCE, runner=runner)
+    assert (text, problem) == (log, "")
+    assert runner.calls == [
+        ["journalctl", "-k", "--since", f"@{int(SINCE.timestamp())}", "-o", "short-iso", "--no-pager"]
+    ]
+
+
+def test_without_journalctl_dmesg_is_read() -> None:
+    runner = FakeRunner(
+        {"journalctl": FileNotFoundError(2, "No such file"), "dmesg": done("dmesg", stdout=ISO_LOG.read_text())}
+    )
+    text, problem = xid.read_kernel_log(SINCE, runner=runner)
+    assert problem == "" and text == ISO_LOG.read_text()
+    assert runner.calls[1] == ["dmesg", "--time-format", "iso"]
+
+
+def test_no_journalctl_and_a_denied_dmesg_is_a_problem_not_an_exception() -> None:
+    denied = done("dmesg", 1, stderr="dmesg: read kernel buffer failed: Operation not permitted\n")
+    runner = FakeRunner({"journalctl": FileNotFoundError(2, "No such file"), "dmesg": denied})
+    text, problem = xid.read_kernel_log(SINCE, runner=runner)
+    assert text == ""
+    assert "journalctl: not installed" in problem
+    assert "dmesg exited with status 1: dmesg: read kernel buffer failed: Operation not permitted" in problem
+    assert "\n" not in problem
+
+
+def test_a_journal_the_user_may_not_read_falls_back_to_dmesg() -> None:
+    hint = "Hint: You are currently not seeing messages from other users and the system.\n"
+    runner = FakeRunner(
+        {"journalctl": done("journalctl", stdout="-- No entries --\n", stderr=hint), "dmesg": done("dmesg", stdout="x")}
+    )
+    assert xid.read_kernel_log(SINCE, runner=runner) == ("x", "")
+
+
+@pytest.mark.parametrize(
+    ("error", "said"),
+    [
+        (lambda command: subprocess.TimeoutExpired(command, 2.0), "no answer within 2 s"),
+        (lambda command: PermissionError(13, "Permission denied"), "not allowed to run it (Permission denied)"),
+    ],
+    ids=["timeout", "not-executable"],
+)
+def test_a_timeout_or_a_denied_program_is_a_problem(error: Callable[[str], Exception], said: str) -> None:
+    runner = FakeRunner({"journalctl": error("journalctl"), "dmesg": error("dmesg")})
+    text, problem = xid.read_kernel_log(SINCE, timeout_s=2.0, runner=runner)
+    assert (text, problem) == ("", f"journalctl: {said}; dmesg: {said}")
+
+
+def test_the_boot_time_comes_from_proc_stat(tmp_path: Path) -> None:
+    stat = tmp_path / "stat"
+    stat.write_text("cpu  1 2 3\nbtime 1737417600\nprocesses 5\n")
+    assert xid.boot_time(stat) == datetime(2025, 1, 21, tzinfo=UTC)
+    assert xid.boot_time(tmp_path / "missing") is None
+
+
+def test_events_and_gpus_match_whatever_form_their_bus_ids_take(table: xid.XidTable) -> None:
+    events = [event(79, pci="0000:19:00.0"), event(79, pci="00000000:19:00.0")]
+    (found,) = xid.findings(events, {"PCI:0000:19:00": "GPU-a"}, table)
+    assert (found.gpu, found.details["count"], found.details["pci_bus_id"]) == ("GPU-a", 2, "00000000:19:00.0")
+
+
+def test_a_stamp_that_is_not_a_real_time_leaves_the_line_undated() -> None:
+    (found,) = xid.parse_kernel_log(f"[Sun Feb 30 16:24:18 2025] {FALLEN}", boot_time=None)
+    assert found.when is None and found.xid == 79
