@@ -20,8 +20,8 @@ from typing import Any
 
 import torch
 
-from harness.devicetest import Context, NotSupported
 from harness.workers import Message
+from harness.workers.devicetest import Context, NotSupported
 
 DEFAULT_SEED = 20261127
 MIN_WINDOWS = 3

@@ -4,7 +4,7 @@ Every device burns at once (gputests/matmul.py is the worker side). Each product
 is checked against the device's first product; first products are compared across
 devices of one model, and where they disagree the differing rows are fetched and
 counted exactly. A device that hangs, crashes or raises becomes a finding through
-the scaffolding (harness/devicetest.py); the others' figures stay.
+the scaffolding (harness/workers/devicetest.py); the others' figures stay.
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from __future__ import annotations
 from gputests import crosscheck
 from gputests.matmul import Burned, BurnResult, Job, Rows, RowsRequest, metric_name, worker
 from harness.devices import Device
-from harness.devicetest import DeviceRun, Outcome, Scope
 from harness.profiles import Profile
 from harness.records import Code, Direction, Remediation, Severity
+from harness.workers.devicetest import DeviceRun, Outcome, Scope
 
 ORDER = ("bf16", "fp16", "fp8", "tf32", "fp32")
 """Burn order: the hottest first, while every GPU is known to be cool."""

@@ -34,8 +34,8 @@ from typing import Any
 
 import torch
 
-from harness.devicetest import Context
 from harness.workers import Message
+from harness.workers.devicetest import Context
 
 DEFAULT_SEED = 20261129
 PATTERNS = ("zeros", "ones", "checkerboard", "walking-ones", "moving-inversions", "random", "address")

@@ -5,7 +5,7 @@ Every device takes its share of memory and runs the patterns at once
 verified over the device's memory), the verify bandwidth (the median of every pass's
 window) and the bad words (exact, judged against a ceiling of 0), and a
 DATA_MISMATCH finding that describes the bad words. A device that hangs, crashes or
-raises becomes a finding through the scaffolding (harness/devicetest.py); the
+raises becomes a finding through the scaffolding (harness/workers/devicetest.py); the
 others' figures stay.
 """
 
@@ -16,9 +16,9 @@ import dataclasses
 
 from gputests import memory
 from harness.devices import Device
-from harness.devicetest import DeviceRun, Outcome, Scope
 from harness.profiles import Profile
 from harness.records import Code, Direction, Remediation, Severity
+from harness.workers.devicetest import DeviceRun, Outcome, Scope
 
 COVERAGE = "memory.coverage"
 VERIFY = memory.METRIC

@@ -25,14 +25,14 @@ from gputests import summary
 from gputests.progress import ProgressLines
 from gputests.session import BurnIn
 from harness import options
-from harness.dcgm import findings as dcgm_findings
-from harness.dcgm import run_diag
 from harness.devices import Device
-from harness.devicetest import Outcome, Scope
 from harness.errors import ConfigError
+from harness.nvml.dcgm import findings as dcgm_findings
+from harness.nvml.dcgm import run_diag
 from harness.profiles import GROUPS, Profile
 from harness.records import Code, Finding
 from harness.workers import Progress
+from harness.workers.devicetest import Outcome, Scope
 
 DCGM_TIMEOUT_S = {1: 300.0, 2: 900.0, 3: 3600.0, 4: 7200.0}
 """How long each dcgmi diag level may take: DCGM's own estimates, doubled."""
@@ -148,7 +148,7 @@ class Recorder:
 
     @property
     def scope(self) -> Scope:
-        """What a device test runs on (harness.devicetest)."""
+        """What a device test runs on (harness.workers.devicetest)."""
         return dataclasses.replace(self._state.scope(self.test, self.group), on_progress=self._on_progress)
 
     def health(self) -> list[Finding]:

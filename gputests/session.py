@@ -16,14 +16,14 @@ from gputests.watch import Watch
 from harness import compare, results
 from harness.baselines import Baseline
 from harness.devices import Device, Inventory, discover, node_name
-from harness.devicetest import Outcome, Scope
 from harness.errors import ConfigError
-from harness.faults import Fault
 from harness.options import RunOptions
 from harness.profiles import STRESS
 from harness.records import NODE, Code, Finding, Measurement, Remediation, Severity
 from harness.results import BaselineUse, ResultDocument, RunState, TestRecord
 from harness.verdict import TestOutcome, Verdict, decide
+from harness.workers.devicetest import Outcome, Scope
+from harness.workers.faults import Fault
 
 UNMEASURED = ("health", "dcgm")
 """Groups whose tests judge state, not figures: a baseline has no metrics for them."""

@@ -3,7 +3,7 @@
 
 import pytest
 
-from harness.devicetest import Outcome
+from harness.workers.devicetest import Outcome
 
 pytestmark = pytest.mark.dcgm
 

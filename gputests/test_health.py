@@ -4,7 +4,7 @@ stress test, and Xid events for the whole run, are judged too, whether or not th
 
 import pytest
 
-from harness.devicetest import Outcome
+from harness.workers.devicetest import Outcome
 
 pytestmark = pytest.mark.health
 

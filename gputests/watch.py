@@ -15,9 +15,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from harness import health, xid
+from harness import health
 from harness.baselines import BaselineSet, HealthLimits
 from harness.devices import Device
+from harness.nvml import xid
 from harness.nvml.monitor import SAMPLE_EVERY_S, Monitor, describe
 from harness.nvml.snapshot import GpuHealth, Snapshot
 from harness.records import Code, Finding, Remediation, Severity

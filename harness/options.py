@@ -21,11 +21,12 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from harness import baselines, devices, faults, results
+from harness import baselines, devices, results
 from harness.baselines import BaselineSet
 from harness.errors import ConfigError
-from harness.faults import Fault
 from harness.profiles import PROFILES, Profile, by_name
+from harness.workers import faults
+from harness.workers.faults import Fault
 
 Front = Literal["cli", "pytest"]
 

@@ -12,9 +12,9 @@ import time
 
 import torch
 
-from harness.devicetest import Context, DeviceRun, NotSupported, Outcome, Scope
 from harness.records import Code, Direction, Remediation, Severity
 from harness.workers import Message
+from harness.workers.devicetest import Context, DeviceRun, NotSupported, Outcome, Scope
 
 FILL = 0x5A5A5A5A
 

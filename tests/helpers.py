@@ -8,8 +8,8 @@ from pathlib import Path
 
 from harness import devices
 from harness.devices import Device
-from harness.devicetest import Context
 from harness.workers import Message, Progress
+from harness.workers.devicetest import Context
 
 REPO = Path(__file__).resolve().parent.parent
 ON_GPU_BOX = devices.nvidia_driver_present()

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from harness import dcgm
+from harness.nvml import dcgm
 from harness.records import NODE, Code, Remediation, Severity
 from tests.helpers import REPO
 

@@ -5,11 +5,11 @@ import time
 
 import pytest
 
-from harness.devicetest import Limits, Scope
-from harness.faults import parse
 from harness.profiles import quick
 from harness.records import Code, Severity
 from harness.workers import Progress
+from harness.workers.devicetest import Limits, Scope
+from harness.workers.faults import parse
 from tests import device_targets
 from tests.device_targets import Job
 from tests.helpers import cpus

@@ -7,7 +7,7 @@ import torch
 from gputests import matmul
 from gputests.matmul_run import dtypes_for
 from harness.devices import Device
-from harness.devicetest import FaultFired, NotSupported
+from harness.workers.devicetest import FaultFired, NotSupported
 from tests.helpers import local_context
 
 CPU = torch.device("cpu")

@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from gputests import matmul, matmul_run
-from harness.devicetest import Scope
-from harness.faults import parse
 from harness.profiles import MatmulProfile, quick
 from harness.records import Code, Severity
+from harness.workers.devicetest import Scope
+from harness.workers.faults import parse
 from tests.helpers import cpus
 
 PROFILE = quick().for_cpu().with_overrides(duration_s=0.4)

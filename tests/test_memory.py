@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from gputests import memory
-from harness.devicetest import FaultFired, PhaseFailed
 from harness.workers import Progress
+from harness.workers.devicetest import FaultFired, PhaseFailed
 from tests.helpers import REPO, local_context
 
 CPU = torch.device("cpu")

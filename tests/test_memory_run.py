@@ -6,10 +6,10 @@ import time
 import pytest
 
 from gputests import memory, memory_run
-from harness.devicetest import Scope
-from harness.faults import parse
 from harness.profiles import MemoryProfile, quick
 from harness.records import Code, Direction, Severity
+from harness.workers.devicetest import Scope
+from harness.workers.faults import parse
 from tests.helpers import cpus, only_result
 
 PROFILE = quick().for_cpu().with_overrides(duration_s=0.3)

@@ -7,7 +7,7 @@ import pytest
 from harness import cli, options, runner
 from harness.baselines import default_dir
 from harness.errors import ConfigError
-from harness.faults import Fault
+from harness.workers.faults import Fault
 
 CPU_BASELINE = default_dir() / "cpu-selftest.toml"
 

@@ -180,7 +180,7 @@ def test_selecting_no_burn_in_test_for_a_result_is_incomplete(pytester, tmp_path
 # Burn-in tests of our own, to drive the plugin's bookkeeping without workers.
 RECORDING = """
 import json, pathlib, pytest
-from harness.devicetest import Outcome
+from harness.workers.devicetest import Outcome
 from harness.records import Direction, Measurement
 
 pytestmark = pytest.mark.matmul

@@ -68,7 +68,7 @@ def test_a_command_of_the_wrong_type_is_an_error_in_the_worker():
 def test_a_process_that_survives_sigkill_is_let_go_rather_than_joined_for_ever():
     import multiprocessing.process as mp_process
 
-    from harness import workers
+    from harness.workers import process as workers
 
     class Unkillable:  # a process stuck in the driver: signals are sent, it never exits
         def terminate(self):

@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from harness import xid
 from harness.errors import ConfigError
+from harness.nvml import xid
 from harness.records import Code, Remediation, Severity
 from tests.helpers import REPO
 
@@ -60,7 +60,7 @@ def test_the_packaged_table_loads_and_names_its_source(table: xid.XidTable) -> N
 
 
 def test_the_packaged_table_cites_nvidias_catalog() -> None:
-    header = (REPO / "harness" / "xid.toml").read_text().split("schema_version")[0]
+    header = (REPO / "harness" / "nvml" / "xid.toml").read_text().split("schema_version")[0]
     assert "docs.nvidia.com/deploy/xid-errors/analyzing-xid-catalog.html" in header
 
 

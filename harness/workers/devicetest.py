@@ -24,12 +24,11 @@ import traceback
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from harness import faults
 from harness.devices import PCI_ORDER, Device
-from harness.faults import Fault
 from harness.profiles import Profile
 from harness.records import Code, Direction, Finding, Measurement, Remediation, Severity
-from harness.workers import Channel, Done, Message, Overdue, Progress, WorkerEnd, WorkerGroup, WorkerStatus
+from harness.workers import Channel, Done, Message, Overdue, Progress, WorkerEnd, WorkerGroup, WorkerStatus, faults
+from harness.workers.faults import Fault
 
 if TYPE_CHECKING:
     import torch

@@ -5,7 +5,7 @@ the kernel log, and only there: NVML keeps no history of them. A burn-in that do
 read the log would pass a GPU that fell off the bus and came back, or one that logged
 uncorrectable ECC errors while the run's products still happened to match.
 
-What each Xid means, and what NVIDIA says to do about it, is data (`harness/xid.toml`,
+What each Xid means, and what NVIDIA says to do about it, is data (`harness/nvml/xid.toml`,
 from NVIDIA's Xid catalog), not code, so that a site can extend it or judge an Xid its
 own way (`load_table(extra=...)`) without a release. Only the Xids inside the run's own
 window count (`in_window`): a stale Xid from days ago must never fail a node, and one
@@ -134,7 +134,7 @@ def load_table(extra: Path | None = None) -> XidTable:
     what a site changed is visible in its own file. Both are parsed strictly: a mistyped
     bucket would silently pass a broken GPU or fail a healthy one.
     """
-    packaged = resources.files("harness").joinpath(PACKAGED_TABLE)
+    packaged = resources.files("harness.nvml").joinpath(PACKAGED_TABLE)
     where = str(packaged)
     try:
         text = packaged.read_text(encoding="utf-8")

@@ -7,7 +7,7 @@ none can turn a run into a pass.
 
 The parent side parses specs; the worker side (`fire`) applies them, once, at the
 fault point a test's worker marks with `Context.fault_point` (the scaffolding in
-harness/devicetest.py). Every test therefore takes every fault without code of
+harness/workers/devicetest.py). Every test therefore takes every fault without code of
 its own: data faults act on the tensor the worker hands over, the others on the
 process.
 """

@@ -12,7 +12,7 @@ keeps forking safe. A worker exits by itself when its parent dies.
 
 Parent and worker speak in `Message`s: frozen dataclasses, pickled through a pipe.
 A worker's entry point is a plain module-level function `target(job, channel)`.
-Tests do not use this module directly: harness/devicetest.py builds on it.
+Tests do not use this module directly: harness/workers/devicetest.py builds on it.
 """
 
 from __future__ import annotations
