@@ -19,7 +19,6 @@ GPU spends in products (with check / harness).
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import time
@@ -29,6 +28,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout, installed or not
 
+from bench import rounds  # noqa: E402
 from gputests import matmul  # noqa: E402
 
 
@@ -70,13 +70,13 @@ def bare(device: torch.device, dtype: str, size: int, seconds: float, *, into: b
     try:
         for _ in range(3):
             step()
-        _sync(device)
+        rounds.sync(device)
         count, began = 0, time.perf_counter()
         while time.perf_counter() - began < seconds:
             for _ in range(8):
                 step()
             count += 8
-            _sync(device)
+            rounds.sync(device)
         elapsed = time.perf_counter() - began
     finally:
         torch.use_deterministic_algorithms(deterministic)
@@ -92,24 +92,15 @@ def harness(
     return result.tflops, duty
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def main() -> int:
-    cuda = torch.cuda.is_available()
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda" if cuda else "cpu")
-    parser.add_argument("--index", type=int, default=0, help="CUDA device index")
+    parser = rounds.parser(__doc__.splitlines()[0], rounds=16)
     parser.add_argument("--dtype", choices=("bf16", "fp16", "fp8", "tf32", "fp32"), default=None)
     parser.add_argument("--size", type=int, default=None)
     parser.add_argument("--ring", type=int, default=None)
     parser.add_argument("--seconds", type=float, default=None, help="per side per round")
-    parser.add_argument("--rounds", type=int, default=16)
     args = parser.parse_args()
     on_gpu = args.device == "cuda"
-    device = torch.device("cuda", args.index) if on_gpu else torch.device("cpu")
+    device = rounds.device(args)
     dtype = args.dtype or ("bf16" if on_gpu else "fp32")
     size = args.size or (8192 if on_gpu else 512)
     ring = args.ring or (8 if on_gpu else 2)
@@ -147,19 +138,12 @@ def main() -> int:
         f"median TFLOP/s: bare {medians['bare']:.4g}, bare out= {medians['into']:.4g}, "
         f"harness {medians['harness']:.4g}, with its check {medians['checked']:.4g}"
     )
-    print(f"ratio harness/bare: {statistics.median(ratios):.3f} (middle half {_middle_half(ratios)})")
+    print(f"ratio harness/bare: {statistics.median(ratios):.3f} (middle half {rounds.middle_half(ratios)})")
     print(
         f"duty cycle (GEMM time / wall time, check included): {statistics.median(duties):.3f} "
-        f"(middle half {_middle_half(duties)})"
+        f"(middle half {rounds.middle_half(duties)})"
     )
     return 0
-
-
-def _middle_half(values: list[float]) -> str:
-    if len(values) < 4:
-        return "n/a: fewer than 4 rounds"
-    q1, _, q3 = statistics.quantiles(values, n=4)
-    return f"{q1:.3f} to {q3:.3f}"
 
 
 if __name__ == "__main__":

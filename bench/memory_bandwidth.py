@@ -24,7 +24,6 @@ one round of every pattern would take over it (the measured round, scaled by byt
 
 from __future__ import annotations
 
-import argparse
 import collections
 import statistics
 import sys
@@ -36,6 +35,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout, installed or not
 
+from bench import rounds  # noqa: E402
 from gputests import memory  # noqa: E402
 
 FRACTION = 0.9
@@ -69,45 +69,36 @@ def read(src: torch.Tensor, seconds: float) -> float:
 
 def _loop(step: Callable[[], object], nbytes: int, device: torch.device, seconds: float) -> float:
     step()
-    _sync(device)
+    rounds.sync(device)
     count, began = 0, time.perf_counter()
     while time.perf_counter() - began < seconds:
         for _ in range(4):
             step()
         count += 4
-        _sync(device)
+        rounds.sync(device)
     return nbytes * count / (time.perf_counter() - began) / 1e9
 
 
 def one_round(chunks: list[torch.Tensor]) -> float:
     """Wall seconds of one round of every pattern (writes, verifies and syncs included)."""
-    _sync(chunks[0].device)
+    rounds.sync(chunks[0].device)
     began = time.perf_counter()
     memory.burn(chunks, memory.PATTERNS, duration_s=0.0)
-    _sync(chunks[0].device)
+    rounds.sync(chunks[0].device)
     return time.perf_counter() - began
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def main() -> int:
-    cuda = torch.cuda.is_available()
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda" if cuda else "cpu")
-    parser.add_argument("--index", type=int, default=0, help="CUDA device index")
+    parser = rounds.parser(__doc__.splitlines()[0], rounds=8)
     parser.add_argument("--mib", type=int, default=None, help="memory per side (the test's, the copy's, the read's)")
     parser.add_argument("--chunk-mib", type=int, default=None, help="the test's chunk size")
     parser.add_argument("--seconds", type=float, default=None, help="per side per round")
-    parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument(
         "--threads", type=int, default=memory.CPU_THREADS, help="CPU threads (default: as the test's CPU worker)"
     )
     args = parser.parse_args()
     on_gpu = args.device == "cuda"
-    device = torch.device("cuda", args.index) if on_gpu else torch.device("cpu")
+    device = rounds.device(args)
     mib = args.mib or (4096 if on_gpu else 64)
     chunk_mib = args.chunk_mib or (1024 if on_gpu else 16)
     seconds = args.seconds or (2.0 if on_gpu else 0.5)
@@ -149,8 +140,8 @@ def main() -> int:
     by_copy = [v / c for v, c in zip(sides["verify"], sides["copy"], strict=True)]
     by_read = [v / c for v, c in zip(sides["verify"], sides["read"], strict=True)]
     print(f"median GB/s: verify {medians['verify']:.4g}, copy {medians['copy']:.4g}, read {medians['read']:.4g}")
-    print(f"ratio verify/copy: {statistics.median(by_copy):.3f} (middle half {_middle_half(by_copy)})")
-    print(f"ratio verify/read: {statistics.median(by_read):.3f} (middle half {_middle_half(by_read)})")
+    print(f"ratio verify/copy: {statistics.median(by_copy):.3f} (middle half {rounds.middle_half(by_copy)})")
+    print(f"ratio verify/read: {statistics.median(by_read):.3f} (middle half {rounds.middle_half(by_read)})")
     print(
         "median verify GB/s by pattern: "
         + ", ".join(f"{pattern} {statistics.median(values):.4g}" for pattern, values in per_pattern.items())
@@ -163,13 +154,6 @@ def main() -> int:
             f"(scaled from {held.nbytes / 2**30:.1f} GiB)"
         )
     return 0
-
-
-def _middle_half(values: list[float]) -> str:
-    if len(values) < 4:
-        return "n/a: fewer than 4 rounds"
-    q1, _, q3 = statistics.quantiles(values, n=4)
-    return f"{q1:.3f} to {q3:.3f}"
 
 
 if __name__ == "__main__":

@@ -142,13 +142,11 @@ def missing(
             continue
         if not any(spec.group == group for spec in baseline.metrics.values()):
             found.append(
-                Finding(
-                    code=Code.NO_BASELINE,
-                    severity=Severity.INCOMPLETE,
-                    gpu=device.uuid,
-                    message=f"{device.label} ({device.uuid}): {baseline.path.name} has no {group} metric: "
-                    "nothing this test measured could be judged",
-                    remediation=Remediation.CHECK_CONFIG,
+                device.finding(
+                    Code.NO_BASELINE,
+                    Severity.INCOMPLETE,
+                    f"{baseline.path.name} has no {group} metric: nothing this test measured could be judged",
+                    Remediation.CHECK_CONFIG,
                     test=test,
                 )
             )
@@ -156,13 +154,11 @@ def missing(
         for spec in baseline.metrics.values():
             if spec.required and spec.group == group and (device.uuid, spec.name) not in have:
                 found.append(
-                    Finding(
-                        code=Code.MISSING_MEASUREMENT,
-                        severity=Severity.INCOMPLETE,
-                        gpu=device.uuid,
-                        message=f"{device.label} ({device.uuid}): {spec.name} is required by "
-                        f"{baseline.path.name} but was not measured",
-                        remediation=Remediation.RERUN,
+                    device.finding(
+                        Code.MISSING_MEASUREMENT,
+                        Severity.INCOMPLETE,
+                        f"{spec.name} is required by {baseline.path.name} but was not measured",
+                        Remediation.RERUN,
                         test=test,
                         metric=spec.name,
                     )

@@ -18,6 +18,7 @@ from typing import Any
 
 import harness
 from harness import nvml
+from harness.records import Code, Finding, Remediation, Severity
 from harness.workers import Channel, Message, WorkerGroup
 
 
@@ -51,6 +52,29 @@ class Device:
     def model_key(self) -> tuple[str, str, int, str]:
         """Devices with equal keys must compute bitwise-equal matmul results."""
         return (self.kind, self.name, self.sm_count, self.compute_capability)
+
+    def finding(
+        self,
+        code: Code,
+        severity: Severity,
+        text: str,
+        remediation: Remediation = Remediation.NONE,
+        *,
+        test: str,
+        metric: str = "",
+        **details: Any,
+    ) -> Finding:
+        """A finding about this device; its message names the device by label and UUID."""
+        return Finding(
+            code=code,
+            severity=severity,
+            gpu=self.uuid,
+            message=f"{self.label} ({self.uuid}): {text}",
+            remediation=remediation,
+            test=test,
+            metric=metric,
+            details=details,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

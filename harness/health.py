@@ -79,13 +79,12 @@ def _missing(snapshot: Snapshot, devices: Sequence[Device], test: str, *, when: 
         if snapshot.gpu(device.uuid) is None:
             why = "NVML reports it lost" if device.index in lost else "it is no longer listed"
             found.append(
-                _finding(
-                    device,
+                device.finding(
                     Code.GPU_MISSING,
                     Severity.FAIL,
                     f"{why}{when}: fallen off the bus?",
                     Remediation.REBOOT_NODE,
-                    test,
+                    test=test,
                 )
             )
     return found
@@ -95,7 +94,7 @@ def _gpu_state(device: Device, gpu: GpuHealth, limits: HealthLimits, test: str) 
     found = []
 
     def add(code: Code, severity: Severity, text: str, remediation: Remediation, **details: Any) -> None:
-        found.append(_finding(device, code, severity, text, remediation, test, **details))
+        found.append(device.finding(code, severity, text, remediation, test=test, **details))
 
     ecc = gpu.ecc
     limit = limits.sram_uncorrected_aggregate_max
@@ -214,7 +213,7 @@ def _gpu_delta(
     found = []
 
     def add(code: Code, severity: Severity, text: str, remediation: Remediation, **details: Any) -> None:
-        found.append(_finding(device, code, severity, text, remediation, test, **details))
+        found.append(device.finding(code, severity, text, remediation, test=test, **details))
 
     uncorrected = _rise(old.ecc.volatile_uncorrected, new.ecc.volatile_uncorrected)
     if uncorrected:
@@ -275,7 +274,7 @@ def _gpu_telemetry(
     found = []
 
     def add(code: Code, severity: Severity, text: str, remediation: Remediation, **details: Any) -> None:
-        found.append(_finding(device, code, severity, text, remediation, test, **details))
+        found.append(device.finding(code, severity, text, remediation, test=test, **details))
 
     shares = entry.get("clock_events", {})
     slowed = {name: share for name, share in shares.items() if name in SLOWDOWNS and share > 0}
@@ -332,17 +331,3 @@ def _gpu_telemetry(
 def _temperatures(entry: Mapping[str, Any]) -> str:
     hottest = entry.get("temperature_c", {}).get("max")
     return f", {hottest:.0f} C max" if hottest is not None else ""
-
-
-def _finding(
-    device: Device, code: Code, severity: Severity, text: str, remediation: Remediation, test: str, **details: Any
-) -> Finding:
-    return Finding(
-        code=code,
-        severity=severity,
-        gpu=device.uuid,
-        message=f"{device.label} ({device.uuid}): {text}",
-        remediation=remediation,
-        test=test,
-        details=details,
-    )

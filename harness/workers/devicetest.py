@@ -209,9 +209,7 @@ class DeviceRun(Generic[J]):
         metric: str = "",
         **details: Any,
     ) -> Finding:
-        found = device_finding(
-            device, code, severity, text, remediation, test=self.scope.test, metric=metric, **details
-        )
+        found = device.finding(code, severity, text, remediation, test=self.scope.test, metric=metric, **details)
         self.outcome.findings.append(found)
         return found
 
@@ -266,30 +264,6 @@ class DeviceRun(Generic[J]):
         if fault is not None and i not in self._fired and end.status is WorkerStatus.DONE:
             text = f"fault {fault} was not applied: the {group} worker has no fault point that takes it"
             self.finding(device, Code.FAULT_NOT_APPLIED, Severity.WARNING, text, Remediation.CHECK_CONFIG)
-
-
-def device_finding(
-    device: Device,
-    code: Code,
-    severity: Severity,
-    text: str,
-    remediation: Remediation = Remediation.NONE,
-    *,
-    test: str,
-    metric: str = "",
-    **details: Any,
-) -> Finding:
-    """A finding about one device; its message names the device by label and UUID."""
-    return Finding(
-        code=code,
-        severity=severity,
-        gpu=device.uuid,
-        message=f"{device.label} ({device.uuid}): {text}",
-        remediation=remediation,
-        test=test,
-        metric=metric,
-        details=details,
-    )
 
 
 # -- the worker side ------------------------------------------------------------------
