@@ -8,9 +8,11 @@ records lives in one `ResultDocument`, which is what the result file holds.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from gputests.watch import Watch
 from harness import compare, results
@@ -24,6 +26,9 @@ from harness.results import BaselineUse, ResultDocument, RunState, TestRecord
 from harness.verdict import TestOutcome, Verdict, decide
 from harness.workers.devicetest import Outcome, Scope
 from harness.workers.faults import Fault
+
+if TYPE_CHECKING:
+    from harness.distributed import Mpi
 
 UNMEASURED = ("health", "dcgm")
 """Groups whose tests judge state, not figures: a baseline has no metrics for them."""
@@ -48,6 +53,8 @@ class BurnIn:
         self.verdict: Verdict | None = None
         self.watch: Watch | None = None
         """Health snapshots, telemetry and Xids, where there is NVML (or nvidia-smi, or a simulation)."""
+        self.mpi: Mpi | None = None
+        """The job's MPI world when an MPI launcher started this run: one process per node."""
         self._tests: dict[str, TestRecord] = {}
 
     @property
@@ -64,15 +71,22 @@ class BurnIn:
 
     @property
     def result_path(self) -> Path:
-        return results.path_for(self.options.results_dir, self.doc.node, self.options.run_id)
+        return results.path_for(self.options.results_dir, self.doc.node, self.doc.run_id)
 
     def start(self, tests: Iterable[tuple[str, str]]) -> None:
         """Called once the tests are selected: find the devices and their baselines."""
         results.ensure_directory(self.options.results_dir)
         self.active = True
+        self._join_mpi_job()
         for nodeid, group in tests:  # reports from collection (skipped or broken modules) are already here
             self._test(nodeid).group = group
-        self.inventory = discover(self.options.device, startup_timeout_s=self.options.profile.startup_timeout_s)
+        self.inventory = discover(
+            self.options.device,
+            startup_timeout_s=self.options.profile.startup_timeout_s,
+            cpu_devices=self.options.cpu_devices,
+        )
+        if self.mpi is not None and self.mpi.place.local_size > 1 and self.options.device == "cuda":
+            self.inventory = _share(self.inventory, self.mpi.place.local_rank, self.mpi.place.local_size)
         self.baseline_for = {d.uuid: self.options.baselines.for_device(d.kind, d.name) for d in self.devices}
         known = {d.index for d in self.devices}
         for fault in self.options.faults:
@@ -82,6 +96,8 @@ class BurnIn:
                 )
         used = {b.path: b for b in self.baseline_for.values() if b is not None}
         self.doc.host = dict(self.inventory.host)
+        if self.mpi is not None:
+            self.doc.host["mpi"] = f"rank {self.mpi.place.rank} of {self.mpi.place.size}"
         self.doc.devices = list(self.devices)
         self.doc.device_problem = self.inventory.problem
         self.doc.baselines = [
@@ -103,7 +119,14 @@ class BurnIn:
     def scope(self, test: str, group: str) -> Scope:
         """What a device test of `group` runs on."""
         return Scope(
-            devices=self.devices, profile=self.options.profile, test=test, group=group, faults=self.faults_for(group)
+            devices=self.devices,
+            profile=self.options.profile,
+            test=test,
+            group=group,
+            faults=self.faults_for(group),
+            baselines=self.baseline_for,
+            node=self.doc.node,
+            mpi=self.mpi,
         )
 
     def faults_for(self, group: str) -> dict[int, Fault]:
@@ -112,6 +135,7 @@ class BurnIn:
     def add(self, outcome: Outcome) -> None:
         self.measurements.extend(outcome.measurements)
         self.findings.extend(outcome.findings)
+        self.doc.host.update(outcome.facts)
 
     def before_test(self, nodeid: str, group: str) -> None:
         """A stress test is about to load the GPUs: a snapshot, and telemetry from now on."""
@@ -127,7 +151,8 @@ class BurnIn:
     def judge_test(self, nodeid: str, group: str) -> list[Finding]:
         """After a test body returned: compare its figures; returns its findings that stop a pass."""
         mine = [m for m in self.measurements if m.test == nodeid]
-        excused = {f.gpu for f in self.findings if f.test == nodeid and f.code in (Code.HANG, Code.TEST_ERROR)}
+        stands_for = (Code.HANG, Code.TEST_ERROR, Code.NOTHING_TO_TEST)  # findings that say why figures are missing
+        excused = {f.gpu for f in self.findings if f.test == nodeid and f.code in stands_for}
         found = compare.findings(compare.assess(mine, self.devices, self.baseline_for))
         if self.watch is not None:
             found = [self.watch.explain(f) for f in found]
@@ -193,8 +218,49 @@ class BurnIn:
             sys.stderr.write(f"gpu-burnin: could not write the result file {self.result_path}: {err}\n")
             self._blocked(Code.RESULT_UNWRITTEN, "", f"the result file could not be written: {err}", Remediation.RERUN)
             self._decide()
+        if self.mpi is not None:
+            self._gather_job(self.mpi)
         assert self.verdict is not None
         return self.verdict
+
+    def _join_mpi_job(self) -> None:
+        """Under an MPI launcher: join the job's world, share rank 0's run id, and name this
+        process's node (host-rank where one host runs several)."""
+        from harness import distributed
+
+        if not distributed.launched_by_mpi():
+            return
+        self.mpi = distributed.Mpi()
+        place = self.mpi.place
+        if place.local_size > 1:
+            self.doc.node = f"{self.doc.node}-{place.local_rank}"
+        self.doc.run_id = self.mpi.bcast(self.doc.run_id, limit_s=self.options.profile.startup_timeout_s)
+
+    def _gather_job(self, mpi: Mpi) -> None:
+        """Every node's result to rank 0, which writes the job's one file with each node's verdict."""
+        from harness import distributed
+
+        limit_s = 2 * self.options.profile.startup_timeout_s
+        try:
+            gathered = mpi.gather((self.doc.node, self.doc.to_dict()), limit_s=limit_s, missing=None)
+        except distributed.Stuck as err:
+            sys.stderr.write(f"gpu-burnin: this node's result did not reach MPI rank 0: {err}\n")
+            return
+        if gathered is None:
+            return
+        nodes: list[tuple[str, ResultDocument | None, str]] = []
+        for rank, entry in enumerate(gathered):
+            if entry is None:
+                nodes.append((f"rank {rank}", None, f"no result from MPI rank {rank} within {limit_s:.0f} s"))
+            else:
+                nodes.append((entry[0], ResultDocument.from_dict(entry[1]), ""))
+        path = results.job_path(self.options.results_dir, self.doc.run_id)
+        try:
+            results.write_job(path, self.doc.run_id, nodes)
+        except OSError as err:
+            sys.stderr.write(f"gpu-burnin: could not write the job result {path}: {err}\n")
+            return
+        sys.stderr.write(f"gpu-burnin: job result for {len(nodes)} nodes: {path}\n")
 
     def assessments(self) -> list[compare.Assessment]:
         return compare.assess(self.measurements, self.devices, self.baseline_for)
@@ -295,3 +361,9 @@ class BurnIn:
                 details=details,
             )
         )
+
+
+def _share(inventory: Inventory, index: int, count: int) -> Inventory:
+    """One of `count` processes on a host (MPI local ranks) takes its contiguous share of the GPUs."""
+    per = -(-len(inventory.devices) // count)
+    return dataclasses.replace(inventory, devices=inventory.devices[index * per : (index + 1) * per])

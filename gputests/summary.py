@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from harness.compare import OK, Assessment
+from harness.compare import BEHIND_NODE, BELOW_LIMIT, OK, Assessment
 from harness.records import Code, Finding, Severity
 from harness.verdict import Verdict
 
@@ -16,10 +16,14 @@ _LAST = (Code.FAULT_INJECTED,)
 
 
 def table(assessments: Sequence[Assessment], findings: Iterable[Finding] = ()) -> list[str]:
+    """A row per figure of one GPU; figures of pairs follow as matrices (`matrices`)."""
     if not assessments:
         return ["no measurements"]
     worst = _worst_by_metric(findings)
-    rows = [HEADER] + [_row(a, worst) for a in sorted(assessments, key=_order)]
+    single = [a for a in assessments if not a.measurement.peer]
+    if not single:
+        return matrices(assessments, findings)
+    rows = [HEADER] + [_row(a, worst) for a in sorted(single, key=_order)]
     widths = [max(len(row[i]) for row in rows) for i in range(len(HEADER))]
     numeric = {2, 3, 4}
     lines = []
@@ -31,6 +35,45 @@ def table(assessments: Sequence[Assessment], findings: Iterable[Finding] = ()) -
         lines.append("  ".join(cells).rstrip())
         if n == 0:
             lines.append("  ".join("-" * w for w in widths))
+    return lines + matrices(assessments, findings)
+
+
+MARKS = {BELOW_LIMIT: "*", BEHIND_NODE: "<"}
+
+
+def matrices(assessments: Sequence[Assessment], findings: Iterable[Finding] = ()) -> list[str]:
+    """Each metric of pairs as a matrix, a row per source GPU and a column per peer; a figure
+    below its floor is marked *, one behind the node's median pair <, a pair with another
+    finding that stops a pass (copies that did not match) !."""
+    flagged = {
+        (f.gpu, f.details.get("peer"), f.metric)
+        for f in findings
+        if f.details.get("peer") and f.severity in (Severity.FAIL, Severity.INCOMPLETE)
+    }
+    by_metric: dict[str, list[Assessment]] = {}
+    for a in assessments:
+        if a.measurement.peer and a.device is not None and a.peer is not None:
+            by_metric.setdefault(a.measurement.metric, []).append(a)
+    lines: list[str] = []
+    for metric, found in sorted(by_metric.items()):
+        devices = sorted({d for a in found for d in (a.device, a.peer) if d is not None}, key=lambda d: d.index)
+        cells = {(a.device.uuid, a.peer.uuid): a for a in found if a.device and a.peer}
+        unit = found[0].measurement.unit
+        rows = [["", *(d.label for d in devices)]]
+        for source in devices:
+            row = [source.label]
+            for peer in devices:
+                cell = cells.get((source.uuid, peer.uuid))
+                if cell is None:
+                    row.append("-")
+                    continue
+                mark = MARKS.get(cell.status) or ("!" if (source.uuid, peer.uuid, metric) in flagged else "")
+                row.append(f"{cell.measurement.value:.4g}{mark}")
+            rows.append(row)
+        widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+        legend = "* below the floor, < behind the median pair, ! see findings"
+        lines += ["", f"{metric} ({unit}), from row to column: {legend}"]
+        lines += ["  ".join(cell.rjust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
     return lines
 
 
@@ -46,10 +89,11 @@ def finding_lines(findings: Iterable[Finding]) -> list[str]:
 
 def verdict_line(verdict: Verdict, devices: int, path: Path | None) -> str:
     where = f"; result: {path}" if path else ""
+    counted = f"{devices} device" + ("" if devices == 1 else "s")
     if verdict.reasons:
         why = verdict.reasons[0] + (f" (and {len(verdict.reasons) - 1} more)" if len(verdict.reasons) > 1 else "")
-        return f"gpu-burnin verdict: {verdict.status.upper()} ({devices} devices): {why}{where}"
-    return f"gpu-burnin verdict: {verdict.status.upper()} ({devices} devices){where}"
+        return f"gpu-burnin verdict: {verdict.status.upper()} ({counted}): {why}{where}"
+    return f"gpu-burnin verdict: {verdict.status.upper()} ({counted}){where}"
 
 
 def _worst_by_metric(findings: Iterable[Finding]) -> dict[tuple[str, str], Finding]:

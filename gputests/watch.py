@@ -46,6 +46,7 @@ class Watch:
         self.monitor = Monitor(spec, startup_s=startup_s, sample_every_s=sample_every_s)
         self.xid_table = xid.load_table(xid_table)
         self.snapshots: dict[str, dict[str, Any]] = {}
+        self.latest: Snapshot | None = None
         self.telemetry: dict[str, dict[str, Any]] = {}
         self.finished: list[str] = []
         self.began = dt.datetime.now(dt.UTC)
@@ -122,11 +123,22 @@ class Watch:
         return found
 
     def explain(self, finding: Finding) -> Finding:
-        """A LOW_THROUGHPUT finding, told what its GPU was doing during the burn."""
-        entry = self.telemetry.get(finding.test, {}).get(finding.gpu)
-        if finding.code is not Code.LOW_THROUGHPUT or not entry:
+        """A LOW_THROUGHPUT finding, told what its GPU was doing during the burn, and for a PCIe
+        figure the GPU's PCIe link as the last snapshot saw it."""
+        if finding.code is not Code.LOW_THROUGHPUT:
             return finding
-        return dataclasses.replace(finding, message=f"{finding.message}; during the burn: {describe(entry)}")
+        message = finding.message
+        gpu = self.latest.gpu(finding.gpu) if self.latest is not None else None
+        if finding.metric.startswith("pcie.") and gpu is not None and gpu.pcie.gen is not None:
+            link = gpu.pcie
+            message += (
+                f"; PCIe link gen {link.gen} x{link.width} (the card's best: gen {link.gen_max} x{link.width_max};"
+                " an idle link may read a lower generation)"
+            )
+        entry = self.telemetry.get(finding.test, {}).get(finding.gpu)
+        if entry:
+            message += f"; during the burn: {describe(entry)}"
+        return dataclasses.replace(finding, message=message)
 
     def finish(self) -> list[Finding]:
         """The last snapshot, and every Xid of this run: from NVML, and from the kernel log in its window."""
@@ -164,6 +176,7 @@ class Watch:
         snapshot = self.monitor.snapshot(moment, self.finished)
         if snapshot is not None:
             self.snapshots[moment] = snapshot.to_dict()
+            self.latest = snapshot
         return snapshot
 
 

@@ -3,7 +3,10 @@
 1. Against the model's floor (or ceiling): catches a slow node even when all its
    GPUs are equally slow.
 2. Against the best GPU of the same model in the node: catches one weak GPU among
-   good ones.
+   good ones. A figure of a pair of GPUs (a copy from one to the other) is compared
+   with the median pair instead: a node's best pair may sit on a faster path than
+   the rest by design (two GPUs under one PCIe switch), and one slow link must not
+   move the reference.
 Both are pure functions of the measurements, the devices and their baselines.
 """
 
@@ -11,6 +14,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import statistics
 from collections.abc import Iterable, Mapping, Sequence
 
 from harness.baselines import Baseline, MetricSpec
@@ -32,12 +36,20 @@ class Assessment:
     spec: MetricSpec | None
     baseline: Baseline | None
     node_best: float | None
-    """The best value of this metric among the node's devices of the same model."""
+    """The node's reference for this metric among its devices of the same model: the best value,
+    or for a pair's figure the median pair."""
     status: str
+    peer: Device | None = None
+    """The pair's other GPU, for a pair's figure."""
+
+    @property
+    def reference(self) -> str:
+        """What `node_best` is, in words."""
+        return "the median pair" if self.measurement.peer else "the best"
 
     @property
     def ratio(self) -> float | None:
-        """This device against the node's best, 1.0 being the best (either direction)."""
+        """This device against the node's reference, 1.0 being level with it (either direction)."""
         best, value = self.node_best, self.measurement.value
         if best is None or best == 0 or value == 0:
             return None
@@ -55,7 +67,7 @@ def assess(
         device = by_uuid.get(m.gpu)
         baseline = baseline_for.get(m.gpu)
         spec = baseline.metrics.get(m.metric) if baseline else None
-        node_best = best.get((m.metric, device.model_key)) if device else None
+        node_best = best.get((m.metric, device.model_key, bool(m.peer))) if device else None
         found.append(
             Assessment(
                 measurement=m,
@@ -64,6 +76,7 @@ def assess(
                 baseline=baseline,
                 node_best=node_best,
                 status=_status(m, baseline, spec, node_best),
+                peer=by_uuid.get(m.peer) if m.peer else None,
             )
         )
     return found
@@ -95,14 +108,16 @@ def findings(assessments: Iterable[Assessment]) -> list[Finding]:
         m, spec = a.measurement, a.spec
         who = f"{a.device.label} ({m.gpu})" if a.device else m.gpu
         figure = f"{m.metric} = {m.value:.4g} {m.unit}"
+        if m.peer:
+            who += f" to {a.peer.label if a.peer else m.peer}"
         if a.status == BELOW_LIMIT:
             side = "below the floor" if spec.direction is Direction.HIGHER else "above the ceiling"
             text = f"{who}: {figure}, {side} of {spec.limit:g} in {a.baseline.path.name}"
             remediation = Remediation.REBOOT_NODE
         else:
             text = (
-                f"{who}: {figure}, {1 - (a.ratio or 0):.0%} behind the best {m.metric} of its model in this node "
-                f"({a.node_best:.4g}; tolerance {spec.node_tolerance:.0%})"
+                f"{who}: {figure}, {1 - (a.ratio or 0):.0%} behind {a.reference} {m.metric} of its model in this "
+                f"node ({a.node_best:.4g}; tolerance {spec.node_tolerance:.0%})"
             )
             remediation = Remediation.RESET_GPU
         found.append(
@@ -114,7 +129,8 @@ def findings(assessments: Iterable[Assessment]) -> list[Finding]:
                 remediation=remediation,
                 test=m.test,
                 metric=m.metric,
-                details={"value": m.value, "limit": spec.limit, "node_best": a.node_best, "status": a.status},
+                details={"value": m.value, "limit": spec.limit, "node_best": a.node_best, "status": a.status}
+                | ({"peer": m.peer} if m.peer else {}),
             )
         )
     return found
@@ -181,14 +197,21 @@ def _status(m: Measurement, baseline: Baseline | None, spec: MetricSpec | None, 
     return OK
 
 
-def _node_best(measurements: list[Measurement], by_uuid: Mapping[str, Device]) -> dict[tuple[str, tuple], float]:
-    values: dict[tuple[str, tuple], list[float]] = collections.defaultdict(list)
-    directions: dict[tuple[str, tuple], Direction] = {}
+def _node_best(measurements: list[Measurement], by_uuid: Mapping[str, Device]) -> dict[tuple[str, tuple, bool], float]:
+    """Per (metric, model, is a pair): the best value among the node's devices, or the median pair."""
+    values: dict[tuple[str, tuple, bool], list[float]] = collections.defaultdict(list)
+    directions: dict[tuple[str, tuple, bool], Direction] = {}
     for m in measurements:
         device = by_uuid.get(m.gpu)
         if device is None:
             continue
-        key = (m.metric, device.model_key)
+        key = (m.metric, device.model_key, bool(m.peer))
         values[key].append(m.value)
         directions[key] = m.direction
-    return {key: (max(v) if directions[key] is Direction.HIGHER else min(v)) for key, v in values.items()}
+    return {key: _reference(v, directions[key], pair=key[2]) for key, v in values.items()}
+
+
+def _reference(values: list[float], direction: Direction, *, pair: bool) -> float:
+    if pair:
+        return statistics.median(values)
+    return max(values) if direction is Direction.HIGHER else min(values)

@@ -112,10 +112,16 @@ def node_name() -> str:
     return os.environ.get("NODE_NAME") or socket.gethostname()
 
 
-def discover(kind: str, *, startup_timeout_s: float) -> Inventory:
+CPU_DEVICES = 2
+"""Stand-in devices the CPU self-test lists by default: two, so that the tests between devices
+(copies, all-reduce) run their orchestration and checks on any machine."""
+
+
+def discover(kind: str, *, startup_timeout_s: float, cpu_devices: int = CPU_DEVICES) -> Inventory:
     host = _host_facts()
     if kind == "cpu":
-        return Inventory(devices=(_cpu_device(host["cpu_model"]),), host=host)
+        model = host["cpu_model"]
+        return Inventory(devices=tuple(_cpu_device(model, i) for i in range(cpu_devices)), host=host)
     listing = _probe_cuda(startup_timeout_s)
     host.update({k: v for k, v in listing.facts.items() if v})
     facts = listing.nvml
@@ -219,16 +225,61 @@ def _pci_bus_id(props: Any) -> str:
     return f"{props.pci_domain_id:08X}:{props.pci_bus_id:02X}:{props.pci_device_id:02X}.0"
 
 
-def _cpu_device(model: str) -> Device:
+def _cpu_device(model: str, index: int) -> Device:
+    """One stand-in device of the CPU self-test; each worker takes an equal share of the cores."""
     pages = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     return Device(
-        index=0,
+        index=index,
         kind="cpu",
         name=model,
-        uuid=f"CPU-{socket.gethostname()}",
+        uuid=f"CPU-{socket.gethostname()}-{index}",
         memory_bytes=int(pages),
         sm_count=len(os.sched_getaffinity(0)),
     )
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class NumaPlacement:
+    """The host CPUs nearest a PCI device, from sysfs: where its host memory and thread belong."""
+
+    node: int | None
+    """The NUMA node, or None where the host does not say (one node, a VM, no sysfs)."""
+    cpus: frozenset[int] = frozenset()
+
+    def describe(self) -> str:
+        if self.node is None:
+            return "no NUMA node reported: host memory not placed"
+        return f"NUMA node {self.node} ({len(self.cpus)} CPUs)"
+
+
+SYSFS = Path("/sys")
+
+
+def numa_placement(pci_bus_id: str, sysfs: Path = SYSFS) -> NumaPlacement:
+    """The NUMA node of a GPU by its PCI bus id (NVML's 00000000:19:00.0 or sysfs' 0000:19:00.0)."""
+    domain, _, rest = pci_bus_id.strip().lower().partition(":")
+    if not rest:
+        return NumaPlacement(node=None)
+    address = f"{int(domain, 16):04x}:{rest}"
+    try:
+        node = int((sysfs / "bus" / "pci" / "devices" / address / "numa_node").read_text())
+        listed = (sysfs / "devices" / "system" / "node" / f"node{node}" / "cpulist").read_text()
+    except (OSError, ValueError):
+        return NumaPlacement(node=None)
+    if node < 0:
+        return NumaPlacement(node=None)
+    return NumaPlacement(node=node, cpus=frozenset(_cpu_list(listed)))
+
+
+def _cpu_list(text: str) -> list[int]:
+    """The kernel's list format: 0-31,64-95."""
+    found: list[int] = []
+    for part in text.strip().split(","):
+        if not part:
+            continue
+        first, _, last = part.partition("-")
+        found.extend(range(int(first), int(last or first) + 1))
+    return found
 
 
 def _host_facts() -> dict[str, str]:

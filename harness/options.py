@@ -37,6 +37,7 @@ MAX_SECONDS = 7 * 24 * 3600.0
 """No duration or timeout is longer than a week: a larger figure is a typo, not a plan."""
 DEFAULT_RESULTS = Path("gpu-burnin-results")
 ENTRYPOINTS = ("pytest", "run", "preflight", "periodic")
+MAX_CPU_DEVICES = 8
 
 
 def seconds(text: str) -> float:
@@ -81,6 +82,13 @@ def nvml_spec(text: str) -> str:
     except ConfigError as err:
         raise argparse.ArgumentTypeError(err.describe()) from None
     return text
+
+
+def cpu_devices(text: str) -> int:
+    value = count(text)
+    if value > MAX_CPU_DEVICES:
+        raise argparse.ArgumentTypeError(f"expected 1 to {MAX_CPU_DEVICES} CPU stand-in devices, got {value}")
+    return value
 
 
 def dcgm_level(text: str) -> int:
@@ -173,6 +181,13 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(name="expect_gpus", type=count, metavar="N", help="fail unless exactly N GPUs are visible"),
     Option(
+        name="cpu_devices",
+        type=cpu_devices,
+        metavar="N",
+        help=f"stand-in devices of the CPU self-test, 1 to {MAX_CPU_DEVICES} (default {devices.CPU_DEVICES}): "
+        "the tests between devices need two",
+    ),
+    Option(
         name="hang_timeout",
         type=seconds,
         metavar="SECONDS",
@@ -183,7 +198,7 @@ OPTIONS: tuple[Option, ...] = (
         type=fault,
         many=True,
         metavar="FAULT",
-        help=f"inject a fault to prove the run fails closed: [GROUP.]KIND[:DEVICE], KIND one of "
+        help=f"inject a fault to prove the run fails closed: [GROUP.]KIND[@N][:DEVICE], KIND one of "
         f"{', '.join(faults.KINDS)}; such a run never passes",
     ),
     Option(
@@ -227,6 +242,8 @@ class RunOptions:
     results_dir: Path
     expect_gpus: int | None
     faults: tuple[Fault, ...]
+    cpu_devices: int = devices.CPU_DEVICES
+    """Stand-in devices of the CPU self-test."""
     run_id: str
     selection: str
     """The -m marker expression, or ""."""
@@ -299,6 +316,8 @@ def resolve(values: Mapping[str, Any]) -> RunOptions:
     expect_gpus = values.get("expect_gpus")
     if expect_gpus is not None and device != "cuda":
         raise ConfigError("counts GPUs: it cannot be used with the CPU self-test", option="expect_gpus")
+    if values.get("cpu_devices") is not None and device != "cpu":
+        raise ConfigError("sets the CPU self-test's devices: it needs --device cpu", option="cpu_devices")
     loaded = baselines.load_one(baseline) if baseline else baselines.load_dir(baseline_dir or baselines.default_dir())
     if values.get("markexpr"):
         _check_markexpr(values["markexpr"])
@@ -309,6 +328,7 @@ def resolve(values: Mapping[str, Any]) -> RunOptions:
         results_dir=values.get("results") or DEFAULT_RESULTS,
         expect_gpus=expect_gpus,
         faults=tuple(_faults(values.get("inject") or ())),
+        cpu_devices=values.get("cpu_devices") or devices.CPU_DEVICES,
         run_id=values.get("run_id") or results.new_run_id(),
         selection=values.get("markexpr") or "",
         entrypoint=values.get("entrypoint") or "pytest",
@@ -327,7 +347,9 @@ def check_fault_devices(chosen: RunOptions) -> None:
     Listing GPUs takes a worker, so only a fault on a device other than 0 pays for it."""
     if not {f.device for f in chosen.faults} - {0}:
         return
-    found = devices.discover(chosen.device, startup_timeout_s=chosen.profile.startup_timeout_s).devices
+    found = devices.discover(
+        chosen.device, startup_timeout_s=chosen.profile.startup_timeout_s, cpu_devices=chosen.cpu_devices
+    ).devices
     indices = sorted(d.index for d in found)
     for fault in chosen.faults:
         if found and fault.device not in indices:

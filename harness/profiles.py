@@ -24,9 +24,9 @@ GROUPS = {
     "health": "NVML health before and after the suite",
     "dcgm": "DCGM diagnostics (dcgmi diag): only when --gpu-dcgm-level is given",
 }
+"""Every test group: its pytest marker, the first part of its metric names, its profile section."""
 STRESS = ("matmul", "memory", "nvlink", "pcie", "nccl")
 """The groups whose tests load the GPUs: health snapshots and telemetry are taken around them."""
-"""Every test group: its pytest marker, the first part of its metric names, its profile section."""
 
 CPU_DURATION_CAP_S = 4.0
 """The CPU self-test burns at most this long per test, whatever the profile (not --duration)."""
@@ -59,6 +59,49 @@ class MemoryProfile:
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
+class PcieProfile:
+    mib: int
+    """Bytes per copy between pinned host memory and the device, in MiB."""
+
+    def __post_init__(self) -> None:
+        if self.mib < 1:
+            raise ConfigError("mib must be at least 1", field="profile.pcie")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class NvlinkProfile:
+    mib: int
+    """Bytes per copy between two GPUs, in MiB."""
+
+    def __post_init__(self) -> None:
+        if self.mib < 1:
+            raise ConfigError("mib must be at least 1", field="profile.nvlink")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class NcclProfile:
+    sizes_mib: tuple[int, ...]
+    """The all-reduce sizes swept, per rank, in MiB (nccl-tests' -b to -e)."""
+    iterations: int
+    """All-reduces per timed window (nccl-tests' -n)."""
+
+    def __post_init__(self) -> None:
+        if not self.sizes_mib or min(self.sizes_mib) < 1 or self.iterations < 1:
+            raise ConfigError("sizes_mib needs sizes of at least 1 and iterations at least 1", field="profile.nccl")
+
+
+def size_label(mib: int) -> str:
+    """A size in a metric's name: 8mib, 512mib, 8gib."""
+    return f"{mib >> 10}gib" if mib >= 1024 and mib % 1024 == 0 else f"{mib}mib"
+
+
+GPU_PCIE = PcieProfile(mib=256)
+GPU_NVLINK = NvlinkProfile(mib=256)
+GPU_NCCL = NcclProfile(sizes_mib=(8, 64, 512, 4096, 8192), iterations=20)
+"""8 MiB to 8 GiB by eights, 20 all-reduces per window: nccl-tests' -b 8M -e 8G -f 8 -n 20."""
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class Profile:
     name: str
     duration_s: float
@@ -71,6 +114,9 @@ class Profile:
     """Seconds a device worker may take to start (import, driver init, allocation)."""
     matmul: MatmulProfile
     memory: MemoryProfile = MemoryProfile(fraction=0.9, chunk_mib=1024)
+    pcie: PcieProfile = GPU_PCIE
+    nvlink: NvlinkProfile = GPU_NVLINK
+    nccl: NcclProfile = GPU_NCCL
 
     def __post_init__(self) -> None:
         for field in ("duration_s", "hang_timeout_s", "startup_timeout_s"):
@@ -98,6 +144,9 @@ class Profile:
             startup_timeout_s=min(self.startup_timeout_s, 60.0),
             matmul=MatmulProfile(size=128, ring=2),
             memory=MemoryProfile(fraction=0.9, chunk_mib=16, max_mib=64),
+            pcie=PcieProfile(mib=4),
+            nvlink=NvlinkProfile(mib=4),
+            nccl=NcclProfile(sizes_mib=(1, 4), iterations=4),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -110,6 +159,7 @@ class Profile:
         try:
             matmul = data.get("matmul") or {"size": data["matmul_size"], "ring": data["matmul_ring"]}
             memory = data.get("memory")
+            nccl = data.get("nccl")
             return cls(
                 name=str(data["name"]),
                 duration_s=float(data["duration_s"]),
@@ -118,6 +168,11 @@ class Profile:
                 startup_timeout_s=float(data["startup_timeout_s"]),
                 matmul=MatmulProfile(size=int(matmul["size"]), ring=int(matmul["ring"])),
                 memory=MemoryProfile(**memory) if memory else MemoryProfile(fraction=0.9, chunk_mib=1024),
+                pcie=PcieProfile(**data["pcie"]) if data.get("pcie") else GPU_PCIE,
+                nvlink=NvlinkProfile(**data["nvlink"]) if data.get("nvlink") else GPU_NVLINK,
+                nccl=NcclProfile(sizes_mib=tuple(nccl["sizes_mib"]), iterations=int(nccl["iterations"]))
+                if nccl
+                else GPU_NCCL,
             )
         except (KeyError, TypeError, ValueError) as err:
             raise ConfigError(f"missing or malformed: {err}", field="profile") from err

@@ -59,6 +59,7 @@ class Code(StrEnum):
     FAULT_NOT_APPLIED = "FAULT_NOT_APPLIED"
     """An injected fault that a test's worker had no fault point for."""
     RESULT_UNWRITTEN = "RESULT_UNWRITTEN"
+    """The final result file could not be written: a pass that leaves no record is not a pass."""
     ECC_UNCORRECTABLE = "ECC_UNCORRECTABLE"
     ECC_CORRECTED = "ECC_CORRECTED"
     """Corrected errors past the baseline's threshold (a rising count is an early sign)."""
@@ -78,7 +79,12 @@ class Code(StrEnum):
     """The health data came from a simulated NVML: the run can never pass a real node."""
     DCGM_FAILED = "DCGM_FAILED"
     OVER_TEMPERATURE = "OVER_TEMPERATURE"
-    """The final result file could not be written: a pass that leaves no record is not a pass."""
+    NO_PEER_ACCESS = "NO_PEER_ACCESS"
+    """Two GPUs that should reach each other directly (NVLink, PCIe P2P) cannot."""
+    PCIE_PLACEMENT = "PCIE_PLACEMENT"
+    """Where the PCIe test's host memory and thread ran: the GPU's NUMA node, or why not (info)."""
+    NOTHING_TO_TEST = "NOTHING_TO_TEST"
+    """A test that needs several GPUs on a node with one: incomplete only where a baseline requires it."""
 
 
 class Remediation(StrEnum):
@@ -114,6 +120,9 @@ class Measurement:
     """The lowest window, when there were several."""
     high: float | None = None
     """The highest window, when there were several."""
+    peer: str = ""
+    """For a figure of a pair of GPUs (a copy between them), the other GPU's UUID; `gpu` is the
+    source. Pairs are compared with the node's median pair, not its best GPU."""
 
     @property
     def group(self) -> str:

@@ -16,7 +16,7 @@ import os
 import re
 import secrets
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ from harness.records import Finding, Measurement
 from harness.verdict import TestOutcome, Verdict
 
 SCHEMA = "gpu-burnin/result"
+JOB_SCHEMA = "gpu-burnin/job"
 SCHEMA_VERSION = 1
 """Raised only for changes a reader of the previous version would misread.
 Adding fields does not raise it; readers ignore fields they do not know."""
@@ -199,8 +200,35 @@ def ensure_directory(directory: Path) -> Path:
 
 def write(path: Path, document: ResultDocument) -> Path:
     """Replace `path` with `document` in one step; the directory is created if needed."""
+    return _write_json(path, document.to_dict())
+
+
+def job_path(directory: Path, run_id: str) -> Path:
+    """Where rank 0 of a job that spans nodes (MPI) writes the job's result: beside the nodes' own."""
+    return directory / "jobs" / f"{run_id}.json"
+
+
+def write_job(path: Path, run_id: str, nodes: Sequence[tuple[str, ResultDocument | None, str]]) -> Path:
+    """One file for a job that spans nodes: per node (name, its result or None, why there is none)
+    its verdict and its whole result document. A node without a result is incomplete."""
+    entries = []
+    for node, document, problem in nodes:
+        verdict = str(document.verdict.status) if document is not None else "incomplete"
+        entries.append(
+            {
+                "node": node,
+                "verdict": verdict,
+                "problem": problem,
+                "result": document.to_dict() if document is not None else None,
+            }
+        )
+    data = {"schema": JOB_SCHEMA, "schema_version": 1, "run_id": run_id, "nodes": entries}
+    return _write_json(path, data)
+
+
+def _write_json(path: Path, document: dict[str, Any]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    data = json.dumps(document.to_dict(), indent=1, sort_keys=False, allow_nan=False).encode() + b"\n"
+    data = json.dumps(document, indent=1, sort_keys=False, allow_nan=False).encode() + b"\n"
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(handle, "wb") as out:

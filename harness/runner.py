@@ -79,7 +79,14 @@ def run(request: RunRequest) -> int:
 
 def run_for(request: RunRequest) -> Ended:
     """Run the suite; how it ended, and whether this process was asked to stop meanwhile."""
+    from harness.distributed import launched_by_mpi  # torch, as the child imports anyway
+
     chosen = request.options
+    if launched_by_mpi():
+        raise ConfigError(
+            "started by an MPI launcher: run the suite itself in each MPI process, "
+            "mpiexec ... python -m pytest --pyargs gputests -m nccl (docs/interconnect.md)"
+        )
     path = results.path_for(chosen.results_dir, node_name(), chosen.run_id)
     this = _Run(path, chosen.run_id, results.utcnow(), chosen.device)
     results.ensure_directory(chosen.results_dir)

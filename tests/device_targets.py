@@ -69,3 +69,60 @@ def run(scope: Scope, job: Job) -> Outcome:
             text = f"{figure.bad_words} bad words in {figure.phase}"
             device_run.finding(device, Code.DATA_MISMATCH, Severity.FAIL, text, Remediation.REPLACE_GPU, metric=metric)
     return device_run.outcome
+
+
+# -- turns: one device at a time, the others waiting (DeviceRun.ask) ------------------------
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TurnJob:
+    hold_s: float
+    out_of_turn: bool = False
+    """Send a result before being asked: a bug the scaffolding must name."""
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Waiting(Message):
+    pass
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Go(Message):
+    pass
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Took(Message):
+    started: float
+    ended: float
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Finished(Message):
+    pass
+
+
+def turn_worker(context: Context, job: TurnJob) -> None:
+    context.send(Waiting())
+    if job.out_of_turn:  # once the parent has moved on to the first device's turn
+        time.sleep(1.0)
+        context.send(Took(started=0.0, ended=0.0))
+    context.recv(Go, waiting="waiting for its turn")
+    started = time.time()
+    while time.time() - started < job.hold_s:
+        context.progress("holding")
+        time.sleep(0.2)
+    context.fault_point()
+    context.send(Took(started=started, ended=time.time()))
+    context.send(Finished())
+
+
+def run_turns(scope: Scope, jobs: list[TurnJob]) -> tuple[list[tuple[str, Message]], Outcome]:
+    """Each device's turn in order; returns what each sent back, by UUID."""
+    answers: list[tuple[str, Message]] = []
+    with DeviceRun(scope, turn_worker, jobs, busy_s=sum(j.hold_s for j in jobs)) as device_run:
+        for _ in device_run.messages(until=Waiting):
+            pass
+        for device in scope.devices:
+            answers += [(device.uuid, m) for m in device_run.ask(device, Go(), until=Finished)]
+    return answers, device_run.outcome

@@ -55,12 +55,29 @@ def test_packaged_baselines_cover_the_names_drivers_report():
     assert loaded.for_device("cuda", "NVIDIA H100 PCIe") is None
 
 
-def test_h100_requires_every_dtype():
-    h100 = baselines.load_file(baselines.default_dir() / "h100-sxm-80gb.toml")
-    matmul = {f"matmul.{d}.tflops" for d in ("bf16", "fp16", "tf32", "fp32", "fp8")}
+@pytest.mark.parametrize("name", ["h100-sxm-80gb.toml", "h200-141gb.toml", "a100-sxm-80gb.toml"])
+def test_boards_built_with_nvlink_require_every_dtype_and_their_links(name):
+    model = baselines.load_file(baselines.default_dir() / name)
+    dtypes = ("bf16", "fp16", "tf32", "fp32") + (() if name.startswith("a100") else ("fp8",))  # no fp8 on Ampere
+    matmul = {f"matmul.{d}.tflops" for d in dtypes}
     memory = {"memory.coverage", "memory.verify.gbps", "memory.bad_words"}
-    assert set(h100.metrics) == matmul | memory
-    assert all(spec.required for spec in h100.metrics.values())
+    pcie = {f"pcie.{d}.gbps" for d in ("h2d", "d2h", "bidir")}
+    nvlink = {"nvlink.p2p.gbps", "nvlink.p2p.bidir.gbps"}
+    large = {"nccl.allreduce.4gib.busbw", "nccl.allreduce.8gib.busbw"}
+    small = {f"nccl.allreduce.{s}.busbw" for s in ("8mib", "64mib", "512mib")}
+    assert set(model.metrics) == matmul | memory | pcie | nvlink | large | small
+    assert {n for n, spec in model.metrics.items() if spec.required} == matmul | memory | pcie | nvlink | large
+
+
+def test_the_all_reduce_metrics_are_the_profiles_sizes():
+    from gputests import nccl_run
+    from harness.profiles import GPU_NCCL, quick
+
+    h200 = baselines.load_file(baselines.default_dir() / "h200-141gb.toml")
+    cpu = baselines.load_file(baselines.default_dir() / "cpu-selftest.toml")
+    assert {n for n in h200.metrics if n.startswith("nccl.")} == {nccl_run.metric_name(m) for m in GPU_NCCL.sizes_mib}
+    cpu_sizes = quick().for_cpu().nccl.sizes_mib
+    assert {n for n in cpu.metrics if n.startswith("nccl.")} == {nccl_run.metric_name(m) for m in cpu_sizes}
 
 
 def test_floors_leave_healthy_cards_at_least_10_percent_of_margin():

@@ -76,7 +76,7 @@ def test_auto_means_the_gpus_wherever_a_driver_is_installed(tmp_path, monkeypatc
         (["run", "--expect-gpus", "0"], "argument --expect-gpus: expected at least 1, got 0"),
         (["run", "--device", "cpu", "--expect-gpus", "8"], "--expect-gpus: counts GPUs: it cannot be used with"),
         (["run", "--inject", "melt"], "argument --inject: unknown fault 'melt'"),
-        (["run", "--device", "cpu", "--inject", "hang:3"], "--inject: hang:3 names device 3; this node has [0]"),
+        (["run", "--device", "cpu", "--inject", "hang:3"], "--inject: hang:3 names device 3; this node has [0, 1]"),
         (["run", "--device", "cpu", "-m", "matmul and ("], "-m: 'matmul and (' is not a marker expression"),
         (["run", "--baseline", "a.toml", "--baseline-dir", "b"], "--baseline: give a baseline file or a baseline"),
         (["run", "--baseline", "no-such.toml"], "no-such.toml: cannot read: No such file or directory"),

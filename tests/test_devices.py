@@ -10,13 +10,15 @@ no_driver_here = pytest.mark.skipif(ON_GPU_BOX, reason="an NVIDIA driver is inst
 gpu_box_only = pytest.mark.skipif(not ON_GPU_BOX, reason="needs an NVIDIA driver")
 
 
-def test_the_cpu_is_one_device_with_its_own_model_name():
+def test_the_cpu_stands_in_for_two_devices_of_its_own_model_by_default():
     found = devices.discover("cpu", startup_timeout_s=30)
-    [cpu] = found.devices
-    assert cpu.kind == "cpu" and cpu.index == 0 and cpu.label == "CPU 0"
-    assert cpu.name == found.host["cpu_model"] and cpu.name
-    assert cpu.sm_count >= 1 and cpu.memory_bytes > 0
+    first, second = found.devices
+    assert (first.label, second.label) == ("CPU 0", "CPU 1") and first.kind == second.kind == "cpu"
+    assert first.uuid != second.uuid and first.model_key == second.model_key
+    assert first.name == found.host["cpu_model"] and first.name
+    assert first.sm_count >= 1 and first.memory_bytes > 0
     assert found.host["torch"] and found.host["python"] and found.problem == ""
+    assert [d.index for d in devices.discover("cpu", startup_timeout_s=30, cpu_devices=3).devices] == [0, 1, 2]
 
 
 @no_driver_here

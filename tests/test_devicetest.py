@@ -1,10 +1,12 @@
 """The device-test scaffolding, through a toy test of another group (tests/device_targets.py)."""
 
 import dataclasses
+import itertools
 import time
 
 import pytest
 
+from harness.errors import ConfigError
 from harness.profiles import quick
 from harness.records import Code, Severity
 from harness.workers import Progress
@@ -98,3 +100,38 @@ def test_limits_allow_twice_the_work_and_two_stalls():
     limits = Limits.for_work(quick(), busy_s=100.0)
     assert (limits.startup_s, limits.stall_s) == (180.0, 60.0)
     assert limits.limit_s == 180.0 + 200.0 + 120.0
+
+
+def test_turns_run_one_device_at_a_time_while_the_others_wait_alive(cpu):
+    # Each turn holds its device 4 s; the stall limit is 3 s: a waiting worker lives only by its keepalives.
+    answers, outcome = device_targets.run_turns(
+        scope(cpus(3, cpu), hang_timeout_s=3.0), [device_targets.TurnJob(hold_s=4.0)] * 3
+    )
+    assert outcome.findings == [], [f.message for f in outcome.findings]
+    took = [(uuid, m) for uuid, m in answers if isinstance(m, device_targets.Took)]
+    assert [uuid for uuid, _ in took] == ["CPU-0", "CPU-1", "CPU-2"]
+    assert all(later.started >= earlier.ended for (_, earlier), (_, later) in itertools.pairwise(took))
+    assert [type(m).__name__ for _, m in answers] == ["Took", "Finished"] * 3
+
+
+def test_a_device_that_hangs_in_its_turn_is_hung_and_the_next_still_gets_its_turn(cpu):
+    answers, outcome = device_targets.run_turns(
+        scope(cpus(2, cpu), {0: parse("hang")}, hang_timeout_s=3.0), [device_targets.TurnJob(hold_s=0.5)] * 2
+    )
+    assert [(f.code, f.severity, f.gpu) for f in outcome.findings] == [(Code.HANG, Severity.FAIL, "CPU-0")]
+    assert [uuid for uuid, m in answers if isinstance(m, device_targets.Took)] == ["CPU-1"]
+
+
+def test_a_message_out_of_turn_is_named_as_a_bug(cpu):
+    jobs = [device_targets.TurnJob(hold_s=3.0), device_targets.TurnJob(hold_s=0.2, out_of_turn=True)]
+    with pytest.raises(RuntimeError, match="CPU 1 sent Took while CPU 0 had the turn"):
+        device_targets.run_turns(scope(cpus(2, cpu)), jobs)
+
+
+def test_a_fault_can_name_which_of_its_fault_points_fires_it():
+    fault = parse("nccl.hang@2:1")
+    assert (fault.group, fault.kind, fault.at, fault.device) == ("nccl", "hang", 2, 1)
+    assert str(fault) == "nccl.hang@2:1" and str(parse("corrupt")) == "corrupt:0"
+    for bad, says in (("hang@0", "at least 1"), ("hang@x", "must be a number"), ("hang:-1", "at least 0")):
+        with pytest.raises(ConfigError, match=says):
+            parse(bad)

@@ -14,7 +14,7 @@ from harness.devices import Device
 from harness.nvml import smi
 from harness.nvml.sim import Simulated
 from harness.nvml.snapshot import decode_clock_events, encode_clock_events
-from harness.records import Code
+from harness.records import Code, Finding, Severity
 from tests.helpers import REPO, only_result
 
 SCENARIOS = sorted((REPO / "harness" / "nvml" / "scenarios").glob("*.toml"))
@@ -178,3 +178,22 @@ def test_a_simulated_run_of_the_suite_passes_clean_and_fails_on_a_rising_counter
     assert rising.ret == 1
     rising.stdout.fnmatch_lines(["*ECC_CORRECTED*50 corrected ECC errors during matmul, over the threshold of 10*"])
     assert only_result(tmp_path / "rising")["tests"][0]["outcome"] == "failed"
+
+
+def test_a_low_pcie_figure_is_told_the_gpus_pcie_link():
+    watch, _ = rehearse(REPO / "harness" / "nvml" / "scenarios" / "healthy.toml")
+    gpu = watch.latest.gpus[0] if watch.latest else None
+    assert gpu is not None and gpu.pcie.gen is not None
+    low = Finding(
+        code=Code.LOW_THROUGHPUT,
+        severity=Severity.FAIL,
+        gpu=gpu.uuid,
+        message="GPU 0: pcie.h2d.gbps = 12 GB/s, below the floor of 44",
+        test="t::pcie",
+        metric="pcie.h2d.gbps",
+    )
+    told = watch.explain(low)
+    assert f"PCIe link gen {gpu.pcie.gen} x{gpu.pcie.width}" in told.message
+    assert f"gen {gpu.pcie.gen_max} x{gpu.pcie.width_max}" in told.message
+    other = dataclasses.replace(low, metric="matmul.bf16.tflops", test="t::matmul")
+    assert "PCIe link" not in watch.explain(other).message

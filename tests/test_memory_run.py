@@ -130,8 +130,9 @@ def test_one_flipped_bit_fails_the_memory_self_test(pytester, tmp_path):
     result.stdout.fnmatch_lines(
         ["*DATA_MISMATCH*CPU 0 (*): 1 bad words (zeros 1); first: zeros (zeros) chunk 3 word 0*"]
     )
-    result.stdout.fnmatch_lines(["gpu-burnin verdict: FAIL (1 devices): DATA_MISMATCH: CPU 0*"])
+    result.stdout.fnmatch_lines(["gpu-burnin verdict: FAIL (2 devices): DATA_MISMATCH: CPU 0*"])
     doc = only_result(tmp_path)
     assert {"DATA_MISMATCH", "FAULT_INJECTED", "OVER_LIMIT"} <= {f["code"] for f in doc["findings"]}  # OVER: ceiling 0
-    bad = [m for m in doc["measurements"] if m["metric"] == "memory.bad_words"]
-    assert [m["value"] for m in bad] == [1.0] and doc["verdict"]["status"] == "fail"
+    bad = {m["gpu"]: m["value"] for m in doc["measurements"] if m["metric"] == "memory.bad_words"}
+    assert sorted(bad.values()) == [0.0, 1.0] and doc["verdict"]["status"] == "fail"
+    assert bad[doc["devices"][0]["uuid"]] == 1.0  # the fault goes into device 0 only

@@ -21,6 +21,7 @@ SAMPLES = {
     "baseline_dir": ["--baseline-dir", str(default_dir())],
     "results": ["--results", "RESULTS"],
     "expect_gpus": ["--expect-gpus", "8"],
+    "cpu_devices": ["--device", "cpu", "--cpu-devices", "3"],
     "hang_timeout": ["--hang-timeout", "30"],
     "inject": ["--inject", "matmul.corrupt:1", "--inject", "hang"],
     "nvml": ["--nvml", "sim:SCENARIO"],

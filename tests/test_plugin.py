@@ -33,9 +33,10 @@ def test_the_cpu_self_test_passes_and_leaves_one_result_where_it_was_run(pyteste
     result.stdout.fnmatch_lines(
         [
             "device*metric*value*floor*vs best*status",
-            "CPU 0*matmul.bf16.tflops*TFLOP/s*1e-06 TFLOP/s*1.000*ok",
-            "CPU 0*matmul.fp32.tflops*TFLOP/s*1e-06 TFLOP/s*1.000*ok",
-            "gpu-burnin verdict: PASS (1 devices); result: gpu-burnin-results/*.json",
+            "CPU 0*matmul.bf16.tflops*TFLOP/s*1e-06 TFLOP/s*ok",
+            "CPU 0*matmul.fp32.tflops*TFLOP/s*1e-06 TFLOP/s*ok",
+            "CPU 1*matmul.bf16.tflops*TFLOP/s*1e-06 TFLOP/s*ok",
+            "gpu-burnin verdict: PASS (2 devices); result: gpu-burnin-results/*.json",
         ]
     )
     doc = only_result(pytester.path / "gpu-burnin-results")
@@ -53,7 +54,8 @@ def test_without_a_cuda_device_the_tests_skip_and_the_run_is_incomplete(pytester
     monkeypatch.setattr(devices, "_probe_cuda", lambda timeout: devices.Listing(devices=(), facts={}, problem=problem))
     result = pytester.runpytest("-p", "no:cacheprovider", "--pyargs", "gputests")
     assert result.ret == 2
-    result.stdout.fnmatch_lines(["*3 skipped, 1 deselected*"])  # matmul, memory, health; dcgm not asked for
+    # matmul, memory, pcie, nvlink, nccl, health; dcgm not asked for
+    result.stdout.fnmatch_lines(["*6 skipped, 1 deselected*"])
     result.stdout.fnmatch_lines(
         ["gpu-burnin verdict: INCOMPLETE (0 devices): NO_GPUS: no CUDA device (*); use --gpu-device cpu*"]
     )
@@ -91,7 +93,7 @@ def test_one_corrupted_element_fails_the_run(pytester, tmp_path):
         ["*DATA_MISMATCH*CPU 0 (*): 1 of * bf16 products differed from its first product, 1 elements in all*"]
     )
     result.stdout.fnmatch_lines(["CPU 0*matmul.bf16.tflops*TFLOP/s*DATA_MISMATCH", "CPU 0*matmul.fp16.tflops*ok"])
-    result.stdout.fnmatch_lines(["gpu-burnin verdict: FAIL (1 devices): DATA_MISMATCH: CPU 0*"])
+    result.stdout.fnmatch_lines(["gpu-burnin verdict: FAIL (2 devices): DATA_MISMATCH: CPU 0*"])
     doc = only_result(tmp_path)
     codes = {f["code"] for f in doc["findings"]}
     assert {"DATA_MISMATCH", "FAULT_INJECTED"} <= codes
@@ -105,7 +107,7 @@ def test_a_hung_test_ends_within_its_limit_as_a_failure_of_that_device(pytester,
     assert time.monotonic() - began < 30
     assert result.ret == 1
     result.stdout.fnmatch_lines(["*HANG*CPU 0 (*): matmul worker no progress for 1 s*; it was killed*"])
-    result.stdout.fnmatch_lines(["gpu-burnin verdict: FAIL (1 devices): HANG: CPU 0 (*)*", "*1 failed*"])
+    result.stdout.fnmatch_lines(["gpu-burnin verdict: FAIL (2 devices): HANG: CPU 0 (*)*", "*1 failed*"])
     assert "passed" not in result.stdout.lines[-1]
     doc = only_result(tmp_path)
     assert doc["verdict"]["status"] == "fail" and doc["tests"][0]["outcome"] == "failed"
@@ -126,7 +128,7 @@ def test_a_malformed_baseline_is_a_usage_error_naming_file_and_field(pytester, t
         (("--gpu-expect-gpus", "8"), "ERROR: --gpu-expect-gpus: counts GPUs: it cannot be used with the CPU self-test"),
         (("--gpu-expect-gpus", "0"), "argument --gpu-expect-gpus: expected at least 1, got 0"),
         (("--gpu-inject", "melt"), "argument --gpu-inject: unknown fault 'melt'"),
-        (("--gpu-inject", "corrupt:3"), "ERROR: --gpu-inject: corrupt:3 names device 3; this node has [0]"),
+        (("--gpu-inject", "corrupt:3"), "ERROR: --gpu-inject: corrupt:3 names device 3; this node has [0, 1]"),
         (("--gpu-duration", "0"), "argument --gpu-duration: expected a positive, finite number of seconds, got 0"),
         (("--gpu-duration", "inf"), "argument --gpu-duration: expected a positive, finite number of seconds, got inf"),
         (("--gpu-hang-timeout", "nan"), "argument --gpu-hang-timeout: expected a positive, finite number of seconds"),
@@ -172,9 +174,9 @@ def test_an_ordinary_test_session_is_left_alone(pytester):
 
 
 def test_selecting_no_burn_in_test_for_a_result_is_incomplete(pytester, tmp_path):
-    result = run_suite(pytester, "-m", "nvlink", "--gpu-results", str(tmp_path))
+    result = run_suite(pytester, "-m", "nvlink and matmul", "--gpu-results", str(tmp_path))
     assert result.ret == 2
-    result.stdout.fnmatch_lines(["gpu-burnin verdict: INCOMPLETE (1 devices): no burn-in test was selected*"])
+    result.stdout.fnmatch_lines(["gpu-burnin verdict: INCOMPLETE (2 devices): no burn-in test was selected*"])
 
 
 # Burn-in tests of our own, to drive the plugin's bookkeeping without workers.
@@ -211,7 +213,7 @@ def test_a_test_that_skips_or_measures_too_little_is_incomplete(pytester, tmp_pa
     assert result.ret == 2
     codes = [f["code"] for f in only_result(tmp_path)["findings"]]
     assert codes.count("TEST_SKIPPED") == 1
-    assert sorted(f for f in codes if f == "MISSING_MEASUREMENT") == ["MISSING_MEASUREMENT"] * 2  # bf16 and fp16
+    assert codes.count("MISSING_MEASUREMENT") == 4  # bf16 and fp16 on each of the two CPU devices
     result.stdout.fnmatch_lines(
         ["*MISSING_MEASUREMENT*matmul.bf16.tflops is required by cpu-selftest.toml but was not measured*"]
     )
@@ -225,7 +227,7 @@ def test_the_result_file_is_rewritten_after_every_test(pytester, tmp_path):
         + f"    doc = json.loads(next(pathlib.Path({str(tmp_path)!r}).glob('*.json')).read_text())\n"
         + "    assert doc['state'] == 'running' and doc['verdict']['status'] == 'incomplete'\n"
         + "    assert [t['outcome'] for t in doc['tests']] == ['passed', 'not-run']\n"
-        + "    assert len(doc['measurements']) == 3\n"
+        + "    assert len(doc['measurements']) == 6\n"
         + "    burnin.record(measure(burnin, ['fp32', 'bf16', 'fp16']))\n"
     )
     result = pytester.runpytest("-p", "no:cacheprovider", "--gpu-device", "cpu", "--gpu-results", str(tmp_path))
@@ -245,7 +247,7 @@ def test_a_pass_whose_result_cannot_be_written_is_not_a_pass(pytester, tmp_path)
     assert result.ret == 2
     assert "gpu-burnin: could not write the result file" in result.stderr.str()
     result.stdout.fnmatch_lines(
-        ["gpu-burnin verdict: INCOMPLETE (1 devices): RESULT_UNWRITTEN: the result file could not be written*"]
+        ["gpu-burnin verdict: INCOMPLETE (2 devices): RESULT_UNWRITTEN: the result file could not be written*"]
     )
 
 

@@ -20,10 +20,12 @@ import contextlib
 import dataclasses
 import os
 import statistics
+import time
 import traceback
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
+from harness.baselines import Baseline
 from harness.devices import PCI_ORDER, Device
 from harness.profiles import Profile
 from harness.records import Code, Direction, Finding, Measurement, Remediation, Severity
@@ -32,6 +34,8 @@ from harness.workers.faults import Fault
 
 if TYPE_CHECKING:
     import torch
+
+    from harness.distributed import Mpi
 
 J = TypeVar("J")
 M = TypeVar("M", bound=Message)
@@ -51,12 +55,28 @@ class Scope:
     """Faults to inject, by device index."""
     on_progress: Callable[[Device, Progress], None] | None = None
     """Called with every progress message, for progress lines."""
+    baselines: Mapping[str, Baseline | None] = dataclasses.field(default_factory=dict)
+    """Each device's baseline by UUID, for a test whose findings depend on what its model
+    requires (the baselines judge the figures afterwards, in any case)."""
+
+    node: str = ""
+    """This node's name, for tests that span nodes."""
+    mpi: Mpi | None = None
+    """The MPI world when an MPI launcher started the job: collective tests span its nodes."""
+
+    def requires(self, device: Device, metric: str) -> bool:
+        """Whether the device's baseline requires `metric`."""
+        baseline = self.baselines.get(device.uuid)
+        spec = baseline.metrics.get(metric) if baseline is not None else None
+        return spec is not None and spec.required
 
 
 @dataclasses.dataclass(kw_only=True)
 class Outcome:
     measurements: list[Measurement] = dataclasses.field(default_factory=list)
     findings: list[Finding] = dataclasses.field(default_factory=list)
+    facts: dict[str, str] = dataclasses.field(default_factory=dict)
+    """Host facts the test learnt (the NCCL version), for the result file's `host`."""
 
 
 # -- messages every worker may send, handled here ------------------------------------
@@ -120,7 +140,10 @@ class _Assignment(Generic[J]):
     device: Device
     threads: int | None
     fault: str
+    fault_at: int
     job: J
+    peers: tuple[Device, ...] = ()
+    """Every device of the run, when the worker sees them all (`sees="node"`); empty when it sees its own."""
 
 
 class DeviceRun(Generic[J]):
@@ -132,7 +155,18 @@ class DeviceRun(Generic[J]):
     their limits and how each ended becomes findings; `outcome` has them all.
     """
 
-    def __init__(self, scope: Scope, worker: Callable[[Context, J], None], jobs: Sequence[J], *, busy_s: float):
+    def __init__(
+        self,
+        scope: Scope,
+        worker: Callable[[Context, J], None],
+        jobs: Sequence[J],
+        *,
+        busy_s: float,
+        sees: Literal["own", "node"] = "own",
+    ):
+        """`sees`: "own", each worker sees its own GPU only (a GPU in a bad state then fails its own
+        worker's start, named); "node", each sees every GPU of the run and works on its own
+        (`Context.torch_device`), as copies between GPUs and NCCL's direct paths need."""
         if len(jobs) != len(scope.devices):
             raise ValueError(f"{len(jobs)} jobs for {len(scope.devices)} devices")
         self.scope = scope
@@ -146,7 +180,9 @@ class DeviceRun(Generic[J]):
                 device=device,
                 threads=max(1, device.sm_count // cpu_share) if device.kind == "cpu" else None,
                 fault=fault.kind if (fault := scope.faults.get(device.index)) else "",
+                fault_at=fault.at if fault else 1,
                 job=job,
+                peers=scope.devices if sees == "node" else (),
             )
             for device, job in zip(scope.devices, jobs, strict=True)
         ]
@@ -172,16 +208,49 @@ class DeviceRun(Generic[J]):
         for i, device in enumerate(self.scope.devices):
             self._ended(i, device, self._group.end(i))
 
-    def messages(self, until: type[Message]) -> Iterator[tuple[Device, Message]]:
+    def messages(self, until: type[Message], *, together: bool = False) -> Iterator[tuple[Device, Message]]:
         """(device, message) until every worker has sent an `until` or ended; the common
-        messages (progress, unsupported and failed phases, faults) are handled here."""
-        yield from self._handled(self._group.messages(until=until))
+        messages (progress, unsupported and failed phases, faults) are handled here. With
+        `together` (the ranks of a collective), until the first worker ends without finishing."""
+        yield from self._handled(self._group.messages(until=until, together=together))
+
+    def stop(self, reason: str) -> None:
+        """Stop every worker still running: they cannot go on (a rank they need has failed).
+        Each becomes an information finding with `reason`; the failed one has its own."""
+        self._group.stop(reason)
 
     def send(self, device: Device, message: Message) -> None:
         self._group.send(self.scope.devices.index(device), message)
 
-    def measure(self, device: Device, metric: str, windows: Sequence[float], unit: str, direction: Direction) -> None:
-        """Record a figure: the median of its timed windows, with their count and range."""
+    def ask(self, device: Device, message: Message, until: type[Message]) -> Iterator[Message]:
+        """Send `message` to one device's worker and yield what it sends back, up to and including
+        its `until`; the yield stops early if the worker ends (hung, crashed, raised: its end
+        becomes a finding on leaving the block). Every other worker is watched meanwhile and
+        must keep reporting progress (`Context.recv(..., waiting=...)`); a message from one of
+        them is a bug in the test."""
+        i = self.scope.devices.index(device)
+        self._group.send(i, message)
+        for sender, received in self._handled(self._group.messages(until=until, of=[i])):
+            if sender != device:
+                raise RuntimeError(f"{sender.label} sent {type(received).__name__} while {device.label} had the turn")
+            yield received
+
+    def end(self, device: Device) -> WorkerEnd:
+        """How the device's worker ended (after the block), or where it stands (inside it)."""
+        return self._group.end(self.scope.devices.index(device))
+
+    def measure(
+        self,
+        device: Device,
+        metric: str,
+        windows: Sequence[float],
+        unit: str,
+        direction: Direction,
+        *,
+        peer: Device | None = None,
+    ) -> None:
+        """Record a figure: the median of its timed windows, with their count and range; with `peer`,
+        a figure of the pair `device` to `peer`."""
         if not windows:
             raise ValueError(f"{metric} of {device.label}: no windows to take a median of")
         self.outcome.measurements.append(
@@ -195,6 +264,7 @@ class DeviceRun(Generic[J]):
                 samples=len(windows),
                 low=min(windows),
                 high=max(windows),
+                peer=peer.uuid if peer is not None else "",
             )
         )
 
@@ -248,6 +318,10 @@ class DeviceRun(Generic[J]):
             severity = Severity.FAIL if end.overdue is Overdue.STALLED else Severity.INCOMPLETE
             remediation = Remediation.CHECK_CONFIG if end.overdue is Overdue.LIMIT else Remediation.RESET_GPU
             self.finding(device, Code.HANG, severity, text, remediation, phase=end.phase, overdue=str(end.overdue))
+        elif end.status is WorkerStatus.STOPPED:
+            self.finding(
+                device, Code.TEST_ERROR, Severity.INFO, f"{group} worker stopped: {end.error}", phase=end.phase
+            )
         elif end.status is not WorkerStatus.DONE:
             text = f"{group} worker {end.status} during {end.phase}: {end.last_line}"
             self.finding(
@@ -266,23 +340,54 @@ class DeviceRun(Generic[J]):
             self.finding(device, Code.FAULT_NOT_APPLIED, Severity.WARNING, text, Remediation.CHECK_CONFIG)
 
 
+def nothing_to_test(scope: Scope, why: str, metrics: Sequence[str]) -> Outcome:
+    """The outcome of a test between devices on a node with too few of them: `NOTHING_TO_TEST`,
+    incomplete for a device whose baseline requires one of `metrics` (it says so, and stands for
+    the missing figures), information elsewhere."""
+    outcome = Outcome()
+    for device in scope.devices:
+        required = [m for m in metrics if scope.requires(device, m)]
+        text = why + (f"; its baseline requires {', '.join(required)} (docs/interconnect.md)" if required else "")
+        severity = Severity.INCOMPLETE if required else Severity.INFO
+        remediation = Remediation.CHECK_CONFIG if required else Remediation.NONE
+        outcome.findings.append(device.finding(Code.NOTHING_TO_TEST, severity, text, remediation, test=scope.test))
+    return outcome
+
+
 # -- the worker side ------------------------------------------------------------------
 
 
 class Context:
     """What a test's worker function gets besides its job: runs inside the worker process."""
 
-    def __init__(self, channel: Channel, device: Device, fault: str):
+    def __init__(
+        self, channel: Channel, device: Device, fault: str, peers: tuple[Device, ...] = (), *, fault_at: int = 1
+    ):
         self.device = device
+        self.peers = peers
+        """Every device of the run, in order, when this worker sees them all; else empty."""
         self._channel = channel
         self._fault = fault
+        self._fault_at = fault_at
+        self._points = 0
+        self._paced = False
 
     @property
     def torch_device(self) -> torch.device:
-        """The worker's device: the only GPU it can see (cuda:0), or the CPU."""
+        """The worker's device: the only GPU it can see (cuda:0), its own among all it sees, or the CPU."""
+        return self.torch_device_of(self.device)
+
+    def torch_device_of(self, device: Device) -> torch.device:
+        """A device of the run as torch sees it in this worker: its own, or a peer's when it sees them all."""
         import torch
 
-        return torch.device("cuda", 0) if self.device.kind == "cuda" else torch.device("cpu")
+        if device.kind != "cuda":
+            return torch.device("cpu")
+        if not self.peers:
+            if device != self.device:
+                raise ValueError(f"this worker sees only {self.device.label}, not {device.label}")
+            return torch.device("cuda", 0)
+        return torch.device("cuda", self.peers.index(device))
 
     def progress(self, phase: str, **figures: float) -> None:
         """Say what the worker is doing; call at least every few seconds, or it is declared hung."""
@@ -291,8 +396,10 @@ class Context:
     def send(self, message: Message) -> None:
         self._channel.send(message)
 
-    def recv(self, kind: type[M]) -> M:
-        return self._channel.recv(kind)
+    def recv(self, kind: type[M], *, waiting: str = "") -> M:
+        """The parent's next command; with `waiting`, say so every few seconds meanwhile (a worker
+        waiting its turn in `DeviceRun.ask` must, or it is declared hung)."""
+        return self._channel.recv(kind, waiting=waiting)
 
     @contextlib.contextmanager
     def phase(self, name: str, *, metric: str = "") -> Iterator[None]:
@@ -317,13 +424,25 @@ class Context:
             self._fired(self._fault)
 
     def fault_point(self, data: torch.Tensor | None = None) -> None:
-        """Mark where a unit of work's result lies, once per unit: the first call fires
-        the device's injected fault (a flipped bit in `data`, a hang, a crash, an error)."""
+        """Mark where a unit of work's result lies, once per unit: the first call that can take
+        the device's injected fault (a flipped bit in `data`, a hang, a crash, an error) fires
+        it, or the Nth for a fault `KIND@N`."""
         kind = self._fault
-        if not kind or kind in faults.INPUT_KINDS or (kind in faults.DATA_KINDS and data is None):
+        if not kind or kind in faults.INPUT_KINDS + faults.PACE_KINDS or (kind in faults.DATA_KINDS and data is None):
+            return
+        self._points += 1
+        if self._points < self._fault_at:
             return
         self._fired(kind)  # first: a hang, a crash or an error never comes back
         faults.fire(kind, data, self.torch_device)
+
+    def fault_pace(self) -> None:
+        """Mark the start of a timed unit of work: a `slow` fault delays every one."""
+        if self._fault in faults.PACE_KINDS or self._paced:
+            if not self._paced:
+                self._paced = True
+                self._fired(self._fault)
+            time.sleep(faults.SLOW_S)
 
     def _fired(self, kind: str) -> None:
         self._fault = ""  # once: the fault is one event, not a broken device
@@ -336,15 +455,15 @@ def _run_assignment(assignment: _Assignment[Any], channel: Channel) -> None:
     device = assignment.device
     if device.kind == "cuda":  # before CUDA starts in this process (the fork server never started it)
         os.environ["CUDA_DEVICE_ORDER"] = PCI_ORDER
-        os.environ["CUDA_VISIBLE_DEVICES"] = device.visible_as
+        os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(d.visible_as for d in assignment.peers or (device,))
     import torch
 
     if assignment.threads:
         torch.set_num_threads(assignment.threads)
-    context = Context(channel, device, assignment.fault)
+    context = Context(channel, device, assignment.fault, assignment.peers, fault_at=assignment.fault_at)
     if device.kind == "cuda":
         torch.cuda.set_device(context.torch_device)
-        seen = f"GPU-{torch.cuda.get_device_properties(0).uuid}"
+        seen = f"GPU-{torch.cuda.get_device_properties(context.torch_device).uuid}"
         if device.uuid.startswith("GPU-") and seen != device.uuid:
             raise RuntimeError(f"this worker was given {device.uuid} but CUDA shows it {seen}")
     context.progress("ready")

@@ -1,9 +1,11 @@
 """Fault injection (`--gpu-inject`): prove that the pipeline fails closed.
 
-A spec is `[GROUP.]KIND[:DEVICE]`, such as `corrupt`, `matmul.hang:1`. The fault
-goes into one device's worker (device 0 unless named) in the tests of GROUP (every
-group when omitted). Every injection is recorded as a finding in the result file;
-none can turn a run into a pass.
+A spec is `[GROUP.]KIND[@N][:DEVICE]`, such as `corrupt`, `matmul.hang:1`,
+`nccl.hang@2:1`. The fault goes into one device's worker (device 0 unless named) in
+the tests of GROUP (every group when omitted), at the first fault point that can
+take it, or the Nth (`@N`: where a test's fault points differ, the all-reduce's
+first is before its rank joins, its second inside the collectives). Every injection
+is recorded as a finding in the result file; none can turn a run into a pass.
 
 The parent side parses specs; the worker side (`fire`) applies them, once, at the
 fault point a test's worker marks with `Context.fault_point` (the scaffolding in
@@ -33,11 +35,17 @@ KINDS = {
     "hang": "stop making progress (a spinning kernel on a GPU): HANG",
     "crash": "kill the worker with SIGSEGV: TEST_ERROR, incomplete",
     "error": "raise an exception in the worker, as a CUDA error does: TEST_ERROR, incomplete",
+    "slow": "delay every timed unit of work on one device, as a slow GPU or link does: the all-reduce's "
+    "pairwise search names it",
 }
 INPUT_KINDS = ("skew",)
 """Faults applied to an input before the work starts; the rest fire at the fault point."""
 DATA_KINDS = ("corrupt",)
 """Faults that need the result at the fault point."""
+PACE_KINDS = ("slow",)
+"""Faults that act on every timed unit of work (`Context.fault_pace`), not at a fault point."""
+SLOW_S = 0.05
+"""What `slow` adds to each timed unit."""
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -46,29 +54,39 @@ class Fault:
     device: int = 0
     group: str = ""
     """The test group it applies to; empty for every group."""
+    at: int = 1
+    """Which of the worker's fault points that can take it fires it: the first, or the Nth."""
 
     def applies_to(self, group: str) -> bool:
         return self.group in ("", group)
 
     def __str__(self) -> str:
         prefix = f"{self.group}." if self.group else ""
-        return f"{prefix}{self.kind}:{self.device}"
+        at = f"@{self.at}" if self.at != 1 else ""
+        return f"{prefix}{self.kind}{at}:{self.device}"
 
 
 def parse(spec: str) -> Fault:
     text, _, device_text = spec.strip().partition(":")
+    text, sep, at_text = text.partition("@")
     group, _, kind = text.rpartition(".")
     if kind not in KINDS:
         raise ConfigError(f"unknown fault {kind!r} in {spec!r}; expected one of {sorted(KINDS)}", option="inject")
     if group and group not in GROUPS:
         raise ConfigError(f"unknown test group {group!r} in {spec!r}; expected one of {list(GROUPS)}", option="inject")
+    at = _number(at_text if sep else "1", f"the N of @N in {spec!r}", least=1)
+    device = _number(device_text or "0", f"device in {spec!r}", least=0)
+    return Fault(kind=kind, device=device, group=group, at=at)
+
+
+def _number(text: str, what: str, *, least: int) -> int:
     try:
-        device = int(device_text) if device_text else 0
+        value = int(text)
     except ValueError:
-        raise ConfigError(f"device in {spec!r} must be a number", option="inject") from None
-    if device < 0:
-        raise ConfigError(f"device in {spec!r} must be at least 0", option="inject")
-    return Fault(kind=kind, device=device, group=group)
+        raise ConfigError(f"{what} must be a number", option="inject") from None
+    if value < least:
+        raise ConfigError(f"{what} must be at least {least}", option="inject")
+    return value
 
 
 # -- the worker side: these run inside a device worker -----------------------------

@@ -24,13 +24,17 @@ import signal
 import threading
 import time
 import traceback
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from enum import StrEnum
 from multiprocessing.connection import Connection, wait
 from typing import Any, Generic, TypeVar
 
 J = TypeVar("J")
 M = TypeVar("M", bound="Message")
+
+
+KEEPALIVE_S = 2.0
+"""How often a worker waiting for its parent says it is alive."""
 
 
 class Message:
@@ -79,6 +83,8 @@ class WorkerStatus(StrEnum):
     """It exited without saying why (a signal, os._exit, the driver killed it)."""
     HUNG = "hung"
     """It stopped reporting progress, never started, or ran past its limit: it was killed."""
+    STOPPED = "stopped"
+    """The parent stopped it before it finished: it could not go on without a worker that failed."""
 
 
 _context: Any = None
@@ -109,8 +115,13 @@ class Channel:
         """Whether a command from the parent is waiting (waits up to `timeout_s` for one)."""
         return bool(self._conn.poll(timeout_s))
 
-    def recv(self, kind: type[M]) -> M:
-        """The next command from the parent, which must be a `kind`."""
+    def recv(self, kind: type[M], *, waiting: str = "") -> M:
+        """The next command from the parent, which must be a `kind`. With `waiting`, report
+        progress under that phase every few seconds meanwhile: a worker that waits its turn
+        while the parent reads the others (`messages(of=...)`) must not look stalled."""
+        if waiting:
+            while not self._conn.poll(KEEPALIVE_S):
+                self.progress(waiting)
         message = self._conn.recv()
         if not isinstance(message, kind):
             raise TypeError(f"expected {kind.__name__} from the parent, got {type(message).__name__}")
@@ -220,48 +231,77 @@ class WorkerGroup(Generic[J]):
             error=worker.error,
         )
 
-    def messages(self, until: type[Message]) -> Iterator[tuple[int, Message]]:
+    def messages(
+        self, until: type[Message], *, of: Collection[int] | None = None, together: bool = False
+    ) -> Iterator[tuple[int, Message]]:
         """Yield (worker, message) until every worker has sent an `until` message or ended.
 
         Progress messages are yielded too (for progress lines); done and failure
         messages are handled here. A worker that stalls or runs past the group's
-        limit is killed on the way.
+        limit is killed on the way. A worker that has sent its `until` is no longer
+        read (it may wait silently for the parent's next command).
+
+        With `of`, only those workers must send `until`; every running worker is read
+        and judged meanwhile, so the others must keep reporting progress while they
+        wait (as `Channel.recv(..., waiting=...)` does).
+
+        With `together`, the workers work together (the ranks of a collective) and none
+        can finish without the others: the first that ends without finishing (killed,
+        crashed, raised) ends the wait for all.
         """
         waiting = {i for i, w in enumerate(self._workers) if w.status is WorkerStatus.RUNNING}
+        watched = set(waiting)
+        if of is not None:
+            waiting &= set(of)
         now = self._clock()
-        for i in waiting:
+        for i in watched:
             self._workers[i].last_seen = now
         while waiting:
             by_handle: dict[Any, int] = {}
-            for i in waiting:
+            for i in watched:
                 by_handle[self._workers[i].conn] = i
                 by_handle[self._workers[i].process.sentinel] = i
-            ready = wait(list(by_handle), timeout=max(0.0, self._next_deadline(waiting) - self._clock()))
+            ready = wait(list(by_handle), timeout=max(0.0, self._next_deadline(watched) - self._clock()))
             for handle in ready:
                 i = by_handle[handle]
-                if i not in waiting:
+                if i not in watched:
                     continue
                 for message in self._drain(i):
                     if not isinstance(message, Done | Failed):
                         yield i, message
-                    if isinstance(message, until):
+                    if isinstance(message, until) and i in waiting:
                         waiting.discard(i)
+                        if of is None:
+                            watched.discard(i)
                 if self._workers[i].status is not WorkerStatus.RUNNING:
                     waiting.discard(i)
+                    watched.discard(i)
             # Judge everyone at one instant, then kill: a kill takes seconds, and the others'
             # messages sent meanwhile are read on the next pass, before they are judged again.
-            overdue = [(i, found) for i in sorted(waiting) if (found := self._overdue(i))]
+            overdue = [(i, found) for i in sorted(watched) if (found := self._overdue(i))]
             for i, (why, reason) in overdue:
                 self._kill(i, why, reason)
                 waiting.discard(i)
+                watched.discard(i)
+            if together and any(w.status not in (WorkerStatus.RUNNING, WorkerStatus.DONE) for w in self._workers):
+                return
 
     def join(self) -> None:
         """Wait until every worker has finished; the stall and overall limits still apply."""
         for _ in self.messages(until=Done):
             pass
 
-    def stop(self) -> None:
-        """Ask every running worker to go (its liveness pipe closes), then make it go."""
+    def stop(self, reason: str = "") -> None:
+        """Ask every running worker to go (its liveness pipe closes), then make it go. With a
+        `reason`, a worker still running is STOPPED for that reason; without, it is judged by how
+        it exits (one that had not finished crashed)."""
+        if reason:
+            for i, worker in enumerate(self._workers):
+                for _ in self._drain(i):  # what it said before it was stopped: its own end, perhaps
+                    pass
+                if worker.status is WorkerStatus.RUNNING:
+                    worker.status = WorkerStatus.STOPPED
+                    worker.error = reason
         for worker in self._workers:
             worker.alive.close()
         deadline = self._clock() + 2.0

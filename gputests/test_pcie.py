@@ -1,0 +1,16 @@
+"""PCIe bandwidth: host to device, device to host and both at once, one GPU at a time.
+
+Pinned host memory on the GPU's NUMA node, large copies timed with CUDA events and
+checked against their source. Each figure is judged against the baseline's floor and
+against the node's best GPU; a low one is told the link's generation and width.
+"""
+
+import pytest
+
+from gputests import pcie_run
+
+pytestmark = pytest.mark.pcie
+
+
+def test_pcie(burnin):
+    burnin.record(pcie_run.run(burnin.scope))

@@ -1,0 +1,370 @@
+"""torch.distributed and MPI: the one module that imports either.
+
+The collective tests run one worker process per GPU (harness/workers/devicetest.py)
+that meet as the ranks of one torch.distributed group:
+
+- The parent hosts the meeting place, a `torch.distributed.TCPStore` (`Meeting`),
+  and hands each worker its `Rendezvous` (address, port, and a prefix of its own per
+  test). The store outlives any rank, so a rank that dies cannot take the meeting
+  with it, and no port is chosen by guessing.
+- A worker `join`s on a thread, so that it keeps reporting progress while it waits
+  for the others, and gives up with `Stuck` after its limit: a rank that never comes
+  leaves the others waiting, never hung.
+- Collectives are issued asynchronously and waited for by polling (`wait`), with
+  the same limit.
+
+Across nodes, the same test runs under MPI (`mpiexec`): `Mpi` is mpi4py's world,
+which gives each process its rank, the processes on its host, and a way to agree
+on the meeting place and gather results. mpi4py is imported only when an MPI
+launcher started this process (`launched_by_mpi`), since importing it initialises MPI.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+MPI_ENV = ("PMI_RANK", "PMIX_RANK", "OMPI_COMM_WORLD_RANK", "MV2_COMM_WORLD_RANK")
+"""Set by the MPI launchers (MPICH/Hydra, PMIx, Open MPI, MVAPICH) in every process they start."""
+MPI_FD_ENV = "PMI_FD"
+"""MPICH's Hydra hands each process its PMI connection as this inherited descriptor."""
+POLL_S = (1e-5, 1e-2)
+"""The first and the longest sleep between two polls of a pending collective."""
+REPORT_S = 1.0
+
+
+class PeerLost(Exception):
+    """A collective that failed: a rank it needs died or left (gloo's closed connection, NCCL's
+    remote error). The rank that raises it is not the cause."""
+
+
+class Stuck(Exception):
+    """A join or a collective that did not complete within its limit."""
+
+    def __init__(self, what: str, waited_s: float):
+        super().__init__(f"{what}: not complete after {waited_s:.0f} s")
+        self.what = what
+        self.waited_s = waited_s
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Rendezvous:
+    """Where the ranks of one collective test meet."""
+
+    host: str
+    port: int
+    prefix: str
+    """Keys of this test only: one store may serve several."""
+
+
+class Meeting:
+    """The meeting place, hosted by the process that starts the ranks (it never joins them)."""
+
+    def __init__(self, host: str = "127.0.0.1", *, timeout_s: float = 300.0):
+        self._store = dist.TCPStore(
+            host, 0, is_master=True, wait_for_workers=False, timeout=dt.timedelta(seconds=timeout_s)
+        )
+        self.rendezvous = Rendezvous(host=host, port=int(self._store.port), prefix=uuid.uuid4().hex)
+
+    def close(self) -> None:
+        del self._store
+
+
+def join(
+    rendezvous: Rendezvous,
+    *,
+    rank: int,
+    world: int,
+    backend: str,
+    device: torch.device,
+    limit_s: float,
+    on_wait: Callable[[str], None],
+) -> None:
+    """Become `rank` of `world` (the default group of this process). Waits on a thread for the
+    others, calling `on_wait` every second; raises `Stuck` when they have not all come within
+    `limit_s` (the join may still be pending: the process must then end)."""
+    failure: list[BaseException] = []
+
+    def meet() -> None:
+        try:
+            store = dist.TCPStore(
+                rendezvous.host, rendezvous.port, is_master=False, timeout=dt.timedelta(seconds=limit_s)
+            )
+            dist.init_process_group(
+                backend,
+                store=dist.PrefixStore(rendezvous.prefix, store),
+                rank=rank,
+                world_size=world,
+                timeout=dt.timedelta(seconds=limit_s),
+                device_id=device if device.type == "cuda" else None,  # NCCL's communicator now, not lazily
+            )
+        except BaseException as err:  # noqa: BLE001 - handed to the caller's thread
+            failure.append(err)
+
+    thread = threading.Thread(target=meet, name="join", daemon=True)
+    began = time.monotonic()
+    thread.start()
+    while thread.is_alive():
+        waited = time.monotonic() - began
+        if waited > limit_s:
+            raise Stuck(f"joining {world} ranks as rank {rank}", waited)
+        on_wait(f"joining: waiting for the other {world - 1} ranks")
+        thread.join(REPORT_S)
+    if failure:
+        raise failure[0]
+
+
+def leave() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def all_reduce(tensor: torch.Tensor, group: Any = None) -> Any:
+    """A sum all-reduce in place, started; `wait` for it."""
+    return dist.all_reduce(tensor, op=dist.ReduceOp.SUM, group=group, async_op=True)
+
+
+def wait(works: Sequence[Any], *, what: str, limit_s: float, on_wait: Callable[[str], None]) -> None:
+    """Until every work is complete, polling; `on_wait` every second; `Stuck` past `limit_s`.
+    A failed collective (a peer that died) raises its error."""
+    began = time.monotonic()
+    reported = began
+    pause = POLL_S[0]
+    while not all(work.is_completed() for work in works):
+        now = time.monotonic()
+        if now - began > limit_s:
+            raise Stuck(what, now - began)
+        if now - reported > REPORT_S:
+            on_wait(f"{what}: waiting for the other ranks")
+            reported = now
+        time.sleep(pause)
+        pause = min(pause * 2, POLL_S[1])
+    for work in works:
+        try:
+            work.wait()  # raises a collective's error; on a GPU, orders the current stream after it
+        except RuntimeError as err:  # gloo's and NCCL's errors (DistBackendError is one)
+            raise PeerLost(f"{what}: {err}") from err
+
+
+def timed_all_reduces(
+    tensor: torch.Tensor,
+    count: int,
+    *,
+    what: str,
+    limit_s: float,
+    on_wait: Callable[[str], None],
+    group: Any = None,
+    before_each: Callable[[], None] = lambda: None,
+) -> float:
+    """Seconds for `count` back-to-back sum all-reduces of `tensor`, as nccl-tests times them:
+    on a GPU all are issued at once and timed by CUDA events on the stream that waits for them;
+    on the CPU (gloo) one after the other, by the wall clock. Bounded by `limit_s` in all.
+    `before_each` runs before each is issued, inside the timing."""
+    if tensor.is_cuda:
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        works = []
+        for _ in range(count):
+            before_each()
+            works.append(all_reduce(tensor, group))
+        wait(works, what=what, limit_s=limit_s, on_wait=on_wait)
+        end.record()
+        _poll(end.query, what, limit_s)
+        return float(start.elapsed_time(end)) / 1e3
+    began = time.perf_counter()
+    for _ in range(count):  # gloo may run two async works at once: never in place on one buffer
+        before_each()
+        wait([all_reduce(tensor, group)], what=what, limit_s=limit_s, on_wait=on_wait)
+    return time.perf_counter() - began
+
+
+def new_group(ranks: Sequence[int]) -> Any:
+    """A subgroup: every rank of the world must call this, with the same ranks, in the same order."""
+    return dist.new_group(list(ranks))
+
+
+def backend_for(device: torch.device) -> str:
+    """NCCL between GPUs; gloo stands in for it on the CPU."""
+    return "nccl" if device.type == "cuda" else "gloo"
+
+
+def backend_facts(backend: str) -> dict[str, str]:
+    """The collective library's version, recorded with the figures."""
+    if backend != "nccl":
+        return {"backend": backend, "version": torch.__version__}
+    version = torch.cuda.nccl.version()
+    text = ".".join(str(part) for part in version) if isinstance(version, tuple) else str(version)
+    return {"backend": backend, "version": text}
+
+
+# -- MPI -------------------------------------------------------------------------------
+
+
+def launched_by_mpi() -> bool:
+    """Whether an MPI launcher (mpiexec, mpirun, srun with PMI) started this process."""
+    return any(name in os.environ for name in MPI_ENV)
+
+
+def inherited_fds() -> tuple[int, ...]:
+    """Descriptors a child must inherit to join MPI in this process's place (MPICH's PMI_FD)."""
+    text = os.environ.get(MPI_FD_ENV, "")
+    return (int(text),) if text.isdigit() else ()
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Place:
+    """Where this process stands in an MPI job."""
+
+    rank: int
+    size: int
+    local_rank: int
+    """Among the job's processes on this host."""
+    local_size: int
+    host: str
+
+
+class Mpi:
+    """The MPI world of a job started by an MPI launcher. Initialises MPI on creation.
+
+    Its exchanges are point to point and polled, each bounded by a limit (`Stuck` past
+    it): a node that died must not leave the others blocked in MPI for ever. Every
+    process must make the same calls in the same order.
+    """
+
+    def __init__(self) -> None:
+        from mpi4py import MPI
+
+        self.comm = MPI.COMM_WORLD
+        local = self.comm.Split_type(MPI.COMM_TYPE_SHARED)
+        self.place = Place(
+            rank=self.comm.Get_rank(),
+            size=self.comm.Get_size(),
+            local_rank=local.Get_rank(),
+            local_size=local.Get_size(),
+            host=socket.gethostname(),
+        )
+        local.Free()
+        self._tag = 100
+
+    def gather(self, value: Any, *, limit_s: float, missing: Any = Stuck) -> list[Any] | None:
+        """Every rank's `value` in rank order, on rank 0; None elsewhere. With `missing`, a rank
+        whose value has not come within `limit_s` (all ranks together) gets it instead of `Stuck`."""
+        tag = self._next_tag()
+        if self.place.rank != 0:
+            self._send(value, 0, tag, limit_s)
+            return None
+        deadline = time.monotonic() + limit_s
+        found = [value]
+        for r in range(1, self.place.size):
+            try:
+                found.append(self._recv(r, tag, max(0.0, deadline - time.monotonic())))
+            except Stuck:
+                if missing is Stuck:
+                    raise
+                found.append(missing)
+        return found
+
+    def bcast(self, value: Any, *, limit_s: float) -> Any:
+        """Rank 0's `value`, on every rank."""
+        tag = self._next_tag()
+        if self.place.rank == 0:
+            for r in range(1, self.place.size):
+                self._send(value, r, tag, limit_s)
+            return value
+        return self._recv(0, tag, limit_s)
+
+    def allgather(self, value: Any, *, limit_s: float) -> list[Any]:
+        """Every rank's `value` in rank order, on every rank."""
+        return list(self.bcast(self.gather(value, limit_s=limit_s), limit_s=limit_s))
+
+    def _next_tag(self) -> int:
+        self._tag += 1
+        return self._tag
+
+    def _send(self, value: Any, dest: int, tag: int, limit_s: float) -> None:
+        request = self.comm.isend(value, dest=dest, tag=tag)
+        _poll(lambda: request.test()[0], f"a send to MPI rank {dest}", limit_s)
+
+    def _recv(self, source: int, tag: int, limit_s: float) -> Any:
+        found: list[Any] = []
+
+        def arrived() -> bool:
+            message = self.comm.improbe(source=source, tag=tag)
+            if message is not None:
+                found.append(message.recv())
+            return bool(found)
+
+        _poll(arrived, f"MPI rank {source}'s message", limit_s)
+        return found[0]
+
+
+def _poll(done: Callable[[], bool], what: str, limit_s: float) -> None:
+    began = time.monotonic()
+    pause = POLL_S[0]
+    while not done():
+        waited = time.monotonic() - began
+        if waited > limit_s:
+            raise Stuck(what, waited)
+        time.sleep(pause)
+        pause = min(pause * 2, POLL_S[1])
+
+
+# -- a team: the ranks of one collective test, on this node and beyond -------------------
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Team:
+    """Who takes part in a collective test: this node's devices are ranks `first_rank` on, of
+    `world`; `nodes` lists every node's name and rank count in rank order. `share` exchanges a
+    value between the nodes' parents (each gets every node's, in node order)."""
+
+    rendezvous: Rendezvous
+    first_rank: int
+    world: int
+    nodes: tuple[tuple[str, int], ...]
+    share: Callable[[Any], list[Any]]
+
+    def node_ranks(self) -> list[tuple[int, ...]]:
+        """Each node's ranks, in node order."""
+        found, first = [], 0
+        for _, count in self.nodes:
+            found.append(tuple(range(first, first + count)))
+            first += count
+        return found
+
+
+def mpi_team(mpi: Mpi, node: str, devices: int, *, limit_s: float, host: str = "") -> tuple[Team, Meeting | None]:
+    """The team of an MPI job: rank 0's parent hosts the meeting (on `host`, by default its
+    host name's address) and every parent learns it; ranks follow MPI rank order. Every MPI
+    process must call this at the same point. Returns the team and, on rank 0, the meeting to close."""
+    meeting = None
+    if mpi.place.rank == 0:
+        meeting = Meeting(host or socket.gethostbyname(socket.gethostname()), timeout_s=limit_s)
+    rendezvous = mpi.bcast(meeting.rendezvous if meeting else None, limit_s=limit_s)
+    nodes = tuple(mpi.allgather((node, devices), limit_s=limit_s))
+    first = sum(count for _, count in nodes[: mpi.place.rank])
+    world = sum(count for _, count in nodes)
+
+    def share(value: Any) -> list[Any]:
+        return mpi.allgather(value, limit_s=limit_s)
+
+    return Team(rendezvous=rendezvous, first_rank=first, world=world, nodes=nodes, share=share), meeting
+
+
+def local_team(node: str, devices: int, *, limit_s: float) -> tuple[Team, Meeting]:
+    """The team of one node's devices, meeting at a store this process hosts."""
+    meeting = Meeting(timeout_s=limit_s)
+    team = Team(
+        rendezvous=meeting.rendezvous, first_rank=0, world=devices, nodes=((node, devices),), share=lambda v: [v]
+    )
+    return team, meeting

@@ -1,0 +1,330 @@
+"""The all-reduce test on the gloo stand-in: figures, exact checks, hangs, attribution, the search, MPI."""
+
+import dataclasses
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from gputests import nccl, nccl_run, pairwise
+from harness.baselines import Baseline, MetricSpec, Provenance
+from harness.profiles import NcclProfile, quick
+from harness.records import Code, Direction, Severity
+from harness.workers.devicetest import Scope
+from harness.workers.faults import parse
+from tests.helpers import cpus
+
+PROFILE = dataclasses.replace(
+    quick().for_cpu().with_overrides(hang_timeout_s=5.0), nccl=NcclProfile(sizes_mib=(1,), iterations=2)
+)
+REPO = Path(__file__).resolve().parent.parent
+
+
+def run(devices, faults=None, profile=PROFILE, baselines=None):
+    scope = Scope(
+        devices=tuple(devices),
+        profile=profile,
+        test="t::nccl",
+        group="nccl",
+        faults=faults or {},
+        baselines=baselines or {},
+        node="node-a",
+    )
+    return nccl_run.run(scope)
+
+
+def failing(outcome):
+    return [f for f in outcome.findings if f.severity in (Severity.FAIL, Severity.INCOMPLETE)]
+
+
+def descendants() -> set[int]:
+    """Every process below this one (the forkserver that starts the workers and its children)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = set(), [os.getpid()]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return found
+
+
+def worker_processes() -> set[int]:
+    """Descendants other than the long-lived forkserver and its resource tracker."""
+    keep = set()
+    for pid in descendants():
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"forkserver" in cmdline or b"resource_tracker" in cmdline:
+            keep.add(pid)
+    return descendants() - keep
+
+
+# -- bandwidth as nccl-tests defines it ------------------------------------------------------
+
+
+def test_busbw_matches_a_line_of_nccl_tests_output():
+    # ../shared/data/nccl-tests/a3mega_2node_16xH100_all_reduce_perf.txt, 16 ranks:
+    # 8589934592 B in 47535 us: algbw 180.71 GB/s, busbw 338.82 GB/s (= 180.71 x 2 x 15 / 16).
+    algbw, busbw = nccl_run.bandwidth(8589934592, 47535e-6, 16)
+    assert algbw == pytest.approx(180.71, abs=0.01)
+    assert busbw == pytest.approx(338.82, abs=0.01)
+
+
+def test_one_rank_has_no_bus():
+    assert nccl_run.bandwidth(1 << 20, 1e-3, 1)[1] == 0.0
+
+
+def test_metric_names_carry_the_size():
+    assert nccl_run.metric_name(8192) == "nccl.allreduce.8gib.busbw"
+    assert nccl_run.metric_name(512) == "nccl.allreduce.512mib.busbw"
+
+
+# -- the exact check -------------------------------------------------------------------------
+
+
+def _table():
+    return torch.tensor([nccl._h(i) for i in range(nccl.PERIOD)], dtype=torch.float32)
+
+
+@pytest.mark.parametrize("world", [2, 3, 8])
+def test_the_sum_of_every_ranks_input_is_exactly_what_the_check_expects(world):
+    table = _table()
+    total = torch.zeros(3 * nccl.PERIOD + 11)
+    for rank in range(world):
+        buf = torch.empty_like(total)
+        nccl.fill(buf, table, rank)
+        total += buf
+    assert nccl.mismatches(total, table, world) == (0, -1)
+
+
+def test_a_wrong_element_and_a_misplaced_block_are_caught():
+    table = _table()
+    total = torch.zeros(2 * nccl.PERIOD + 5)
+    for rank in range(3):
+        buf = torch.empty_like(total)
+        nccl.fill(buf, table, rank)
+        total += buf
+    wrong = total.clone()
+    wrong[77] += 1
+    assert nccl.mismatches(wrong, table, 3) == (1, 77)
+    shifted = total.clone()
+    shifted[100:200] = total[101:201]  # a block written one element off
+    bad, first = nccl.mismatches(shifted, table, 3)
+    assert bad > 50 and first >= 100
+
+
+def test_the_sums_are_exact_in_fp32():
+    # The largest sum for 64 ranks: 64 x 63 + sum(r mod 17) stays far below 2^24.
+    assert 64 * 63 + sum(nccl.offset(r) for r in range(64)) < 1 << 24
+
+
+# -- the pairwise search, as a pure function -------------------------------------------------
+
+
+def _measure_with(slow: set[int], fast: float = 10.0, slowed: float = 4.0):
+    calls = []
+
+    def measure(pairs):
+        calls.append(list(pairs))
+        return [slowed if set(p) & slow else fast for p in pairs]
+
+    return measure, calls
+
+
+@pytest.mark.parametrize(("count", "slow"), [(4, {2}), (4, {0}), (5, {4}), (8, {3, 6}), (3, {1})])
+def test_the_search_names_exactly_the_slow_members(count, slow):
+    measure, calls = _measure_with(slow)
+    found = pairwise.search(count, measure, tolerance=0.8)
+    assert set(found.culprits) == slow
+    assert set(found.cleared) == set(range(count)) - slow
+    assert not found.unresolved
+    assert all(len({m for p in pairs for m in p}) == 2 * len(pairs) for pairs in calls)  # disjoint at once
+
+
+def test_a_uniformly_slow_fabric_names_no_one():
+    measure, _ = _measure_with(set(), fast=3.0)
+    assert pairwise.search(6, measure, tolerance=0.8).culprits == ()
+
+
+def test_two_members_cannot_tell_which_one_is_slow():
+    measure, _ = _measure_with({1})
+    found = pairwise.search(2, measure, tolerance=0.8)
+    assert found.culprits == ()
+
+
+def test_the_tolerance_must_be_a_share():
+    with pytest.raises(ValueError):
+        pairwise.search(4, lambda pairs: [1.0] * len(pairs), tolerance=1.5)
+
+
+# -- the test on gloo ------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("count", [2, 4])
+def test_every_rank_measures_and_checks_every_size(cpu, count):
+    profile = dataclasses.replace(PROFILE, nccl=NcclProfile(sizes_mib=(1, 2), iterations=2))
+    outcome = run(cpus(count, cpu), profile=profile)
+    assert failing(outcome) == []
+    figures = {(m.gpu, m.metric): m for m in outcome.measurements}
+    assert set(figures) == {(f"CPU-{i}", nccl_run.metric_name(mib)) for i in range(count) for mib in (1, 2)}
+    assert all(m.value > 0 and m.samples == nccl_run.WINDOWS and m.unit == "GB/s" for m in figures.values())
+    assert outcome.facts["nccl.backend"] == "gloo"
+    assert outcome.facts["nccl.version"] == torch.__version__
+
+
+@pytest.mark.slow
+def test_a_wrong_value_in_one_ranks_buffer_names_that_ranks_device(cpu):
+    outcome = run(cpus(3, cpu), {2: parse("nccl.corrupt:2")})
+    mismatch = [f for f in outcome.findings if f.code is Code.DATA_MISMATCH]
+    assert [(f.gpu, f.severity, f.details["rank"]) for f in mismatch] == [("CPU-2", Severity.FAIL, 2)]
+    assert mismatch[0].details["first_bad"] == 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("spec", "where"),
+    [("nccl.hang:1", "never joins"), ("nccl.hang@2:1", "hangs among the collectives")],
+)
+def test_a_hung_rank_is_hang_within_its_limit_and_leaves_no_process(cpu, spec, where):
+    before = worker_processes()
+    began = time.monotonic()
+    outcome = run(cpus(3, cpu), {1: parse(spec)})
+    took = time.monotonic() - began
+    hangs = [f for f in outcome.findings if f.code is Code.HANG and f.severity is Severity.FAIL]
+    assert [f.gpu for f in hangs] == ["CPU-1"], where
+    stopped = [f for f in outcome.findings if f.code is Code.TEST_ERROR]
+    assert {f.gpu for f in stopped} <= {"CPU-0", "CPU-2"}
+    assert all(f.severity is Severity.INFO for f in stopped)
+    assert took < PROFILE.startup_timeout_s + 4 * PROFILE.hang_timeout_s
+    assert worker_processes() - before == set()
+
+
+@pytest.mark.slow
+def test_a_crashed_rank_is_its_own_error_and_the_others_are_stopped(cpu):
+    outcome = run(cpus(3, cpu), {0: parse("nccl.crash@2:0")})
+    errors = [f for f in failing(outcome)]
+    assert [(f.gpu, f.code) for f in errors if f.code is not Code.FAULT_INJECTED] == [("CPU-0", Code.TEST_ERROR)]
+
+
+def _floor_baseline(floor: float) -> Baseline:
+    metric = nccl_run.metric_name(1)
+    spec = MetricSpec(
+        name=metric,
+        unit="GB/s",
+        direction=Direction.HIGHER,
+        limit=floor,
+        node_tolerance=None,
+        required=True,
+        provenance=Provenance(kind="estimate", source="a floor the slow rank misses"),
+    )
+    return Baseline(path=Path("t.toml"), model="Test CPU", device="cpu", names=("Test CPU",), metrics={metric: spec})
+
+
+@pytest.mark.slow
+def test_the_search_names_a_planted_slow_rank_among_four(cpu):
+    devices = cpus(4, cpu)
+    # First the team's healthy figure, then a floor that the slowed team misses by far.
+    healthy = run(devices)
+    figure = min(m.value for m in healthy.measurements)
+    baseline = _floor_baseline(figure / 2.5)
+    outcome = run(devices, {2: parse("nccl.slow:2")}, baselines={d.uuid: baseline for d in devices})
+    named = [f for f in outcome.findings if f.code is Code.LOW_THROUGHPUT]
+    assert [(f.gpu, f.details["rank"]) for f in named] == [("CPU-2", 2)], [f.message for f in outcome.findings]
+    assert "rank 2" in named[0].message
+    judged = {m.gpu: m for m in outcome.measurements}
+    assert set(judged) == {d.uuid for d in devices}
+    # The others are judged by the team without the slow rank: above the floor the whole team missed.
+    assert all(judged[g].value >= baseline.metrics[nccl_run.metric_name(1)].limit for g in ("CPU-0", "CPU-1", "CPU-3"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("required", "severity"), [(True, Severity.INCOMPLETE), (False, Severity.INFO)])
+def test_one_rank_runs_the_path_and_has_nothing_to_measure(cpu, required, severity):
+    baseline = _floor_baseline(1e-6)
+    spec = dataclasses.replace(baseline.metrics[nccl_run.metric_name(1)], required=required)
+    baseline = dataclasses.replace(baseline, metrics={spec.name: spec})
+    (device,) = cpus(1, cpu)
+    outcome = run([device], baselines={device.uuid: baseline})
+    assert outcome.measurements == []
+    assert [(f.code, f.severity) for f in outcome.findings] == [(Code.NOTHING_TO_TEST, severity)]
+    assert outcome.facts["nccl.backend"] == "gloo"
+
+
+# -- whole runs: the CLI, and MPI ------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_gpu_burnin_run_records_busbw_and_passes(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "harness.cli", "run", "--device", "cpu", "-m", "nccl", "--results", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        cwd=REPO,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    (path,) = tmp_path.glob("*.json")
+    doc = json.loads(path.read_text())
+    metrics = {m["metric"] for m in doc["measurements"]}
+    assert metrics == {"nccl.allreduce.1mib.busbw", "nccl.allreduce.4mib.busbw"}
+    assert doc["verdict"]["status"] == "pass"
+
+
+def _mpiexec() -> str | None:
+    found = shutil.which("mpiexec", path=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(_mpiexec() is None, reason="no mpiexec (pip install mpich)")
+def test_under_mpiexec_two_nodes_make_one_job_with_a_verdict_each(tmp_path):
+    command = [
+        _mpiexec(),
+        "-n",
+        "2",
+        sys.executable,
+        "-m",
+        "pytest",
+        "gputests",
+        "-m",
+        "nccl",
+        "--gpu-device",
+        "cpu",
+        "--gpu-results",
+        str(tmp_path),
+        "-p",
+        "no:cacheprovider",
+        "-q",
+    ]
+    env = {k: v for k, v in os.environ.items() if k != "PYTEST_ADDOPTS"}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=240, cwd=REPO, env=env)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    (job,) = (tmp_path / "jobs").glob("*.json")
+    data = json.loads(job.read_text())
+    assert data["schema"] == "gpu-burnin/job"
+    assert [n["verdict"] for n in data["nodes"]] == ["pass", "pass"]
+    names = [n["node"] for n in data["nodes"]]
+    assert len(set(names)) == 2
+    for entry in data["nodes"]:
+        result = entry["result"]
+        assert result["run_id"] == data["run_id"]
+        assert result["host"]["mpi"].endswith("of 2")
+        ranks = {m["gpu"] for m in result["measurements"]}
+        assert len(ranks) == 2  # two stand-in devices per node: four ranks in all
+    assert len(list(tmp_path.glob("*.json"))) == 2  # each node's own result too
