@@ -5,7 +5,7 @@
 
 Both sides run in this process, in alternating rounds (bare, harness, harness,
 bare, ...) so that clock and thermal drift fall on both. The harness side runs as
-the test's workers do (gputests.matmul.configure: deterministic mode on); the bare
+the test's workers do (gputests.work.matmul.configure: deterministic mode on); the bare
 side with torch's defaults (deterministic mode off). CUBLAS_WORKSPACE_CONFIG is
 read once per process, so it applies to both. Each round pairs one run of each
 side; the ratio is the median of the rounds' harness / bare ratios, printed with

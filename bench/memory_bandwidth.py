@@ -6,7 +6,7 @@
 Three sides run in this process, in alternating rounds (their order rotates, so that
 clock and thermal drift fall on all of them):
 
-- verify: the test's own figure, through its worker functions (gputests.memory.burn
+- verify: the test's own figure, through its worker functions (gputests.work.memory.burn
   over `--mib` of memory in the test's chunks): the median of every pass's window,
   bytes verified over the verify kernels' time;
 - copy: `dst.copy_(src)` over buffers of the same size, bytes read plus written over

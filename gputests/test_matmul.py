@@ -8,7 +8,7 @@ equal). The plugin judges the figures against the baseline when the test returns
 
 import pytest
 
-from gputests import matmul_run
+from gputests.work import matmul_run
 
 pytestmark = pytest.mark.matmul
 

@@ -8,7 +8,7 @@ the test returns; every bad word is described in a DATA_MISMATCH finding.
 
 import pytest
 
-from gputests import memory_run
+from gputests.work import memory_run
 
 pytestmark = pytest.mark.memory
 

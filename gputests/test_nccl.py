@@ -10,7 +10,7 @@ nothing to measure: incomplete where the baseline requires these figures.
 
 import pytest
 
-from gputests import nccl_run
+from gputests.work import nccl_run
 
 pytestmark = pytest.mark.nccl
 

@@ -9,7 +9,7 @@ nothing to test: incomplete where its baseline requires these figures.
 
 import pytest
 
-from gputests import nvlink_run
+from gputests.work import nvlink_run
 
 pytestmark = pytest.mark.nvlink
 

@@ -7,7 +7,7 @@ against the node's best GPU; a low one is told the link's generation and width.
 
 import pytest
 
-from gputests import pcie_run
+from gputests.work import pcie_run
 
 pytestmark = pytest.mark.pcie
 

@@ -9,11 +9,11 @@ import numpy  # noqa: F401 - imported once here: pytester's in-process runs cann
 import pytest
 import torch  # noqa: F401 - likewise
 
-import gputests.matmul_run  # noqa: F401 - likewise: workers are pickled by reference, so the worker
-import gputests.memory_run  # noqa: F401 - likewise (the memory test's workers)
-import gputests.nccl_run  # noqa: F401 - likewise
-import gputests.nvlink_run  # noqa: F401 - likewise
-import gputests.pcie_run  # noqa: F401 - likewise
+import gputests.work.matmul_run  # noqa: F401 - likewise: workers are pickled by reference, so the worker
+import gputests.work.memory_run  # noqa: F401 - likewise (the memory test's workers)
+import gputests.work.nccl_run  # noqa: F401 - likewise
+import gputests.work.nvlink_run  # noqa: F401 - likewise
+import gputests.work.pcie_run  # noqa: F401 - likewise
 from harness.baselines import default_dir  # functions must stay the same objects across pytester's runs
 from harness.devices import Device
 

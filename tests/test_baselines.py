@@ -70,7 +70,7 @@ def test_boards_built_with_nvlink_require_every_dtype_and_their_links(name):
 
 
 def test_the_all_reduce_metrics_are_the_profiles_sizes():
-    from gputests import nccl_run
+    from gputests.work import nccl_run
     from harness.profiles import GPU_NCCL, quick
 
     h200 = baselines.load_file(baselines.default_dir() / "h200-141gb.toml")

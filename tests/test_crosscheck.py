@@ -5,7 +5,7 @@ import hashlib
 
 import numpy as np
 
-from gputests import crosscheck
+from gputests.work import crosscheck
 from tests.helpers import gpus
 
 ROWS, COLS = 4, 8

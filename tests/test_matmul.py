@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from gputests import matmul
-from gputests.matmul_run import dtypes_for
+from gputests.work import matmul
+from gputests.work.matmul_run import dtypes_for
 from harness.devices import Device
 from harness.workers.devicetest import FaultFired, NotSupported
 from tests.helpers import local_context

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from gputests import matmul, matmul_run
+from gputests.work import matmul, matmul_run
 from harness.profiles import MatmulProfile, quick
 from harness.records import Code, Severity
 from harness.workers.devicetest import Scope

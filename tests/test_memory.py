@@ -6,7 +6,7 @@ import sys
 import pytest
 import torch
 
-from gputests import memory
+from gputests.work import memory
 from harness.workers import Progress
 from harness.workers.devicetest import FaultFired, PhaseFailed
 from tests.helpers import REPO, local_context

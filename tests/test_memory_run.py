@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from gputests import memory, memory_run
+from gputests.work import memory, memory_run
 from harness.profiles import MemoryProfile, quick
 from harness.records import Code, Direction, Severity
 from harness.workers.devicetest import Scope

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from gputests import nccl, nccl_run, pairwise
+from gputests.work import nccl, nccl_run, pairwise
 from harness.baselines import Baseline, MetricSpec, Provenance
 from harness.profiles import NcclProfile, quick
 from harness.records import Code, Direction, Severity

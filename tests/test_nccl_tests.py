@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from gputests import nccl_run
+from gputests.work import nccl_run
 
 DATA = Path(__file__).parent / "data" / "nccl-tests"
 _spec = importlib.util.spec_from_file_location("nccl_tests", Path(__file__).parent.parent / "bench" / "nccl_tests.py")

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from gputests import nvlink, nvlink_run, summary
+from gputests import summary
+from gputests.work import nvlink, nvlink_run
 from harness import compare
 from harness.baselines import Baseline, MetricSpec, Provenance
 from harness.profiles import NvlinkProfile, quick

@@ -7,7 +7,7 @@ import time
 import pytest
 import torch
 
-from gputests import copies, pcie, pcie_run
+from gputests.work import copies, pcie, pcie_run
 from harness.devices import numa_placement
 from harness.profiles import PcieProfile, quick
 from harness.records import Code, Direction, Severity

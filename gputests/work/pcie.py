@@ -6,8 +6,8 @@ quarter of the true figure), allocates its buffers, says `Ready`, and waits its
 turn: the parent measures one GPU at a time, so that GPUs behind one PCIe switch do
 not share it during a measurement. In its turn it measures host to device, device to
 host, and both at once, each as timed windows of back-to-back copies
-(gputests/copies.py: every copy into device memory is checked, and the last copy of
-each window into host memory). The parent side is gputests/pcie_run.py.
+(gputests/work/copies.py: every copy into device memory is checked, and the last copy of
+each window into host memory). The parent side is gputests/work/pcie_run.py.
 
 On the CPU stand-in, "host" and "device" are two buffers in host memory: the
 orchestration, timing and checks run, the figure is memcpy's.
@@ -21,7 +21,7 @@ import time
 
 import torch
 
-from gputests import copies
+from gputests.work import copies
 from harness.devices import numa_placement
 from harness.workers import Message
 from harness.workers.devicetest import Context

@@ -1,7 +1,7 @@
 """The memory test, parent side: what it asks each device and what it makes of the answers.
 
 Every device takes its share of memory and runs the patterns at once
-(gputests/memory.py is the worker side). Per device it records the coverage (bytes
+(gputests/work/memory.py is the worker side). Per device it records the coverage (bytes
 verified over the device's memory), the verify bandwidth (the median of every pass's
 window) and the bad words (exact, judged against a ceiling of 0), and a
 DATA_MISMATCH finding that describes the bad words. A device that hangs, crashes or
@@ -14,7 +14,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 
-from gputests import memory
+from gputests.work import memory
 from harness.devices import Device
 from harness.profiles import Profile
 from harness.records import Code, Direction, Remediation, Severity

@@ -14,7 +14,7 @@ parent says, all ranks at once:
 
 A join or a collective that does not complete within its limit ends with `Stuck`,
 one that fails because a peer died with `PeerLost`: both are the other ranks'
-problem, which the parent attributes (gputests/nccl_run.py). The fault points: the
+problem, which the parent attributes (gputests/work/nccl_run.py). The fault points: the
 first is before the rank joins (`nccl.hang` never joins), the next after each
 checked all-reduce (`nccl.hang@2` hangs among the collectives; `corrupt` changes
 this rank's reduced buffer).

@@ -4,7 +4,7 @@
 window of products, and compares every product bitwise with the first one. It is
 a plain function: the test runs it in one worker per GPU (`worker`), and
 bench/matmul_overhead.py calls it directly. How the product is made bitwise
-reproducible is in docs/determinism.md. The parent side is gputests/matmul_run.py.
+reproducible is in docs/determinism.md. The parent side is gputests/work/matmul_run.py.
 """
 
 from __future__ import annotations

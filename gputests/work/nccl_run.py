@@ -1,6 +1,6 @@
 """The NCCL all-reduce test, parent side: the ranks, the sweep, the attribution, the pairwise search.
 
-One rank per device, all of them seeing the whole node (gputests/nccl.py is the worker
+One rank per device, all of them seeing the whole node (gputests/work/nccl.py is the worker
 side). The parent hosts the meeting place, or, under MPI, rank 0's parent does and
 the team spans every node of the job (harness/distributed.py). For each size of the
 profile's sweep every rank checks, times and checks again; each records
@@ -16,7 +16,7 @@ and each of them is `HANG`.
 
 When the largest size is below the baseline floor and there are at least three
 members (ranks of one node, or nodes of a job), the pairwise search
-(gputests/pairwise.py) names the slow one, and the others are judged by the
+(gputests/work/pairwise.py) names the slow one, and the others are judged by the
 figure of the team without it.
 
 With one rank there is no bus: the path runs (join, check, time) and the test
@@ -32,7 +32,7 @@ import statistics
 from collections.abc import Iterator, Sequence
 from typing import TypeVar
 
-from gputests import nccl, pairwise
+from gputests.work import nccl, pairwise
 from harness import distributed
 from harness.devices import Device
 from harness.profiles import size_label
@@ -43,7 +43,7 @@ from harness.workers.devicetest import DeviceRun, Outcome, Scope, nothing_to_tes
 WINDOWS = 5
 """Timed windows per size (after one warm-up window)."""
 SEARCH_TOLERANCE = 0.8
-"""A pair below this share of the fastest pair is slow (gputests/pairwise.py)."""
+"""A pair below this share of the fastest pair is slow (gputests/work/pairwise.py)."""
 ALLOWANCE_S = 30.0
 """For what is not timed: joining (NCCL's set-up), filling and checking buffers."""
 

@@ -1,6 +1,6 @@
 """The PCIe test, parent side: one GPU at a time, each direction's figure, every bad copy a finding.
 
-Every worker allocates at once (gputests/pcie.py is the worker side); then each
+Every worker allocates at once (gputests/work/pcie.py is the worker side); then each
 device in turn measures host to device, device to host and both at once while the
 others wait, so the figure is the link's own and not its share of a switch. Per
 device it records `pcie.h2d.gbps`, `pcie.d2h.gbps` and `pcie.bidir.gbps` (the median
@@ -12,7 +12,7 @@ the health snapshot's link generation and width are added to a low figure's mess
 
 from __future__ import annotations
 
-from gputests import pcie
+from gputests.work import pcie
 from harness.devices import Device
 from harness.records import Code, Direction, Remediation, Severity
 from harness.workers.devicetest import DeviceRun, Outcome, Scope

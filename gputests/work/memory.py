@@ -19,7 +19,7 @@ The patterns (`PATTERNS`), with their passes per round:
 
 It is plain functions of tensors: the test runs it in one worker per device
 (`worker`), bench/memory_bandwidth.py and tests/test_memory.py call it directly.
-The parent side is gputests/memory_run.py.
+The parent side is gputests/work/memory_run.py.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The GPU-to-GPU test, parent side: the N x N matrix, one pair at a time, one way and both ways.
 
-Every GPU's worker sees the whole node (gputests/nvlink.py is the worker side) and
+Every GPU's worker sees the whole node (gputests/work/nvlink.py is the worker side) and
 says which peers it reaches directly. Then, one pair at a time so that a figure is
 the pair's own link, the source's worker copies to its peer (`nvlink.p2p.gbps`,
 per ordered pair), and each unordered pair copies both ways at once
@@ -17,7 +17,7 @@ incomplete only where the baseline requires these metrics.
 
 from __future__ import annotations
 
-from gputests import nvlink
+from gputests.work import nvlink
 from harness.devices import Device
 from harness.records import Code, Direction, Finding, Remediation, Severity
 from harness.workers import WorkerStatus

@@ -1,6 +1,6 @@
 """The matmul test, parent side: what it asks each device and what it makes of the answers.
 
-Every device burns at once (gputests/matmul.py is the worker side). Each product
+Every device burns at once (gputests/work/matmul.py is the worker side). Each product
 is checked against the device's first product; first products are compared across
 devices of one model, and where they disagree the differing rows are fetched and
 counted exactly. A device that hangs, crashes or raises becomes a finding through
@@ -9,8 +9,8 @@ the scaffolding (harness/workers/devicetest.py); the others' figures stay.
 
 from __future__ import annotations
 
-from gputests import crosscheck
-from gputests.matmul import Burned, BurnResult, Job, Rows, RowsRequest, metric_name, worker
+from gputests.work import crosscheck
+from gputests.work.matmul import Burned, BurnResult, Job, Rows, RowsRequest, metric_name, worker
 from harness.devices import Device
 from harness.profiles import Profile
 from harness.records import Code, Direction, Remediation, Severity

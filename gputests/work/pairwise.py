@@ -9,7 +9,7 @@ the median pair, which one pair fast or slow by chance does not move; when most
 pairs are slow, the fault is the fabric or all of them, and no one is named.
 
 Pure: `measure` is given disjoint sets of members to time at once and returns each
-set's bus bandwidth; gputests/nccl_run.py times them as subgroups of its ranks.
+set's bus bandwidth; gputests/work/nccl_run.py times them as subgroups of its ranks.
 """
 
 from __future__ import annotations

@@ -5,8 +5,8 @@ which peers it can reach directly (`Ready`), then waits: the parent gives one pa
 at a time a `Copy` turn, so a figure is the pair's own link and not its share of a
 switch. One way is this GPU to the peer; both ways runs that and the peer back to
 this GPU at once, from this worker. Every copy is checked on the GPU it landed on
-(gputests/copies.py), and the buffers of a pair are freed before the next pair's.
-The parent side is gputests/nvlink_run.py.
+(gputests/work/copies.py), and the buffers of a pair are freed before the next pair's.
+The parent side is gputests/work/nvlink_run.py.
 
 On the CPU stand-in the "GPUs" are buffers in host memory: the orchestration, the
 matrix, the timing and the checks run; the figure is memcpy's.
@@ -20,7 +20,7 @@ import time
 
 import torch
 
-from gputests import copies
+from gputests.work import copies
 from harness.devices import Device
 from harness.workers import Message
 from harness.workers.devicetest import Context
