@@ -18,7 +18,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout, installed or not
 
-from gputests import matmul  # noqa: E402
+from gputests.work import matmul  # noqa: E402
 
 
 def main() -> int:

@@ -29,7 +29,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout, installed or not
 
 from bench import rounds  # noqa: E402
-from gputests import matmul  # noqa: E402
+from gputests.work import matmul  # noqa: E402
 
 
 def bare(device: torch.device, dtype: str, size: int, seconds: float, *, into: bool = False) -> float:

@@ -36,7 +36,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout, installed or not
 
 from bench import rounds  # noqa: E402
-from gputests import memory  # noqa: E402
+from gputests.work import memory  # noqa: E402
 
 FRACTION = 0.9
 """The share of free memory the test takes (harness.profiles: MemoryProfile.fraction)."""
