@@ -136,24 +136,9 @@ def all_reduce(tensor: torch.Tensor, group: Any = None) -> Any:
 
 def wait(works: Sequence[Any], *, what: str, limit_s: float, on_wait: Callable[[str], None]) -> None:
     """Until every work is complete, polling; `on_wait` every second; `Stuck` past `limit_s`.
-    A failed collective (a peer that died) raises its error."""
-    began = time.monotonic()
-    reported = began
-    pause = POLL_S[0]
-    while not all(work.is_completed() for work in works):
-        now = time.monotonic()
-        if now - began > limit_s:
-            raise Stuck(what, now - began)
-        if now - reported > REPORT_S:
-            on_wait(f"{what}: waiting for the other ranks")
-            reported = now
-        time.sleep(pause)
-        pause = min(pause * 2, POLL_S[1])
-    for work in works:
-        try:
-            work.wait()  # raises a collective's error; on a GPU, orders the current stream after it
-        except RuntimeError as err:  # gloo's and NCCL's errors (DistBackendError is one)
-            raise PeerLost(f"{what}: {err}") from err
+    A failed collective (a peer that died) raises `PeerLost`."""
+    _poll(lambda: all(work.is_completed() for work in works), what, limit_s, on_wait)
+    _order_after(works, what)
 
 
 def timed_all_reduces(
@@ -167,9 +152,10 @@ def timed_all_reduces(
     before_each: Callable[[], None] = lambda: None,
 ) -> float:
     """Seconds for `count` back-to-back sum all-reduces of `tensor`, as nccl-tests times them:
-    on a GPU all are issued at once and timed by CUDA events on the stream that waits for them;
-    on the CPU (gloo) one after the other, by the wall clock. Bounded by `limit_s` in all.
-    `before_each` runs before each is issued, inside the timing."""
+    on a GPU all are issued at once and timed by CUDA events on a stream that waits for them
+    (the CPU's polling is outside the timing); on the CPU (gloo) one after the other, by the
+    wall clock. Bounded by `limit_s` in all. `before_each` runs before each is issued, inside
+    the timing."""
     if tensor.is_cuda:
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         start.record()
@@ -177,15 +163,25 @@ def timed_all_reduces(
         for _ in range(count):
             before_each()
             works.append(all_reduce(tensor, group))
-        wait(works, what=what, limit_s=limit_s, on_wait=on_wait)
+        _order_after(works, what)  # the current stream waits for them; the CPU does not
         end.record()
-        _poll(end.query, what, limit_s)
+        _poll(end.query, what, limit_s, on_wait)
+        _poll(lambda: all(work.is_completed() for work in works), what, limit_s, on_wait)
+        _order_after(works, what)  # a collective that failed raises here
         return float(start.elapsed_time(end)) / 1e3
     began = time.perf_counter()
     for _ in range(count):  # gloo may run two async works at once: never in place on one buffer
         before_each()
         wait([all_reduce(tensor, group)], what=what, limit_s=limit_s, on_wait=on_wait)
     return time.perf_counter() - began
+
+
+def _order_after(works: Sequence[Any], what: str) -> None:
+    for work in works:
+        try:
+            work.wait()  # on a GPU, orders the current stream after it; raises a collective's error
+        except RuntimeError as err:  # gloo's and NCCL's errors (DistBackendError is one)
+            raise PeerLost(f"{what}: {err}") from err
 
 
 def new_group(ranks: Sequence[int]) -> Any:
@@ -308,13 +304,17 @@ class Mpi:
         return found[0]
 
 
-def _poll(done: Callable[[], bool], what: str, limit_s: float) -> None:
-    began = time.monotonic()
+def _poll(done: Callable[[], bool], what: str, limit_s: float, on_wait: Callable[[str], None] | None = None) -> None:
+    """Until `done()`, sleeping a little longer each time; `on_wait` every second; `Stuck` past `limit_s`."""
+    began = reported = time.monotonic()
     pause = POLL_S[0]
     while not done():
-        waited = time.monotonic() - began
-        if waited > limit_s:
-            raise Stuck(what, waited)
+        now = time.monotonic()
+        if now - began > limit_s:
+            raise Stuck(what, now - began)
+        if on_wait is not None and now - reported > REPORT_S:
+            on_wait(f"{what}: waiting for the other ranks")
+            reported = now
         time.sleep(pause)
         pause = min(pause * 2, POLL_S[1])
 
