@@ -5,6 +5,8 @@
     gpu-burnin periodic    the suite, then keep or take out this node (the CronJob)
     gpu-burnin retest      put a repaired node back in preflight
     gpu-burnin status      GPU nodes by state
+    gpu-burnin report      review many result files: statistics, outliers, coverage; an HTML report
+    gpu-burnin baseline propose   new floors and tolerances for a baseline, from the fleet
 
 Exit status, for every subcommand: 0 pass, 1 fail, 2 incomplete, 4 usage or
 configuration error (nothing was run, nothing on the node was changed).
@@ -26,6 +28,7 @@ from harness.kube.actions import Fleet
 from harness.kube.api import Patience
 from harness.kube.node import Label, Marks, Taint
 from harness.verdict import ExitCode
+from reports import cli as report_cli
 
 T = TypeVar("T")
 DEFAULTS = Marks()
@@ -135,6 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     status.add_argument("--json", action="store_true", help="print the list as JSON")
     status.set_defaults(handler=_status)
+    report_cli.add_commands(commands)  # report, baseline propose: their logic is in reports/
     return parser
 
 

@@ -6,21 +6,34 @@
     found.measurements.groupby(["gpu_name", "metric"])["value"].median()
 
 Files that cannot be read (another schema, a newer version, a torn copy, a missing
-path) are returned in `errors` next to the tables, never silently dropped.
+path, a measurement whose value is not a finite number) are returned in `errors`
+next to the tables, never silently dropped, and none of their rows is kept.
+
+A fleet's files hold about a million measurements, so they are read column by
+column: every part of a document but its measurements is parsed into the typed
+`ResultDocument` (as `harness.results.load` does), and the measurements, the bulk,
+are checked per file as columns and go into one table whose repeated strings are
+pandas categoricals.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import glob
+import json
+import math
+import operator
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from harness import results
 from harness.errors import ConfigError
+from harness.records import Direction
 from harness.results import ResultDocument
 
 RUN_COLUMNS = [
@@ -29,6 +42,7 @@ RUN_COLUMNS = [
     "started_at",
     "ended_at",
     "state",
+    "entrypoint",
     "device_kind",
     "profile",
     "selection",
@@ -45,9 +59,11 @@ MEASUREMENT_COLUMNS = [
     "run_id",
     "node",
     "started_at",
+    "state",
     "profile",
     "verdict",
     "driver",
+    "device_kind",
     "test",
     "gpu",
     "gpu_index",
@@ -60,6 +76,7 @@ MEASUREMENT_COLUMNS = [
     "samples",
     "low",
     "high",
+    "peer",
 ]
 FINDING_COLUMNS = [
     "run_id",
@@ -76,6 +93,14 @@ FINDING_COLUMNS = [
     "message",
 ]
 Source = str | os.PathLike[str]
+Progress = Callable[[int, int], None]
+"""Called after each file with (files read, files in all)."""
+
+_RUN_LEVEL = ("run_id", "node", "started_at", "state", "profile", "verdict", "driver", "device_kind")
+_DEVICE_LEVEL = ("gpu_index", "gpu_name", "serial")
+_REQUIRED = operator.itemgetter("metric", "gpu", "value", "unit", "direction")
+_DIRECTIONS = {str(d) for d in Direction}
+_NUMBERS = {int, float}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,7 +108,7 @@ class Loaded:
     runs: pd.DataFrame
     """One row per result file."""
     measurements: pd.DataFrame
-    """One row per measurement, with its run's node, time, profile, verdict and driver."""
+    """One row per measurement, with its run's node, time, state, profile, verdict and driver."""
     findings: pd.DataFrame
     """One row per finding."""
     errors: list[ConfigError]
@@ -111,21 +136,42 @@ def result_files(sources: Iterable[Source]) -> tuple[list[Path], list[ConfigErro
     return list(dict.fromkeys(found)), errors
 
 
-def load_results(*sources: Source) -> Loaded:
+def load_results(*sources: Source, progress: Progress | None = None) -> Loaded:
     paths, errors = result_files(sources)
-    runs, measurements, findings = [], [], []
-    for path in paths:
+    table = _Columns()
+    runs, findings = [], []
+    copies: list[tuple[Path, ResultDocument, list[dict[str, Any]]]] = []
+    seen: set[tuple[str, str]] = set()
+
+    def take(path: Path, doc: ResultDocument, measurements: list[dict[str, Any]]) -> None:
         try:
-            doc = results.load(path)
+            table.add(doc, measurements, path)
         except ConfigError as err:
             errors.append(err)
-            continue
+            return
+        seen.add((doc.node, doc.run_id))
         runs.append(_run_row(doc, path))
-        measurements += _measurement_rows(doc)
-        findings += _finding_rows(doc)
+        findings.extend(_finding_rows(doc))
+
+    for done, path in enumerate(paths, 1):
+        try:
+            found, job = read(path), is_job(path)
+        except ConfigError as err:
+            errors.append(err)
+            found, job = [], False
+        for doc, measurements in found:
+            if job:
+                copies.append((path, doc, measurements))
+            else:
+                take(path, doc, measurements)
+        if progress is not None:
+            progress(done, len(paths))
+    for path, doc, measurements in copies:  # a job's copy of a node's result, unless its own file was read
+        if (doc.node, doc.run_id) not in seen:
+            take(path, doc, measurements)
     tables = (
         pd.DataFrame(runs, columns=RUN_COLUMNS),
-        pd.DataFrame(measurements, columns=MEASUREMENT_COLUMNS),
+        table.frame(runs),
         pd.DataFrame(findings, columns=FINDING_COLUMNS),
     )
     for frame in tables:
@@ -135,6 +181,170 @@ def load_results(*sources: Source) -> Loaded:
     return Loaded(*tables, errors=errors)
 
 
+def read(path: Path) -> list[tuple[ResultDocument, list[dict[str, Any]]]]:
+    """A result file as its typed document without measurements, and its raw measurements; a
+    job's file (MPI, docs/results.md) as every node's result it holds.
+
+    Refuses what `harness.results.load` refuses, and also measurements whose fields have the
+    wrong type or whose value is not a finite number (a report must not average a string)."""
+    try:
+        data = json.loads(path.read_bytes())
+    except OSError as err:
+        raise ConfigError(f"cannot read: {err.strerror}", file=path) from err
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ConfigError(f"not a JSON document: {err}", file=path) from err
+    if isinstance(data, dict) and data.get("schema") == results.JOB_SCHEMA:
+        nodes = data.get("nodes")
+        if not isinstance(nodes, list):
+            raise ConfigError("expected a list", file=path, field="nodes")
+        return [_document(n["result"], path) for n in nodes if isinstance(n, dict) and n.get("result")]
+    return [_document(data, path)]
+
+
+def is_job(path: Path) -> bool:
+    """Whether a result file is an MPI job's (every node's result in one file)."""
+    return path.parent.name == "jobs"
+
+
+def _document(data: Any, path: Path) -> tuple[ResultDocument, list[dict[str, Any]]]:
+    if not isinstance(data, dict) or data.get("schema") != results.SCHEMA:
+        raise ConfigError(f"not a gpu-burnin result (schema is not {results.SCHEMA!r})", file=path, field="schema")
+    version = data.get("schema_version")
+    if not isinstance(version, int) or version > results.SCHEMA_VERSION or version < 1:
+        raise ConfigError(
+            f"is {version!r}; this gpu-burnin reads versions 1 to {results.SCHEMA_VERSION}",
+            file=path,
+            field="schema_version",
+        )
+    measurements = data.get("measurements", [])
+    if not isinstance(measurements, list):
+        raise ConfigError("expected a list", file=path, field="measurements")
+    try:
+        doc = ResultDocument.from_dict({**data, "measurements": []})
+    except (KeyError, TypeError, ValueError, AttributeError) as err:
+        field = err.field if isinstance(err, ConfigError) else None
+        raise ConfigError(f"malformed result: {type(err).__name__}: {err}", file=path, field=field) from err
+    return doc, measurements
+
+
+@dataclasses.dataclass
+class _Columns:
+    """The measurements of many files as growing columns; `frame` makes the table."""
+
+    counts: list[int] = dataclasses.field(default_factory=list)
+    device_rows: list[int] = dataclasses.field(default_factory=list)
+    devices: list[tuple[int | None, str, str]] = dataclasses.field(default_factory=lambda: [(None, "", "")])
+    """Row 0 stands for a measurement of no listed device (the node, or an unknown UUID)."""
+    columns: dict[str, list[Any]] = dataclasses.field(
+        default_factory=lambda: (
+            {k: [] for k in ("metric", "gpu", "value", "unit", "direction")}
+            | {k: [] for k in ("test", "samples", "low", "high", "peer")}
+        )
+    )
+
+    def add(self, doc: ResultDocument, measurements: list[dict[str, Any]], path: Path) -> None:
+        """Check one file's measurements as columns, then keep them; a bad one keeps nothing of the file."""
+        try:
+            required: list[tuple[Any, ...]] = list(zip(*map(_REQUIRED, measurements), strict=True)) or [()] * 5
+            optional = (
+                [m.get("test", "") for m in measurements],
+                [m.get("samples", 1) for m in measurements],
+                [m.get("low") for m in measurements],
+                [m.get("high") for m in measurements],
+                [m.get("peer", "") for m in measurements],
+            )
+        except (KeyError, TypeError, AttributeError):
+            raise _first_bad(measurements, path) from None
+        metric, gpu, value, unit, direction = required
+        test, samples, low, high, peer = optional
+        strings_ok = all({type(x) for x in column} <= {str} for column in (metric, gpu, unit, test, peer))
+        numbers_ok = {type(v) for v in value} <= _NUMBERS and {type(v) for v in samples} <= {int}
+        bounds_ok = all({type(v) for v in column} <= _NUMBERS | {type(None)} for column in (low, high))
+        if not (strings_ok and numbers_ok and bounds_ok and set(direction) <= _DIRECTIONS) or not all(
+            math.isfinite(v) for v in value
+        ):
+            raise _first_bad(measurements, path)
+        first = len(self.devices)
+        self.devices += [(d.index, d.name, d.serial) for d in doc.devices]
+        where = {d.uuid: first + i for i, d in enumerate(doc.devices)}
+        self.device_rows += [where.get(g, 0) for g in gpu]
+        for name, column in zip(self.columns, (*required, *optional), strict=True):
+            self.columns[name] += column
+        self.counts.append(len(measurements))
+
+    def frame(self, runs: list[dict[str, Any]]) -> pd.DataFrame:
+        position = np.repeat(np.arange(len(runs)), self.counts)
+        device = np.asarray(self.device_rows, dtype=np.int64)
+        data: dict[str, Any] = {}
+        for name in _RUN_LEVEL:
+            level = [run[name] for run in runs]
+            if name == "started_at":
+                data[name] = pd.DatetimeIndex(pd.to_datetime(level, utc=True)).take(position)
+            else:
+                data[name] = _taken(level, position)
+        index, gpu_name, serial = zip(*self.devices, strict=True)
+        data["gpu_index"] = pd.array(np.asarray(index, dtype=object)[device], dtype="Int64")
+        data["gpu_name"] = _taken(list(gpu_name), device)
+        data["serial"] = _taken(list(serial), device)
+        for name, values in self.columns.items():
+            if name == "value":
+                data[name] = np.asarray(values, dtype=np.float64)
+            elif name in ("low", "high"):
+                data[name] = np.asarray([np.nan if v is None else v for v in values], dtype=np.float64)
+            elif name == "samples":
+                data[name] = np.asarray(values, dtype=np.int64)
+            else:
+                data[name] = _categorical(values)
+        return pd.DataFrame(data, columns=MEASUREMENT_COLUMNS)
+
+
+def _categorical(values: list[Any]) -> pd.Categorical:
+    """Strings as codes into their distinct values (hashing Python objects beats converting each string)."""
+    codes, uniques = pd.factorize(np.asarray(values, dtype=object))
+    return pd.Categorical.from_codes(codes, categories=uniques)
+
+
+def _taken(level: list[Any], rows: np.ndarray) -> pd.Categorical:
+    """A categorical column of `level` (one value per run or device) repeated by `rows`."""
+    categorical = _categorical(level)
+    return pd.Categorical.from_codes(categorical.codes[rows], dtype=categorical.dtype)
+
+
+def _first_bad(measurements: list[Any], path: Path) -> ConfigError:
+    """The first measurement field that is missing or of the wrong type, as an error naming it."""
+    kinds: dict[str, tuple[type, ...]] = {
+        "metric": (str,),
+        "gpu": (str,),
+        "value": (int, float),
+        "unit": (str,),
+        "direction": (str,),
+    }
+    optional: dict[str, tuple[type, ...]] = {
+        "test": (str,),
+        "samples": (int,),
+        "low": (int, float, type(None)),
+        "high": (int, float, type(None)),
+        "peer": (str,),
+    }
+    for i, m in enumerate(measurements):
+        where = f"measurements[{i}]"
+        if not isinstance(m, dict):
+            return ConfigError("expected a table of metric, gpu, value, unit, direction", file=path, field=where)
+        for key, allowed in kinds.items() | optional.items():
+            if key not in m:
+                if key in kinds:
+                    return ConfigError("missing", file=path, field=f"{where}.{key}")
+                continue
+            v = m[key]
+            if type(v) not in allowed or (key == "value" and not math.isfinite(v)):
+                return ConfigError(f"unexpected value {v!r}", file=path, field=f"{where}.{key}")
+        if m["direction"] not in _DIRECTIONS:
+            return ConfigError(
+                f"is {m['direction']!r}; expected 'higher' or 'lower'", file=path, field=f"{where}.direction"
+            )
+    return ConfigError("malformed measurements", file=path, field="measurements")
+
+
 def _run_row(doc: ResultDocument, path: Path) -> dict[str, object]:
     return {
         "run_id": doc.run_id,
@@ -142,6 +352,7 @@ def _run_row(doc: ResultDocument, path: Path) -> dict[str, object]:
         "started_at": doc.started_at,
         "ended_at": doc.ended_at,
         "state": str(doc.state),
+        "entrypoint": doc.entrypoint,
         "device_kind": doc.device_kind,
         "profile": doc.profile.name if doc.profile else "",
         "selection": doc.selection,
@@ -154,36 +365,6 @@ def _run_row(doc: ResultDocument, path: Path) -> dict[str, object]:
         "torch": doc.host.get("torch", ""),
         "file": str(path),
     }
-
-
-def _measurement_rows(doc: ResultDocument) -> list[dict[str, object]]:
-    devices = {d.uuid: d for d in doc.devices}
-    rows = []
-    for m in doc.measurements:
-        device = devices.get(m.gpu)
-        rows.append(
-            {
-                "run_id": doc.run_id,
-                "node": doc.node,
-                "started_at": doc.started_at,
-                "profile": doc.profile.name if doc.profile else "",
-                "verdict": str(doc.verdict.status),
-                "driver": doc.host.get("driver", ""),
-                "test": m.test,
-                "gpu": m.gpu,
-                "gpu_index": device.index if device else None,
-                "gpu_name": device.name if device else "",
-                "serial": device.serial if device else "",
-                "metric": m.metric,
-                "value": m.value,
-                "unit": m.unit,
-                "direction": str(m.direction),
-                "samples": m.samples,
-                "low": m.low,
-                "high": m.high,
-            }
-        )
-    return rows
 
 
 def _finding_rows(doc: ResultDocument) -> list[dict[str, object]]:

@@ -1,0 +1,95 @@
+"""A Baseline written back as a baseline file (docs/baselines.md), which harness.baselines reads.
+
+The format is small and fixed (strings, numbers, booleans, a list of strings, tables), so
+it is written here rather than through a TOML library; `write_text` reads the text back
+with the project's own loader before anything is written, and refuses what it refuses.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from harness import baselines
+from harness.baselines import HEALTH_FIELDS, Baseline, MetricSpec, Provenance
+from harness.errors import ConfigError
+from harness.records import Direction
+
+
+def dumps(baseline: Baseline, header: str = "") -> str:
+    lines = [f"# {line}".rstrip() for line in header.splitlines()]
+    lines += [
+        f"schema_version = {baselines.SCHEMA_VERSION}",
+        f"model = {_string(baseline.model)}",
+        f"device = {_string(baseline.device)}",
+        f"names = [{', '.join(_string(n) for n in baseline.names)}]",
+    ]
+    if baseline.driver:
+        lines.append(f"driver = {_string(baseline.driver)}")
+    if baseline.description:
+        lines.append(f"description = {_string(baseline.description)}")
+    for spec in baseline.metrics.values():
+        lines += ["", *_metric(spec)]
+    health = baseline.health
+    values = {key: getattr(health, key) for key in HEALTH_FIELDS if getattr(health, key) is not None}
+    if values:
+        lines += ["", "[health]"]
+        lines += [f"{key} = {_number(value)}" for key, value in values.items()]
+        if health.provenance is not None:
+            lines += ["[health.provenance]", *_provenance(health.provenance)]
+    return "\n".join(lines) + "\n"
+
+
+def write_text(path: Path, text: str) -> None:
+    """Check `text` loads as a baseline, then replace `path` with it in one step."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as out:
+            out.write(text)
+        try:
+            baselines.load_file(Path(temporary))
+        except ConfigError as err:
+            raise ConfigError(
+                f"the proposal is not a valid baseline ({err.problem}); nothing written", file=path
+            ) from err
+        os.chmod(temporary, 0o644)
+        os.replace(temporary, path)
+    finally:
+        Path(temporary).unlink(missing_ok=True)
+
+
+def _metric(spec: MetricSpec) -> list[str]:
+    bound = "floor" if spec.direction is Direction.HIGHER else "ceiling"
+    key = f"metrics.{_string(spec.name)}"
+    lines = [
+        f"[{key}]",
+        f"unit = {_string(spec.unit)}",
+        f"direction = {_string(str(spec.direction))}",
+        f"{bound} = {_number(spec.limit)}",
+    ]
+    if spec.node_tolerance is not None:
+        lines.append(f"node_tolerance = {_number(spec.node_tolerance)}")
+    lines.append(f"required = {'true' if spec.required else 'false'}")
+    return [*lines, f"[{key}.provenance]", *_provenance(spec.provenance)]
+
+
+def _provenance(provenance: Provenance) -> list[str]:
+    lines = [f"kind = {_string(provenance.kind)}", f"source = {_string(provenance.source)}"]
+    for field in ("date", "card", "driver"):
+        if getattr(provenance, field):
+            lines.append(f"{field} = {_string(getattr(provenance, field))}")
+    return lines
+
+
+def _string(text: str) -> str:
+    """A TOML basic string: JSON's escapes are TOML's (control characters as \\uXXXX)."""
+    return json.dumps(text, ensure_ascii=False).replace("\x7f", "\\u007f")
+
+
+def _number(value: float | int) -> str:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return repr(float(value))
