@@ -5,6 +5,7 @@
     gpu-burnin periodic    the suite, then keep or take out this node (the CronJob)
     gpu-burnin retest      put a repaired node back in preflight
     gpu-burnin status      GPU nodes by state
+    gpu-burnin watch       watch this node's GPUs through NVML, all the time (the watch DaemonSet)
     gpu-burnin report      review many result files: statistics, outliers, coverage; an HTML report
     gpu-burnin baseline propose   new floors and tolerances for a baseline, from the fleet
 
@@ -28,6 +29,7 @@ from harness.kube.actions import Fleet
 from harness.kube.api import Patience
 from harness.kube.node import Label, Marks, Taint
 from harness.verdict import ExitCode
+from harness.watch import command as watch_command
 from reports import cli as report_cli
 
 T = TypeVar("T")
@@ -138,6 +140,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     status.add_argument("--json", action="store_true", help="print the list as JSON")
     status.set_defaults(handler=_status)
+
+    watch = commands.add_parser(
+        "watch",
+        help="watch this node's GPUs through NVML without taking them, and act on what the suite would fail",
+        description="Poll NVML health and listen for Xid events, judge them with the suite's health rules and "
+        "the baselines' thresholds, and record, cordon (brake permitting) or evict, once per finding, each "
+        "action journaled first. Exit 0 when stopped, 2 when the GPUs or the node cannot be reached, 4 for "
+        "bad options.",
+    )
+    _node_arguments(watch)
+    _fleet_arguments(watch)
+    watch.add_argument(
+        "--max-unhealthy-share",
+        type=_share,
+        default=FLEET.max_unhealthy_share,
+        metavar="FRACTION",
+        help=f"the brake, as for periodic (default {FLEET.max_unhealthy_share})",
+    )
+    watch_command.add_arguments(watch)
+    watch.set_defaults(handler=_watch)
     report_cli.add_commands(commands)  # report, baseline propose: their logic is in reports/
     return parser
 
@@ -252,6 +274,11 @@ def _retest(args: argparse.Namespace) -> int:
 def _status(args: argparse.Namespace) -> int:
     fleet = Fleet(gpu_selector=args.gpu_node_selector)
     return entrypoints.status(_access(args), _marks(args), fleet, args.pending_limit, args.json)
+
+
+def _watch(args: argparse.Namespace) -> int:
+    fleet = Fleet(gpu_selector=args.gpu_node_selector, max_unhealthy_share=args.max_unhealthy_share)
+    return watch_command.main(args, entrypoints.node_from(args.node), _marks(args), fleet)
 
 
 def _access(args: argparse.Namespace) -> entrypoints.Access:

@@ -7,7 +7,9 @@
     gpu_burnin_measurement{node,gpu,metric,unit}  every figure (the median of its windows)
 
 The file is written whole (prometheus_client writes a temporary file and renames
-it), so the collector never reads half of one.
+it), so the collector never reads half of one. This module is the only one that
+imports prometheus_client: the watch's textfile (harness/watch/metrics.py) is built
+with its `Textfile`.
 """
 
 from __future__ import annotations
@@ -21,9 +23,33 @@ from harness.errors import ConfigError
 from harness.results import ResultDocument
 from harness.verdict import Status
 
+__all__ = ["Gauge", "Textfile", "write"]
+
+
+class Textfile:
+    """The gauges of one textfile, written whole."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+
+    def gauge(self, name: str, text: str, labels: list[str]) -> Gauge:
+        return Gauge(name, text, labels, registry=self.registry)
+
+    def write(self, path: Path) -> Path:
+        """Replace `path` with the gauges; ConfigError (naming the file) when it cannot be written."""
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_to_textfile(str(path), self.registry)
+        except OSError as err:
+            raise ConfigError(
+                f"cannot write the metrics file: {err.strerror}", file=path, option="--metrics-textfile"
+            ) from err
+        return path
+
 
 def write(path: Path, doc: ResultDocument) -> Path:
-    registry = CollectorRegistry()
+    textfile = Textfile()
+    registry = textfile.registry
     node = doc.node
     verdict = Gauge(
         "gpu_burnin_verdict", "The last run's verdict: 1 for its status", ["node", "status"], registry=registry
@@ -53,11 +79,4 @@ def write(path: Path, doc: ResultDocument) -> Path:
     )
     for m in doc.measurements:
         measurement.labels(node=node, gpu=m.gpu, metric=m.metric, unit=m.unit).set(m.value)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_to_textfile(str(path), registry)
-    except OSError as err:
-        raise ConfigError(
-            f"cannot write the metrics file: {err.strerror}", file=path, option="--metrics-textfile"
-        ) from err
-    return path
+    return textfile.write(path)

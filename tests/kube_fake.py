@@ -4,7 +4,9 @@ The harness's Kubernetes code is tested against this rather than against mocks o
 the client's own serialisation, content types, error handling and retries are exercised as they are
 against a cluster. It models the documented kube-apiserver semantics for what the harness uses: nodes
 and nodes/status (get, list with label and field selectors, strategic merge, JSON merge and JSON
-patches, update), core/v1 events (create, get, list), optimistic concurrency on resourceVersion,
+patches, update), core/v1 events (create, get, list), pods (list by field selector, as the watch
+lists its node's pods) and their eviction subresource (PodDisruptionBudgets refuse with 429, the
+pod is deleted gracefully), optimistic concurrency on resourceVersion,
 bearer-token authentication, RBAC denials, and Status objects for every error. Tests script the rest
 of the world through it: injected failures, other writers, forbidden verbs.
 """
@@ -97,6 +99,10 @@ _NAME_SUFFIX_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
 _NODE_PATH = re.compile(r"/api/v1/nodes/([^/]+)(?:/(status))?")
 _EVENTS_PATH = re.compile(r"/api/v1(?:/namespaces/([^/]+))?/events")
 _EVENT_PATH = re.compile(r"/api/v1/namespaces/([^/]+)/events/([^/]+)")
+_PODS_PATH = re.compile(r"/api/v1(?:/namespaces/([^/]+))?/pods")
+_EVICTION_PATH = re.compile(r"/api/v1/namespaces/([^/]+)/pods/([^/]+)/eviction")
+_POD_FIELDS = frozenset({"metadata.name", "metadata.namespace", "spec.nodeName", "status.phase"})
+_PDB_MESSAGE = "Cannot evict pod as it would violate the pod's disruption budget."
 
 
 @dataclass
@@ -216,6 +222,8 @@ class FakeApiServer:
         self._revision = 0
         self._nodes: dict[str, dict[str, Any]] = {}
         self._events: dict[tuple[str, str], dict[str, Any]] = {}
+        self._pods: dict[tuple[str, str], dict[str, Any]] = {}
+        self._budgets: dict[tuple[str, str], str] = {}
         self._requests: list[Request] = []
         self._failures: list[_Failure] = []
         self._before: list[_Hook] = []
@@ -374,6 +382,72 @@ class FakeApiServer:
             node["metadata"]["resourceVersion"] = self._next_revision()
             self._nodes[name] = node
 
+    def add_pod(
+        self,
+        namespace: str,
+        name: str,
+        *,
+        node: str,
+        gpus: int = 0,
+        phase: str = "Running",
+        owner: str = "",
+        annotations: Mapping[str, str] | None = None,
+        grace_s: int = 30,
+    ) -> dict[str, Any]:
+        """A pod bound to `node`, its one container limited to `gpus` nvidia.com/gpu; `owner`: the kind of
+        its controller (ReplicaSet, DaemonSet, ...), none when empty."""
+        resources = {"limits": {"nvidia.com/gpu": str(gpus)}, "requests": {"nvidia.com/gpu": str(gpus)}} if gpus else {}
+        metadata: dict[str, Any] = {"name": name, "namespace": namespace, "annotations": dict(annotations or {})}
+        if owner:
+            metadata["ownerReferences"] = [
+                {
+                    "apiVersion": "apps/v1",
+                    "kind": owner,
+                    "name": f"{name}-owner",
+                    "uid": self._uid(),
+                    "controller": True,
+                }
+            ]
+        pod = {
+            "kind": "Pod",
+            "apiVersion": "v1",
+            "metadata": metadata,
+            "spec": {
+                "nodeName": node,
+                "terminationGracePeriodSeconds": grace_s,
+                "containers": [{"name": "main", "image": "registry.example/train:1", "resources": resources}],
+            },
+            "status": {"phase": phase},
+        }
+        with self._lock:
+            if (namespace, name) in self._pods:
+                raise ValueError(f'pods "{name}" already exists')
+            metadata.update(uid=self._uid(), creationTimestamp=_now(), resourceVersion=self._next_revision())
+            self._pods[(namespace, name)] = pod = _pruned(pod)
+            return copy.deepcopy(pod)
+
+    @property
+    def pods(self) -> list[dict[str, Any]]:
+        """Every stored pod (evicted ones keep their deletionTimestamp until `finish_deletions`)."""
+        with self._lock:
+            return [copy.deepcopy(p) for _, p in sorted(self._pods.items())]
+
+    def protect(self, namespace: str, name: str, budget: str = "train-pdb") -> None:
+        """A PodDisruptionBudget named `budget` allows no disruption of this pod: evictions answer 429."""
+        with self._lock:
+            self._budgets[(namespace, name)] = budget
+
+    def unprotect(self, namespace: str, name: str) -> None:
+        with self._lock:
+            self._budgets.pop((namespace, name), None)
+
+    def finish_deletions(self) -> None:
+        """The kubelets confirm every graceful deletion: pods with a deletionTimestamp are gone."""
+        with self._lock:
+            for key in [k for k, p in self._pods.items() if p["metadata"].get("deletionTimestamp")]:
+                del self._pods[key]
+            self._next_revision()
+
     def remove_node(self, name: str) -> None:
         """The node is deleted (drained and removed, say): later requests for it are 404."""
         with self._lock:
@@ -412,6 +486,11 @@ class FakeApiServer:
             self._failures,
             _Failure(method.upper(), re.compile(path_pattern), times, status, dict(headers or {}), message, delay),
         )
+
+    def heal(self) -> None:
+        """Drop every failure still scripted: the API server has recovered."""
+        with self._lock:
+            self._failures.clear()
 
     def before(
         self, method: str, path_pattern: str, action: Callable[[FakeApiServer], None], *, times: int = 1
@@ -523,6 +602,15 @@ class FakeApiServer:
                     return self._list_events(namespace, query)
                 self._authorize("create", "events", namespace=namespace)
                 return self._create_event(namespace, content_type, raw, _dry_run(query, "CreateOptions"))
+            if match := _PODS_PATH.fullmatch(path):
+                self._check(method, {"GET"})
+                _refuse_watch(query)
+                self._authorize("list", "pods", namespace=match[1] or "")
+                return self._list_pods(match[1] or "", query)
+            if match := _EVICTION_PATH.fullmatch(path):
+                self._check(method, {"POST"})
+                self._authorize("create", "pods", "eviction", name=match[2], namespace=match[1])
+                return self._evict(match[1], match[2], content_type, raw)
             if match := _EVENT_PATH.fullmatch(path):
                 namespace, name = match[1], match[2]
                 self._check(method, {"GET"})
@@ -695,6 +783,51 @@ class FakeApiServer:
             name = base[:58] + "".join(self._random.choice(_NAME_SUFFIX_ALPHABET) for _ in range(5))
             if (namespace, name) not in self._events:
                 return name
+
+    # -- pods ------------------------------------------------------------------------------------
+
+    def _list_pods(self, namespace: str, query: dict[str, str]) -> _Response:
+        labels = _label_selector(query.get("labelSelector", ""))
+        fields = _field_selector(query.get("fieldSelector", ""), _POD_FIELDS)
+        with self._lock:
+            items = [
+                _list_item(pod)
+                for (ns, _), pod in sorted(self._pods.items())
+                if (not namespace or ns == namespace) and _selected(pod, labels, fields, _pod_fields(pod))
+            ]
+            revision = str(self._revision)
+        return _Response(
+            200, {"kind": "PodList", "apiVersion": "v1", "metadata": {"resourceVersion": revision}, "items": items}
+        )
+
+    def _evict(self, namespace: str, name: str, content_type: str, raw: bytes) -> _Response:
+        """The eviction subresource: a disruption budget that allows none answers 429 with a DisruptionBudget
+        cause; otherwise the pod is deleted gracefully (a deletionTimestamp, its grace period) and 201 says so."""
+        _require_json(content_type)
+        body = _parse_json(raw)
+        if not isinstance(body, dict) or body.get("kind") not in (None, "", "Eviction"):
+            raise _bad_request("the body of an eviction must be a policy/v1 Eviction")
+        if body.get("apiVersion") not in (None, "", "policy/v1", "policy/v1beta1"):
+            raise _bad_request(f"the body is {body.get('apiVersion')}, not policy/v1, Kind=Eviction")
+        if (body.get("metadata") or {}).get("name") != name:
+            raise _bad_request(f"name in URL does not match name in Eviction object: {name}")
+        with self._lock:
+            pod = self._pods.get((namespace, name))
+            if pod is None:
+                raise _not_found("pods", name)
+            budget = self._budgets.get((namespace, name))
+            terminal = pod["status"].get("phase") in ("Succeeded", "Failed")
+            if budget and not terminal and not pod["metadata"].get("deletionTimestamp"):
+                cause = {
+                    "reason": "DisruptionBudget",
+                    "message": f"The disruption budget {budget} needs 1 healthy pods and has 1 currently",
+                }
+                raise _ApiError(429, "TooManyRequests", _PDB_MESSAGE, details={"causes": [cause]})
+            if not pod["metadata"].get("deletionTimestamp"):
+                pod["metadata"]["deletionTimestamp"] = _now()
+                pod["metadata"]["deletionGracePeriodSeconds"] = pod["spec"].get("terminationGracePeriodSeconds", 30)
+                pod["metadata"]["resourceVersion"] = self._next_revision()
+        return _Response(201, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201})
 
     # -- helpers that need the state ---------------------------------------------------------------
 
@@ -916,6 +1049,15 @@ def _node_fields(node: dict[str, Any]) -> dict[str, str]:
     return {
         "metadata.name": node["metadata"]["name"],
         "spec.unschedulable": "true" if node["spec"].get("unschedulable") else "false",
+    }
+
+
+def _pod_fields(pod: dict[str, Any]) -> dict[str, str]:
+    return {
+        "metadata.name": pod["metadata"]["name"],
+        "metadata.namespace": pod["metadata"]["namespace"],
+        "spec.nodeName": str(pod["spec"].get("nodeName") or ""),
+        "status.phase": str(pod.get("status", {}).get("phase") or ""),
     }
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import os
 import shutil
 import subprocess
 from collections.abc import Callable
@@ -104,7 +105,9 @@ def test_every_object_validates_against_the_api_schemas(rendered, version):
 
 def test_the_render_holds_each_object_once_and_namespaces_only_the_namespaced(rendered):
     kinds = sorted(d["kind"] for d in rendered)
-    assert kinds == sorted([*CLUSTER_SCOPED, "ServiceAccount", "DaemonSet", "CronJob", "ConfigMap", "ConfigMap"]), kinds
+    assert kinds == sorted(
+        [*CLUSTER_SCOPED, "ServiceAccount", "DaemonSet", "DaemonSet", "CronJob", "ConfigMap", "ConfigMap"]
+    ), kinds
     for obj in rendered:
         namespace = obj["metadata"].get("namespace")
         assert namespace == (None if obj["kind"] in CLUSTER_SCOPED else NAMESPACE), obj["metadata"]
@@ -448,6 +451,12 @@ ALLOWED = [
         id="the GPUBurnIn condition changes",
     ),
     pytest.param(
+        in_service,
+        lambda n: set_condition(n, {**burn_in_condition("False"), "type": "GPUBurnInWatch", "reason": "XID"}),
+        "status",
+        id="the watch's GPUBurnInWatch condition is set",
+    ),
+    pytest.param(
         bare,
         lambda n: n["metadata"].update(labels={"gpu-burnin/preflight": "failed"}),
         "",
@@ -480,7 +489,7 @@ ANOTHER_NODE = "only the node its pod runs on"
 TAINTS = "only taints whose key starts with gpu-burnin/"
 LABELS = "only labels whose key starts with gpu-burnin/"
 ANNOTATIONS = "only annotations whose key starts with gpu-burnin/"
-CONDITIONS = "only the GPUBurnIn node condition"
+CONDITIONS = "only the GPUBurnIn and GPUBurnInWatch node conditions"
 SPEC = "only spec.unschedulable and its own taints"
 STATUS = "status.capacity, status.allocatable"
 
@@ -624,3 +633,161 @@ def test_the_policy_fails_closed_on_node_updates_and_is_bound_to_deny(rendered, 
     assert all(v["message"] and v["reason"] == "Forbidden" for v in spec["validations"])
     binding = one(rendered, "ValidatingAdmissionPolicyBinding", "gpu-burnin-node-changes")
     assert binding["spec"] == {"policyName": policy["metadata"]["name"], "validationActions": ["Deny"]}
+
+
+# The passive health watch (deploy/watch-daemonset.yaml) and its optional eviction component
+# (deploy/watch-eviction), rendered as a site's overlay would use it.
+
+WATCH_ARGS = [
+    "watch",
+    "--baseline-dir",
+    "/etc/gpu-burnin/baselines",
+    "--journal",
+    "/var/lib/gpu-burnin/watch/journal.jsonl",
+    "--metrics-textfile",
+    "/var/lib/gpu-burnin/metrics/gpu-burnin-watch.prom",
+    "--gpu-node-selector",
+    "nvidia.com/gpu.present=true",
+    "--max-unhealthy-share",
+    "0.05",
+]
+
+
+def watch_pod(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    return one(docs, "DaemonSet", "gpu-burnin-watch")["spec"]["template"]["spec"]
+
+
+@pytest.fixture(scope="module")
+def with_eviction(tmp_path_factory) -> list[dict[str, Any]]:
+    """deploy/ with deploy/watch-eviction, from an overlay outside deploy/ (kustomize refuses one inside)."""
+    overlay = tmp_path_factory.mktemp("overlay")
+    deploy = Path(os.path.relpath(REPO / "deploy", overlay))
+    (overlay / "kustomization.yaml").write_text(
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n"
+        f"resources:\n  - {deploy}\ncomponents:\n  - {deploy / 'watch-eviction'}\n"
+    )
+    done = subprocess.run(
+        [KUBECTL, "kustomize", str(overlay)], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
+    return [doc for doc in yaml.safe_load_all(done.stdout) if doc]
+
+
+def test_the_watch_runs_on_every_gpu_node_through_every_taint_this_tool_sets(rendered):
+    daemonset = one(rendered, "DaemonSet", "gpu-burnin-watch")
+    pod = watch_pod(rendered)
+    assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"}  # in service or not, preflight or not
+    assert tolerated(pod) == {
+        ("gpu-burnin/preflight", "NoSchedule"),
+        ("gpu-burnin/unhealthy", "NoSchedule"),
+        ("nvidia.com/gpu", "NoSchedule"),
+    }
+    assert daemonset["spec"]["updateStrategy"]["type"] == "RollingUpdate"
+    assert pod["serviceAccountName"] == "gpu-burnin" and pod["automountServiceAccountToken"] is True
+    (container,) = pod["containers"]
+    assert container["image"] == IMAGE
+    assert container["args"] == WATCH_ARGS
+
+
+def test_the_watch_requests_no_gpu_but_sees_them_all_within_cpu_and_memory_limits(rendered):
+    (container,) = watch_pod(rendered)["containers"]
+    resources = container["resources"]
+    assert not any("nvidia.com" in key for part in resources.values() for key in part)
+    assert {"cpu", "memory"} <= set(resources["limits"]) and {"cpu", "memory"} <= set(resources["requests"])
+    env = {e["name"]: e for e in container["env"]}
+    assert env["NVIDIA_VISIBLE_DEVICES"]["value"] == "all"
+    assert env["NVIDIA_DRIVER_CAPABILITIES"]["value"] == "utility"  # NVML, nothing to compute with
+    assert env["NODE_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "spec.nodeName"}}
+
+
+def test_the_watch_runs_unprivileged_with_its_journal_on_the_node(rendered):
+    pod = watch_pod(rendered)
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    (container,) = pod["containers"]
+    assert container["securityContext"] == {
+        "runAsNonRoot": True,
+        "runAsUser": UID,
+        "runAsGroup": UID,
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
+    (init,) = pod["initContainers"]
+    assert init["securityContext"]["capabilities"] == {"drop": ["ALL"], "add": ["CHOWN"]}
+    assert "/var/lib/gpu-burnin/watch" in init["command"][-1]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+    assert volumes[mounts[STATE_DIR]["name"]]["hostPath"] == {"path": STATE_DIR, "type": "DirectoryOrCreate"}
+    baselines_map = generated(rendered, "gpu-burnin-baselines")
+    assert volumes[mounts["/etc/gpu-burnin/baselines"]["name"]]["configMap"] == {
+        "name": baselines_map["metadata"]["name"]
+    }
+
+
+@pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
+def test_with_eviction_every_object_validates(with_eviction, version):
+    for obj in with_eviction:
+        assert kubernetes_validate.validate(obj, version, strict=True) == version.rsplit(".", 1)[0]
+
+
+def test_eviction_is_granted_only_by_its_component(rendered, with_eviction):
+    def granted(docs):
+        return {
+            (g, r, v)
+            for role in docs
+            if role["kind"] == "ClusterRole"
+            for rule in role["rules"]
+            for g in rule["apiGroups"]
+            for r in rule["resources"]
+            for v in rule["verbs"]
+        }
+
+    assert not any(r.startswith("pods") for _, r, _ in granted(rendered))
+    assert granted(with_eviction) - granted(rendered) == {("", "pods", "list"), ("", "pods/eviction", "create")}
+    binding = one(with_eviction, "ClusterRoleBinding", "gpu-burnin-eviction")
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "gpu-burnin", "namespace": NAMESPACE}]
+    assert watch_pod(with_eviction)["containers"][0]["args"] == [*WATCH_ARGS, "--on-critical", "evict"]
+    assert watch_pod(rendered)["containers"][0]["args"] == WATCH_ARGS  # the base only cordons
+    for obj in with_eviction:
+        assert obj["metadata"].get("namespace") == (None if obj["kind"] in CLUSTER_SCOPED else NAMESPACE)
+        assert obj["metadata"]["labels"]["app.kubernetes.io/name"] == "gpu-burnin"
+
+
+def eviction_denials(policy: dict[str, Any], asked: dict[str, Any], eviction: dict[str, Any]) -> list[str] | None:
+    spec = policy["spec"]
+    activation: dict[str, Any] = {"request": json_to_cel(asked), "object": json_to_cel(eviction)}
+    if not all(truth(c["expression"], activation) for c in spec["matchConditions"]):
+        return None
+    return [v["message"] for v in spec["validations"] if not truth(v["expression"], activation)]
+
+
+def eviction(**delete_options: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "apiVersion": "policy/v1",
+        "kind": "Eviction",
+        "metadata": {"name": "train-0", "namespace": "ml"},
+    }
+    if delete_options:
+        body["deleteOptions"] = delete_options
+    return body
+
+
+def test_the_eviction_policy_wants_a_node_bound_token_and_the_pods_own_grace_period(with_eviction):
+    policy = one(with_eviction, "ValidatingAdmissionPolicy", "gpu-burnin-evictions")
+    assert policy["spec"]["failurePolicy"] == "Fail"
+    assert policy["spec"]["matchConstraints"]["resourceRules"] == [
+        {"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"], "resources": ["pods/eviction"]}
+    ]
+    binding = one(with_eviction, "ValidatingAdmissionPolicyBinding", "gpu-burnin-evictions")
+    assert binding["spec"] == {"policyName": "gpu-burnin-evictions", "validationActions": ["Deny"]}
+    assert eviction_denials(policy, request(), eviction()) == []
+    assert eviction_denials(policy, request(), eviction(propagationPolicy="Background")) == []
+    (why,) = eviction_denials(policy, request(None), eviction())
+    assert "bound to a node" in why
+    (why,) = eviction_denials(policy, request(), eviction(gracePeriodSeconds=0))
+    assert "their own grace period" in why
+    (why,) = eviction_denials(policy, request(), eviction(dryRun=["All"]))
+    assert "no dryRun" in why
+    other = request(username="system:serviceaccount:kube-system:generic-garbage-collector")
+    assert eviction_denials(policy, other, eviction(gracePeriodSeconds=0)) is None

@@ -226,7 +226,7 @@ def test_forbidding_a_subresource_leaves_the_resource_allowed(api: FakeApiServer
 
 def test_unknown_paths_are_404_and_unknown_methods_405_with_a_status(api: FakeApiServer, core: client.CoreV1Api):
     api.add_node("n1")
-    error, body = failure(lambda: core.list_pod_for_all_namespaces())
+    error, body = failure(lambda: core.list_service_for_all_namespaces())
     assert error.status == 404 and body["reason"] == "NotFound"
     error, body = failure(lambda: core.delete_node("n1"))
     assert error.status == 405 and body["reason"] == "MethodNotAllowed"

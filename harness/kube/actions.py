@@ -127,6 +127,27 @@ def periodic(api: Api, name: str, outcome: Outcome, marks: Marks, fleet: Fleet, 
         _condition(api, node, "Unknown", "Incomplete", message, now)
         _event(api, node, warning=True, reason="GPUBurnInIncomplete", message=message, now=now)
         return Done(exit_code=2, message=f"node {name} left in service: incomplete {streak} time(s) in a row")
+    return take_out(api, name, outcome, marks, fleet, now, read=current, also={nodes.INCOMPLETE_STREAK: None})
+
+
+def take_out(
+    api: Api,
+    name: str,
+    outcome: Outcome,
+    marks: Marks,
+    fleet: Fleet,
+    now: dt.datetime,
+    *,
+    read: Node | None = None,
+    also: dict[str, str | None] | None = None,
+    kind: str = nodes.CONDITION,
+) -> Done:
+    """A failing node out of service, brake permitting: cordon, the unhealthy taint and label, a False
+    condition (`kind`: periodic's, or the watch's) and a Warning Event. Periodic's failure and the
+    watch's take this one path. Over the brake, the node keeps serving: its condition and one
+    GPUBurnInBrake Event say why. `also`: more annotations to write with the cordon."""
+    result = nodes.last_result_value(outcome)
+    message = f"run {outcome.run_id}: {outcome.verdict}: {outcome.summary}"
     out, total = _unhealthy_share(api, name, marks, fleet)
     if (out + 1) / total > fleet.max_unhealthy_share:
         share = f"{out + 1} of {total} GPU nodes ({(out + 1) / total:.0%})"
@@ -134,11 +155,11 @@ def periodic(api: Api, name: str, outcome: Outcome, marks: Marks, fleet: Fleet, 
             f"not cordoned: that would take {share} out of service, over the limit of "
             f"{fleet.max_unhealthy_share:.0%} (--max-unhealthy-share); check the baseline before the nodes. {message}"
         )
-        node = update(api, name, lambda n: nodes.patch(n, set_annotations={nodes.LAST_RESULT: result}), read=current)
-        _condition(api, node, "False", _reason(outcome.codes), message, now)
+        node = update(api, name, lambda n: nodes.patch(n, set_annotations={nodes.LAST_RESULT: result}), read=read)
+        _condition(api, node, "False", _reason(outcome.codes), message, now, kind=kind)
         _event(api, node, warning=True, reason="GPUBurnInBrake", message=brake, now=now)
         return Done(exit_code=1, message=f"node {name} failed but was {brake}", braked=True)
-    cordoned = json.dumps({"by": "gpu-burnin periodic", "run_id": outcome.run_id, "time": nodes.stamp(now)})
+    cordoned = json.dumps({"by": f"gpu-burnin {outcome.command}", "run_id": outcome.run_id, "time": nodes.stamp(now)})
     node = update(
         api,
         name,
@@ -146,12 +167,12 @@ def periodic(api: Api, name: str, outcome: Outcome, marks: Marks, fleet: Fleet, 
             n,
             add=[marks.unhealthy_taint],
             set_labels={marks.unhealthy_label.key: marks.unhealthy_label.value},
-            set_annotations={nodes.LAST_RESULT: result, nodes.CORDONED: cordoned, nodes.INCOMPLETE_STREAK: None},
+            set_annotations={nodes.LAST_RESULT: result, nodes.CORDONED: cordoned, **(also or {})},
             unschedulable=True,
         ),
-        read=current,
+        read=read,
     )
-    _condition(api, node, "False", _reason(outcome.codes), message, now)
+    _condition(api, node, "False", _reason(outcome.codes), message, now, kind=kind)
     _event(api, node, warning=True, reason="GPUBurnInUnhealthy", message=f"cordoned: {message}", now=now)
     return Done(exit_code=1, message=f"node {name} cordoned and tainted {marks.unhealthy_taint}")
 
@@ -250,21 +271,30 @@ def _state(n: Node, marks: Marks, pending_limit_s: float, now: dt.datetime) -> N
     )
 
 
+CORDON_PENDING = "CordonPending"
+"""The watch's condition reason while a finding waits its last poll before a cordon: the brake counts
+such nodes as out, so that watches failing at the same moment (a bad driver roll-out) see each other."""
+
+
 def _unhealthy_share(api: Api, name: str, marks: Marks, fleet: Fleet) -> tuple[int, int]:
-    """(other GPU nodes already out, GPU nodes in all, this one counted)."""
+    """(other GPU nodes already out or about to be, GPU nodes in all, this one counted)."""
     fleet_nodes = api.list_nodes(fleet.gpu_selector)
     names = {n["metadata"]["name"] for n in fleet_nodes}
-    out = sum(
-        1
-        for n in fleet_nodes
-        if n["metadata"]["name"] != name
-        and nodes.labels_of(n).get(marks.unhealthy_label.key) == marks.unhealthy_label.value
-    )
+    out = sum(1 for n in fleet_nodes if n["metadata"]["name"] != name and _out(n, marks))
     return out, len(names | {name})
 
 
-def _condition(api: Api, node: Node, status: str, reason: str, message: str, now: dt.datetime) -> None:
-    api.patch_node_status(node["metadata"]["name"], nodes.status_patch(node, status, reason, message, now))
+def _out(n: Node, marks: Marks) -> bool:
+    if nodes.labels_of(n).get(marks.unhealthy_label.key) == marks.unhealthy_label.value:
+        return True
+    watch = nodes.condition(n, nodes.WATCH_CONDITION) or {}
+    return watch.get("status") == "False" and watch.get("reason") == CORDON_PENDING
+
+
+def _condition(
+    api: Api, node: Node, status: str, reason: str, message: str, now: dt.datetime, *, kind: str = nodes.CONDITION
+) -> None:
+    api.patch_node_status(node["metadata"]["name"], nodes.status_patch(node, status, reason, message, now, kind=kind))
 
 
 def _event(api: Api, node: Node, *, warning: bool, reason: str, message: str, now: dt.datetime) -> None:

@@ -1,7 +1,8 @@
 """The Kubernetes API, through the official client. The only module that imports `kubernetes`.
 
 It offers the few calls the entrypoints make (read, list and patch nodes, patch
-node status, create events), on plain JSON dicts, with one discipline for every
+node status, create events; for the watch, list a node's pods and evict them), on
+plain JSON dicts, with one discipline for every
 call: 429 waits as long as Retry-After says; 5xx answers, timeouts and refused
 connections are retried with exponential backoff and jitter, bounded in total time;
 409 and 422 (a stale resourceVersion, a failed JSON Patch test) raise `Conflict`
@@ -44,6 +45,11 @@ class KubeError(Exception):
 
 class Conflict(KubeError):
     """The node changed between our read and our write (409), or a JSON Patch test failed (422)."""
+
+
+class Blocked(KubeError):
+    """An eviction refused for now (429): a PodDisruptionBudget allows no disruption at the moment, or
+    the API server is shedding load. Not an error: the caller tries again later, not in a loop here."""
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -97,6 +103,31 @@ class Api:
             lambda t: self._core.patch_node_status(name, body, _content_type=STRATEGIC, **t),
         )
 
+    def list_pods_on_node(self, node: str) -> list[dict[str, Any]]:
+        """Every pod bound to `node`, in every namespace (a field selector: the API server filters)."""
+        found = self._json(
+            f'list pods on node "{node}"',
+            lambda t: self._core.list_pod_for_all_namespaces(field_selector=f"spec.nodeName={node}", **t),
+        )
+        items: list[dict[str, Any]] = found.get("items", [])
+        return items
+
+    def evict_pod(self, namespace: str, name: str) -> bool:
+        """Through the Eviction API (pods/eviction), which respects PodDisruptionBudgets and the pod's
+        own grace period. False when the pod is already gone (404); `Blocked` on 429."""
+        body = client.V1Eviction(metadata=client.V1ObjectMeta(name=name, namespace=namespace))
+        try:
+            self._json(
+                f'evict pod "{namespace}/{name}"',
+                lambda t: self._core.create_namespaced_pod_eviction(name, namespace, body, **t),
+                blocked_on_429=True,
+            )
+        except KubeError as err:
+            if err.status == 404:
+                return False
+            raise
+        return True
+
     def create_event(self, event: dict[str, Any]) -> dict[str, Any]:
         namespace = event.get("metadata", {}).get("namespace", EVENTS_NAMESPACE)
         model = client.CoreV1Event.from_dict(event)
@@ -107,8 +138,11 @@ class Api:
             lambda t: self._core.create_namespaced_event(namespace, model, **t),
         )
 
-    def _json(self, what: str, call: Callable[[dict[str, Any]], Any]) -> dict[str, Any]:
-        """Make the call under the discipline; the answer's JSON body."""
+    def _json(
+        self, what: str, call: Callable[[dict[str, Any]], Any], *, blocked_on_429: bool = False
+    ) -> dict[str, Any]:
+        """Make the call under the discipline; the answer's JSON body. `blocked_on_429`: raise `Blocked`
+        on 429 instead of waiting (an eviction a disruption budget refuses may stay refused for hours)."""
         began = self._clock()
         backoff = self.patience.first_backoff_s
         attempt = 0
@@ -119,6 +153,8 @@ class Api:
                 body: dict[str, Any] = json.loads(response.data or b"{}")
                 return body
             except ApiException as err:
+                if blocked_on_429 and err.status == 429:
+                    raise Blocked(what, f"HTTP 429: {_message(err)}", status=429) from None
                 wait = self._after_api_error(what, err, backoff)
                 last = f"HTTP {err.status}: {_message(err)}"
             except (urllib3.exceptions.HTTPError, OSError) as err:  # refused, reset, timed out

@@ -22,6 +22,9 @@ from typing import Any
 from harness.errors import ConfigError
 
 CONDITION = "GPUBurnIn"
+WATCH_CONDITION = "GPUBurnInWatch"
+"""The passive watch's condition (harness/watch/): True while it sees nothing wrong, False with the
+finding codes, Unknown when it cannot read the GPUs; its heartbeat shows the watch is alive."""
 LAST_RESULT = "gpu-burnin/last-result"
 """Annotation: the last run's id, verdict, finding codes and time, as JSON."""
 INCOMPLETE_STREAK = "gpu-burnin/incomplete-streak"
@@ -124,9 +127,9 @@ def has_taint(node: Node, taint: Taint) -> bool:
     return any(taint.matches(t) for t in taints_of(node))
 
 
-def condition(node: Node) -> dict[str, Any] | None:
+def condition(node: Node, kind: str = CONDITION) -> dict[str, Any] | None:
     for found in node.get("status", {}).get("conditions") or []:
-        if found.get("type") == CONDITION:
+        if found.get("type") == kind:
             return dict(found)
     return None
 
@@ -180,15 +183,18 @@ def patch(
     return body
 
 
-def status_patch(node: Node, status: str, reason: str, message: str, now: dt.datetime) -> Patch:
-    """The GPUBurnIn condition, for nodes/status; its transition time moves only when its status does."""
-    previous = condition(node) or {}
+def status_patch(
+    node: Node, status: str, reason: str, message: str, now: dt.datetime, *, kind: str = CONDITION
+) -> Patch:
+    """The GPUBurnIn condition (or the watch's), for nodes/status; its transition time moves only when
+    its status does."""
+    previous = condition(node, kind) or {}
     moved = previous.get("status") != status
     return {
         "status": {
             "conditions": [
                 {
-                    "type": CONDITION,
+                    "type": kind,
                     "status": status,
                     "reason": reason,
                     "message": message,

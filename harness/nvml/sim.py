@@ -21,9 +21,20 @@ NVML_ERROR_NOT_SUPPORTED. A scenario (docs/health.md):
     gpu = 0
     set = { "ecc.volatile_corrected" = 40, clock_events = ["hw_slowdown"] }   # or: lost = true
 
+    [[changes]]                           # a timeline, for `gpu-burnin watch`: from `at` on
+    at = "2h"                             # seconds, or "90s", "30m", "2h" on the watch's clock
+    until = "2h30s"                       # optional: and no longer from then
+    gpu = 1
+    lost = true
+
     [[xids]]                              # delivered to an Xid event listener
     gpu = 1
     xid = 79
+    at = "3h"                             # optional: not before then (or after = "matmul")
+    count = 20                            # optional: a burst of this many events
+
+`now_s` is the timeline's clock: the watch sets it before every snapshot (`at` and
+`until` never apply while it is None, as in a suite run).
 
 A simulated run is recorded as such and can never pass a real node.
 """
@@ -33,7 +44,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
@@ -122,6 +133,16 @@ class _Change:
     gpu: int
     set: dict[str, Any]
     lost: bool
+    at: float | None = None
+    """On the timeline (seconds): applies from then on, while `now_s` is set."""
+    until: float | None = None
+
+    def due(self, finished: Collection[str], running: Collection[str], now_s: float | None) -> bool:
+        if self.after in finished or self.during in running:
+            return True
+        if self.at is None or now_s is None:
+            return False
+        return self.at <= now_s and (self.until is None or now_s < self.until)
 
 
 @dataclasses.dataclass
@@ -129,6 +150,13 @@ class _Xid:
     gpu: int
     xid: int
     after: str
+    at: float | None = None
+    count: int = 1
+
+    def due(self, finished: set[str], now_s: float | None) -> bool:
+        if self.at is not None:
+            return now_s is not None and self.at <= now_s
+        return not self.after or self.after in finished
 
 
 @dataclasses.dataclass(frozen=True)
@@ -176,10 +204,13 @@ class Simulated:
         self._gpus = gpus
         self._changes = changes
         self._xids = xids
-        self._delivered: set[int] = set()
+        self._delivered: dict[int, int] = {}
         self._started = False
         self.finished: set[str] = set()
         self.running: set[str] = set()
+        self.now_s: float | None = None
+        """The timeline's clock, in seconds: `at` and `until` are read against it."""
+        self._cache: dict[tuple[Any, ...], dict[str, Any]] = {}
 
     def __getattr__(self, name: str) -> Any:
         """NVML's constants and error classes by name, as on the real module."""
@@ -335,9 +366,8 @@ class Simulated:
 
     def nvmlEventSetWait_v2(self, event_set: list[int], timeout_ms: int) -> _EventData:  # noqa: N802
         for n, xid in enumerate(self._xids):
-            due = not xid.after or xid.after in self.finished
-            if n not in self._delivered and due and xid.gpu in event_set:
-                self._delivered.add(n)
+            if self._delivered.get(n, 0) < xid.count and xid.due(self.finished, self.now_s) and xid.gpu in event_set:
+                self._delivered[n] = self._delivered.get(n, 0) + 1
                 return _EventData(device=xid.gpu, eventType=nvmlEventTypeXidCriticalError, eventData=xid.xid)
         raise _error(NVML_ERROR_TIMEOUT)  # the real call blocks this long; the monitor paces itself
 
@@ -351,13 +381,28 @@ class Simulated:
             raise _error(NVML_ERROR_UNINITIALIZED)
 
     def _gpu(self, h: int) -> dict[str, Any]:
-        """The GPU's state now: the scenario's values with the changes due applied."""
+        """The GPU's state now: the scenario's values with the changes due applied (read-only: it is
+        cached until the test groups or the timeline move, so a snapshot costs one copy per GPU)."""
         self._check()
+        if not 0 <= h < len(self._gpus):
+            raise _error(NVML_ERROR_INVALID_ARGUMENT)
+        key = (h, frozenset(self.finished), frozenset(self.running), self.now_s)
+        cached = self._cache.get(key)
+        if cached is None:
+            cached = self._state(h)
+            if len(self._cache) > 4 * len(self._gpus):
+                self._cache.clear()
+            self._cache[key] = cached
+        if cached.get("lost"):
+            raise _error(NVML_ERROR_GPU_IS_LOST)
+        return cached
+
+    def _state(self, h: int) -> dict[str, Any]:
         state = copy.deepcopy(self._gpus[h])
         for change in self._changes:
-            if change.gpu == h and (change.after in self.finished or change.during in self.running):
+            if change.gpu == h and change.due(self.finished, self.running, self.now_s):
                 if change.lost:
-                    raise _error(NVML_ERROR_GPU_IS_LOST)
+                    return {"lost": True}
                 for dotted, value in change.set.items():
                     _assign(state, dotted, value)
         return state
@@ -487,14 +532,26 @@ def _parse(path: Path, data: dict[str, Any]) -> Simulated:
     for n, x in enumerate(data.get("xids") or []):
         if not isinstance(x, dict) or not isinstance(x.get("xid"), int) or x.get("gpu", 0) >= len(gpus):
             raise fail(f"xids[{n}]", "needs xid (a number) and gpu (an index of the scenario's GPUs)")
-        xids.append(_Xid(gpu=int(x.get("gpu", 0)), xid=int(x["xid"]), after=str(x.get("after", ""))))
+        count = x.get("count", 1)
+        if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+            raise fail(f"xids[{n}].count", f"is {count!r}; expected a whole number of events, 1 or more")
+        at = _moment(fail, f"xids[{n}].at", x["at"]) if "at" in x else None
+        xids.append(
+            _Xid(gpu=int(x.get("gpu", 0)), xid=int(x["xid"]), after=str(x.get("after", "")), at=at, count=count)
+        )
     return Simulated(path, str(data.get("driver", "580.159.04")), cuda, gpus, changes, xids)
 
 
 def _change(fail: Callable[[str, str], ConfigError], n: int, given: Any, gpus: int) -> _Change:
     where = f"changes[{n}]"
-    if not isinstance(given, dict) or not isinstance(given.get("after", given.get("during")), str):
-        raise fail(where, "needs after or during (the test group after which, or while, it applies)")
+    if not isinstance(given, dict):
+        raise fail(where, "must be a table")
+    at = _moment(fail, f"{where}.at", given["at"]) if "at" in given else None
+    until = _moment(fail, f"{where}.until", given["until"]) if "until" in given else None
+    if at is None and not isinstance(given.get("after", given.get("during")), str):
+        raise fail(where, "needs after or during (the test group after which, or while, it applies), or at")
+    if until is not None and (at is None or until <= at):
+        raise fail(f"{where}.until", "needs an `at` before it")
     gpu = given.get("gpu", 0)
     if not isinstance(gpu, int) or not 0 <= gpu < gpus:
         raise fail(f"{where}.gpu", f"is {gpu!r}; the scenario has GPUs 0 to {gpus - 1}")
@@ -506,7 +563,34 @@ def _change(fail: Callable[[str, str], ConfigError], n: int, given: Any, gpus: i
     if "clock_events" in changes:
         _check_events(fail, f"{where}.set.clock_events", changes["clock_events"])
     after, during = str(given.get("after", "\0")), str(given.get("during", "\0"))  # "\0": never a group
-    return _Change(after=after, during=during, gpu=gpu, set=changes, lost=bool(given.get("lost", False)))
+    lost = bool(given.get("lost", False))
+    return _Change(after=after, during=during, gpu=gpu, set=changes, lost=lost, at=at, until=until)
+
+
+_UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0}
+
+
+def _moment(fail: Callable[[str, str], ConfigError], where: str, value: Any) -> float:
+    """Seconds on the timeline: a number, or a text such as "90s", "30m", "2h", "1h30m"."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
+        return float(value)
+    text = str(value).strip()
+    total, number = 0.0, ""
+    for char in text:
+        if char.isdigit() or char == ".":
+            number += char
+        elif char in _UNITS and number:
+            try:
+                total += float(number) * _UNITS[char]
+            except ValueError:
+                break
+            number = ""
+        else:
+            break
+    else:
+        if text and not number:
+            return total
+    raise fail(where, f"is {value!r}; expected seconds (a number) or a time such as '90s', '30m', '2h', '1h30m'")
 
 
 def _check_section(fail: Callable[[str, str], ConfigError], where: str, value: Any, known: set[str]) -> None:

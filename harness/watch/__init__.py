@@ -1,0 +1,19 @@
+"""The passive health watch: `gpu-burnin watch`, one long-running process per GPU node.
+
+It reads NVML (snapshots every `--interval`, Xid events) without allocating GPU memory
+or launching a kernel, judges what it reads with the health rules the active suite
+uses (harness/health.py, thresholds from the baselines), and acts on the node:
+record, cordon and taint (periodic's path and brake), or evict the GPU pods. Every
+action is journaled before it is taken.
+
+    config    the options, checked at the edge
+    judge     snapshots and Xid events in, findings out (the suite's rules)
+    flap      how long a finding must hold, what it leads to, once
+    journal   the JSON Lines record of every action, fsynced, replayed on start
+    act       the node updates, through harness/kube
+    loop      the polling loop, with an injectable clock
+    metrics   the node-exporter textfile
+    command   the command line's entry: build everything, run, exit code
+
+It never imports torch: the GPUs are the jobs', not the watch's.
+"""

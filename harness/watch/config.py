@@ -1,0 +1,104 @@
+"""What the watch is told: its options as one checked, typed object (docs/watch.md)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from harness.errors import ConfigError
+
+IGNORE, RECORD, CORDON, EVICT = "ignore", "record", "cordon", "evict"
+ACTIONS = (IGNORE, RECORD, CORDON, EVICT)
+"""From least to most: each includes the ones before it (an eviction cordons first)."""
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Policy:
+    """What a finding leads to, by how bad it is."""
+
+    warning: str = RECORD
+    """A warning (ECC disabled, an Xid NVIDIA says to restart the application for): `ignore` or `record`."""
+    fail: str = CORDON
+    """A failing finding (uncorrectable ECC, a pending remap, an Xid to reset for, sustained slowdown):
+    `record` or `cordon`."""
+    critical: str = CORDON
+    """The most severe (a GPU lost, a row remap failure, Xid 79): `record`, `cordon` or `evict` (the node's
+    GPU pods, through the Eviction API; needs deploy/watch-eviction)."""
+
+    def __post_init__(self) -> None:
+        for name, allowed in (
+            ("warning", (IGNORE, RECORD)),
+            ("fail", (RECORD, CORDON)),
+            ("critical", (RECORD, CORDON, EVICT)),
+        ):
+            value = getattr(self, name)
+            if value not in allowed:
+                raise ConfigError(f"is {value!r}; expected one of {', '.join(allowed)}", option=f"--on-{name}")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class WatchConfig:
+    """Every option of `gpu-burnin watch`; the defaults are the command line's."""
+
+    node: str
+    """The node this watch runs on and acts on."""
+    journal: Path
+    """The JSON Lines journal of actions, on the node's disk (it must outlive the pod)."""
+    nvml: str = "real"
+    """`real`, or `sim:FILE` for a simulated NVML driven through a timeline (docs/health.md)."""
+    interval_s: float = 30.0
+    """Seconds between snapshots; Xid events are read at the same pace."""
+    hold: int = 3
+    """Polls in a row a finding must be seen before it is acted on (and absent before it clears)."""
+    xid_hold: int = 1
+    """Xid events of one code on one GPU before they are acted on."""
+    xid_clear_s: float = 3600.0
+    """An Xid finding clears once its Xid has not come again for this long."""
+    window_s: float = 600.0
+    """The window of the telemetry rules: share of time slowed down, temperatures, PCIe under load."""
+    load_samples: int = 10
+    """Polls under load a GPU needs in the window before the telemetry rules judge it ("sustained")."""
+    delta_window_s: float = 3600.0
+    """Rises (corrected ECC, NVLink errors) are counted over this window against the baseline's limits."""
+    heartbeat_s: float = 600.0
+    """The condition's heartbeat: the only write a quiet node makes."""
+    nvml_timeout_s: float = 60.0
+    """A snapshot that takes longer means a wedged driver: the condition says so and the watch exits."""
+    policy: Policy = Policy()
+    metrics_textfile: Path | None = None
+    boot_id: str = ""
+    """This boot's id (/proc/sys/kernel/random/boot_id): a journal from another boot starts afresh."""
+    timeline_origin: float | None = None
+    """For a simulated NVML: the clock reading at the timeline's 0 (default: when the watch starts)."""
+
+    def __post_init__(self) -> None:
+        if not self.node:
+            raise ConfigError("name the node: --node NAME, or NODE_NAME from the downward API", option="--node")
+        for name, value in (
+            ("--hold", self.hold),
+            ("--xid-hold", self.xid_hold),
+            ("--load-samples", self.load_samples),
+        ):
+            if value < 1:
+                raise ConfigError(f"is {value}; expected 1 or more", option=name)
+        for name, seconds in (
+            ("--interval", self.interval_s),
+            ("--xid-clear-after", self.xid_clear_s),
+            ("--window", self.window_s),
+            ("--delta-window", self.delta_window_s),
+            ("--heartbeat", self.heartbeat_s),
+            ("--nvml-timeout", self.nvml_timeout_s),
+        ):
+            if not seconds > 0:
+                raise ConfigError(f"is {seconds}; expected a positive number of seconds", option=name)
+        if self.heartbeat_s > 600.0:
+            raise ConfigError(
+                f"is {self.heartbeat_s:g} s; at most 600 (a staler heartbeat reads as a dead watch)",
+                option="--heartbeat",
+            )
+        if self.window_s < self.interval_s * self.load_samples:
+            raise ConfigError(
+                f"{self.window_s:g} s holds fewer than --load-samples ({self.load_samples}) polls of "
+                f"{self.interval_s:g} s; lengthen the window or poll more often",
+                option="--window",
+            )

@@ -1,0 +1,196 @@
+"""Flap control: when a finding has held long enough to act on, what it leads to, and when it clears.
+
+A finding is known by its key (code, GPU, and what tells two findings of one code apart:
+the remediation, or the Xid). A state finding must be seen in `hold` polls in a row;
+one poll without it starts the count again, so a flapping counter never acts. Xid events
+count one by one, `xid_hold` of them. A finding is acted on once: after that it only
+clears, when it has been absent for `hold` polls (an Xid: not come again for
+`xid_clear_s`). A finding bound for a cordon is first marked pending for one poll, so
+that watches failing together (a bad driver roll-out) see each other at the brake.
+
+The tracker only decides; the loop acts, journals, and then `mark`s what was done, so
+an action that failed is decided again at the next poll.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Sequence
+
+from harness.records import Code, Finding, Severity
+from harness.watch import config as cfg
+from harness.watch.config import Policy, WatchConfig
+from harness.watch.journal import DONE, Entry
+
+WATCHING, PENDING, ACTED = "watching", "pending", "acted"
+CRITICAL_XIDS = frozenset({79})
+"""Xids that mean the GPU is gone: "GPU has fallen off the bus"."""
+RECORD, PEND, CORDON, EVICT, CLEAR = "record", "pend", "cordon", "evict", "clear"
+
+
+def key(finding: Finding) -> str:
+    if finding.code is Code.XID:
+        return f"XID:{finding.gpu}:{finding.details.get('xid', '')}"
+    return f"{finding.code}:{finding.gpu}:{finding.remediation}"
+
+
+def critical(finding: Finding) -> bool:
+    """GPU lost, a row remap failure, Xid 79: the jobs on it are already dead."""
+    if finding.code is Code.XID:
+        return finding.details.get("xid") in CRITICAL_XIDS
+    return finding.code in (Code.GPU_MISSING, Code.ROW_REMAP_FAILURE)
+
+
+def action_for(finding: Finding, policy: Policy) -> str:
+    if finding.code is Code.HEALTH_UNAVAILABLE:
+        return cfg.RECORD  # whatever --on-warning says: unknown must never read as healthy
+    if finding.severity is not Severity.FAIL:
+        return policy.warning
+    return policy.critical if critical(finding) else policy.fail
+
+
+@dataclasses.dataclass
+class Track:
+    key: str
+    finding: Finding
+    first_t: float
+    last_t: float
+    seen: int = 0
+    """Polls in a row (an Xid: events) it was seen."""
+    absent: int = 0
+    stage: str = WATCHING
+    action: str = ""
+    """What it leads to (config's ignore, record, cordon, evict), once decided."""
+    resume: bool = False
+    """An action begun before a restart and never finished: decided again, present or not."""
+    cordoned: bool = False
+    """Bound for an eviction, and the cordon before it is done: only the eviction is left."""
+
+    @property
+    def xid(self) -> bool:
+        return self.finding.code is Code.XID
+
+    @property
+    def open(self) -> bool:
+        """Shown on the node: acted on or pending, and not ignored."""
+        return self.stage in (PENDING, ACTED) and self.action != cfg.IGNORE
+
+
+@dataclasses.dataclass(frozen=True)
+class Decision:
+    op: str
+    tracks: tuple[Track, ...]
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        return tuple(t.key for t in self.tracks)
+
+
+class Tracker:
+    def __init__(self, config: WatchConfig):
+        self.config = config
+        self.tracks: dict[str, Track] = {}
+
+    def observe(self, findings: Sequence[Finding], t: float, *, complete: bool = True) -> list[Decision]:
+        """This poll's findings in; what to do now out (nothing changes until `mark`). `complete`: the
+        GPUs were read; when they were not (NVML failing), nothing counts as absent, so nothing clears."""
+        present: dict[str, tuple[Finding, int]] = {}
+        for finding in findings:
+            k = key(finding)
+            count = int(finding.details.get("count", 1)) if finding.code is Code.XID else 1
+            present[k] = (finding, present.get(k, (finding, 0))[1] + count)
+        for k, (finding, count) in present.items():
+            track = self.tracks.setdefault(k, Track(key=k, finding=finding, first_t=t, last_t=t))
+            track.finding, track.last_t, track.absent = finding, t, 0
+            track.seen += count
+        clear: list[Track] = []
+        for track in list(self.tracks.values()):
+            if track.key in present or not complete:
+                continue
+            if track.xid:
+                expired = t - track.last_t >= self.config.xid_clear_s
+                if expired and track.stage == WATCHING:
+                    del self.tracks[track.key]
+                elif expired and track.stage == ACTED:
+                    clear.append(track)
+                continue
+            track.absent += 1
+            if track.stage == WATCHING and not track.resume:
+                del self.tracks[track.key]  # not in a row: the count starts again
+            elif track.stage == ACTED and track.absent >= self.config.hold:
+                clear.append(track)
+        for track in [c for c in clear if c.action == cfg.IGNORE]:
+            clear.remove(track)  # never shown, so nothing to set back
+            del self.tracks[track.key]
+        return self._decide(clear)
+
+    def _decide(self, clear: list[Track]) -> list[Decision]:
+        by_op: dict[str, list[Track]] = {}
+        for track in self.tracks.values():
+            op = self._op(track)
+            if op:
+                by_op.setdefault(op, []).append(track)
+        if clear:
+            by_op[CLEAR] = clear
+        order = (CLEAR, RECORD, PEND, CORDON, EVICT)
+        return [Decision(op, tuple(by_op[op])) for op in order if op in by_op]
+
+    def _op(self, track: Track) -> str:
+        if track.stage == PENDING:
+            return track.action  # held, and marked pending a poll ago: cordon or evict now
+        if track.stage != WATCHING:
+            return ""
+        need = self.config.xid_hold if track.xid else self.config.hold
+        if track.seen < need and not track.resume:
+            return ""
+        action = track.action or action_for(track.finding, self.config.policy)
+        track.action = action
+        if action == cfg.IGNORE:
+            track.stage = ACTED  # nothing to write, ever
+            return ""
+        return RECORD if action == cfg.RECORD else PEND
+
+    def mark(self, decision: Decision, *, cordoned_only: bool = False) -> None:
+        """The decision was carried out (and journaled); `cordoned_only`: an eviction's cordon is done,
+        its eviction is not (a disruption budget refuses it for now)."""
+        for track in decision.tracks:
+            track.resume = False
+            if decision.op == CLEAR:
+                self.tracks.pop(track.key, None)
+            elif decision.op == PEND:
+                track.stage = PENDING
+            elif cordoned_only:
+                track.cordoned = True
+            else:
+                track.stage = ACTED
+
+    def open(self) -> list[Track]:
+        return sorted((t for t in self.tracks.values() if t.open), key=lambda t: t.key)
+
+    def restore(self, entries: Iterable[Entry], open_actions: Sequence[Entry]) -> None:
+        """The state a journal leaves: what was done stays done; what was begun is resumed."""
+        for entry in entries:
+            if entry.phase != DONE or entry.op not in (RECORD, PEND, CORDON, EVICT, CLEAR):
+                continue
+            for k, data in zip(entry.keys, entry.data.get("findings", ()), strict=False):
+                if entry.op == CLEAR:
+                    self.tracks.pop(k, None)
+                    continue
+                finding = Finding.from_dict(data)
+                track = self.tracks.setdefault(k, Track(key=k, finding=finding, first_t=entry.t, last_t=entry.t))
+                track.finding, track.last_t = finding, entry.t
+                track.action = str(entry.data.get("actions", {}).get(k, "")) or action_for(finding, self.config.policy)
+                evicting = entry.op == CORDON and track.action == cfg.EVICT and not entry.data.get("braked")
+                track.stage = PENDING if entry.op == PEND or evicting else ACTED
+                track.cordoned = evicting
+        for entry in open_actions:
+            if entry.op not in (RECORD, PEND, CORDON, EVICT):
+                continue
+            for k, data in zip(entry.keys, entry.data.get("findings", ()), strict=False):
+                finding = Finding.from_dict(data)
+                track = self.tracks.setdefault(k, Track(key=k, finding=finding, first_t=entry.t, last_t=entry.t))
+                track.resume = True
+                track.action = str(entry.data.get("actions", {}).get(k, "")) or action_for(finding, self.config.policy)
+                if entry.op in (CORDON, EVICT):
+                    track.stage = PENDING
+                    track.cordoned = entry.op == EVICT

@@ -1,0 +1,349 @@
+"""The watch's loop: read NVML, judge, decide, journal, act, export; every `--interval`.
+
+Time comes from an injectable clock (seconds, monotonic: it runs on across a restart
+within a boot, as CLOCK_MONOTONIC does) and wall clock, so the soak test drives hours
+in seconds. NVML is called on a thread of its own with a time limit: a driver wedged
+after an Xid 79 answers nothing, and the watch then says so on the node and exits (2),
+for the kubelet to restart it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, TextIO, TypeVar
+
+from harness.baselines import BaselineSet
+from harness.kube.api import KubeError
+from harness.nvml import read, xid
+from harness.nvml.monitor import NvmlXid
+from harness.nvml.snapshot import Snapshot
+from harness.records import NODE, Code, Finding, Remediation, Severity
+from harness.watch import act, flap, judge
+from harness.watch import metrics as watch_metrics
+from harness.watch.config import WatchConfig
+from harness.watch.flap import Decision, Tracker
+from harness.watch.journal import Entry, Journal
+
+T = TypeVar("T")
+
+
+class Wedged(Exception):
+    """NVML did not answer within --nvml-timeout."""
+
+
+@dataclasses.dataclass
+class Stats:
+    """For the metrics: how the watch itself is doing."""
+
+    polls: int = 0
+    nvml_errors: int = 0
+    api_errors: int = 0
+    actions: dict[str, int] = dataclasses.field(default_factory=dict)
+    xids: dict[tuple[str, int], int] = dataclasses.field(default_factory=dict)
+    last_xid: dict[str, int] = dataclasses.field(default_factory=dict)
+
+
+class Watch:
+    def __init__(
+        self,
+        config: WatchConfig,
+        *,
+        nv: Any,
+        writer: act.NodeWriter,
+        baselines: BaselineSet,
+        table: xid.XidTable,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+        log: TextIO = sys.stderr,
+    ):
+        self.config = config
+        self.nv = nv
+        self.writer = writer
+        self.clock = clock
+        self.wall = wall
+        self.log = log
+        self.journal = Journal(config.journal, config.boot_id)
+        self.judge = judge.Judge(
+            baselines,
+            table,
+            window_s=config.window_s,
+            load_samples=config.load_samples,
+            delta_window_s=config.delta_window_s,
+        )
+        self.tracker = Tracker(config)
+        self.stats = Stats()
+        self.snapshot: Snapshot | None = None
+        self.origin = config.timeline_origin
+        self._events: Any = None
+        self._handles: dict[Any, tuple[str, str]] = {}
+
+    # -- start -----------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Journal, NVML, the GPUs, the node; the condition written unless the node shows it, fresh.
+        Raises ConfigError (journal, baselines), KubeError (the node), Wedged, or NVMLError at init."""
+        self.journal.open()
+        if self.origin is None:
+            self.origin = self.clock()
+        self._nvml(self.nv.nvmlInit)
+        first = self._nvml(self._snapshot)
+        remembered = [g for entry in self.journal.entries if entry.op == "start" for g in entry.data.get("gpus", ())]
+        self.judge.start(first, remembered)
+        seen = {str(d.get("uuid")) for d in remembered}
+        if {d.uuid for d in self.judge.devices} - seen:
+            self.journal.note("start", self.clock(), self.wall(), gpus=[_gpu_dict(d) for d in self.judge.devices])
+        self._nvml(self._listen)
+        self.tracker.restore(self.journal.entries, self.journal.open_actions())
+        self.writer.read()
+        wanted = self._wanted()
+        if self.writer.fresh(wanted, self.wall(), self.config.heartbeat_s):
+            self.writer.written_at = self.wall()  # a restart of a quiet watch writes nothing
+        else:
+            self.writer.condition(wanted, self.wall())
+
+    # -- one poll --------------------------------------------------------------------------------
+
+    def poll(self) -> list[Decision]:
+        """Read, judge, act. Raises Wedged; an API error leaves the decision for the next poll."""
+        t = self.clock()
+        self.stats.polls += 1
+        findings: list[Finding]
+        xids: list[NvmlXid] = []
+        read = True
+        try:
+            snapshot = self._nvml(self._snapshot)
+            xids = self._nvml(self._drain)
+            self.snapshot = snapshot
+            findings = self.judge.judge(snapshot, xids, t)
+        except self.nv.NVMLError as err:  # unknown is not healthy: what is open stays open
+            self.stats.nvml_errors += 1
+            findings, read = [_unavailable(f"NVML query failed: {err}")], False
+        self._count(xids)
+        decisions = self.tracker.observe(findings, t, complete=read)
+        for decision in decisions:
+            try:
+                self._carry_out(decision, t)
+            except KubeError as err:
+                self.stats.api_errors += 1
+                print(f"gpu-burnin watch: {decision.op} not done, tried again next poll: {err}", file=self.log)
+                break  # in order: a later decision may rest on this one
+        now = self.wall()
+        if self.writer.written_at is None or (now - self.writer.written_at).total_seconds() >= self.config.heartbeat_s:
+            try:
+                self.writer.heartbeat(now)
+            except KubeError as err:
+                self.stats.api_errors += 1
+                print(f"gpu-burnin watch: heartbeat not written: {err}", file=self.log)
+        if self.config.metrics_textfile is not None:
+            watch_metrics.write(self.config.metrics_textfile, self, t)
+        return decisions
+
+    def wedged(self, err: Wedged) -> None:
+        """Say on the node that NVML does not answer (best effort: the watch exits next)."""
+        finding = _unavailable(str(err))
+        try:
+            self.writer.condition(act.condition_for([act.Shown(finding)], len(self.judge.devices)), self.wall())
+        except KubeError as failed:
+            print(f"gpu-burnin watch: the condition was not written: {failed}", file=self.log)
+
+    # -- acting ----------------------------------------------------------------------------------
+
+    def _carry_out(self, decision: Decision, t: float) -> None:
+        op, now = decision.op, self.wall()
+        if op in (flap.CORDON, flap.EVICT):
+            self._cordon(decision, t)
+            return
+        begun = self._begin(op, decision, t)
+        if op == flap.PEND and self.writer.out():  # nothing to wait for: the cordon stands already
+            self._done(begun, decision, t)
+            return
+        self.writer.condition(self._wanted(decision), now)
+        messages = "; ".join(track.finding.message for track in decision.tracks)
+        if op == flap.RECORD:
+            self.writer.event(act.EVENT_RECORD, messages, now)
+        elif op == flap.CLEAR:
+            self.writer.event(act.EVENT_CLEARED, f"cleared (the node stays as it is): {messages}", now, warning=False)
+        self._done(begun, decision, t)
+
+    def _cordon(self, decision: Decision, t: float) -> None:
+        """Cordon (and, for an eviction, then evict). A blocked eviction stays open for the next poll."""
+        evicting = decision.op == flap.EVICT
+        if not all(track.cordoned for track in decision.tracks):
+            begun = self._open(flap.CORDON, decision) or self._begin(
+                flap.CORDON, decision, t, run_id=f"watch-{self.wall():%Y%m%dT%H%M%SZ}"
+            )
+            run_id = str(begun.data.get("run_id", ""))
+            failing = [track.finding for track in decision.tracks]
+            braked = self.writer.cordon(failing, self._wanted(decision), self.wall(), run_id)
+            self.journal.done(begun, self.clock(), self.wall(), braked=braked)
+            self._counted(flap.CORDON if not braked else "brake")
+            if braked or not evicting:
+                self.tracker.mark(decision)
+                return
+            self.tracker.mark(decision, cordoned_only=True)
+        begun = self._open(flap.EVICT, decision) or self._begin(flap.EVICT, decision, t)
+        evicted, blocked = self.writer.evict()
+        if blocked:
+            print(
+                f"gpu-burnin watch: eviction refused for now (disruption budget): {', '.join(blocked)}", file=self.log
+            )
+            self._counted("eviction_blocked")
+            return  # begun, not done: the next poll tries again
+        names = ", ".join(self.writer.evicted) or "none"
+        self.writer.event(act.EVENT_EVICTED, f"evicted the node's GPU pods: {names}", self.wall())
+        self.journal.done(begun, self.clock(), self.wall(), evicted=list(self.writer.evicted))
+        self.tracker.mark(decision)
+        self._counted(flap.EVICT)
+
+    def _begin(self, op: str, decision: Decision, t: float, **data: Any) -> Entry:
+        return self.journal.begin(
+            op,
+            decision.keys,
+            t,
+            self.wall(),
+            findings=[track.finding.to_dict() for track in decision.tracks],
+            actions={track.key: track.action for track in decision.tracks},
+            **data,
+        )
+
+    def _open(self, op: str, decision: Decision) -> Entry | None:
+        """This action, begun and not finished (a failed call, a blocked eviction, a restart): it goes on
+        under the same entry, so a retry adds no line and a landed cordon is recognised as ours."""
+        return next((e for e in self.journal.open_actions() if e.op == op and e.keys == decision.keys), None)
+
+    def _done(self, begun: Entry, decision: Decision, t: float) -> None:
+        self.journal.done(begun, self.clock(), self.wall())
+        self.tracker.mark(decision)
+        self._counted(decision.op)
+
+    def _counted(self, op: str) -> None:
+        self.stats.actions[op] = self.stats.actions.get(op, 0) + 1
+
+    def _shown(self, decision: Decision | None = None) -> list[act.Shown]:
+        """What the node is to show once `decision` is carried out."""
+        tracks = {track.key: track for track in self.tracker.open()}
+        pending = {track.key for track in tracks.values() if track.stage == flap.PENDING and not track.cordoned}
+        if decision is not None:
+            for track in decision.tracks:
+                if decision.op == flap.CLEAR:
+                    tracks.pop(track.key, None)
+                else:
+                    tracks[track.key] = track
+                    if decision.op == flap.PEND:
+                        pending.add(track.key)
+                    else:
+                        pending.discard(track.key)
+        return [act.Shown(track.finding, track.key in pending) for _, track in sorted(tracks.items())]
+
+    def _wanted(self, decision: Decision | None = None) -> tuple[str, str, str]:
+        return act.condition_for(self._shown(decision), len(self.judge.devices))
+
+    # -- NVML --------------------------------------------------------------------------------------
+
+    def _nvml(self, call: Callable[[], T]) -> T:
+        """`call` on a thread of its own, within --nvml-timeout."""
+        box: dict[str, Any] = {}
+        done = threading.Event()
+
+        def run() -> None:
+            try:
+                box["value"] = call()
+            except BaseException as err:  # noqa: BLE001 - handed to the caller's thread as it is
+                box["error"] = err
+            finally:
+                done.set()
+
+        threading.Thread(target=run, name="gpu-burnin-nvml", daemon=True).start()
+        if not done.wait(self.config.nvml_timeout_s):
+            raise Wedged(f"NVML did not answer within {self.config.nvml_timeout_s:g} s: a wedged driver?")
+        if "error" in box:
+            raise box["error"]
+        value: T = box["value"]
+        return value
+
+    def _snapshot(self) -> Snapshot:
+        if hasattr(self.nv, "now_s"):  # a simulation: its timeline runs on the watch's clock
+            self.nv.now_s = self.clock() - (self.origin or 0.0)
+        source = "nvml" if self.config.nvml == "real" else self.config.nvml
+        return read.snapshot(self.nv, source)
+
+    def _listen(self) -> None:
+        nv = self.nv
+        try:
+            self._events = nv.nvmlEventSetCreate()
+        except nv.NVMLError as err:
+            print(f"gpu-burnin watch: no NVML event set ({err}): Xids go unseen", file=self.log)
+            return
+        for index in range(nv.nvmlDeviceGetCount()):
+            try:
+                handle = nv.nvmlDeviceGetHandleByIndex(index)
+                self._handles[_handle_key(handle)] = (read.text(nv.nvmlDeviceGetUUID(handle)), _pci(nv, handle))
+                nv.nvmlDeviceRegisterEvents(handle, nv.nvmlEventTypeXidCriticalError, self._events)
+            except nv.NVMLError:
+                continue  # no event support on this GPU (some vGPU, MIG setups)
+
+    def _drain(self) -> list[NvmlXid]:
+        nv, found = self.nv, list[NvmlXid]()
+        if self._events is None:
+            return []
+        while True:
+            try:
+                data = nv.nvmlEventSetWait_v2(self._events, 0)
+            except nv.NVMLError:
+                return found  # a timeout: nothing more waiting
+            uuid, pci = self._handles.get(_handle_key(data.device), ("", ""))
+            found.append(NvmlXid(uuid=uuid, pci_bus_id=pci, xid=int(data.eventData), when=self.wall()))
+
+    def _count(self, xids: list[NvmlXid]) -> None:
+        for event in xids:
+            gpu = event.uuid or event.pci_bus_id
+            self.stats.xids[(gpu, event.xid)] = self.stats.xids.get((gpu, event.xid), 0) + 1
+            self.stats.last_xid[gpu] = event.xid
+
+
+def run(watch: Watch, stop: threading.Event) -> int:
+    """Poll until `stop` is set: 0; NVML wedged: 2 (after saying so on the node)."""
+    while not stop.is_set():
+        began = watch.clock()
+        try:
+            watch.poll()
+        except Wedged as err:
+            print(f"gpu-burnin watch: {err}; exiting for a restart", file=watch.log)
+            watch.wedged(err)
+            return 2
+        stop.wait(max(0.0, watch.config.interval_s - (watch.clock() - began)))
+    return 0
+
+
+def _unavailable(why: str) -> Finding:
+    return Finding(
+        code=Code.HEALTH_UNAVAILABLE,
+        severity=Severity.WARNING,
+        gpu=NODE,
+        message=f"the GPUs cannot be read: {why}",
+        remediation=Remediation.REBOOT_NODE,
+        test=judge.TEST,
+    )
+
+
+def _gpu_dict(device: Any) -> dict[str, Any]:
+    return {"index": device.index, "uuid": device.uuid, "name": device.name, "pci_bus_id": device.pci_bus_id}
+
+
+def _handle_key(handle: Any) -> Any:
+    """A handle as a dict key: the index of a simulated GPU, the address behind a real one."""
+    try:
+        return int(handle)
+    except TypeError:
+        import ctypes  # only for the real binding's handles, which are ctypes pointers
+
+        return ctypes.cast(handle, ctypes.c_void_p).value
+
+
+def _pci(nv: Any, handle: Any) -> str:
+    return read.text(read.ask(nv, lambda: nv.nvmlDeviceGetPciInfo(handle).busId) or "")

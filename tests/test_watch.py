@@ -1,0 +1,503 @@
+"""`gpu-burnin watch` (harness/watch/): simulated NVML through timelines, the real Kubernetes client,
+the fake API server, and virtual time. Each rule's scenario leads to its configured action, once."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import threading
+import time
+
+import pytest
+
+from harness.errors import ConfigError
+from harness.kube import node as nodes
+from harness.nvml import binding
+from harness.nvml.sim import Simulated
+from harness.records import Code, Finding, Remediation, Severity
+from harness.watch import flap, loop
+from harness.watch.config import Policy, WatchConfig
+from harness.watch.journal import Journal
+from tests.kube_fake import FakeApiServer
+from tests.watch_fleet import DATA, SCENARIOS, Nodes, events, writes
+
+NODE_PATH = "/api/v1/nodes/n1"
+STATUS_PATH = f"{NODE_PATH}/status"
+UNHEALTHY = {"key": "gpu-burnin/unhealthy", "effect": "NoSchedule"}
+NOW = dt.datetime(2026, 11, 28, tzinfo=dt.UTC)
+
+
+@pytest.fixture
+def server():
+    with FakeApiServer() as fake:
+        yield fake
+
+
+@pytest.fixture
+def fleet(server, tmp_path):
+    return Nodes(server, tmp_path)
+
+
+def gpu(index: int) -> str:
+    return f"GPU-5141dc00-0000-4000-8000-{index:012d}"
+
+
+def watch_condition(server, name="n1") -> dict:
+    return nodes.condition(server.node(name), nodes.WATCH_CONDITION) or {}
+
+
+def journal(fleet: Nodes, name="n1") -> list[dict]:
+    path = fleet.tmp / name / "journal.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def done_actions(fleet: Nodes, name="n1") -> list[tuple[str, tuple[tuple[str, str], ...]]]:
+    """(op, ((code, gpu), ...)) of every action done, in order."""
+    found = []
+    for entry in journal(fleet, name):
+        if entry["phase"] == "done" and entry["op"] != "start":
+            found.append((entry["op"], tuple((f["code"], f["gpu"]) for f in entry["data"]["findings"])))
+    return found
+
+
+def assert_heartbeats_only(server, name="n1"):
+    """Between changes of the condition, writes of it come at most every 10 minutes."""
+    last = None
+    for r in server.requests:
+        if r.method != "PATCH" or r.path != f"/api/v1/nodes/{name}/status" or r.status != 200:
+            continue
+        (cond,) = r.body["status"]["conditions"]
+        content = (cond["status"], cond["reason"], cond["message"])
+        beat = nodes.parse_stamp(cond["lastHeartbeatTime"])
+        if last is not None and last[0] == content:
+            assert (beat - last[1]).total_seconds() >= 600, (content, last[1], beat)
+        last = (content, beat)
+
+
+RULES = [
+    # (scenario, code, GPU, action, seconds to watch)
+    (SCENARIOS / "row-remap-pending.toml", "ROW_REMAP_PENDING", 0, "cordon", 1800),
+    (SCENARIOS / "ecc-uncorrectable.toml", "ECC_UNCORRECTABLE", 0, "cordon", 1800),
+    (SCENARIOS / "sram-threshold.toml", "ECC_UNCORRECTABLE", 1, "cordon", 1800),
+    (SCENARIOS / "retirement-pending.toml", "RETIREMENT_PENDING", 0, "cordon", 1800),
+    (SCENARIOS / "retired-pages.toml", "RETIRED_PAGES", 0, "cordon", 1800),
+    (SCENARIOS / "nvlink-down.toml", "NVLINK_DOWN", 1, "cordon", 1800),
+    (SCENARIOS / "pcie-downgraded.toml", "PCIE_DOWNGRADED", 0, "cordon", 1800),
+    (SCENARIOS / "hw-slowdown.toml", "THROTTLED", 1, "cordon", 1800),
+    (SCENARIOS / "row-remap-failure.toml", "ROW_REMAP_FAILURE", 1, "cordon", 1800),
+    (SCENARIOS / "xid-79.toml", "XID", 0, "cordon", 1800),
+    (SCENARIOS / "ecc-disabled.toml", "ECC_UNCORRECTABLE", 1, "record", 1800),
+    (DATA / "ecc-corrected-rising.toml", "ECC_CORRECTED", 1, "cordon", 2400),
+    (DATA / "gpu-lost.toml", "GPU_MISSING", 1, "cordon", 1800),
+    (DATA / "nvlink-errors.toml", "NVLINK_ERRORS", 0, "cordon", 1800),
+    (DATA / "over-temperature.toml", "OVER_TEMPERATURE", 1, "cordon", 1800),
+    (DATA / "throttled-under-load.toml", "THROTTLED", 0, "cordon", 1800),
+    (DATA / "pcie-gen-under-load.toml", "PCIE_DOWNGRADED", 1, "cordon", 1800),
+    (DATA / "xid-app.toml", "XID", 1, "record", 1800),
+    (DATA / "xid-burst.toml", "XID", 0, "cordon", 3 * 3600),
+]
+
+
+@pytest.mark.parametrize(
+    ("scenario", "code", "index", "action", "seconds"), RULES, ids=lambda v: getattr(v, "stem", None)
+)
+def test_each_rule_leads_to_exactly_its_action_once(server, fleet, scenario, code, index, action, seconds):
+    fleet.add("n1", scenario)
+    fleet.run(seconds)
+    found = ((code, gpu(index)),)
+    node = server.node("n1")
+    cond = watch_condition(server)
+    if action == "cordon":
+        assert done_actions(fleet) == [("pend", found), ("cordon", found)]
+        assert node["spec"]["unschedulable"] is True and UNHEALTHY in node["spec"]["taints"]
+        assert node["metadata"]["labels"]["gpu-burnin/health"] == "unhealthy"
+        assert json.loads(node["metadata"]["annotations"][nodes.CORDONED])["by"] == "gpu-burnin watch"
+        assert (cond["status"], cond["reason"]) == ("False", code)
+        assert events(server) == [("n1", "GPUBurnInUnhealthy")]
+        assert [w for w in writes(server) if w[1] == NODE_PATH] == [("PATCH", NODE_PATH, 200)]
+    else:
+        assert done_actions(fleet) == [("record", found)]
+        assert "unschedulable" not in node["spec"] and "taints" not in node["spec"]
+        assert (cond["status"], cond["reason"]) == ("True", "Warnings") and gpu(index) in cond["message"]
+        assert events(server) == [("n1", "GPUBurnInWatch")]
+        assert [w for w in writes(server) if w[1] == NODE_PATH] == []
+    # Nothing but the node patch, the condition and the one event: no write was refused or repeated.
+    assert {(m, p) for m, p, _ in writes(server)} <= {
+        ("PATCH", NODE_PATH),
+        ("PATCH", STATUS_PATH),
+        ("POST", "/api/v1/namespaces/default/events"),
+    }
+    assert all(status < 300 for _, _, status in writes(server))
+    assert_heartbeats_only(server)
+
+
+def test_a_quiet_node_at_work_writes_only_its_heartbeat(server, fleet):
+    fleet.add("n1", DATA / "busy.toml")  # with a one-poll power-brake blip under load, which is normal
+    fleet.run(6 * 3600)
+    found = writes(server)
+    # The condition once at start, then a heartbeat every 10 minutes: 1 + 35 in six hours.
+    assert found == [("PATCH", STATUS_PATH, 200)] * 36
+    assert events(server) == []
+    assert (watch_condition(server)["status"], watch_condition(server)["reason"]) == ("True", "NoFindings")
+    assert_heartbeats_only(server)
+
+
+def test_a_flapping_counter_never_holds_long_enough_to_act(server, fleet):
+    fleet.add("n1", DATA / "flapping.toml")
+    fleet.run(2 * 3600)
+    assert done_actions(fleet) == []
+    assert events(server) == [] and {p for _, p, _ in writes(server)} == {STATUS_PATH}
+
+
+def test_a_cleared_finding_sets_the_condition_back_and_leaves_the_cordon(server, fleet):
+    fleet.add("n1", DATA / "reset-clears.toml")
+    fleet.run(2 * 3600)
+    found = (("ROW_REMAP_PENDING", gpu(0)),)
+    assert done_actions(fleet) == [("pend", found), ("cordon", found), ("clear", found)]
+    assert (watch_condition(server)["status"], watch_condition(server)["reason"]) == ("True", "NoFindings")
+    node = server.node("n1")
+    assert node["spec"]["unschedulable"] is True and UNHEALTHY in node["spec"]["taints"]  # retest's job
+    assert [e["type"] for e in server.events] == ["Warning", "Normal"]
+    assert events(server) == [("n1", "GPUBurnInUnhealthy"), ("n1", "GPUBurnInWatchCleared")]
+
+
+def test_a_restarted_watch_repeats_nothing_from_its_journal(server, fleet):
+    fleet.add("n1", SCENARIOS / "row-remap-pending.toml")
+    fleet.run(1800)
+    before = writes(server)
+    fleet.restart("n1")  # the node shows the condition, fresh: the restart writes nothing
+    assert writes(server) == before
+    fleet.run(1800)
+    after = writes(server)[len(before) :]
+    assert {p for _, p, _ in after} == {STATUS_PATH}  # heartbeats, nothing else
+    assert events(server) == [("n1", "GPUBurnInUnhealthy")]
+    # ...and forgets nothing: the finding is still open on the node and in the restarted watch.
+    assert [t.key for t in fleet.watches["n1"].tracker.open()] == [f"ROW_REMAP_PENDING:{gpu(0)}:reset-gpu"]
+    assert watch_condition(server)["reason"] == "ROW_REMAP_PENDING"
+
+
+def test_a_watch_restarted_after_a_gpu_was_lost_still_misses_it(server, fleet):
+    fleet.add("n1", DATA / "gpu-lost.toml")
+    fleet.run(1800)
+    fleet.restart("n1")  # NVML lists one GPU now: the journal remembers two
+    assert [d.uuid for d in fleet.watches["n1"].judge.devices] == [gpu(0), gpu(1)]
+    fleet.run(1800)
+    assert events(server) == [("n1", "GPUBurnInUnhealthy")]
+    assert watch_condition(server)["reason"] == "GPU_MISSING"
+
+
+def test_a_restart_in_the_middle_of_a_cordon_finishes_it_once(server, fleet):
+    fleet.add("n1", SCENARIOS / "row-remap-pending.toml")
+    fleet.run(90)  # three polls: the finding has held; it is pending
+    # The cordon lands, then the API server fails every condition write: the watch dies mid-action.
+    server.after("PATCH", NODE_PATH, lambda s: s.fail("PATCH", STATUS_PATH, 503, times=1000))
+    fleet.run(30)
+    assert server.node("n1")["spec"]["unschedulable"] is True and events(server) == []
+    open_ops = [e["op"] for e in journal(fleet) if e["phase"] == "begin"][-1:]
+    assert open_ops == ["cordon"]
+    server.heal()  # the API server recovers; a new watch process starts
+    fleet.restart("n1")
+    fleet.run(600)
+    assert [w for w in writes(server) if w[1] == NODE_PATH] == [("PATCH", NODE_PATH, 200)]
+    assert events(server) == [("n1", "GPUBurnInUnhealthy")]
+    assert watch_condition(server)["reason"] == "ROW_REMAP_PENDING"
+    assert [e["op"] for e in journal(fleet) if e["phase"] == "done"][-1] == "cordon"
+
+
+def test_a_fleet_failing_at_once_brakes_with_one_warning_event_per_node(server, tmp_path):
+    fleet = Nodes(server, tmp_path, share=0.1)  # 29 GPU nodes: at most 2 may be out
+    names = [f"n{n:02d}" for n in range(20)]
+    for name in names:  # a bad driver roll-out: every node reports a pending remap at the same moment
+        fleet.add(name, SCENARIOS / "row-remap-pending.toml")
+    fleet.run(3 * 3600)
+    cordoned = [n for n in names if server.node(n)["spec"].get("unschedulable")]
+    assert len(cordoned) == 2  # each watch saw the others pending: the brake held for the rest
+    for name in names:
+        expected = "GPUBurnInUnhealthy" if name in cordoned else "GPUBurnInBrake"
+        assert events(server, name) == [(name, expected)]
+        assert watch_condition(server, name)["reason"] == "ROW_REMAP_PENDING"
+    # With two out, a node failing alone later still fits the share (3 of 30): the brakes of the
+    # roll-out do not hold it.
+    fleet.add("lone", DATA / "gpu-lost.toml")  # its timeline is past 10 minutes already: lost from the start
+    fleet.run(600)
+    assert server.node("lone")["spec"]["unschedulable"] is True
+    assert events(server, "lone") == [("lone", "GPUBurnInUnhealthy")]
+
+
+def test_a_critical_finding_evicts_the_gpu_pods_and_nothing_else(server, tmp_path):
+    fleet = Nodes(server, tmp_path, policy=Policy(critical="evict"))
+    server.add_node("n1", labels={"nvidia.com/gpu.present": "true"})
+    server.add_pod("ml", "train-0", node="n1", gpus=8, owner="ReplicaSet")
+    server.add_pod("kube-system", "dcgm-exporter-x", node="n1", gpus=8, owner="DaemonSet")
+    server.add_pod("web", "frontend", node="n1")
+    server.add_pod("ml", "finished", node="n1", gpus=1, phase="Succeeded")
+    server.add_pod("kube-system", "static-gpu", node="n1", gpus=1, annotations={"kubernetes.io/config.mirror": "x"})
+    server.add_pod("ml", "elsewhere", node="n2", gpus=8)
+    fleet.add("n1", SCENARIOS / "row-remap-failure.toml")
+    fleet.run(1800)
+    going = [p["metadata"]["name"] for p in server.pods if p["metadata"].get("deletionTimestamp")]
+    assert going == ["train-0"]
+    assert [e["op"] for e in journal(fleet) if e["phase"] == "done"][-2:] == ["cordon", "evict"]
+    assert events(server) == [("n1", "GPUBurnInUnhealthy"), ("n1", "GPUBurnInEvicted")]
+    evictions = [w for w in writes(server) if w[1].endswith("/eviction")]
+    assert evictions == [("POST", "/api/v1/namespaces/ml/pods/train-0/eviction", 201)]
+
+
+def test_an_eviction_a_disruption_budget_refuses_is_tried_again_later_not_failed(server, tmp_path):
+    fleet = Nodes(server, tmp_path, policy=Policy(critical="evict"))
+    server.add_node("n1", labels={"nvidia.com/gpu.present": "true"})
+    server.add_pod("ml", "train-0", node="n1", gpus=8, owner="ReplicaSet")
+    server.protect("ml", "train-0")
+    fleet.add("n1", SCENARIOS / "row-remap-failure.toml")
+    fleet.run(600)
+    refused = [w for w in writes(server) if w[1].endswith("/eviction")]
+    assert refused and all(status == 429 for _, _, status in refused)
+    assert events(server) == [("n1", "GPUBurnInUnhealthy")]  # cordoned at once; the eviction waits
+    fleet.restart("n1")  # and survives a restart: the cordon is not repeated
+    server.unprotect("ml", "train-0")
+    fleet.run(600)
+    evictions = [w for w in writes(server) if w[1].endswith("/eviction")]
+    assert evictions[-1] == ("POST", "/api/v1/namespaces/ml/pods/train-0/eviction", 201)
+    assert sum(1 for w in evictions if w[2] == 201) == 1
+    assert events(server) == [("n1", "GPUBurnInUnhealthy"), ("n1", "GPUBurnInEvicted")]
+    assert [w for w in writes(server) if w[1] == NODE_PATH] == [("PATCH", NODE_PATH, 200)]
+
+
+def test_a_wedged_driver_is_said_on_the_node_and_ends_the_watch_with_2(server, fleet, monkeypatch):
+    watch = fleet.add("n1", SCENARIOS / "healthy.toml")
+    watch.config = WatchConfig(**{**watch.config.__dict__, "nvml_timeout_s": 0.2})
+    hang = threading.Event()
+    monkeypatch.setattr(watch.nv, "nvmlDeviceGetCount", lambda: hang.wait(5) or 0)
+    began = time.monotonic()
+    assert loop.run(watch, threading.Event()) == 2
+    hang.set()
+    assert time.monotonic() - began < 3
+    cond = watch_condition(server)
+    assert (cond["status"], cond["reason"]) == ("Unknown", "NvmlUnavailable") and "wedged" in cond["message"]
+
+
+def test_nvml_that_fails_to_answer_reads_unknown_then_recovers(server, fleet, monkeypatch):
+    watch = fleet.add("n1", SCENARIOS / "healthy.toml")
+    fleet.run(300)
+    real = watch.nv.nvmlDeviceGetCount
+
+    def broken():
+        raise watch.nv.NVMLError(999)
+
+    monkeypatch.setattr(watch.nv, "nvmlDeviceGetCount", broken)
+    fleet.run(300)
+    cond = watch_condition(server)
+    assert (cond["status"], cond["reason"]) == ("Unknown", "NvmlUnavailable")
+    assert not server.node("n1")["spec"].get("unschedulable")  # unknown is not unhealthy
+    monkeypatch.setattr(watch.nv, "nvmlDeviceGetCount", real)
+    fleet.run(300)
+    assert watch_condition(server)["reason"] == "NoFindings"
+    assert events(server) == [("n1", "GPUBurnInWatch"), ("n1", "GPUBurnInWatchCleared")]
+
+
+def test_the_metrics_textfile_has_the_dcgm_equivalents(server, tmp_path):
+    prom = tmp_path / "metrics" / "watch.prom"
+    fleet = Nodes(server, tmp_path, metrics_textfile=prom)
+    fleet.add("n1", DATA / "xid-burst.toml")
+    fleet.run(3 * 3600)
+    text = prom.read_text()
+    assert f'gpu_burnin_watch_xid_last{{gpu="0",node="n1",uuid="{gpu(0)}"}} 48.0' in text
+    assert f'gpu_burnin_watch_xid_events_total{{gpu="0",node="n1",uuid="{gpu(0)}",xid="48"}} 40.0' in text
+    labels = f'counter="volatile",gpu="1",node="n1",type="uncorrected",uuid="{gpu(1)}"'
+    assert f"gpu_burnin_watch_ecc_errors{{{labels}}} 0.0" in text
+    assert f'gpu_burnin_watch_row_remap_pending{{gpu="0",node="n1",uuid="{gpu(0)}"}} 0.0' in text
+    assert f'gpu_burnin_watch_open_findings{{code="XID",gpu="{gpu(0)}",node="n1",severity="fail"}} 1.0' in text
+    assert 'gpu_burnin_watch_actions_total{action="cordon",node="n1"} 1.0' in text
+    assert 'gpu_burnin_watch_up{node="n1"} 1.0' in text
+
+
+# -- the journal -----------------------------------------------------------------------------------
+
+
+def test_a_torn_last_line_is_dropped_and_a_corrupt_one_names_the_file_and_line(tmp_path):
+    path = tmp_path / "journal.jsonl"
+    Journal(path, "b").open().note("start", 0.0, NOW)
+    first = path.read_text()
+    path.write_text(first + '{"v": 1, "op": "cor')  # a crash cut the last write short
+    assert len(Journal(path, "b").open().entries) == 1
+    path.write_text(first + "not json\n" + first)
+    with pytest.raises(ConfigError) as err:
+        Journal(path, "b").open()
+    assert str(path) in str(err.value) and "line 2" in str(err.value)
+
+
+def test_a_journal_from_another_boot_is_moved_aside(tmp_path):
+    path = tmp_path / "journal.jsonl"
+    Journal(path, "boot-1").open().note("start", 0.0, NOW)
+    assert Journal(path, "boot-2").open().entries == []
+    assert (tmp_path / "journal.jsonl.prev").is_file() and not path.exists()
+
+
+def test_an_action_retried_under_a_new_id_is_not_open_after_it_is_done(tmp_path):
+    j = Journal(tmp_path / "j.jsonl", "b").open()
+    j.begin("record", ("K",), 0.0, NOW)  # its API call failed
+    retried = j.begin("record", ("K",), 30.0, NOW)
+    j.done(retried, 30.0, NOW)
+    assert Journal(tmp_path / "j.jsonl", "b").open().open_actions() == []
+
+
+# -- configuration and the command line --------------------------------------------------------------
+
+
+def test_a_finding_is_known_by_code_gpu_and_what_tells_one_code_apart():
+    volatile = Finding(
+        code=Code.ECC_UNCORRECTABLE,
+        severity=Severity.FAIL,
+        message="2 since load",
+        gpu="G",
+        remediation=Remediation.RESET_GPU,
+    )
+    lifetime = Finding(
+        code=Code.ECC_UNCORRECTABLE,
+        severity=Severity.FAIL,
+        message="6 SRAM",
+        gpu="G",
+        remediation=Remediation.REPLACE_GPU,
+    )
+    more = Finding(
+        code=Code.ECC_UNCORRECTABLE,
+        severity=Severity.FAIL,
+        message="3 since load",
+        gpu="G",
+        remediation=Remediation.RESET_GPU,
+    )
+    assert flap.key(volatile) != flap.key(lifetime) and flap.key(volatile) == flap.key(more)  # counts move
+    xid48 = Finding(code=Code.XID, severity=Severity.FAIL, message="x", gpu="G", details={"xid": 48, "count": 3})
+    xid79 = Finding(code=Code.XID, severity=Severity.FAIL, message="x", gpu="G", details={"xid": 79, "count": 1})
+    assert flap.key(xid48) != flap.key(xid79)
+    assert flap.critical(xid79) and not flap.critical(xid48) and not flap.critical(volatile)
+
+
+@pytest.mark.parametrize(
+    ("given", "flag"),
+    [
+        ({"hold": 0}, "--hold"),
+        ({"interval_s": 60.0, "window_s": 300.0}, "--window"),
+        ({"heartbeat_s": 900.0}, "--heartbeat"),
+        ({"node": ""}, "--node"),
+    ],
+)
+def test_bad_options_name_the_flag(tmp_path, given, flag):
+    with pytest.raises(ConfigError) as err:
+        WatchConfig(**{"node": "n1", "journal": tmp_path / "j", **given})
+    assert flag in str(err.value)
+
+
+def test_a_bad_policy_names_its_flag():
+    with pytest.raises(ConfigError, match="--on-fail"):
+        Policy(fail="evict")
+
+
+@pytest.mark.parametrize(
+    ("text", "field"),
+    [
+        ('[[gpus]]\n[[changes]]\nat = "soon"\ngpu = 0\nlost = true\n', "changes[0].at"),
+        ('[[gpus]]\n[[changes]]\nuntil = "1h"\nafter = "matmul"\ngpu = 0\n', "changes[0].until"),
+        ("[[gpus]]\n[[xids]]\nxid = 79\ncount = 0\n", "xids[0].count"),
+    ],
+)
+def test_a_bad_timeline_names_the_file_and_field(tmp_path, text, field):
+    path = tmp_path / "s.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        Simulated.from_file(path)
+    assert str(path) in str(err.value) and field in str(err.value)
+
+
+def test_the_timeline_applies_changes_between_at_and_until_and_counts_xid_bursts(tmp_path):
+    path = tmp_path / "s.toml"
+    path.write_text(
+        '[[gpus]]\n[[changes]]\nat = "1h30m"\nuntil = 5430\ngpu = 0\nset = { "remap.pending" = true }\n'
+        '[[xids]]\ngpu = 0\nxid = 48\nat = "90m"\ncount = 3\n'
+    )
+    nv = binding.load(f"sim:{path}")
+    nv.nvmlInit()
+    events = nv.nvmlEventSetCreate()
+    nv.nvmlDeviceRegisterEvents(0, nv.nvmlEventTypeXidCriticalError, events)
+
+    def pending_at(seconds):
+        nv.now_s = seconds
+        return nv.nvmlDeviceGetRemappedRows(0)[2]
+
+    def xids_at(seconds):
+        nv.now_s = seconds
+        found = 0
+        while True:
+            try:
+                nv.nvmlEventSetWait_v2(events, 0)
+                found += 1
+            except nv.NVMLError:
+                return found
+
+    assert [pending_at(s) for s in (5399, 5400, 5429, 5430)] == [0, 1, 1, 0]
+    assert (xids_at(5399), xids_at(5400), xids_at(9000)) == (0, 3, 0)
+    nv.now_s = None
+    assert nv.nvmlDeviceGetRemappedRows(0)[2] == 0  # outside a watch (a suite run), the timeline never applies
+
+
+# -- the API calls the watch adds (harness/kube/api.py), through the real client -------------------------
+
+
+def test_pods_are_listed_by_node_and_evicted_through_the_eviction_api(server, tmp_path):
+    from harness.kube.api import Blocked, KubeError, Patience, connect
+
+    api = connect(server.kubeconfig(tmp_path), patience=Patience(total_s=0.3, first_backoff_s=0.01))
+    server.add_pod("ml", "a", node="n1", gpus=1)
+    server.add_pod("ml", "b", node="n2", gpus=1)
+    server.add_pod("ml", "c", node="n1")
+    assert sorted(p["metadata"]["name"] for p in api.list_pods_on_node("n1")) == ["a", "c"]
+    listed = [r for r in server.requests if r.path == "/api/v1/pods"]
+    assert listed[-1].query["fieldSelector"] == "spec.nodeName=n1"  # the API server filters, not us
+
+    server.protect("ml", "a")
+    with pytest.raises(Blocked) as blocked:
+        api.evict_pod("ml", "a")
+    assert blocked.value.status == 429 and "disruption budget" in str(blocked.value)
+    assert len([r for r in server.requests if r.path.endswith("/a/eviction")]) == 1  # 429: not retried here
+    server.unprotect("ml", "a")
+    assert api.evict_pod("ml", "a") is True
+    (body,) = [r.body for r in server.requests if r.path.endswith("/a/eviction") and r.status == 201]
+    assert body["metadata"] == {"name": "a", "namespace": "ml"}
+    assert "deletionTimestamp" in next(p for p in server.pods if p["metadata"]["name"] == "a")["metadata"]
+    server.finish_deletions()
+    assert api.evict_pod("ml", "a") is False  # gone already: nothing to do
+    server.forbid("create", "pods", subresource="eviction")
+    with pytest.raises(KubeError) as forbidden:
+        api.evict_pod("ml", "c")
+    assert forbidden.value.status == 403 and 'cannot create resource "pods/eviction"' in str(forbidden.value)
+
+
+def test_nvml_failing_after_a_gpu_is_lost_clears_nothing(server, fleet, monkeypatch):
+    watch = fleet.add("n1", DATA / "gpu-lost.toml")
+    fleet.run(1800)
+
+    def broken():  # after an Xid 79, NVML itself often stops answering
+        raise watch.nv.NVMLError(999)
+
+    monkeypatch.setattr(watch.nv, "nvmlDeviceGetCount", broken)
+    fleet.run(3600)
+    assert [t.key for t in watch.tracker.open()][0].startswith("GPU_MISSING:")
+    assert watch_condition(server)["reason"] == "GPU_MISSING"  # unknown is not healthy: nothing cleared
+    assert ("n1", "GPUBurnInWatchCleared") not in events(server)
+
+
+def test_periodic_counts_a_node_the_watch_is_about_to_cordon_as_out(server, tmp_path):
+    from harness.kube import actions
+    from harness.kube.api import Patience, connect
+    from harness.kube.node import Marks, Outcome
+
+    api = connect(server.kubeconfig(tmp_path), patience=Patience(total_s=0.3, first_backoff_s=0.01))
+    pending = {"type": "GPUBurnInWatch", "status": "False", "reason": "CordonPending", "message": "x"}
+    server.add_node("w1", labels={"nvidia.com/gpu.present": "true"}, conditions=[pending])
+    for n in range(8):
+        server.add_node(f"ok-{n}", labels={"nvidia.com/gpu.present": "true"})
+    server.add_node("p1", labels={"nvidia.com/gpu.present": "true"})
+    failed = Outcome(run_id="r", verdict="fail", codes=("HANG",), summary="s", when=NOW, command="periodic")
+    # 10 GPU nodes, limit 0.1: p1 alone would fit (1 of 10), but w1 is about to go too (2 of 10).
+    done = actions.periodic(api, "p1", failed, Marks(), actions.Fleet(max_unhealthy_share=0.1), NOW)
+    assert done.braked and not server.node("p1")["spec"].get("unschedulable")

@@ -1,0 +1,128 @@
+"""The soak test: a fleet of simulated nodes watched for eight hours of virtual time against the fake
+API server. Quiet hours, a burst of Xids on one GPU, a flapping counter, a GPU lost with its job
+behind a disruption budget, and two watch restarts in the middle of an action: the expected
+actions happen exactly once, and nothing else is written."""
+
+from __future__ import annotations
+
+import pytest
+
+from harness.kube import node as nodes
+from harness.watch.config import Policy
+from tests.kube_fake import FakeApiServer
+from tests.watch_fleet import DATA, Nodes, events
+
+HOUR = 3600.0
+QUIET = ["quiet-1", "quiet-2", "quiet-3"]
+
+
+@pytest.fixture
+def server():
+    with FakeApiServer() as fake:
+        yield fake
+
+
+def requests(server: FakeApiServer, name: str) -> list[tuple[str, str, int]]:
+    """Every request about one node: its reads and writes, and Events naming it."""
+    found = []
+    for r in server.requests:
+        about_node = r.path.startswith(f"/api/v1/nodes/{name}")
+        about_event = r.path.endswith("/events") and (r.body or {}).get("involvedObject", {}).get("name") == name
+        if about_node or about_event:
+            found.append((r.method, r.path.replace(f"/api/v1/nodes/{name}", "NODE"), r.status))
+    return found
+
+
+def conditions(server: FakeApiServer, name: str) -> list[tuple[str, str]]:
+    """The watch condition's (status, reason) as written, each change once (heartbeats folded)."""
+    found: list[tuple[str, str]] = []
+    for r in server.requests:
+        if r.method == "PATCH" and r.path == f"/api/v1/nodes/{name}/status" and r.status == 200:
+            (cond,) = r.body["status"]["conditions"]
+            if cond["type"] == nodes.WATCH_CONDITION and (not found or found[-1] != (cond["status"], cond["reason"])):
+                found.append((cond["status"], cond["reason"]))
+    return found
+
+
+def heartbeats_ok(server: FakeApiServer, name: str) -> bool:
+    """An unchanged condition is written again only after 10 minutes."""
+    last = None
+    for r in server.requests:
+        if r.method == "PATCH" and r.path == f"/api/v1/nodes/{name}/status" and r.status == 200:
+            (cond,) = r.body["status"]["conditions"]
+            content, beat = (cond["status"], cond["reason"]), nodes.parse_stamp(cond["lastHeartbeatTime"])
+            if last is not None and last[0] == content and (beat - last[1]).total_seconds() < 600:
+                return False
+            last = (content, beat)
+    return True
+
+
+def test_eight_hours_of_a_fleet(server, tmp_path):
+    fleet = Nodes(server, tmp_path, share=0.34, bystanders=3, policy=Policy(critical="evict"))
+    for name in QUIET:
+        fleet.add(name, DATA / "busy.toml")
+    fleet.add("xid", DATA / "soak-xid.toml")
+    fleet.add("flap", DATA / "soak-flap.toml")
+    fleet.add("lost", DATA / "soak-lost.toml")
+    server.add_pod("ml", "train-7", node="lost", gpus=8, owner="ReplicaSet")
+    server.add_pod("ml", "serve-2", node="lost", owner="ReplicaSet")  # no GPU: stays
+    server.add_pod("gpu-operator", "dcgm-exporter-lost", node="lost", gpus=8, owner="DaemonSet")  # stays
+    server.protect("ml", "train-7")
+
+    fleet.run(3 * HOUR)  # quiet hours; from 2h the flapping counter
+    # 3h: the Xid burst. The cordon lands, then every condition write fails: the watch dies mid-action.
+    server.after("PATCH", "/api/v1/nodes/xid", lambda s: s.fail("PATCH", "/api/v1/nodes/xid/status", 503, times=100))
+    fleet.run(60)  # 3h: pending; 3h30s: the cordon, cut short
+    assert server.node("xid")["spec"]["unschedulable"] is True and events(server, "xid") == []
+    server.heal()
+    fleet.restart("xid")
+    fleet.run(2 * HOUR - 60)  # to 5h: GPU 1 of "lost" falls off the bus; its job's budget refuses eviction
+    fleet.run(10 * 60)
+    assert server.node("lost")["spec"]["unschedulable"] is True
+    assert not [p for p in server.pods if p["metadata"].get("deletionTimestamp")]
+    fleet.restart("lost")  # restarted while its eviction waits
+    fleet.run(20 * 60)
+    server.unprotect("ml", "train-7")  # 5h30m: the job's other replicas are back; the budget allows it
+    fleet.run(2.5 * HOUR)  # to 8h
+
+    # Quiet nodes, and the flapping one: one read at start, then the condition and its heartbeat only.
+    for name in [*QUIET, "flap"]:
+        found = requests(server, name)
+        assert found[0] == ("GET", "NODE", 200)
+        assert set(found[1:]) == {("PATCH", "NODE/status", 200)}, name
+        assert len(found) == 1 + 48  # at 0, then every 10 minutes for 8 hours
+        assert conditions(server, name) == [("True", "NoFindings")]
+        assert events(server, name) == []
+
+    # The Xid burst: cordoned once, its Event once (after the restart finished the cordon); cleared an
+    # hour after the last Xid: the condition goes back, the cordon stays.
+    xid = [r for r in requests(server, "xid") if r[0] != "GET"]
+    assert [r for r in xid if r[1] == "NODE"] == [("PATCH", "NODE", 200)]
+    assert {r for r in xid if r[2] >= 300} == {("PATCH", "NODE/status", 503)}  # only the injected failures
+    assert events(server, "xid") == [("xid", "GPUBurnInUnhealthy"), ("xid", "GPUBurnInWatchCleared")]
+    assert conditions(server, "xid") == [
+        ("True", "NoFindings"),
+        ("False", "CordonPending"),
+        ("False", "XID"),
+        ("True", "NoFindings"),
+    ]
+    assert server.node("xid")["spec"]["unschedulable"] is True
+
+    # The GPU lost: cordoned once, its GPU job evicted once the budget allowed, nothing else touched.
+    lost = [r for r in requests(server, "lost") if r[0] != "GET"]
+    assert [r for r in lost if r[1] == "NODE"] == [("PATCH", "NODE", 200)]
+    assert events(server, "lost") == [("lost", "GPUBurnInUnhealthy"), ("lost", "GPUBurnInEvicted")]
+    assert conditions(server, "lost") == [("True", "NoFindings"), ("False", "CordonPending"), ("False", "GPU_MISSING")]
+    evictions = [(r.path.split("/")[6], r.status) for r in server.requests if r.path.endswith("/eviction")]
+    assert {e for e in evictions if e[1] != 429} == {("train-7", 201)} and evictions.count(("train-7", 201)) == 1
+    going = sorted(p["metadata"]["name"] for p in server.pods if p["metadata"].get("deletionTimestamp"))
+    assert going == ["train-7"]
+
+    # The fleet as a whole: no node but these two was written to, and no heartbeat came early.
+    assert all(heartbeats_ok(server, name) for name in [*QUIET, "flap", "xid", "lost"])
+    touched = {
+        r.path.split("/")[4] for r in server.requests if r.method == "PATCH" and r.path.startswith("/api/v1/nodes/")
+    }
+    assert touched == {*QUIET, "flap", "xid", "lost"}
+    bystanders = [r for r in server.requests if r.path.startswith("/api/v1/nodes/other-")]
+    assert bystanders == []
