@@ -290,3 +290,14 @@ def test_sigkill_of_gpu_burnin_run_leaves_nothing_burning_and_nothing_written_la
     assert path.read_bytes() == before and list(tmp_path.glob("*.json")) == [path]
     doc = json.loads(before)
     assert doc["state"] == "running" and doc["verdict"]["status"] == "incomplete"
+
+
+def test_the_command_line_loads_no_kubernetes_client_pandas_or_torch_until_a_command_needs_them():
+    """`gpu-burnin run` on a GPU box needs no Kubernetes client; the node commands load no pandas."""
+    code = (
+        "import sys, harness.cli; harness.cli.build_parser()\n"
+        "print(sorted(m for m in ('kubernetes', 'pandas', 'plotly', 'torch') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

@@ -19,14 +19,14 @@ import random
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import urllib3
-from kubernetes import client, config
-from kubernetes.client.exceptions import ApiException
-from kubernetes.config.config_exception import ConfigException
 
 from harness.errors import ConfigError
+
+if TYPE_CHECKING:
+    from kubernetes.client.exceptions import ApiException
 
 STRATEGIC = "application/strategic-merge-patch+json"
 EVENTS_NAMESPACE = "default"
@@ -76,7 +76,7 @@ class Api:
         clock: Callable[[], float] = time.monotonic,
         jitter: Callable[[], float] = random.random,
     ):
-        self._core = client.CoreV1Api(api_client)
+        self._core = _client().CoreV1Api(api_client)
         self.patience = patience
         self._sleep = sleep
         self._clock = clock
@@ -115,7 +115,8 @@ class Api:
     def evict_pod(self, namespace: str, name: str) -> bool:
         """Through the Eviction API (pods/eviction), which respects PodDisruptionBudgets and the pod's
         own grace period. False when the pod is already gone (404); `Blocked` on 429."""
-        body = client.V1Eviction(metadata=client.V1ObjectMeta(name=name, namespace=namespace))
+        k8s = _client()
+        body = k8s.V1Eviction(metadata=k8s.V1ObjectMeta(name=name, namespace=namespace))
         try:
             self._json(
                 f'evict pod "{namespace}/{name}"',
@@ -130,7 +131,7 @@ class Api:
 
     def create_event(self, event: dict[str, Any]) -> dict[str, Any]:
         namespace = event.get("metadata", {}).get("namespace", EVENTS_NAMESPACE)
-        model = client.CoreV1Event.from_dict(event)
+        model = _client().CoreV1Event.from_dict(event)
         if model is None:
             raise ValueError("an event needs a body")
         return self._json(
@@ -143,6 +144,8 @@ class Api:
     ) -> dict[str, Any]:
         """Make the call under the discipline; the answer's JSON body. `blocked_on_429`: raise `Blocked`
         on 429 instead of waiting (an eviction a disruption budget refuses may stay refused for hours)."""
+        from kubernetes.client.exceptions import ApiException
+
         began = self._clock()
         backoff = self.patience.first_backoff_s
         attempt = 0
@@ -197,6 +200,9 @@ def connect(
 ) -> Api:
     """From `kubeconfig`, else $KUBECONFIG or ~/.kube/config, else the pod's service account.
     A missing or broken configuration is a ConfigError: nothing has run yet."""
+    from kubernetes import client, config
+    from kubernetes.config.config_exception import ConfigException
+
     configuration = client.Configuration()
     try:
         if kubeconfig is not None:
@@ -213,6 +219,14 @@ def connect(
         raise ConfigError(problem, file=where, option="--kubeconfig") from err
     configuration.retries = False  # the retries are ours, with backoff and a time bound
     return Api(client.ApiClient(configuration), patience=patience, sleep=sleep, clock=clock)
+
+
+def _client() -> Any:
+    """The client's models and APIs, imported when first needed: a command that talks to no API
+    server (`gpu-burnin run` on a GPU box) needs no Kubernetes client installed."""
+    from kubernetes import client
+
+    return client
 
 
 def _message(err: ApiException) -> str:
