@@ -96,14 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     _suite_arguments(periodic)
     _node_arguments(periodic)
     _fleet_arguments(periodic)
-    periodic.add_argument(
-        "--max-unhealthy-share",
-        type=_share,
-        default=FLEET.max_unhealthy_share,
-        metavar="FRACTION",
-        help="never cordon if, counting this node, more than this share of GPU nodes would be unhealthy "
-        f"(default {FLEET.max_unhealthy_share})",
-    )
+    _brake_argument(periodic)
     periodic.add_argument(
         "--incomplete-limit",
         type=options.count,
@@ -151,13 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _node_arguments(watch)
     _fleet_arguments(watch)
-    watch.add_argument(
-        "--max-unhealthy-share",
-        type=_share,
-        default=FLEET.max_unhealthy_share,
-        metavar="FRACTION",
-        help=f"the brake, as for periodic (default {FLEET.max_unhealthy_share})",
-    )
+    _brake_argument(watch)
     watch_command.add_arguments(watch)
     watch.set_defaults(handler=_watch)
     report_cli.add_commands(commands)  # report, baseline propose: their logic is in reports/
@@ -226,6 +213,17 @@ def _kube_arguments(parser: argparse.ArgumentParser) -> None:
 def _node_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--node", metavar="NAME", help="this node (default: $NODE_NAME, from the downward API)")
     _kube_arguments(parser)
+
+
+def _brake_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--max-unhealthy-share",
+        type=_share,
+        default=FLEET.max_unhealthy_share,
+        metavar="FRACTION",
+        help="never cordon if, counting this node, more than this share of GPU nodes would be unhealthy "
+        f"(default {FLEET.max_unhealthy_share})",
+    )
 
 
 def _fleet_arguments(parser: argparse.ArgumentParser) -> None:
