@@ -151,8 +151,13 @@ class BurnIn:
     def judge_test(self, nodeid: str, group: str) -> list[Finding]:
         """After a test body returned: compare its figures; returns its findings that stop a pass."""
         mine = [m for m in self.measurements if m.test == nodeid]
-        stands_for = (Code.HANG, Code.TEST_ERROR, Code.NOTHING_TO_TEST)  # findings that say why figures are missing
-        excused = {f.gpu for f in self.findings if f.test == nodeid and f.code in stands_for}
+        # Findings that say why figures are missing, and themselves stop a pass: information (a worker
+        # stopped because another failed) excuses nothing, or a device could pass without its figures.
+        stands_for = (Code.HANG, Code.TEST_ERROR, Code.NOTHING_TO_TEST)
+        stopping = (Severity.FAIL, Severity.INCOMPLETE)
+        excused = {
+            f.gpu for f in self.findings if f.test == nodeid and f.code in stands_for and f.severity in stopping
+        }
         found = compare.findings(compare.assess(mine, self.devices, self.baseline_for))
         if self.watch is not None:
             found = [self.watch.explain(f) for f in found]

@@ -328,3 +328,23 @@ def test_under_mpiexec_two_nodes_make_one_job_with_a_verdict_each(tmp_path):
         ranks = {m["gpu"] for m in result["measurements"]}
         assert len(ranks) == 2  # two stand-in devices per node: four ranks in all
     assert len(list(tmp_path.glob("*.json"))) == 2  # each node's own result too
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(_mpiexec() is None, reason="no mpiexec (pip install mpich)")
+def test_a_node_whose_team_lost_another_node_is_incomplete_not_a_pass(tmp_path):
+    """Node 0's rank dies inside the collectives; node 1's ranks are healthy but their all-reduce
+    never finished: node 1 must not pass (its stopped ranks excuse no missing figure)."""
+    suite = [sys.executable, "-m", "pytest", "gputests", "-m", "nccl", "--gpu-device", "cpu"]
+    suite += ["--gpu-cpu-devices", "1", "--gpu-results", str(tmp_path), "--gpu-hang-timeout", "5"]
+    suite += ["-p", "no:cacheprovider", "-q"]
+    command = [_mpiexec(), "-n", "1", *suite, "--gpu-inject", "nccl.crash@2:0", ":", "-n", "1", *suite]
+    env = {k: v for k, v in os.environ.items() if k != "PYTEST_ADDOPTS"}
+    subprocess.run(command, capture_output=True, text=True, timeout=240, cwd=REPO, env=env)
+    (job,) = (tmp_path / "jobs").glob("*.json")
+    nodes = json.loads(job.read_text())["nodes"]
+    assert [n["verdict"] for n in nodes] == ["incomplete", "incomplete"]
+    survivor = nodes[1]["result"]
+    codes = {(f["code"], f["severity"]) for f in survivor["findings"]}
+    assert ("TEST_ERROR", "incomplete") in codes
+    assert any("could not finish without node" in f["message"] for f in survivor["findings"])

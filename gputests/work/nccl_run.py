@@ -274,11 +274,17 @@ def _member_names(state: _State, members: list[tuple[int, ...]]) -> list[str]:
 
 def _attribute(state: _State) -> None:
     """Who made the ranks wait: the causes have their own findings (as every worker's end); the
-    ranks that gave up are information beside them, or, with no cause anywhere, hung themselves."""
+    ranks that gave up are information beside them, or, with no cause anywhere, hung themselves.
+    A node whose ranks failed nowhere but whose team lost another node's is incomplete: its
+    all-reduce never finished."""
     causes = state.causes()
     named = [f"rank {state.rank(d)} ({d.label})" for d in causes] + [f"node {n}" for n in state.failed_elsewhere]
     if named:
         state.run.stop(f"the all-reduce cannot go on without {', '.join(named)}")
+    if state.failed_elsewhere and not causes:
+        for device in state.devices:
+            text = f"rank {state.rank(device)}: the all-reduce could not finish without {', '.join(named)}"
+            state.run.finding(device, Code.TEST_ERROR, Severity.INCOMPLETE, text, Remediation.RERUN)
     for device in state.devices:
         message = state.gave_up.get(device.uuid)
         if message is None:
