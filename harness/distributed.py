@@ -29,10 +29,10 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-import torch.distributed as dist
+if TYPE_CHECKING:
+    import torch
 
 MPI_ENV = ("PMI_RANK", "PMIX_RANK", "OMPI_COMM_WORLD_RANK", "MV2_COMM_WORLD_RANK")
 """Set by the MPI launchers (MPICH/Hydra, PMIx, Open MPI, MVAPICH) in every process they start."""
@@ -41,6 +41,20 @@ MPI_FD_ENV = "PMI_FD"
 POLL_S = (1e-5, 1e-2)
 """The first and the longest sleep between two polls of a pending collective."""
 REPORT_S = 1.0
+
+
+def _torch() -> Any:
+    """torch, imported when a collective needs it: the command line checks `launched_by_mpi`
+    without loading it."""
+    import torch
+
+    return torch
+
+
+def _dist() -> Any:
+    import torch.distributed
+
+    return torch.distributed
 
 
 class PeerLost(Exception):
@@ -71,7 +85,7 @@ class Meeting:
     """The meeting place, hosted by the process that starts the ranks (it never joins them)."""
 
     def __init__(self, host: str = "127.0.0.1", *, timeout_s: float = 300.0):
-        self._store = dist.TCPStore(
+        self._store = _dist().TCPStore(
             host, 0, is_master=True, wait_for_workers=False, timeout=dt.timedelta(seconds=timeout_s)
         )
         self.rendezvous = Rendezvous(host=host, port=int(self._store.port), prefix=uuid.uuid4().hex)
@@ -97,12 +111,12 @@ def join(
 
     def meet() -> None:
         try:
-            store = dist.TCPStore(
+            store = _dist().TCPStore(
                 rendezvous.host, rendezvous.port, is_master=False, timeout=dt.timedelta(seconds=limit_s)
             )
-            dist.init_process_group(
+            _dist().init_process_group(
                 backend,
-                store=dist.PrefixStore(rendezvous.prefix, store),
+                store=_dist().PrefixStore(rendezvous.prefix, store),
                 rank=rank,
                 world_size=world,
                 timeout=dt.timedelta(seconds=limit_s),
@@ -125,13 +139,13 @@ def join(
 
 
 def leave() -> None:
-    if dist.is_initialized():
-        dist.destroy_process_group()
+    if _dist().is_initialized():
+        _dist().destroy_process_group()
 
 
 def all_reduce(tensor: torch.Tensor, group: Any = None) -> Any:
     """A sum all-reduce in place, started; `wait` for it."""
-    return dist.all_reduce(tensor, op=dist.ReduceOp.SUM, group=group, async_op=True)
+    return _dist().all_reduce(tensor, op=_dist().ReduceOp.SUM, group=group, async_op=True)
 
 
 def wait(works: Sequence[Any], *, what: str, limit_s: float, on_wait: Callable[[str], None]) -> None:
@@ -157,7 +171,7 @@ def timed_all_reduces(
     wall clock. Bounded by `limit_s` in all. `before_each` runs before each is issued, inside
     the timing."""
     if tensor.is_cuda:
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start, end = _torch().cuda.Event(enable_timing=True), _torch().cuda.Event(enable_timing=True)
         start.record()
         works = []
         for _ in range(count):
@@ -186,7 +200,7 @@ def _order_after(works: Sequence[Any], what: str) -> None:
 
 def new_group(ranks: Sequence[int]) -> Any:
     """A subgroup: every rank of the world must call this, with the same ranks, in the same order."""
-    return dist.new_group(list(ranks))
+    return _dist().new_group(list(ranks))
 
 
 def backend_for(device: torch.device) -> str:
@@ -197,8 +211,8 @@ def backend_for(device: torch.device) -> str:
 def backend_facts(backend: str) -> dict[str, str]:
     """The collective library's version, recorded with the figures."""
     if backend != "nccl":
-        return {"backend": backend, "version": torch.__version__}
-    version = torch.cuda.nccl.version()
+        return {"backend": backend, "version": _torch().__version__}
+    version = _torch().cuda.nccl.version()
     text = ".".join(str(part) for part in version) if isinstance(version, tuple) else str(version)
     return {"backend": backend, "version": text}
 
