@@ -155,9 +155,7 @@ class BurnIn:
         # stopped because another failed) excuses nothing, or a device could pass without its figures.
         stands_for = (Code.HANG, Code.TEST_ERROR, Code.NOTHING_TO_TEST)
         blocking = (Severity.FAIL, Severity.INCOMPLETE)
-        excused = {
-            f.gpu for f in self.findings if f.test == nodeid and f.code in stands_for and f.severity in blocking
-        }
+        excused = {f.gpu for f in self.findings if f.test == nodeid and f.code in stands_for and f.severity in blocking}
         found = compare.findings(compare.assess(mine, self.devices, self.baseline_for))
         if self.watch is not None:
             found = [self.watch.explain(f) for f in found]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from harness import devices
 from harness.devices import Device
-from harness.workers import Message, Progress
+from harness.workers import Message, Progress, faults
 from harness.workers.devicetest import Context
 
 REPO = Path(__file__).resolve().parent.parent
@@ -59,7 +59,7 @@ def local_context(fault: str = "", device: Device | None = None) -> tuple[Contex
     """A worker Context in this process, for the measuring code's own tests, and what it sent."""
     device = device or Device(index=0, kind="cpu", name="Test CPU", uuid="CPU-test", sm_count=2)
     channel = RecordingChannel()
-    return Context(channel, device, fault), channel  # type: ignore[arg-type]
+    return Context(channel, device, faults.parse(fault) if fault else None), channel  # type: ignore[arg-type]
 
 
 def alive(pid: int) -> bool:

@@ -139,8 +139,7 @@ class _Assignment(Generic[J]):
     worker: Callable[[Context, J], None]
     device: Device
     threads: int | None
-    fault: str
-    fault_at: int
+    fault: Fault | None
     job: J
     peers: tuple[Device, ...] = ()
     """Every device of the run, when the worker sees them all (`sees="node"`); empty when it sees its own."""
@@ -179,8 +178,7 @@ class DeviceRun(Generic[J]):
                 worker=worker,
                 device=device,
                 threads=max(1, device.sm_count // cpu_share) if device.kind == "cpu" else None,
-                fault=fault.kind if (fault := scope.faults.get(device.index)) else "",
-                fault_at=fault.at if fault else 1,
+                fault=scope.faults.get(device.index),
                 job=job,
                 peers=scope.devices if sees == "node" else (),
             )
@@ -360,17 +358,16 @@ def nothing_to_test(scope: Scope, why: str, metrics: Sequence[str]) -> Outcome:
 class Context:
     """What a test's worker function gets besides its job: runs inside the worker process."""
 
-    def __init__(
-        self, channel: Channel, device: Device, fault: str, peers: tuple[Device, ...] = (), *, fault_at: int = 1
-    ):
+    def __init__(self, channel: Channel, device: Device, fault: Fault | None = None, peers: tuple[Device, ...] = ()):
         self.device = device
         self.peers = peers
         """Every device of the run, in order, when this worker sees them all; else empty."""
         self._channel = channel
-        self._fault = fault
-        self._fault_at = fault_at
+        self._fault = fault.kind if fault else ""
+        """Until it fires; then empty: the fault is one event, not a broken device."""
+        self._fault_at = fault.at if fault else 1
+        self._slow = self._fault in faults.PACE_KINDS
         self._points = 0
-        self._paced = False
 
     @property
     def torch_device(self) -> torch.device:
@@ -438,14 +435,14 @@ class Context:
 
     def fault_pace(self) -> None:
         """Mark the start of a timed unit of work: a `slow` fault delays every one."""
-        if self._fault in faults.PACE_KINDS or self._paced:
-            if not self._paced:
-                self._paced = True
-                self._fired(self._fault)
-            time.sleep(faults.SLOW_S)
+        if not self._slow:
+            return
+        if self._fault:  # said once; slow for ever
+            self._fired(self._fault)
+        time.sleep(faults.SLOW_S)
 
     def _fired(self, kind: str) -> None:
-        self._fault = ""  # once: the fault is one event, not a broken device
+        self._fault = ""
         self.send(FaultFired(kind=kind))
 
 
@@ -460,7 +457,7 @@ def _run_assignment(assignment: _Assignment[Any], channel: Channel) -> None:
 
     if assignment.threads:
         torch.set_num_threads(assignment.threads)
-    context = Context(channel, device, assignment.fault, assignment.peers, fault_at=assignment.fault_at)
+    context = Context(channel, device, assignment.fault, assignment.peers)
     if device.kind == "cuda":
         torch.cuda.set_device(context.torch_device)
         seen = f"GPU-{torch.cuda.get_device_properties(context.torch_device).uuid}"
