@@ -44,7 +44,7 @@ DATA_KINDS = ("corrupt",)
 """Faults that need the result at the fault point."""
 PACE_KINDS = ("slow",)
 """Faults that act on every timed unit of work (`Context.fault_pace`), not at a fault point."""
-SLOW_S = 0.05
+SLOW_S = 0.2
 """What `slow` adds to each timed unit."""
 
 
