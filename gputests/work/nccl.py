@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -273,10 +274,10 @@ def _expected_block(table: torch.Tensor, start: int, count: int) -> torch.Tensor
     return table.repeat(reps)[phase : phase + count]
 
 
-def _each_block(buf: torch.Tensor, act: object) -> None:
+def _each_block(buf: torch.Tensor, act: Callable[[torch.Tensor, int], object]) -> None:
     step = CHUNK - CHUNK % PERIOD  # blocks start on a period, so every block's table is the same
     for start in range(0, buf.numel(), step):
-        act(buf[start : start + step], start)  # type: ignore[operator]
+        act(buf[start : start + step], start)
 
 
 # -- NVLS, from NCCL's own log ---------------------------------------------------------
