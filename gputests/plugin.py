@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+import os
 import signal
 import threading
 from collections.abc import Callable, Generator
@@ -55,10 +56,11 @@ def pytest_configure(config: pytest.Config) -> None:
         config.addinivalue_line("markers", f"{name}: {text}")
     values = options.values_from(config.option)
     try:
-        resolved = options.resolve(values)
+        internal = options.Internal.from_env(os.environ)  # set by a gpu-burnin command for its child
+        resolved = options.resolve({**values, **(internal.values() if internal else {})})
     except ConfigError as err:
         raise pytest.UsageError(options.explain(err, "pytest")) from err
-    config.stash[_STATE] = BurnIn(resolved)
+    config.stash[_STATE] = BurnIn(resolved, parent_holds_lock=internal is not None)
     config.stash[_EXPLICIT_RESULTS] = values["results"] is not None
     config.stash[_PROGRESS] = (
         ProgressLines(lambda text: _write_live(config, text)) if config.get_verbosity() >= 0 else None

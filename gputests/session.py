@@ -8,14 +8,16 @@ records lives in one `ResultDocument`, which is what the result file holds.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import os
 import sys
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from gputests.watch import Watch
-from harness import compare, results
+from harness import compare, lock, results
 from harness.baselines import Baseline
 from harness.devices import Device, Inventory, discover, node_name
 from harness.errors import ConfigError
@@ -35,8 +37,11 @@ UNMEASURED = ("health", "dcgm")
 
 
 class BurnIn:
-    def __init__(self, options: RunOptions):
+    def __init__(self, options: RunOptions, *, parent_holds_lock: bool = False):
         self.options = options
+        self.parent_holds_lock = parent_holds_lock
+        """A gpu-burnin command started this pytest and holds the node's burn lock for it."""
+        self._held = contextlib.ExitStack()
         self.active = False
         self.inventory = Inventory(devices=(), host={}, problem="the run has not started")
         self.baseline_for: dict[str, Baseline | None] = {}
@@ -78,6 +83,7 @@ class BurnIn:
         results.ensure_directory(self.options.results_dir)
         self.active = True
         self._join_mpi_job()
+        self._take_lock()  # a ConfigError here ends the session as a usage error: nothing is written
         for nodeid, group in tests:  # reports from collection (skipped or broken modules) are already here
             self._test(nodeid).group = group
         self.inventory = discover(
@@ -115,6 +121,16 @@ class BurnIn:
             self.findings.extend(self.watch.start())
             self.doc.health = self.watch.snapshots
         self.checkpoint()
+
+    def _take_lock(self) -> None:
+        """One burn at a time on a node (harness/lock.py): a gpu-burnin parent holds the lock for its
+        child, which checks that it really does; pytest started by hand takes it itself. Under MPI,
+        the processes of one host share its GPUs on purpose: the host's first takes it for all."""
+        directory, run_id = self.options.results_dir, self.doc.run_id
+        if self.parent_holds_lock:
+            lock.check_held(directory, run_id, os.getppid())
+        elif self.mpi is None or self.mpi.place.local_rank == 0:
+            self._held.enter_context(lock.hold(directory, run_id))
 
     def scope(self, test: str, group: str) -> Scope:
         """What a device test of `group` runs on."""
@@ -223,6 +239,7 @@ class BurnIn:
             self._decide()
         if self.mpi is not None:
             self._gather_job(self.mpi)
+        self._held.close()
         assert self.verdict is not None
         return self.verdict
 
@@ -294,7 +311,16 @@ class BurnIn:
 
     def _session_findings(self) -> list[Finding]:
         found = []
-        if not self.devices:
+        if not self.devices and self.options.gpu_node:
+            found.append(
+                Finding(
+                    code=Code.GPU_MISSING,
+                    severity=Severity.FAIL,
+                    message=f"this node is labelled as having GPUs and none is visible: {self.inventory.problem}",
+                    remediation=Remediation.REBOOT_NODE,
+                )
+            )
+        elif not self.devices:
             found.append(
                 Finding(
                     code=Code.NO_GPUS,

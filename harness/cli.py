@@ -16,6 +16,7 @@ configuration error (nothing was run, nothing on the node was changed).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import traceback
 from collections.abc import Callable, Sequence
@@ -27,7 +28,7 @@ from harness import devices, entrypoints, metrics, options, results, runner
 from harness.errors import ConfigError
 from harness.kube.actions import Fleet
 from harness.kube.api import Patience
-from harness.kube.node import Label, Marks, Taint
+from harness.kube.node import PREFIX, Label, Marks, Taint, check_node_name, check_prefix
 from harness.verdict import ExitCode
 from harness.watch import command as watch_command
 from reports import cli as report_cli
@@ -35,6 +36,14 @@ from reports import cli as report_cli
 T = TypeVar("T")
 DEFAULTS = Marks()
 FLEET = Fleet()
+MARK_FLAGS = (
+    ("--preflight-taint", "taint", DEFAULTS.preflight_taint, "the taint new nodes join with"),
+    ("--preflight-label", "label", DEFAULTS.preflight_label, "the label new nodes join with"),
+    ("--unhealthy-taint", "taint", DEFAULTS.unhealthy_taint, "the taint periodic puts on a failing node"),
+    ("--unhealthy-label", "label", DEFAULTS.unhealthy_label, "the label periodic puts on a failing node"),
+)
+MARK_FIELDS = {flag.removeprefix("--").replace("-", "_"): flag for flag, *_ in MARK_FLAGS}
+"""Marks field (and argparse dest) -> its flag."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -112,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Add the preflight taint and pending label, remove gpu-burnin's unhealthy taint and label, "
         "and lift the cordon if gpu-burnin set it.",
     )
-    retest.add_argument("--node", required=True, metavar="NAME", help="the node")
+    retest.add_argument("--node", required=True, type=_NODE_NAME, metavar="NAME", help="the node")
     _kube_arguments(retest)
     retest.set_defaults(handler=_retest)
 
@@ -200,18 +209,23 @@ def _kube_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help=f"keep retrying one API call (429, 5xx, timeouts) at most this long (default {Patience().total_s:.0f})",
     )
-    for flag, kind, default, what in (
-        ("--preflight-taint", "taint", DEFAULTS.preflight_taint, "the taint new nodes join with"),
-        ("--preflight-label", "label", DEFAULTS.preflight_label, "the label new nodes join with"),
-        ("--unhealthy-taint", "taint", DEFAULTS.unhealthy_taint, "the taint periodic puts on a failing node"),
-        ("--unhealthy-label", "label", DEFAULTS.unhealthy_label, "the label periodic puts on a failing node"),
-    ):
+    parser.add_argument(
+        "--mark-prefix",
+        type=_mark_type(check_prefix, "--mark-prefix"),
+        default=PREFIX,
+        metavar="PREFIX",
+        help=f"the prefix of every taint and label key gpu-burnin writes (default {PREFIX}); the flags below "
+        "take only keys under it",
+    )
+    for flag, kind, default, what in MARK_FLAGS:
         parse: Callable[[str], object] = _mark_type(Taint.parse if kind == "taint" else Label.parse, flag)
-        parser.add_argument(flag, type=parse, default=default, metavar=kind.upper(), help=f"{what} (default {default})")
+        parser.add_argument(flag, type=parse, metavar=kind.upper(), help=f"{what} (default {default})")
 
 
 def _node_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--node", metavar="NAME", help="this node (default: $NODE_NAME, from the downward API)")
+    parser.add_argument(
+        "--node", type=_NODE_NAME, metavar="NAME", help="this node (default: $NODE_NAME, from the downward API)"
+    )
     _kube_arguments(parser)
 
 
@@ -237,9 +251,9 @@ def _fleet_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     values = _values(args)
-    chosen = options.resolve(values)
+    chosen = options.resolve({**values, "entrypoint": "run"})
     options.check_fault_devices(chosen)
-    values.update(results=chosen.results_dir, run_id=chosen.run_id, entrypoint="run")
+    values.update(results=chosen.results_dir)
     request = runner.RunRequest(
         options=chosen,
         argv=tuple(runner.pytest_argv(values, args.pytest_args)),
@@ -258,11 +272,11 @@ def _run(args: argparse.Namespace) -> int:
 
 def _preflight(args: argparse.Namespace) -> int:
     command = _node_command(args, stay=args.stay, reuse_within_s=args.reuse_within)
-    return entrypoints.preflight(command, _values(args), args.pytest_args, args.timeout)
+    return entrypoints.preflight(command, _values(args, node=True), args.pytest_args, args.timeout)
 
 
 def _periodic(args: argparse.Namespace) -> int:
-    return entrypoints.periodic(_node_command(args), _values(args), args.pytest_args, args.timeout)
+    return entrypoints.periodic(_node_command(args), _values(args, node=True), args.pytest_args, args.timeout)
 
 
 def _retest(args: argparse.Namespace) -> int:
@@ -283,9 +297,11 @@ def _access(args: argparse.Namespace) -> entrypoints.Access:
     return entrypoints.Access(kubeconfig=args.kubeconfig, patience=Patience(total_s=args.api_timeout))
 
 
-def _values(args: argparse.Namespace) -> dict[str, object]:
+def _values(args: argparse.Namespace, *, node: bool = False) -> dict[str, object]:
+    """The run options as parsed. For a node's verdict (`node`), `auto` means the GPUs: a node whose
+    driver is not visible is not a node to run the CPU self-test on."""
     values = options.values_from(args)
-    values["device"] = options.resolve_device(str(values["device"]))
+    values["device"] = "cuda" if node and values["device"] == "auto" else options.resolve_device(str(values["device"]))
     if args.gpu_device == "auto" and values["device"] == "cpu":
         print("gpu-burnin: no NVIDIA driver on this machine; running the CPU self-test", file=sys.stderr)
     return values
@@ -308,12 +324,11 @@ def _node_command(args: argparse.Namespace, **extra: object) -> entrypoints.Node
 
 
 def _marks(args: argparse.Namespace) -> Marks:
-    return Marks(
-        preflight_taint=args.preflight_taint,
-        preflight_label=args.preflight_label,
-        unhealthy_taint=args.unhealthy_taint,
-        unhealthy_label=args.unhealthy_label,
-    )
+    """The marks as given, each key under --mark-prefix (ConfigError naming the flag otherwise)."""
+    defaults = Marks.under(args.mark_prefix)
+    given = {field: getattr(args, field) for field in MARK_FIELDS}
+    marks = dataclasses.replace(defaults, **{k: v for k, v in given.items() if v is not None})
+    return marks.check(args.mark_prefix, MARK_FIELDS)
 
 
 def _share(text: str) -> float:
@@ -337,6 +352,8 @@ def _mark_type(parse: Callable[..., T], flag: str) -> Callable[[str], T]:
 
     return typed
 
+
+_NODE_NAME = _mark_type(lambda text, option: check_node_name(text, option=option), "--node")
 
 if __name__ == "__main__":
     sys.exit(main())

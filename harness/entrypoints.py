@@ -21,15 +21,17 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from harness import metrics, options, results, runner
+from harness import lock, metrics, options, results, runner
 from harness.devices import node_name
 from harness.errors import ConfigError
 from harness.kube import actions
+from harness.kube import node as nodes
 from harness.kube.api import Api, KubeError, Patience, connect
 from harness.kube.node import Marks, Outcome
 from harness.options import RunOptions
 from harness.records import Code, Severity
 from harness.results import ResultDocument, RunState
+from harness.terminal import printable
 from harness.verdict import ExitCode, Status
 
 
@@ -63,25 +65,35 @@ def node_from(given: str | None) -> str:
     name = given or os.environ.get("NODE_NAME", "")
     if not name:
         raise ConfigError("name the node: --node NAME, or NODE_NAME from the downward API", option="--node")
-    return name
+    return nodes.check_node_name(name, option="--node" if given else "NODE_NAME")
+
+
+NODE_DEVICES = ("cuda",)
+"""What preflight and periodic may burn: a node's verdict comes from its GPUs, never from the CPU
+self-test (the project's own tests widen this in their process to drive the flows on a CPU)."""
 
 
 def preflight(
     command: NodeCommand, values: Mapping[str, Any], pytest_args: Sequence[str], timeout_s: float | None
 ) -> int:
-    chosen, api = _prepare(command, values, "preflight")
-    doc = find_reusable(chosen, command.node, within_s=command.reuse_within_s, now=results.utcnow())
-    if doc is not None:
-        print(f"gpu-burnin: acting on the recent result {doc.run_id} for this node instead of burning again")
-    else:
-        code, doc = _run(chosen, values, pytest_args, timeout_s)
-        if doc is None:
-            return code
-    _metrics(command, doc)
     try:
-        done = actions.preflight(api, command.node, outcome(doc), command.marks, results.utcnow())
+        chosen, api = _prepare(command, values, "preflight")
     except KubeError as err:
-        return _not_updated(command.node, doc, err)
+        return _unreachable(command.node, err)
+    with lock.hold(chosen.results_dir, chosen.run_id):  # a second preflight of this node exits 4 here
+        doc = find_reusable(chosen, command.node, within_s=command.reuse_within_s, now=results.utcnow())
+        if doc is not None:
+            print(f"gpu-burnin: acting on the recent result {doc.run_id} for this node instead of burning again")
+        else:
+            record_preflight(chosen.results_dir, command.node, chosen.run_id)
+            code, doc = _run(chosen, values, pytest_args, timeout_s)
+            if doc is None:
+                return code
+        _metrics(command, doc)
+        try:
+            done = actions.preflight(api, command.node, outcome(doc), command.marks, results.utcnow())
+        except KubeError as err:
+            return _not_updated(command.node, doc, err)
     print(f"gpu-burnin: {done.message}")
     return _stay() if command.stay else done.exit_code
 
@@ -89,15 +101,19 @@ def preflight(
 def periodic(
     command: NodeCommand, values: Mapping[str, Any], pytest_args: Sequence[str], timeout_s: float | None
 ) -> int:
-    chosen, api = _prepare(command, values, "periodic")
-    code, doc = _run(chosen, values, pytest_args, timeout_s)
-    if doc is None:
-        return code
-    _metrics(command, doc)
     try:
-        done = actions.periodic(api, command.node, outcome(doc), command.marks, command.fleet, results.utcnow())
+        chosen, api = _prepare(command, values, "periodic")
     except KubeError as err:
-        return _not_updated(command.node, doc, err)
+        return _unreachable(command.node, err)
+    with lock.hold(chosen.results_dir, chosen.run_id):
+        code, doc = _run(chosen, values, pytest_args, timeout_s)
+        if doc is None:
+            return code
+        _metrics(command, doc)
+        try:
+            done = actions.periodic(api, command.node, outcome(doc), command.marks, command.fleet, results.utcnow())
+        except KubeError as err:
+            return _not_updated(command.node, doc, err)
     print(f"gpu-burnin: {done.message}", file=sys.stderr if done.braked else sys.stdout)
     return done.exit_code
 
@@ -131,32 +147,40 @@ def status(access: Access, marks: Marks, fleet: actions.Fleet, pending_limit_s: 
 def status_table(found: Sequence[actions.NodeState], pending_limit_s: float) -> list[str]:
     if not found:
         return ["no GPU nodes match the selector"]
-    rows = [("node", "state", "for", "last run", "findings", "")]
+    rows: list[tuple[str, ...]] = [("node", "state", "for", "last run", "findings", "")]
     for s in found:
         note = f"STUCK: pending over {_duration(pending_limit_s)}" if s.stuck else ""
-        rows.append((s.name, s.state, _duration(s.for_s), s.run_id or "-", ",".join(s.codes) or "-", note))
+        cells = (s.name, s.state, _duration(s.for_s), s.run_id or "-", ",".join(s.codes) or "-", note)
+        rows.append(tuple(printable(cell) for cell in cells))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
     counts: dict[str, int] = {}
     for s in found:
         counts[s.state] = counts.get(s.state, 0) + 1
     lines.append("")
-    lines.append(", ".join(f"{n} {state}" for state, n in counts.items()) + f"; {len(found)} GPU nodes")
+    lines.append(", ".join(f"{n} {printable(state)}" for state, n in counts.items()) + f"; {len(found)} GPU nodes")
     return lines
 
 
 def find_reusable(chosen: RunOptions, node: str, *, within_s: float, now: dt.datetime) -> ResultDocument | None:
-    """The newest result of an earlier preflight of this node with the same options, if recent and decided."""
+    """The node's newest result, if it is the result of this node's own last preflight (the run id
+    `record_preflight` kept before that burn), decided, recent and from the same options and
+    baselines. Only the newest counts: a newer result of any kind (a periodic failure, a run by
+    hand, one that cannot be read) supersedes every older pass."""
     if within_s <= 0 or not chosen.results_dir.is_dir():
         return None
-    pattern = results.path_for(chosen.results_dir, node, "*").name
-    for path in sorted(chosen.results_dir.glob(pattern), reverse=True):  # run ids sort by start time
+    recorded = recorded_preflight(chosen.results_dir, node)
+    for path in sorted(chosen.results_dir.glob(results.node_pattern(node)), reverse=True):  # newest run id first
         try:
             doc = results.load(path)
         except ConfigError:
-            continue
-        if doc.node != node or doc.entrypoint != "preflight" or doc.state is RunState.RUNNING or interrupted(doc):
-            continue
+            return None  # unreadable: it may be newer than any pass; burn again
+        if doc.node != node:
+            continue  # another node whose name shares this file-name prefix
+        if doc.run_id != recorded or doc.entrypoint != "preflight":
+            return None  # not this node's own last preflight: a hand-made or forged result is never reused
+        if doc.state is RunState.RUNNING or interrupted(doc):
+            return None
         same = (
             doc.device_kind == chosen.device
             and doc.selection == chosen.selection
@@ -166,10 +190,32 @@ def find_reusable(chosen: RunOptions, node: str, *, within_s: float, now: dt.dat
             and _same_baselines(doc, chosen)
         )
         ended = doc.ended_at or doc.started_at
-        if same and (now - ended).total_seconds() <= within_s:
-            return doc
-        return None  # only the newest counts: an older one was superseded
+        return doc if same and 0 <= (now - ended).total_seconds() <= within_s else None
     return None
+
+
+PREFLIGHT_RECORD = ".preflight-{node}.state"
+"""Beside the results: the run id of this node's last preflight burn, written before it starts."""
+
+
+def record_preflight(directory: Path, node: str, run_id: str) -> None:
+    """Keep this preflight's run id before it burns: only a result with it may be reused later."""
+    results.write_json(_record_path(directory, node), {"node": node, "run_id": run_id})
+
+
+def recorded_preflight(directory: Path, node: str) -> str:
+    """The run id of this node's last preflight burn, or "" when none was recorded (or it is unreadable)."""
+    try:
+        data = json.loads(_record_path(directory, node).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return ""
+    if not isinstance(data, dict) or data.get("node") != node:
+        return ""
+    return str(data.get("run_id", ""))
+
+
+def _record_path(directory: Path, node: str) -> Path:
+    return directory / PREFLIGHT_RECORD.format(node=results.file_part(node))
 
 
 def _same_baselines(doc: ResultDocument, chosen: RunOptions) -> bool:
@@ -203,25 +249,39 @@ def outcome(doc: ResultDocument) -> Outcome:
 
 
 def _prepare(command: NodeCommand, values: Mapping[str, Any], entrypoint: str) -> tuple[RunOptions, Api]:
-    """Everything checked, and the API configuration loaded, before anything runs."""
+    """Everything checked, and the node read, before anything runs: a bad option, a node that does
+    not exist or that this identity may not read is exit 4, an API server out of reach exit 2,
+    with the GPUs untouched."""
     os.environ["NODE_NAME"] = command.node  # the result file and the child's records name this node
     chosen = options.resolve({**values, "entrypoint": entrypoint})
+    if chosen.device not in NODE_DEVICES:
+        raise ConfigError(
+            f"{entrypoint} decides about a GPU node from its GPUs: it runs with --device cuda only "
+            "(the CPU self-test is gpu-burnin run --device cpu)",
+            option="device",
+        )
     if chosen.nvml != "real":
         raise ConfigError("a simulated NVML cannot decide about a real node; use it with gpu-burnin run", option="nvml")
+    api = command.access.connect()
+    node = actions.read_node(api, command.node)
+    chosen = dataclasses.replace(chosen, gpu_node=nodes.has_gpus(node))
     options.check_fault_devices(chosen)
-    return chosen, command.access.connect()
+    results.ensure_directory(chosen.results_dir)  # the burn lock lives there
+    return chosen, api
 
 
 def _run(
     chosen: RunOptions, values: Mapping[str, Any], pytest_args: Sequence[str], timeout_s: float | None
 ) -> tuple[int, ResultDocument | None]:
-    """Run the suite; its result, or None when there is nothing to act on (a usage error, or this
-    process asked to stop: a run cut short by a pod's deletion says nothing about the node)."""
-    child = {**values, "results": chosen.results_dir, "run_id": chosen.run_id, "entrypoint": chosen.entrypoint}
+    """Run the suite (the caller holds the node's burn lock); its result, or None when there is
+    nothing to act on (a usage error, or this process asked to stop: a run cut short by a pod's
+    deletion says nothing about the node)."""
+    child = {**values, "results": chosen.results_dir}
     request = runner.RunRequest(
         options=chosen,
         argv=tuple(runner.pytest_argv(child, pytest_args)),
         timeout_s=timeout_s or options.default_timeout(chosen),
+        lock_held=True,
     )
     ended = runner.run_for(request)
     code = ended.code
@@ -232,10 +292,11 @@ def _run(
         return int(ExitCode.INCOMPLETE), None
     path = results.path_for(chosen.results_dir, node_name(), chosen.run_id)
     try:
-        return code, results.load(path)
+        doc = results.load(path)
     except ConfigError as err:  # the watchdog always leaves a file; if not, nothing may change on the node
         print(f"gpu-burnin: error: no result to act on: {err}", file=sys.stderr)
         return int(ExitCode.INCOMPLETE), None
+    return code, doc
 
 
 def _metrics(command: NodeCommand, doc: ResultDocument) -> None:
@@ -245,6 +306,11 @@ def _metrics(command: NodeCommand, doc: ResultDocument) -> None:
         metrics.write(command.metrics_textfile, doc)
     except ConfigError as err:  # the node's verdict does not depend on its metrics
         print(f"gpu-burnin: warning: {options.explain(err, 'cli')}", file=sys.stderr)
+
+
+def _unreachable(node: str, err: KubeError) -> int:
+    print(f"gpu-burnin: error: node {node} could not be read before the burn: {err}; nothing was run", file=sys.stderr)
+    return int(ExitCode.INCOMPLETE)
 
 
 def _not_updated(node: str, doc: ResultDocument, err: KubeError) -> int:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import math
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -220,13 +221,6 @@ OPTIONS: tuple[Option, ...] = (
         metavar="1-4",
         help="also run `dcgmi diag` at this level (the dcgm test runs only when this is given)",
     ),
-    Option(name="run_id", cli=False, metavar="ID", help="the run id (set by `gpu-burnin run`)"),
-    Option(
-        name="entrypoint",
-        cli=False,
-        choices=ENTRYPOINTS,
-        help="the gpu-burnin command that started the run (set by it; recorded in the result)",
-    ),
 )
 BY_NAME = {option.name: option for option in OPTIONS}
 
@@ -249,10 +243,51 @@ class RunOptions:
     """The -m marker expression, or ""."""
     entrypoint: str = "pytest"
     """The command that started the run: pytest itself, or gpu-burnin run, preflight or periodic."""
+    gpu_node: bool = False
+    """The run decides about a node labelled as having GPUs (preflight, periodic): no GPU visible
+    there is a GPU gone missing, a failure, not a run with nothing to test."""
     nvml: str = "real"
     """`real`, or `sim:FILE`."""
     xid_table: Path | None = None
     dcgm_level: int | None = None
+
+
+CHILD_ENV = "GPU_BURNIN_CHILD"
+"""How a gpu-burnin command tells its pytest child what only it may set (`Internal`)."""
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Internal:
+    """What the gpu-burnin command that starts the pytest child decides for it: the run id, which
+    command it is, and that the node's burn lock is held for it. These are not options of any front
+    end: a run started by hand must not be able to call itself a preflight. The child checks the
+    lock really is held by its parent for this run id (harness/lock.py) before believing any of it."""
+
+    run_id: str
+    entrypoint: str
+    gpu_node: bool = False
+
+    def to_env(self) -> dict[str, str]:
+        return {CHILD_ENV: json.dumps(dataclasses.asdict(self))}
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> Internal | None:
+        """The parent's word, or None when pytest was started some other way. ConfigError if malformed."""
+        text = environ.get(CHILD_ENV)
+        if text is None:
+            return None
+        try:
+            data = json.loads(text)
+            run_id, entrypoint, gpu_node = str(data["run_id"]), str(data["entrypoint"]), data["gpu_node"] is True
+            found = cls(run_id=run_id, entrypoint=entrypoint, gpu_node=gpu_node)
+        except (ValueError, KeyError, TypeError):
+            raise ConfigError(f"{CHILD_ENV} is malformed; it is set by gpu-burnin for its own child only") from None
+        if found.entrypoint not in ENTRYPOINTS or not results.RUN_ID.fullmatch(found.run_id):
+            raise ConfigError(f"{CHILD_ENV} is malformed; it is set by gpu-burnin for its own child only")
+        return found
+
+    def values(self) -> dict[str, Any]:
+        return {"run_id": self.run_id, "entrypoint": self.entrypoint, "gpu_node": self.gpu_node}
 
 
 def add_to_argparse(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
@@ -332,6 +367,7 @@ def resolve(values: Mapping[str, Any]) -> RunOptions:
         run_id=values.get("run_id") or results.new_run_id(),
         selection=values.get("markexpr") or "",
         entrypoint=values.get("entrypoint") or "pytest",
+        gpu_node=bool(values.get("gpu_node")),
         nvml=values.get("nvml") or "real",
         xid_table=values.get("xid_table"),
         dcgm_level=values.get("dcgm_level"),

@@ -182,9 +182,27 @@ def parse_timestamp(text: str) -> dt.datetime:
     return dt.datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(dt.UTC)
 
 
+RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+"""What a run id may be: it names files. new_run_id() makes `20261127T130000Z-a1b2c3`."""
+
+
 def path_for(directory: Path, node: str, run_id: str) -> Path:
-    safe = re.sub(r"[^A-Za-z0-9._-]", "_", node) or "node"
-    return directory / f"{safe}_{run_id}.json"
+    """`directory/<node>_<run id>.json`, always inside `directory` (ConfigError for a run id that is
+    not one, such as `x/../../escape`; a node name's other characters become `_`)."""
+    if not RUN_ID.fullmatch(run_id):
+        raise ConfigError(f"{run_id[:80]!r} is not a run id (letters, digits, - and _, at most 64)", field="run_id")
+    return directory / f"{file_part(node)}_{run_id}.json"
+
+
+def node_pattern(node: str) -> str:
+    """A glob for every result file of `node` in a results directory."""
+    return f"{file_part(node)}_*.json"
+
+
+def file_part(node: str) -> str:
+    """A node name as part of a file name: only letters, digits, '.', '-' and '_', never a path."""
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", node)[:253]
+    return safe if safe.strip(".") else "node"
 
 
 def ensure_directory(directory: Path) -> Path:
@@ -200,12 +218,12 @@ def ensure_directory(directory: Path) -> Path:
 
 def write(path: Path, document: ResultDocument) -> Path:
     """Replace `path` with `document` in one step; the directory is created if needed."""
-    return _write_json(path, document.to_dict())
+    return write_json(path, document.to_dict())
 
 
 def job_path(directory: Path, run_id: str) -> Path:
     """Where rank 0 of a job that spans nodes (MPI) writes the job's result: beside the nodes' own."""
-    return directory / "jobs" / f"{run_id}.json"
+    return path_for(directory / "jobs", "job", run_id).with_name(f"{run_id}.json")
 
 
 def write_job(path: Path, run_id: str, nodes: Sequence[tuple[str, ResultDocument | None, str]]) -> Path:
@@ -223,10 +241,11 @@ def write_job(path: Path, run_id: str, nodes: Sequence[tuple[str, ResultDocument
             }
         )
     data = {"schema": JOB_SCHEMA, "schema_version": 1, "run_id": run_id, "nodes": entries}
-    return _write_json(path, data)
+    return write_json(path, data)
 
 
-def _write_json(path: Path, document: dict[str, Any]) -> Path:
+def write_json(path: Path, document: dict[str, Any]) -> Path:
+    """Replace `path` with `document` in one step (a temporary file renamed over it, fsynced)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     data = json.dumps(document, indent=1, sort_keys=False, allow_nan=False).encode() + b"\n"
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")

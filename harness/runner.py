@@ -10,6 +10,7 @@ exit status is always the result file's verdict: 0 pass, 1 fail, 2 incomplete;
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import dataclasses
 import datetime as dt
@@ -23,7 +24,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from harness import options, results
+from harness import lock, options, results
 from harness.devices import node_name
 from harness.errors import ConfigError
 from harness.options import RunOptions
@@ -46,6 +47,9 @@ class RunRequest:
     timeout_s: float
     json: bool = False
     """Print the final result document on stdout; the child's output goes to stderr."""
+    lock_held: bool = False
+    """The caller already holds the node's burn lock (preflight, periodic: for the burn and the node
+    update together); otherwise the run takes it for itself."""
 
 
 def pytest_argv(values: Mapping[str, Any], extra: Sequence[str] = ()) -> list[str]:
@@ -88,13 +92,22 @@ def run_for(request: RunRequest) -> Ended:
             "mpiexec ... python -m pytest --pyargs gputests -m nccl (docs/interconnect.md)"
         )
     path = results.path_for(chosen.results_dir, node_name(), chosen.run_id)
-    this = _Run(path, chosen.run_id, results.utcnow(), chosen.device)
     results.ensure_directory(chosen.results_dir)
+    with contextlib.ExitStack() as held:
+        if not request.lock_held:
+            held.enter_context(lock.hold(chosen.results_dir, chosen.run_id))
+        return _watch_over(request, _Run(path, chosen.run_id, results.utcnow(), chosen.device))
+
+
+def _watch_over(request: RunRequest, this: _Run) -> Ended:
+    chosen = request.options
+    internal = options.Internal(run_id=chosen.run_id, entrypoint=chosen.entrypoint, gpu_node=chosen.gpu_node)
     child = subprocess.Popen(
         list(request.argv),
         start_new_session=True,
         stdout=sys.stderr if request.json else None,
         preexec_fn=_die_with(os.getpid()),
+        env={**os.environ, **internal.to_env()},
     )
     stopping: list[tuple[int, float]] = []
 

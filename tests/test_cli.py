@@ -12,7 +12,8 @@ import time
 import pytest
 
 import harness
-from harness import cli, devices, options, results, runner
+from harness import cli, devices, entrypoints, options, results, runner
+from harness.kube import actions
 from harness.records import Code, Finding, Severity
 from harness.results import ResultDocument, RunState
 from tests.helpers import alive, documents
@@ -35,7 +36,6 @@ def requested(monkeypatch, *args: str) -> runner.RunRequest:
 
 @pytest.mark.slow
 def test_the_cpu_self_test_passes_shows_progress_and_prints_its_result_as_json(tmp_path):
-    began = time.monotonic()
     done = gpu_burnin("run", "--device", "cpu", "-m", "matmul", "--results", str(tmp_path), "--duration", "6", "--json")
     assert done.returncode == 0, done.stdout + done.stderr
     [doc] = documents(tmp_path)
@@ -49,8 +49,8 @@ def test_the_cpu_self_test_passes_shows_progress_and_prints_its_result_as_json(t
     }
     assert "gpu-burnin verdict: PASS" in done.stderr
     progress = [line for line in done.stderr.splitlines() if line.startswith("CPU 0   matmul ")]
-    assert progress and all("TFLOP/s" in line or "start" in line for line in progress), done.stderr
-    assert time.monotonic() - began < 60
+    # Figures, or the phase a slow start is in ("ready" when the worker took seconds to start on a busy machine).
+    assert progress and all(any(w in line for w in ("TFLOP/s", "start", "ready")) for line in progress), done.stderr
 
 
 def test_auto_means_the_gpus_wherever_a_driver_is_installed(tmp_path, monkeypatch, capsys):
@@ -85,10 +85,52 @@ def test_auto_means_the_gpus_wherever_a_driver_is_installed(tmp_path, monkeypatc
         (["periodic", "--max-unhealthy-share", "2"], "argument --max-unhealthy-share: expected a fraction from 0 to 1"),
         (["preflight", "--device", "cpu"], "--node: name the node: --node NAME, or NODE_NAME from the downward API"),
         (
-            ["preflight", "--device", "cpu", "--node", "n1", "--kubeconfig", "no-such"],
+            ["preflight", "--device", "cuda", "--node", "n1", "--kubeconfig", "no-such"],
             "gpu-burnin: error: no-such: --kubeconfig: no such kubeconfig file",
         ),
         (["retest"], "the following arguments are required: --node"),
+        # A node's verdict comes from its GPUs: never from the CPU self-test.
+        (["preflight", "--device", "cpu", "--node", "n1"], "--device: preflight decides about a GPU node"),
+        (["periodic", "--device", "cpu", "--node", "n1"], "--device: periodic decides about a GPU node"),
+        # Only this tool's keys, in Kubernetes' syntax, and taints that never evict.
+        (
+            ["preflight", "--node", "n1", "--preflight-taint", "nvidia.com/gpu:NoSchedule"],
+            "--preflight-taint: 'nvidia.com/gpu' is not one of gpu-burnin's keys",
+        ),
+        (["preflight", "--node", "n1", "--preflight-label", "team=x"], "--preflight-label: 'team' is not one of"),
+        (
+            ["retest", "--node", "n1", "--unhealthy-taint", "nvidia.com/gpu:NoSchedule"],
+            "--unhealthy-taint: 'nvidia.com/gpu' is not one of gpu-burnin's keys",
+        ),
+        (
+            ["retest", "--node", "n1", "--preflight-taint", "gpu-burnin/bad key!:NoSchedule"],
+            "--preflight-taint: 'gpu-burnin/bad key!' is not a valid key",
+        ),
+        (
+            ["retest", "--node", "n1", "--unhealthy-taint", "gpu-burnin/x:NoExecute"],
+            "argument --unhealthy-taint: 'gpu-burnin/x:NoExecute' is not KEY[=VALUE]:NoSchedule",
+        ),
+        (
+            ["retest", "--node", "n1", "--unhealthy-label", "gpu-burnin/health=no way"],
+            "argument --unhealthy-label: 'no way' is not a valid value",
+        ),
+        (["retest", "--node", "n1", "--mark-prefix", "gpu burnin"], "argument --mark-prefix: 'gpu burnin' is not"),
+        (
+            [
+                "retest",
+                "--node",
+                "n1",
+                "--mark-prefix",
+                "example.com/",
+                "--preflight-taint",
+                "gpu-burnin/preflight:NoSchedule",
+            ],
+            "--preflight-taint: 'gpu-burnin/preflight' is not one of gpu-burnin's keys: they begin with 'example.com/'",
+        ),
+        # Node names are checked before any API call, or any burn.
+        (["retest", "--node", ""], "argument --node: '' is not a node name"),
+        (["preflight", "--node", "Bad_Node"], "argument --node: 'Bad_Node' is not a node name"),
+        (["periodic", "--node", "n1/../x"], "argument --node: 'n1/../x' is not a node name"),
     ],
 )
 def test_bad_input_is_one_line_exit_4_and_runs_nothing(args, message, tmp_path, monkeypatch, capsys):
@@ -218,7 +260,8 @@ def test_the_child_gets_every_option_and_the_pytest_arguments_last(tmp_path, mon
     assert argv[-1] == "-x"
     for flag, value in [("-m", "matmul"), ("--gpu-inject", "hang:0"), ("--gpu-results", str(tmp_path))]:
         assert [flag, value] == list(argv[argv.index(flag, 3) :][:2])
-    assert ["--gpu-run-id", request.options.run_id] == list(argv[argv.index("--gpu-run-id") :][:2])
+    assert not any(arg.startswith(("--gpu-run-id", "--gpu-entrypoint")) for arg in argv)  # no such options
+    assert (request.options.entrypoint, request.options.gpu_node) == ("run", False)  # the child gets them by env
 
 
 def test_the_default_timeout_grows_with_the_resolved_duration(tmp_path, monkeypatch):
@@ -301,3 +344,53 @@ def test_the_command_line_loads_no_kubernetes_client_pandas_or_torch_until_a_com
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+KUBECONFIGS = {
+    "garbage": (b"apiVersion: v1\nclusters: [\n", "not a YAML kubeconfig"),
+    "scalar": (b"42\n", "a YAML mapping is needed, this is a int"),
+    "list": (b"- a\n", "a YAML mapping is needed, this is a list"),
+    "tag": (b"!!python/object/apply:os.system ['touch PWNED']\n", "not a YAML kubeconfig"),
+    "utf8": (b"apiVersion: v1\nkind: Config\n\xff\xfe: x\n", "not UTF-8 text"),
+    "tabs": (b"apiVersion: v1\n\tkind: Config\n", "not a YAML kubeconfig"),
+    "clusters": (b"apiVersion: v1\nclusters: 3\n", "clusters must be a list"),
+    "empty": (b"", "a YAML mapping is needed"),
+}
+NOT_A_URL = """apiVersion: v1
+kind: Config
+clusters: [{name: c, cluster: {server: "SERVER"}}]
+users: [{name: u, user: {token: abc}}]
+contexts: [{name: x, context: {cluster: c, user: u}}]
+current-context: x
+"""
+
+
+@pytest.mark.parametrize("kind", [*KUBECONFIGS, "no-url", "ftp-url", "bad-port"])
+def test_a_bad_kubeconfig_is_one_line_naming_the_file(kind, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / f"{kind}.yaml"
+    if kind in KUBECONFIGS:
+        content, message = KUBECONFIGS[kind]
+    else:
+        server = {"no-url": "not a url", "ftp-url": "ftp://example.com", "bad-port": "https://h:port"}[kind]
+        content, message = NOT_A_URL.replace("SERVER", server).encode(), "is not an https:// URL"
+    path.write_bytes(content)
+    assert cli.main(["status", "--kubeconfig", str(path), "--api-timeout", "1"]) == 4
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"gpu-burnin: error: {path}: --kubeconfig: ") and message in err, err
+    assert not (tmp_path / "PWNED").exists()
+
+
+def test_status_escapes_what_nodes_carry_before_it_reaches_a_terminal():
+    hostile = actions.NodeState(
+        name="n1",
+        state="healthy",
+        since="",
+        for_s=None,
+        run_id="\x1b]0;owned\x07",
+        codes=("X\x1b[2J", "\u202egnp.exe"),
+        stuck=False,
+    )
+    text = "\n".join(entrypoints.status_table([hostile], 7200))
+    assert "\x1b" not in text and "\x07" not in text and "\u202e" not in text
+    assert "\\x1b]0;owned\\x07" in text and "X\\x1b[2J" in text and "\\u202egnp.exe" in text

@@ -2,6 +2,7 @@
 the CPU self-test, the real Kubernetes client, and the fake API server (tests/kube_fake.py)."""
 
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -10,9 +11,10 @@ import time
 
 import pytest
 
+from harness import lock
 from harness.baselines import default_dir
 from harness.kube import node as nodes
-from tests.helpers import documents
+from tests.helpers import ON_GPU_BOX, REPO, documents
 from tests.kube_fake import FakeApiServer
 
 pytestmark = pytest.mark.slow
@@ -34,7 +36,7 @@ def command(verb: str, tmp_path, kubeconfig, *args: str) -> list[str]:
     return [
         sys.executable,
         "-m",
-        "harness.cli",
+        "tests.cpu_node",  # gpu-burnin, with preflight and periodic allowed on the CPU self-test
         verb,
         "--device",
         "cpu",
@@ -53,7 +55,8 @@ def command(verb: str, tmp_path, kubeconfig, *args: str) -> list[str]:
 
 
 def gpu_burnin(verb, tmp_path, kubeconfig, *args, timeout=120) -> subprocess.CompletedProcess:
-    return subprocess.run(command(verb, tmp_path, kubeconfig, *args), capture_output=True, text=True, timeout=timeout)
+    argv = command(verb, tmp_path, kubeconfig, *args)
+    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, cwd=REPO)
 
 
 def joining(server):
@@ -78,11 +81,12 @@ def test_preflight_passes_through_409_429_and_500_releases_the_node_and_idles_un
     joining(server)
     other = {"key": "example.com/maintenance", "effect": "NoSchedule"}
     server.fail("GET", NODE, 500)
-    server.after("GET", NODE, lambda s: s.edit_node("n1", lambda n: n["spec"]["taints"].append(other)))
+    edit = lambda s: s.edit_node("n1", lambda n: n["spec"]["taints"].append(other))  # noqa: E731
+    server.after("GET", NODE, lambda s: s.after("GET", NODE, edit))  # the read after the burn, not the one before
     server.fail("PATCH", NODE, 429, headers={"Retry-After": "1"})
     metrics = tmp_path / "metrics" / "gpu-burnin.prom"
     argv = command("preflight", tmp_path, server.kubeconfig(tmp_path), "--stay", "--metrics-textfile", str(metrics))
-    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
     lines = []
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -106,6 +110,7 @@ def test_preflight_passes_through_409_429_and_500_releases_the_node_and_idles_un
     statuses = [(r.method, r.path, r.status) for r in server.requests if r.path == NODE]
     assert statuses == [
         ("GET", NODE, 500),
+        ("GET", NODE, 200),  # before the burn: the node exists and may be read
         ("GET", NODE, 200),
         ("PATCH", NODE, 429),
         ("PATCH", NODE, 409),
@@ -140,22 +145,22 @@ def test_an_unreachable_or_refusing_api_leaves_the_node_and_the_next_attempt_reu
     with FakeApiServer() as gone:
         dead = gone.kubeconfig(tmp_path / "dead")
     unreachable = gpu_burnin("preflight", tmp_path, dead, "--api-timeout", "2")
-    assert unreachable.returncode == 2 and "was not updated" in unreachable.stderr
-    assert len(documents(tmp_path / "results")) == 1
+    assert unreachable.returncode == 2 and "could not be read before the burn" in unreachable.stderr
+    assert not (tmp_path / "results").exists()  # the node is read first: nothing burned, nothing written
 
     server.forbid("patch", "nodes")
     kubeconfig = server.kubeconfig(tmp_path)
     refused = gpu_burnin("preflight", tmp_path, kubeconfig)
     assert refused.returncode == 2 and 'cannot patch resource "nodes"' in refused.stderr
     assert server.node("n1") == before
-    [doc] = documents(tmp_path / "results")  # acted on the first result, not burned again
-    assert "acting on the recent result" in refused.stdout
+    [doc] = documents(tmp_path / "results")
 
     with FakeApiServer() as fresh:  # the permission granted, as a pod restarted after the fix would find it
         fresh.add_node("n1", labels={"gpu-burnin/preflight": "pending"}, taints=[GPU, PREFLIGHT])
         began = time.monotonic()
         again = gpu_burnin("preflight", tmp_path, fresh.kubeconfig(tmp_path / "fresh"))
         assert again.returncode == 0, again.stderr
+        assert "acting on the recent result" in again.stdout  # not burned again
         assert time.monotonic() - began < 30
         assert fresh.node("n1")["spec"]["taints"] == [GPU]
         assert nodes.last_result(fresh.node("n1"))["run_id"] == doc["run_id"]
@@ -198,3 +203,132 @@ def test_retest_and_status_for_a_person(server, tmp_path):
     )
     states = {s["name"]: s["state"] for s in json.loads(listed.stdout)}
     assert states == {"n1": "preflight-pending", "n2": "preflight-pending"}
+
+
+def periodic_failure_of(doc: dict, tmp_path) -> None:
+    """A newer result of the node beside `doc`: a periodic failure, as a CronJob run would leave it."""
+    newer = json.loads(json.dumps(doc))
+    newer.update(run_id="29991231T235959Z-ffffff", entrypoint="periodic")
+    newer["verdict"] = {"status": "fail", "reasons": ["DATA_MISMATCH: GPU 1"], "exit_code": 1}
+    (tmp_path / "results" / f"n1_{newer['run_id']}.json").write_text(json.dumps(newer))
+
+
+def test_preflight_never_reuses_a_pass_older_than_the_nodes_newest_result(server, tmp_path):
+    joining(server)
+    server.forbid("patch", "nodes")
+    kubeconfig = server.kubeconfig(tmp_path)
+    refused = gpu_burnin("preflight", tmp_path, kubeconfig)
+    assert refused.returncode == 2, refused.stderr
+    [passed] = documents(tmp_path / "results")
+    assert passed["verdict"]["status"] == "pass"
+    periodic_failure_of(passed, tmp_path)
+    with FakeApiServer() as fresh:
+        joining(fresh)
+        again = gpu_burnin("preflight", tmp_path, fresh.kubeconfig(tmp_path / "fresh"))
+        assert "acting on the recent result" not in again.stdout  # burned again, across the newer failure
+        assert again.returncode == 0, again.stderr
+        assert nodes.last_result(fresh.node("n1"))["run_id"] not in (passed["run_id"], "29991231T235959Z-ffffff")
+    assert len(documents(tmp_path / "results")) == 3
+
+
+def test_a_result_that_calls_itself_a_preflight_is_never_reused(server, tmp_path):
+    """`run` writes a pass; edited to say entrypoint = preflight, it is still not this node's own
+    preflight (whose run id preflight keeps before it burns), so preflight burns."""
+    joining(server)
+    ran = subprocess.run(
+        [sys.executable, "-m", "harness.cli", "run", "--device", "cpu", "-m", "matmul", "--duration", "0.4"]
+        + ["--results", str(tmp_path / "results")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "NODE_NAME": "n1"},
+    )
+    assert ran.returncode == 0, ran.stderr
+    [path] = (tmp_path / "results").glob("n1_*.json")
+    forged = json.loads(path.read_text())
+    forged["entrypoint"] = "preflight"
+    path.write_text(json.dumps(forged))
+    done = gpu_burnin("preflight", tmp_path, server.kubeconfig(tmp_path))
+    assert done.returncode == 0, done.stderr
+    assert "acting on the recent result" not in done.stdout
+    assert nodes.last_result(server.node("n1"))["run_id"] != forged["run_id"]
+    assert len(documents(tmp_path / "results")) == 2
+
+
+def test_the_internal_options_cannot_be_given_from_outside(tmp_path):
+    pytest_args = [sys.executable, "-m", "pytest", "-p", "gputests.plugin", "--pyargs", "gputests", "-m", "matmul"]
+    for flag, value in (("--gpu-entrypoint", "preflight"), ("--gpu-run-id", "x/../../../ESCAPED")):
+        given = subprocess.run([*pytest_args, flag, value], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+        assert given.returncode == 4 and "unrecognized arguments" in given.stderr, given.stderr
+    # The parent's word through the environment, with no parent holding the node's lock for it.
+    child = '{"run_id": "20261207T000000Z-abcdef", "entrypoint": "preflight", "gpu_node": false}'
+    env = {**os.environ, "GPU_BURNIN_CHILD": child}
+    claimed = subprocess.run(
+        [*pytest_args, "--gpu-device", "cpu", "--gpu-results", str(tmp_path / "r")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+        env=env,
+    )
+    assert claimed.returncode == 4 and "burn lock is not held" in claimed.stderr, claimed.stdout + claimed.stderr
+    assert not list((tmp_path / "r").glob("*.json"))
+    escape = '{"run_id": "x/../../../ESCAPED", "entrypoint": "run", "gpu_node": false}'
+    traversal = subprocess.run(
+        [*pytest_args, "--gpu-device", "cpu", "--gpu-results", str(tmp_path / "r")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+        env={**os.environ, "GPU_BURNIN_CHILD": escape},
+    )
+    assert traversal.returncode == 4 and "GPU_BURNIN_CHILD is malformed" in traversal.stderr
+    assert not list(tmp_path.rglob("*ESCAPED*"))
+
+
+def test_a_second_run_on_the_node_exits_4_at_once_naming_the_holder(server, tmp_path):
+    joining(server)
+    before = server.node("n1")
+    (tmp_path / "results").mkdir()
+    with lock.hold(tmp_path / "results", "20261207T000000Z-holder"):
+        began = time.monotonic()
+        second = gpu_burnin("preflight", tmp_path, server.kubeconfig(tmp_path))
+        assert second.returncode == 4, second.stderr
+        assert f"pid {os.getpid()}, run '20261207T000000Z-holder'" in second.stderr
+        assert second.stderr.count("\n") == 1
+        run = subprocess.run(
+            [sys.executable, "-m", "harness.cli", "run", "--device", "cpu", "--results", str(tmp_path / "results")],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert run.returncode == 4 and "another gpu-burnin run is burning this node's GPUs" in run.stderr
+        assert time.monotonic() - began < 60  # at once: neither burned
+    assert server.node("n1") == before
+    assert documents(tmp_path / "results") == []
+
+
+def test_a_node_that_is_missing_or_forbidden_is_exit_4_before_any_burn(server, tmp_path):
+    kubeconfig = server.kubeconfig(tmp_path)
+    missing = gpu_burnin("preflight", tmp_path, kubeconfig)
+    assert missing.returncode == 4 and "node 'n1' does not exist" in missing.stderr, missing.stderr
+    joining(server)
+    server.forbid("get", "nodes")
+    forbidden = gpu_burnin("periodic", tmp_path, kubeconfig)
+    assert forbidden.returncode == 4 and "cannot read node 'n1'" in forbidden.stderr, forbidden.stderr
+    assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.skipif(ON_GPU_BOX, reason="needs a machine where no NVIDIA GPU is visible")
+@pytest.mark.parametrize("device", ["cuda", "auto"])
+def test_a_gpu_node_where_no_gpu_is_visible_fails_gpu_missing_and_stays_out(server, tmp_path, device):
+    joining(server)  # labelled nvidia.com/gpu.present=true
+    argv = command("preflight", tmp_path, server.kubeconfig(tmp_path))
+    argv[argv.index("tests.cpu_node")] = "harness.cli"  # the product itself: no CPU self-test here
+    argv[argv.index("--device") + 1] = device
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert done.returncode == 1, done.stderr
+    [doc] = documents(tmp_path / "results")
+    assert doc["device_kind"] == "cuda" and "GPU_MISSING" in [f["code"] for f in doc["findings"]]
+    node = server.node("n1")
+    assert PREFLIGHT in node["spec"]["taints"] and node["metadata"]["labels"]["gpu-burnin/preflight"] == "failed"

@@ -265,3 +265,24 @@ def test_status_lists_gpu_nodes_by_state_and_calls_out_stuck_preflights(server, 
     assert (found["bad"].state, found["never"].state, found["good"].state) == ("unhealthy", "never-tested", "healthy")
     assert found["good"].run_id == "r1"
     assert [r.method for r in server.requests[-1:]] == ["GET"] and "labelSelector" in server.requests[-1].query
+
+
+@pytest.mark.parametrize("flow", ["periodic", "preflight"])
+def test_a_failure_never_leaves_a_node_out_of_service_that_reads_as_passed(server, api, flow):
+    """Killed between its writes (here: the condition's write refused), a failing node must not
+    end cordoned or tainted while its GPUBurnIn condition still says True."""
+    fleet(server, unhealthy=0)
+    actions.periodic(api, "n1", outcome("pass"), MARKS, actions.Fleet(), NOW)
+    assert condition(server)["status"] == "True"
+    server.forbid("patch", "nodes", subresource="status")
+    with pytest.raises(KubeError):
+        if flow == "periodic":
+            actions.periodic(api, "n1", FAILED, MARKS, actions.Fleet(), NOW)
+        else:
+            actions.preflight(api, "n1", FAILED, MARKS, NOW)
+    node = server.node("n1")
+    taints = node["spec"]["taints"]
+    out = node["spec"].get("unschedulable") or UNHEALTHY in taints or PREFLIGHT in taints
+    assert not (out and condition(server)["status"] == "True"), node
+    statuses = [r.path for r in server.requests if r.method == "PATCH"]
+    assert statuses[-1].endswith("/status")  # the condition is written first

@@ -95,14 +95,25 @@ def test_the_last_result_annotation_reads_back():
     ("text", "parsed"),
     [
         ("gpu-burnin/preflight:NoSchedule", Taint("gpu-burnin/preflight", "", "NoSchedule")),
-        ("a/b=c:NoExecute", Taint("a/b", "c", "NoExecute")),
+        ("a/b=c:NoSchedule", Taint("a/b", "c", "NoSchedule")),
     ],
 )
 def test_taints_parse_as_kubectl_writes_them(text, parsed):
     assert Taint.parse(text, option="preflight_taint") == parsed and str(parsed) == text
 
 
-@pytest.mark.parametrize("text", ["no-effect", "a:Sometimes", ":NoSchedule"])
+@pytest.mark.parametrize(
+    "text",
+    # NoExecute would evict the node's pods past their disruption budgets; PreferNoSchedule keeps none out.
+    [
+        "no-effect",
+        "a:Sometimes",
+        ":NoSchedule",
+        "gpu-burnin/x:NoExecute",
+        "gpu-burnin/x:PreferNoSchedule",
+        "a=b c:NoSchedule",
+    ],
+)
 def test_a_bad_taint_names_its_option(text):
     with pytest.raises(ConfigError) as caught:
         Taint.parse(text, option="--preflight-taint")
@@ -113,3 +124,39 @@ def test_labels_parse():
     assert Label.parse("gpu-burnin/health=unhealthy", option="x") == Label("gpu-burnin/health", "unhealthy")
     with pytest.raises(ConfigError):
         Label.parse("just-a-key", option="x")
+
+
+def test_marks_follow_the_prefix_and_refuse_other_owners_keys():
+    flags = {"preflight_taint": "--preflight-taint", "unhealthy_label": "--unhealthy-label"}
+    moved = Marks.under("burnin.example.com/")
+    assert str(moved.preflight_taint) == "burnin.example.com/preflight:NoSchedule"
+    assert str(moved.unhealthy_label) == "burnin.example.com/health=unhealthy"
+    assert moved.check("burnin.example.com/", flags) is moved
+    for marks, flag in (
+        (Marks(preflight_taint=Taint("nvidia.com/gpu", "", "NoSchedule")), "--preflight-taint"),
+        (Marks(unhealthy_label=Label("team", "x")), "--unhealthy-label"),
+        (Marks(unhealthy_label=Label("gpu-burnin/", "x")), "--unhealthy-label"),
+        (Marks(unhealthy_label=Label("gpu-burnin/a/b", "x")), "--unhealthy-label"),
+        (Marks(unhealthy_label=Label("gpu-burnin/" + "x" * 64, "x")), "--unhealthy-label"),
+    ):
+        with pytest.raises(ConfigError) as caught:
+            marks.check(nodes.PREFIX, flags)
+        assert caught.value.option == flag
+
+
+@pytest.mark.parametrize("name", ["", "UPPER", "a_b", "a/../b", "-a", "a.", "x" * 254, "n1\x1b[2J"])
+def test_node_names_are_checked_as_kubernetes_does(name):
+    with pytest.raises(ConfigError) as caught:
+        nodes.check_node_name(name)
+    assert "\x1b" not in caught.value.problem  # shown escaped, never raw
+    assert nodes.check_node_name("ip-10-0-0-1.ec2.internal") == "ip-10-0-0-1.ec2.internal"
+
+
+def test_gpu_nodes_are_known_by_gpu_feature_discovery_or_capacity():
+    assert nodes.has_gpus(a_node(labels={"nvidia.com/gpu.present": "true"}))
+    assert nodes.has_gpus(a_node(labels={"nvidia.com/gpu.count": "8"}))
+    gone = a_node()
+    gone["status"] = {"capacity": {"nvidia.com/gpu": "8"}}
+    assert nodes.has_gpus(gone)
+    assert not nodes.has_gpus(a_node(labels={"nvidia.com/gpu.count": "zero"}))
+    assert not nodes.has_gpus(a_node(labels={"team": "web"}))

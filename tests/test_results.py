@@ -117,3 +117,17 @@ def test_the_first_gpu_run_s_files_are_read_back_as_written():
     bf16 = [m for m in passed.measurements if m.metric == "matmul.bf16.tflops"]
     assert len(bf16) == 1 and 700 < bf16[0].value < 800
     assert [f.code for f in docs[Status.FAIL].findings if f.severity is Severity.FAIL] == [Code.DATA_MISMATCH]
+
+
+@pytest.mark.parametrize("run_id", ["x/../../../ESCAPED", "../x", "a/b", "", ".hidden", "a" * 65, "x\n"])
+def test_a_run_id_that_is_not_one_never_names_a_file(tmp_path, run_id):
+    with pytest.raises(ConfigError):
+        results.path_for(tmp_path, "node", run_id)
+    with pytest.raises(ConfigError):
+        results.job_path(tmp_path, run_id)
+
+
+def test_a_node_name_never_leaves_the_results_directory(tmp_path):
+    for node in ("..", "../..", "a/../../b", "/etc/passwd", ""):
+        path = results.path_for(tmp_path, node, "20261207T000000Z-abcdef")
+        assert path.parent == tmp_path and "/" not in path.name and path.name not in ("..", ".")

@@ -189,8 +189,9 @@ def test_a_watch_restarted_after_a_gpu_was_lost_still_misses_it(server, fleet):
 def test_a_restart_in_the_middle_of_a_cordon_finishes_it_once(server, fleet):
     fleet.add("n1", SCENARIOS / "row-remap-pending.toml")
     fleet.run(90)  # three polls: the finding has held; it is pending
-    # The cordon lands, then the API server fails every condition write: the watch dies mid-action.
-    server.after("PATCH", NODE_PATH, lambda s: s.fail("PATCH", STATUS_PATH, 503, times=1000))
+    # The condition and the cordon land, then the API server fails every Event: the watch dies mid-action.
+    events_path = "/api/v1/namespaces/[^/]+/events"
+    server.after("PATCH", NODE_PATH, lambda s: s.fail("POST", events_path, 503, times=1000))
     fleet.run(30)
     assert server.node("n1")["spec"]["unschedulable"] is True and events(server) == []
     open_ops = [e["op"] for e in journal(fleet) if e["phase"] == "begin"][-1:]

@@ -15,6 +15,7 @@ import json
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from harness.errors import ConfigError
 from harness.kube import node as nodes
 from harness.kube.api import Api, Conflict, KubeError
 from harness.kube.node import Marks, Node, Outcome, Patch
@@ -41,6 +42,19 @@ class Done:
     exit_code: int
     message: str
     braked: bool = False
+
+
+def read_node(api: Api, name: str) -> Node:
+    """The node, read before anything runs: one that does not exist, or that this identity may not
+    read, is a configuration error (exit 4); an API server out of reach stays a KubeError."""
+    try:
+        return api.get_node(name)
+    except KubeError as err:
+        if err.status == 404:
+            raise ConfigError(f"node {name!r} does not exist in this cluster", option="--node") from None
+        if err.status in (401, 403):
+            raise ConfigError(f"cannot read node {name!r}: {err.problem}", option="--node") from None
+        raise
 
 
 def update(api: Api, name: str, compute: Callable[[Node], Patch | None], *, read: Node | None = None) -> Node:
@@ -77,6 +91,11 @@ def preflight(api: Api, name: str, outcome: Outcome, marks: Marks, now: dt.datet
         _event(api, node, warning=False, reason="GPUBurnInPassed", message=message, now=now)
         return Done(exit_code=0, message=f"node {name} released: {message}")
     state = "failed" if outcome.verdict == "fail" else "incomplete"
+    status, reason = ("False", _reason(outcome.codes)) if state == "failed" else ("Unknown", "Incomplete")
+    message = f"run {outcome.run_id}: {outcome.verdict}: {outcome.summary}"
+    # The condition first: a process killed between the two writes leaves a node that reads as not
+    # passed while it may still lack the taint, never one that reads as passed while held.
+    current = _condition(api, api.get_node(name), status, reason, message, now)
     node = update(
         api,
         name,
@@ -86,10 +105,8 @@ def preflight(api: Api, name: str, outcome: Outcome, marks: Marks, now: dt.datet
             set_labels={marks.preflight_label.key: state},
             set_annotations={nodes.LAST_RESULT: result},
         ),
+        read=current,
     )
-    status, reason = ("False", _reason(outcome.codes)) if state == "failed" else ("Unknown", "Incomplete")
-    message = f"run {outcome.run_id}: {outcome.verdict}: {outcome.summary}"
-    _condition(api, node, status, reason, message, now)
     _event(api, node, warning=True, reason=f"GPUBurnIn{state.title()}", message=message, now=now)
     code = 1 if state == "failed" else 2
     return Done(exit_code=code, message=f"node {name} kept out of service ({marks.preflight_label.key}={state})")
@@ -160,6 +177,8 @@ def take_out(
         _event(api, node, warning=True, reason="GPUBurnInBrake", message=brake, now=now)
         return Done(exit_code=1, message=f"node {name} failed but was {brake}", braked=True)
     cordoned = json.dumps({"by": f"gpu-burnin {outcome.command}", "run_id": outcome.run_id, "time": nodes.stamp(now)})
+    # The failure's condition before the cordon: killed in between, the node never reads healthy while out.
+    current = _condition(api, read or api.get_node(name), "False", _reason(outcome.codes), message, now, kind=kind)
     node = update(
         api,
         name,
@@ -170,9 +189,8 @@ def take_out(
             set_annotations={nodes.LAST_RESULT: result, nodes.CORDONED: cordoned, **(also or {})},
             unschedulable=True,
         ),
-        read=read,
+        read=current,
     )
-    _condition(api, node, "False", _reason(outcome.codes), message, now, kind=kind)
     _event(api, node, warning=True, reason="GPUBurnInUnhealthy", message=f"cordoned: {message}", now=now)
     return Done(exit_code=1, message=f"node {name} cordoned and tainted {marks.unhealthy_taint}")
 
@@ -293,8 +311,11 @@ def _out(n: Node, marks: Marks) -> bool:
 
 def _condition(
     api: Api, node: Node, status: str, reason: str, message: str, now: dt.datetime, *, kind: str = nodes.CONDITION
-) -> None:
-    api.patch_node_status(node["metadata"]["name"], nodes.status_patch(node, status, reason, message, now, kind=kind))
+) -> Node:
+    """Set the condition; the node as written (its new resourceVersion, for the next patch)."""
+    return api.patch_node_status(
+        node["metadata"]["name"], nodes.status_patch(node, status, reason, message, now, kind=kind)
+    )
 
 
 def _event(api: Api, node: Node, *, warning: bool, reason: str, message: str, now: dt.datetime) -> None:

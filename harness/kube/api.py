@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import urllib3
 
@@ -199,26 +200,83 @@ def connect(
     clock: Callable[[], float] = time.monotonic,
 ) -> Api:
     """From `kubeconfig`, else $KUBECONFIG or ~/.kube/config, else the pod's service account.
-    A missing or broken configuration is a ConfigError: nothing has run yet."""
+    A missing or broken configuration is a ConfigError naming the file: nothing has run yet."""
     from kubernetes import client, config
-    from kubernetes.config.config_exception import ConfigException
 
     configuration = client.Configuration()
-    try:
-        if kubeconfig is not None:
-            if not kubeconfig.is_file():
-                raise ConfigError("no such kubeconfig file", file=kubeconfig, option="--kubeconfig")
-            config.load_kube_config(config_file=str(kubeconfig), client_configuration=configuration)
-        elif os.environ.get("KUBECONFIG") or Path(config.KUBE_CONFIG_DEFAULT_LOCATION).expanduser().is_file():
-            config.load_kube_config(client_configuration=configuration)
-        else:
-            config.load_incluster_config(client_configuration=configuration)
-    except ConfigException as err:
-        where = kubeconfig or os.environ.get("KUBECONFIG") or "the in-cluster service account"
-        problem = f"cannot load the Kubernetes configuration: {err}"
-        raise ConfigError(problem, file=where, option="--kubeconfig") from err
+    if kubeconfig is not None:
+        _load_kubeconfig(kubeconfig, configuration, option="--kubeconfig")
+    elif os.environ.get("KUBECONFIG"):
+        # kubectl's rule: the first file in the list that exists is the one read.
+        paths = [Path(p) for p in os.environ["KUBECONFIG"].split(os.pathsep) if p]
+        found = next((p for p in paths if p.is_file()), None)
+        if found is None:
+            raise ConfigError("none of the files in $KUBECONFIG exists", file=os.environ["KUBECONFIG"])
+        _load_kubeconfig(found, configuration, option="KUBECONFIG")
+    elif (default := Path(config.KUBE_CONFIG_DEFAULT_LOCATION).expanduser()).is_file():
+        _load_kubeconfig(default, configuration, option="--kubeconfig")
+    else:
+        _load_in_cluster(configuration)
+    _check_server(configuration.host, kubeconfig or os.environ.get("KUBECONFIG") or "the in-cluster configuration")
     configuration.retries = False  # the retries are ours, with backoff and a time bound
     return Api(client.ApiClient(configuration), patience=patience, sleep=sleep, clock=clock)
+
+
+def _load_kubeconfig(path: Path, configuration: Any, *, option: str) -> None:
+    """Read a kubeconfig as kubectl would, after checking its shape ourselves: the client answers
+    bad YAML, a scalar or a list, a Python tag or bytes that are not UTF-8 with a traceback."""
+    import yaml
+    from kubernetes import config
+
+    if not path.is_file():
+        raise ConfigError("no such kubeconfig file", file=path, option=option)
+    try:
+        text = path.read_bytes().decode("utf-8")
+        document = yaml.safe_load(text)  # safe: a !!python/object tag is refused, never run
+    except OSError as err:
+        raise ConfigError(f"cannot read the kubeconfig: {err.strerror}", file=path, option=option) from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"not UTF-8 text (byte {err.start})", file=path, option=option) from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or type(err).__name__
+        raise ConfigError(f"not a YAML kubeconfig: {problem}{where}", file=path, option=option) from None
+    if not isinstance(document, dict):
+        kind = type(document).__name__
+        raise ConfigError(f"not a kubeconfig: a YAML mapping is needed, this is a {kind}", file=path, option=option)
+    for key in ("clusters", "users", "contexts"):
+        if not isinstance(document.get(key) or [], list):
+            raise ConfigError(f"{key} must be a list", file=path, option=option)
+    try:
+        config.load_kube_config(config_file=str(path), client_configuration=configuration)
+    except Exception as err:  # noqa: BLE001 - the client raises many kinds for a bad file; each is one line here
+        problem = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ConfigError(f"cannot load the kubeconfig: {problem}", file=path, option=option) from None
+
+
+def _load_in_cluster(configuration: Any) -> None:
+    from kubernetes import config
+    from kubernetes.config.config_exception import ConfigException
+
+    try:
+        config.load_incluster_config(client_configuration=configuration)
+    except ConfigException as err:
+        problem = f"no kubeconfig, and not in a pod with a service account: {err}"
+        raise ConfigError(problem, file="the in-cluster service account", option="--kubeconfig") from None
+
+
+def _check_server(host: str, source: Path | str) -> None:
+    """The API server must be an https:// (or http://) URL with a host: anything else would only
+    be found out by a retry loop that cannot succeed."""
+    parts = urlsplit(host or "")
+    try:
+        parts.port  # noqa: B018 - raises for a port that is not a number
+    except ValueError:
+        parts = urlsplit("")
+    if parts.scheme not in ("https", "http") or not parts.hostname or any(c.isspace() for c in host):
+        shown = (host or "")[:120].encode("unicode_escape").decode("ascii")
+        raise ConfigError(f"the API server {shown!r} is not an https:// URL", file=source, option="--kubeconfig")
 
 
 def _client() -> Any:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+import re
 import secrets
 from collections.abc import Sequence
 from typing import Any
@@ -39,6 +40,55 @@ Node = dict[str, Any]
 Patch = dict[str, Any]
 
 
+PREFIX = "gpu-burnin/"
+"""The prefix of every taint and label key this tool writes (`--mark-prefix` changes it)."""
+_NAME = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?")
+_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+
+
+def check_prefix(text: str, *, option: str = "--mark-prefix") -> str:
+    """A key prefix as Kubernetes writes one: a DNS subdomain and a slash (`gpu-burnin/`)."""
+    domain = text.removesuffix("/")
+    if not text.endswith("/") or len(domain) > 253 or not _SUBDOMAIN.fullmatch(domain):
+        raise ConfigError(f"{text!r} is not a key prefix: a DNS subdomain and a slash, as gpu-burnin/", option=option)
+    return text
+
+
+def check_key(key: str, *, prefix: str, option: str) -> str:
+    """One of this tool's keys: `prefix` then a name Kubernetes accepts (63 characters at most).
+    Another owner's key (nvidia.com/gpu, team) is refused: a release would remove it."""
+    if not key.startswith(prefix):
+        raise ConfigError(
+            f"{key!r} is not one of gpu-burnin's keys: they begin with {prefix!r} (--mark-prefix)", option=option
+        )
+    if not _NAME.fullmatch(key[len(prefix) :]):
+        raise ConfigError(
+            f"{key!r} is not a valid key: after {prefix!r}, 1 to 63 letters, digits, '-', '_' or '.', "
+            "beginning and ending with a letter or digit",
+            option=option,
+        )
+    return key
+
+
+def check_value(value: str, *, option: str) -> str:
+    """A label or taint value Kubernetes accepts: empty, or a name of 63 characters at most."""
+    if value and not _NAME.fullmatch(value):
+        raise ConfigError(
+            f"{value!r} is not a valid value: 1 to 63 letters, digits, '-', '_' or '.', beginning and ending "
+            "with a letter or digit",
+            option=option,
+        )
+    return value
+
+
+def check_node_name(name: str, *, option: str = "--node") -> str:
+    """A node name as Kubernetes allows one (a DNS subdomain): checked before any API call."""
+    if len(name) > 253 or not _SUBDOMAIN.fullmatch(name):
+        shown = name[:80].encode("unicode_escape").decode("ascii")
+        raise ConfigError(f"{shown!r} is not a node name (lower-case letters, digits, '-' and '.')", option=option)
+    return name
+
+
 @dataclasses.dataclass(frozen=True)
 class Taint:
     key: str
@@ -47,11 +97,13 @@ class Taint:
 
     @classmethod
     def parse(cls, text: str, *, option: str) -> Taint:
-        """KEY[=VALUE]:EFFECT, as kubectl taint writes it."""
+        """KEY[=VALUE]:NoSchedule, as kubectl taint writes it. Only NoSchedule: a NoExecute taint would
+        evict the node's pods past their PodDisruptionBudgets, and PreferNoSchedule keeps no pod out."""
         spec, _, effect = text.rpartition(":")
         key, _, value = spec.partition("=")
-        if not key or effect not in ("NoSchedule", "PreferNoSchedule", "NoExecute"):
-            raise ConfigError(f"{text!r} is not KEY[=VALUE]:NoSchedule|PreferNoSchedule|NoExecute", option=option)
+        if not key or effect != "NoSchedule":
+            raise ConfigError(f"{text!r} is not KEY[=VALUE]:NoSchedule", option=option)
+        check_value(value, option=option)
         return cls(key=key, value=value, effect=effect)
 
     def to_dict(self) -> dict[str, str]:
@@ -77,6 +129,7 @@ class Label:
         key, sep, value = text.partition("=")
         if not key or not sep:
             raise ConfigError(f"{text!r} is not KEY=VALUE", option=option)
+        check_value(value, option=option)
         return cls(key=key, value=value)
 
     def __str__(self) -> str:
@@ -87,10 +140,29 @@ class Label:
 class Marks:
     """This tool's taints and labels on a node, as configured."""
 
-    preflight_taint: Taint = Taint("gpu-burnin/preflight", "", "NoSchedule")
-    preflight_label: Label = Label("gpu-burnin/preflight", "pending")
-    unhealthy_taint: Taint = Taint("gpu-burnin/unhealthy", "", "NoSchedule")
-    unhealthy_label: Label = Label("gpu-burnin/health", "unhealthy")
+    preflight_taint: Taint = Taint(f"{PREFIX}preflight", "", "NoSchedule")
+    preflight_label: Label = Label(f"{PREFIX}preflight", "pending")
+    unhealthy_taint: Taint = Taint(f"{PREFIX}unhealthy", "", "NoSchedule")
+    unhealthy_label: Label = Label(f"{PREFIX}health", "unhealthy")
+
+    @classmethod
+    def under(cls, prefix: str) -> Marks:
+        """The default marks with their keys under `prefix` instead of gpu-burnin/."""
+        default = cls()
+        return cls(
+            **{
+                field.name: dataclasses.replace(
+                    getattr(default, field.name), key=prefix + getattr(default, field.name).key.removeprefix(PREFIX)
+                )
+                for field in dataclasses.fields(cls)
+            }
+        )
+
+    def check(self, prefix: str, flags: dict[str, str]) -> Marks:
+        """Every key under `prefix` and valid; ConfigError naming the flag (`flags`: field -> flag)."""
+        for field in dataclasses.fields(self):
+            check_key(getattr(self, field.name).key, prefix=prefix, option=flags.get(field.name, field.name))
+        return self
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -140,6 +212,26 @@ def last_result(node: Node) -> dict[str, Any]:
     except ValueError:
         return {}
     return value if isinstance(value, dict) else {}
+
+
+GPU_RESOURCE = "nvidia.com/gpu"
+
+
+def has_gpus(node: Node) -> bool:
+    """Labelled or advertised as having NVIDIA GPUs: by GPU feature discovery
+    (`nvidia.com/gpu.present`, `nvidia.com/gpu.count`) or the device plugin's capacity."""
+    labels = labels_of(node)
+    if labels.get("nvidia.com/gpu.present") == "true":
+        return True
+    capacity = (node.get("status") or {}).get("capacity") or {}
+    return any(_positive(v) for v in (labels.get("nvidia.com/gpu.count"), capacity.get(GPU_RESOURCE)))
+
+
+def _positive(text: object) -> bool:
+    try:
+        return int(str(text)) > 0
+    except ValueError:
+        return False
 
 
 def incomplete_streak(node: Node) -> int:
