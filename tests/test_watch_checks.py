@@ -1,4 +1,5 @@
-"""`gpu-burnin watch` checks its output paths at start: a `--metrics-textfile` it could not keep is exit 4
+"""`gpu-burnin watch` checks its inputs and output paths at start: a scenario with a bad field, a
+`--metrics-textfile` it could not keep, is exit 4
 naming the flag, before NVML, the journal or the node are touched (the loop never starts)."""
 
 from __future__ import annotations
@@ -92,3 +93,23 @@ def test_a_metrics_textfile_in_a_directory_this_process_cannot_write_is_exit_4(s
 def test_a_metrics_textfile_still_to_be_made_is_accepted(server, tmp_path):
     assert watch(server, tmp_path, tmp_path / "new" / "dir" / "watch.prom") == 0  # the loop is stubbed
     assert (tmp_path / "state" / "journal.jsonl").exists()
+
+
+@pytest.mark.parametrize(
+    ("text", "field"),
+    [
+        ('[[gpus]]\ntemperature_c = "hot"\n', "gpus[0].temperature_c"),
+        ("[[gpus]]\n[[xids]]\ngpu = -1\nxid = 79\n", "xids[0].gpu"),
+    ],
+)
+def test_a_scenario_with_a_bad_field_is_exit_4_naming_the_file_and_field(server, tmp_path, capsys, text, field):
+    scenario = tmp_path / "scenario.toml"
+    scenario.write_text(text)
+    code = cli.main(
+        ["watch", "--node", "n1", "--kubeconfig", str(server.kubeconfig(tmp_path)), "--nvml", f"sim:{scenario}"]
+        + ["--journal", str(tmp_path / "state" / "journal.jsonl")]
+    )
+    assert code == 4
+    err = capsys.readouterr().err
+    assert str(scenario) in err and field in err and "Traceback" not in err
+    assert untouched(server, tmp_path)
