@@ -1,6 +1,6 @@
 """`gpu-burnin watch` checks its inputs and output paths at start: a scenario with a bad field, a
-`--metrics-textfile` it could not keep, is exit 4
-naming the flag, before NVML, the journal or the node are touched (the loop never starts)."""
+`--metrics-textfile` it could not keep, is exit 4 naming the file and the field or flag, before NVML,
+the journal or the node are touched (the loop never starts)."""
 
 from __future__ import annotations
 
