@@ -110,14 +110,21 @@ def test_an_eviction_blocked_by_a_disruption_budget_is_said_once_then_done(serve
 def test_an_action_the_api_server_refuses_is_said_as_failed_and_again_when_done(server, tmp_path):
     fleet = Nodes(server, tmp_path)
     fleet.add("n1", SCENARIOS / "row-remap-pending.toml")
-    fleet.run(90)  # held; pending
-    server.fail("PATCH", NODE_PATH, 503, times=1000)
-    fleet.run(30)
+    fleet.run(60)  # seen twice
+    server.fail("PATCH", "/api/v1/nodes/n1(/status)?", 503, times=1000)
+    fleet.run(60)  # held: its pend fails, twice
     server.heal()
-    fleet.run(30)
+    fleet.run(60)
     said = about(fleet, "ROW_REMAP_PENDING", 0)
-    assert [s.split(":")[0] for s in said[3:]] == ["cordon failed", "cordon done"]
-    assert "tried again at the next poll" in said[3] and "503" in said[3]
+    assert [s.split(":")[0] for s in said] == [
+        "appeared (fail)",
+        "held 3 polls in a row",  # once, though the pend is decided again at the next poll
+        "pend failed",
+        "pend failed",
+        "pend done",
+        "cordon done",
+    ]
+    assert "tried again at the next poll" in said[2] and "503" in said[2]
 
 
 def test_a_quiet_node_logs_nothing_for_hours(server, tmp_path):

@@ -41,6 +41,8 @@ class Log:
         self._said_at: dict[str, float] = {}
         self._hushed: dict[str, int] = {}
         self._blocked = ""
+        self._held: set[str] = set()
+        """Findings whose holding is said: an action retried after a failed call does not say it again."""
 
     def line(self, text: str) -> None:
         print(f"gpu-burnin watch: node {self.node}: {text}", file=self.out, flush=True)
@@ -70,11 +72,13 @@ class Log:
                 again = f"; it came and went {hushed} more times since it was last said" if hushed else ""
                 self.finding(finding, f"appeared ({finding.severity}{again}): {_unnamed(finding)}")
             elif kind == GONE:
+                self._held.discard(track.key)
                 if self._said_at.get(track.key) == track.first_t:  # its appearance was said
                     self.finding(finding, f"gone after {_seen(track)}, before it held: nothing done")
             elif kind == IGNORED:
                 self.finding(finding, f"held {_seen(track)}: ignored (--on-{finding.severity} ignore)")
             elif kind == FORGOTTEN:
+                self._held.discard(track.key)
                 self.finding(finding, "cleared: it was ignored, so nothing to set back")
 
     # -- what the loop did ---------------------------------------------------------------------------
@@ -84,7 +88,8 @@ class Log:
         for track in decision.tracks:
             if track.resume:
                 self.finding(track.finding, f"{decision.op} begun before a restart: carried on")
-            elif decision.op in (RECORD, PEND):
+            elif decision.op in (RECORD, PEND) and track.key not in self._held:
+                self._held.add(track.key)
                 self.finding(track.finding, f"held {_seen(track)}: {track.action}")
 
     def acted(self, op: str, tracks: Iterable[Track], result: str, detail: str = "") -> None:
@@ -101,6 +106,7 @@ class Log:
 
     def cleared(self, tracks: Iterable[Track], hold: int, xid_clear_s: float) -> None:
         for track in tracks:
+            self._held.discard(track.key)
             if track.xid:
                 why = f"no such Xid for {xid_clear_s:g} s"
             else:
