@@ -205,3 +205,16 @@ def test_entries_the_watch_writes_read_back_as_written(tmp_path):
     three(path)
     again = Journal(path, "b").open()
     assert [dataclasses.asdict(e) for e in again.entries][1]["data"]["findings"] == [FINDING.to_dict()]
+
+
+def test_a_journal_that_cannot_be_rewritten_is_still_read(tmp_path, monkeypatch):
+    path = tmp_path / "journal.jsonl"
+    start, begun, done = three(path)
+    path.write_bytes(start + b"\n" + begun[:25] + begun + b"\n" + done + b"\n")
+
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", full)
+    opened = Journal(path, "b").open()
+    assert len(opened.entries) == 3 and "No space left on device" in opened.warnings[-1]

@@ -94,12 +94,16 @@ class Journal:
             os.replace(self.path, self.path.with_name(self.path.name + ".prev"))
             kept = []
         elif torn or (raw and not raw.endswith(b"\n")):
-            self._rewrite(b"".join(line + b"\n" for _, _, line in kept))
             for number in torn:
                 self.warnings.append(
                     f"{self.path}: line {number} was cut short (a crash or a full disk mid-write): dropped, and the "
                     "journal rewritten without it"
                 )
+            try:
+                self._rewrite(b"".join(line + b"\n" for _, _, line in kept))
+            except ConfigError as err:  # a full disk still: the good lines are read all the same (and after
+                # this start, an entry written on after the torn line is found again, as above)
+                self.warnings.append(f"{self.path}: {err.problem}; dropped at the next start instead")
         self.entries = [entry for _, entry, _ in kept]
         if t is not None:
             self._clamp(t)
