@@ -317,9 +317,21 @@ class _Parser:
         if key not in data:
             raise self.fail(field, "missing")
         value = data[key]
-        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+        if isinstance(value, bool) or not isinstance(value, int | float) or not _finite(value) or value < 0:
             raise self.fail(field, f"expected a finite number of at least 0, got {value!r}")
         return float(value)
 
 
+def _finite(value: float) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int too large for a float (TOML's integers have no bound in tomllib)
+        return False
+
+
 _KIND_NAMES = {str: "a string", int: "a whole number", bool: "true or false", list: "a list", dict: "a table"}
+
+
+Strict = _Parser
+"""The strict helpers (`fail`, `only`, `get`, `text`, `number`) for the other files read as strictly as a
+baseline: the NVML scenarios and the watch's journal import them from here rather than copying them."""

@@ -130,14 +130,15 @@ def test_a_simulated_nvml_is_refused_without_an_explicit_kubeconfig(server, tmp_
     assert node_writes(server) == []
 
 
-def test_a_journal_that_is_not_one_exits_4_naming_it_and_writes_nothing(server, tmp_path, capsys):
+def test_a_journal_path_that_is_a_directory_exits_4_naming_it_and_writes_nothing(server, tmp_path, capsys):
+    """A path that cannot be a journal is a person's doing: said, exit 4. (What a journal file holds never
+    stops the watch: tests/test_watch_journal.py.)"""
     journal = tmp_path / "state" / "journal.jsonl"
-    journal.parent.mkdir()
-    journal.write_text("this is not a journal\nnor is this\n")
+    journal.mkdir(parents=True)
     code = cli.main(args(tmp_path, server.kubeconfig(tmp_path), "--nvml", f"sim:{DATA / 'busy.toml'}"))
     assert code == 4
     err = capsys.readouterr().err
-    assert str(journal) in err and "line 1" in err
+    assert str(journal) in err and "--journal" in err and "not a regular file" in err
     assert node_writes(server) == []
 
 

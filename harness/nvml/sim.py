@@ -33,6 +33,10 @@ NVML_ERROR_NOT_SUPPORTED. A scenario (docs/health.md):
     at = "3h"                             # optional: not before then (or after = "matmul")
     count = 20                            # optional: a burst of this many events
 
+The file is read and checked whole before anything runs (harness/nvml/scenario.py): a
+value of the wrong type is one error naming the file and the field, never a traceback
+hours into a watch.
+
 `now_s` is the timeline's clock: the watch sets it before every snapshot (`at` and
 `until` never apply while it is None, as in a suite run).
 
@@ -43,13 +47,12 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import tomllib
-from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
-from harness.errors import ConfigError
+from harness.nvml import scenario
 from harness.nvml import snapshot as snap
+from harness.nvml.scenario import Scenario
 
 # NVML's return codes and constants, with the values nvidia-ml-py gives them.
 NVML_SUCCESS = 0
@@ -126,39 +129,6 @@ def _error(value: int) -> NVMLError:
     return _CLASSES.get(value, NVMLError)(value)
 
 
-@dataclasses.dataclass
-class _Change:
-    after: str
-    during: str
-    gpu: int
-    set: dict[str, Any]
-    lost: bool
-    at: float | None = None
-    """On the timeline (seconds): applies from then on, while `now_s` is set."""
-    until: float | None = None
-
-    def due(self, finished: Collection[str], running: Collection[str], now_s: float | None) -> bool:
-        if self.after in finished or self.during in running:
-            return True
-        if self.at is None or now_s is None:
-            return False
-        return self.at <= now_s and (self.until is None or now_s < self.until)
-
-
-@dataclasses.dataclass
-class _Xid:
-    gpu: int
-    xid: int
-    after: str
-    at: float | None = None
-    count: int = 1
-
-    def due(self, finished: set[str], now_s: float | None) -> bool:
-        if self.at is not None:
-            return now_s is not None and self.at <= now_s
-        return not self.after or self.after in finished
-
-
 @dataclasses.dataclass(frozen=True)
 class _Value:
     uiVal: int  # noqa: N815 - the field name of nvmlFieldValue_t's value union
@@ -195,15 +165,14 @@ class Simulated:
 
     NVMLError = NVMLError
 
-    def __init__(
-        self, path: Path, driver: str, cuda: int, gpus: list[dict[str, Any]], changes: list[_Change], xids: list[_Xid]
-    ):
-        self.path = path
-        self._driver = driver
-        self._cuda = cuda
-        self._gpus = gpus
-        self._changes = changes
-        self._xids = xids
+    def __init__(self, scenario: Scenario):
+        self.scenario = scenario
+        self.path = scenario.path
+        self._driver = scenario.driver
+        self._cuda = scenario.cuda
+        self._gpus = scenario.gpus
+        self._changes = scenario.changes
+        self._xids = scenario.xids
         self._delivered: dict[int, int] = {}
         self._started = False
         self.finished: set[str] = set()
@@ -222,17 +191,12 @@ class Simulated:
     @staticmethod
     def expect_of(path: Path) -> list[str]:
         """A scenario's `expect`: the findings it is written to produce, as CODE:severity:gpu."""
-        return [str(e) for e in tomllib.loads(path.read_text(encoding="utf-8")).get("expect", [])]
+        return list(scenario.load(path).expect)
 
     @classmethod
     def from_file(cls, path: Path) -> Simulated:
-        try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
-        except OSError as err:
-            raise ConfigError(f"cannot read the NVML scenario: {err.strerror}", file=path, option="nvml") from err
-        except tomllib.TOMLDecodeError as err:
-            raise ConfigError(f"not valid TOML: {err}", file=path, option="nvml") from err
-        return _parse(path, data)
+        """The scenario in `path`, checked whole (harness/nvml/scenario.py): ConfigError for anything amiss."""
+        return cls(scenario.load(path))
 
     # -- the calls ---------------------------------------------------------------------------
 
@@ -450,159 +414,12 @@ def _ecc_key(kind: int, counter: int, where: str) -> str:
 
 
 def _assign(state: dict[str, Any], dotted: str, value: Any) -> None:
+    """A change's `set`: `section.field`, or a field; a section given whole is merged over the one there."""
     *path, last = dotted.split(".")
     target = state
     for part in path:
         target = target.setdefault(part, {})
-    target[last] = value
-
-
-_GPU_FIELDS = {f.name for f in dataclasses.fields(snap.GpuHealth)} | {"memory_bytes", "unsupported"}
-_SECTIONS: dict[str, set[str]] = {
-    "ecc": {f.name for f in dataclasses.fields(snap.Ecc)},
-    "retired": {f.name for f in dataclasses.fields(snap.RetiredPages)},
-    "remap": {f.name for f in dataclasses.fields(snap.RowRemap)},
-    "pcie": {f.name for f in dataclasses.fields(snap.PcieLink)},
-}
-
-
-def _default_gpu(index: int) -> dict[str, Any]:
-    """A healthy H100 SXM with nothing to report: a scenario says only what differs."""
-    return {
-        "index": index,
-        "uuid": f"GPU-5141dc00-0000-4000-8000-{index:012d}",
-        "name": "NVIDIA H100 80GB HBM3",
-        "serial": f"165000000{index:04d}",
-        "pci_bus_id": f"00000000:{0x18 + 0x10 * index:02X}:00.0",
-        "memory_bytes": 85520809984,
-        "ecc_enabled": True,
-        "ecc": {name: 0 for name in _SECTIONS["ecc"]},
-        "retired": {"single_bit": 0, "double_bit": 0, "pending": False},
-        "remap": {"corrected": 0, "uncorrected": 0, "pending": False, "failure": False},
-        "clock_events": ["gpu_idle"],
-        "temperature_c": 34,
-        "memory_temperature_c": 38,
-        "power_w": 72.5,
-        "power_limit_w": 700.0,
-        "sm_clock_mhz": 1980,
-        "memory_clock_mhz": 2619,
-        "pcie": {"gen": 5, "gen_max": 5, "width": 16, "width_max": 16},
-        "nvlinks": [
-            {"link": link, "active": True, "crc_errors": 0, "replay_errors": 0, "recovery_errors": 0}
-            for link in range(18)
-        ],
-        "persistence": True,
-    }
-
-
-def _parse(path: Path, data: dict[str, Any]) -> Simulated:
-    def fail(field: str, problem: str) -> ConfigError:
-        return ConfigError(problem, file=path, field=field)
-
-    allowed = {"driver", "cuda", "description", "expect", "gpus", "changes", "xids"}
-    for key in data:
-        if key not in allowed:
-            raise fail(key, f"unknown key; expected one of {sorted(allowed)}")
-    cuda_text = str(data.get("cuda", "13.0"))
-    try:
-        major, _, minor = cuda_text.partition(".")
-        cuda = int(major) * 1000 + int(minor or 0) * 10
-    except ValueError:
-        raise fail("cuda", f"is {cuda_text!r}; expected a version such as '13.0'") from None
-    gpus = []
-    for index, given in enumerate(data.get("gpus") or []):
-        where = f"gpus[{index}]"
-        if not isinstance(given, dict):
-            raise fail(where, "must be a table")
-        gpu = _default_gpu(index)
-        for key, value in given.items():
-            if key not in _GPU_FIELDS:
-                raise fail(f"{where}.{key}", f"unknown field; expected one of {sorted(_GPU_FIELDS)}")
-            if key in _SECTIONS:
-                _check_section(fail, f"{where}.{key}", value, _SECTIONS[key])
-                gpu[key] = {**gpu[key], **value}
-            else:
-                gpu[key] = value
-        _check_events(fail, f"{where}.clock_events", gpu["clock_events"])
-        gpus.append(gpu)
-    if not gpus:
-        raise fail("gpus", "a scenario needs at least one GPU")
-    changes = [_change(fail, n, c, len(gpus)) for n, c in enumerate(data.get("changes") or [])]
-    xids = []
-    for n, x in enumerate(data.get("xids") or []):
-        if not isinstance(x, dict) or not isinstance(x.get("xid"), int) or x.get("gpu", 0) >= len(gpus):
-            raise fail(f"xids[{n}]", "needs xid (a number) and gpu (an index of the scenario's GPUs)")
-        count = x.get("count", 1)
-        if not isinstance(count, int) or isinstance(count, bool) or count < 1:
-            raise fail(f"xids[{n}].count", f"is {count!r}; expected a whole number of events, 1 or more")
-        at = _moment(fail, f"xids[{n}].at", x["at"]) if "at" in x else None
-        xids.append(
-            _Xid(gpu=int(x.get("gpu", 0)), xid=int(x["xid"]), after=str(x.get("after", "")), at=at, count=count)
-        )
-    return Simulated(path, str(data.get("driver", "580.159.04")), cuda, gpus, changes, xids)
-
-
-def _change(fail: Callable[[str, str], ConfigError], n: int, given: Any, gpus: int) -> _Change:
-    where = f"changes[{n}]"
-    if not isinstance(given, dict):
-        raise fail(where, "must be a table")
-    at = _moment(fail, f"{where}.at", given["at"]) if "at" in given else None
-    until = _moment(fail, f"{where}.until", given["until"]) if "until" in given else None
-    if at is None and not isinstance(given.get("after", given.get("during")), str):
-        raise fail(where, "needs after or during (the test group after which, or while, it applies), or at")
-    if until is not None and (at is None or until <= at):
-        raise fail(f"{where}.until", "needs an `at` before it")
-    gpu = given.get("gpu", 0)
-    if not isinstance(gpu, int) or not 0 <= gpu < gpus:
-        raise fail(f"{where}.gpu", f"is {gpu!r}; the scenario has GPUs 0 to {gpus - 1}")
-    changes = dict(given.get("set") or {})
-    for dotted in changes:
-        head, _, tail = dotted.partition(".")
-        if head not in _GPU_FIELDS or (tail and tail not in _SECTIONS.get(head, set())):  # nvlinks: the whole list
-            raise fail(f"{where}.set.{dotted}", "not a field of a GPU's health")
-    if "clock_events" in changes:
-        _check_events(fail, f"{where}.set.clock_events", changes["clock_events"])
-    after, during = str(given.get("after", "\0")), str(given.get("during", "\0"))  # "\0": never a group
-    lost = bool(given.get("lost", False))
-    return _Change(after=after, during=during, gpu=gpu, set=changes, lost=lost, at=at, until=until)
-
-
-_UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0}
-
-
-def _moment(fail: Callable[[str, str], ConfigError], where: str, value: Any) -> float:
-    """Seconds on the timeline: a number, or a text such as "90s", "30m", "2h", "1h30m"."""
-    if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
-        return float(value)
-    text = str(value).strip()
-    total, number = 0.0, ""
-    for char in text:
-        if char.isdigit() or char == ".":
-            number += char
-        elif char in _UNITS and number:
-            try:
-                total += float(number) * _UNITS[char]
-            except ValueError:
-                break
-            number = ""
-        else:
-            break
+    if isinstance(value, dict) and isinstance(target.get(last), dict):
+        target[last] = {**target[last], **value}
     else:
-        if text and not number:
-            return total
-    raise fail(where, f"is {value!r}; expected seconds (a number) or a time such as '90s', '30m', '2h', '1h30m'")
-
-
-def _check_section(fail: Callable[[str, str], ConfigError], where: str, value: Any, known: set[str]) -> None:
-    if not isinstance(value, dict):
-        raise fail(where, "must be a table")
-    for key in value:
-        if key not in known:
-            raise fail(f"{where}.{key}", f"unknown field; expected one of {sorted(known)}")
-
-
-def _check_events(fail: Callable[[str, str], ConfigError], where: str, value: Any) -> None:
-    try:
-        snap.encode_clock_events(list(value))
-    except (TypeError, ValueError) as err:
-        raise fail(where, str(err)) from None
+        target[last] = value

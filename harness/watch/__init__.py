@@ -9,7 +9,8 @@ action is journaled before it is taken.
     config    the options, checked at the edge
     judge     snapshots and Xid events in, findings out (the suite's rules)
     flap      how long a finding must hold, what it leads to, once
-    journal   the JSON Lines record of every action, fsynced, replayed on start
+    journal   the JSON Lines record of every action, fsynced, replayed on start (never stopped by it)
+    log       one line for every finding's course and every action, none for a quiet poll
     act       the node updates, through harness/kube
     loop      the polling loop, with an injectable clock
     metrics   the node-exporter textfile

@@ -24,6 +24,8 @@ from harness.records import Code, Finding, Severity
 EVENT_RECORD = "GPUBurnInWatch"
 EVENT_CLEARED = "GPUBurnInWatchCleared"
 EVENT_EVICTED = "GPUBurnInEvicted"
+EVENT_JOURNAL = "GPUBurnInWatchJournal"
+"""The watch's journal could not be read: moved aside, a new one begun."""
 MESSAGE_MAX = 1000
 GPU_RESOURCE = "nvidia.com/gpu"
 MIRROR = "kubernetes.io/config.mirror"

@@ -25,6 +25,7 @@ from harness.nvml import binding, xid
 from harness.verdict import ExitCode
 from harness.watch import act, loop
 from harness.watch import config as cfg
+from harness.watch import metrics as watch_metrics
 from harness.watch.config import Policy, WatchConfig
 from harness.watch.journal import read_boot_id
 
@@ -95,6 +96,8 @@ def config_from(args: argparse.Namespace, node: str) -> WatchConfig:
 def main(args: argparse.Namespace, node: str, marks: Marks, fleet: Fleet) -> int:
     """Everything checked first (exit 4 on ConfigError, raised to the CLI), then watch until stopped."""
     config = config_from(args, node)
+    if config.metrics_textfile is not None:
+        watch_metrics.check(config.metrics_textfile)
     if config.nvml != binding.REAL and args.kubeconfig is None:
         raise ConfigError(
             "a simulated NVML must not act on a real node: give --kubeconfig (a test cluster) with it", option="nvml"

@@ -26,6 +26,9 @@ WATCHING, PENDING, ACTED = "watching", "pending", "acted"
 CRITICAL_XIDS = frozenset({79})
 """Xids that mean the GPU is gone: "GPU has fallen off the bus"."""
 RECORD, PEND, CORDON, EVICT, CLEAR = "record", "pend", "cordon", "evict", "clear"
+APPEARED, GONE, IGNORED, FORGOTTEN = "appeared", "gone", "ignored", "forgotten"
+"""What `observe` notes for the log: a finding first seen; gone before it held; held, and ignored by the
+policy; an ignored one cleared (nothing to set back)."""
 
 
 def key(finding: Finding) -> str:
@@ -90,17 +93,23 @@ class Tracker:
     def __init__(self, config: WatchConfig):
         self.config = config
         self.tracks: dict[str, Track] = {}
+        self.notes: list[tuple[str, Track]] = []
+        """The last `observe`'s happenings that are no decision (harness/watch/log.py says them)."""
 
     def observe(self, findings: Sequence[Finding], t: float, *, complete: bool = True) -> list[Decision]:
         """This poll's findings in; what to do now out (nothing changes until `mark`). `complete`: the
         GPUs were read; when they were not (NVML failing), nothing counts as absent, so nothing clears."""
+        self.notes = []
         present: dict[str, tuple[Finding, int]] = {}
         for finding in findings:
             k = key(finding)
             count = int(finding.details.get("count", 1)) if finding.code is Code.XID else 1
             present[k] = (finding, present.get(k, (finding, 0))[1] + count)
         for k, (finding, count) in present.items():
-            track = self.tracks.setdefault(k, Track(key=k, finding=finding, first_t=t, last_t=t))
+            if k not in self.tracks:
+                self.tracks[k] = Track(key=k, finding=finding, first_t=t, last_t=t)
+                self.notes.append((APPEARED, self.tracks[k]))
+            track = self.tracks[k]
             track.finding, track.last_t, track.absent = finding, t, 0
             track.seen += count
         clear: list[Track] = []
@@ -111,17 +120,20 @@ class Tracker:
                 expired = t - track.last_t >= self.config.xid_clear_s
                 if expired and track.stage == WATCHING:
                     del self.tracks[track.key]
+                    self.notes.append((GONE, track))
                 elif expired and track.stage == ACTED:
                     clear.append(track)
                 continue
             track.absent += 1
             if track.stage == WATCHING and not track.resume:
                 del self.tracks[track.key]  # not in a row: the count starts again
+                self.notes.append((GONE, track))
             elif track.stage == ACTED and track.absent >= self.config.hold:
                 clear.append(track)
         for track in [c for c in clear if c.action == cfg.IGNORE]:
             clear.remove(track)  # never shown, so nothing to set back
             del self.tracks[track.key]
+            self.notes.append((FORGOTTEN, track))
         return self._decide(clear)
 
     def _decide(self, clear: list[Track]) -> list[Decision]:
@@ -147,6 +159,7 @@ class Tracker:
         track.action = action
         if action == cfg.IGNORE:
             track.stage = ACTED  # nothing to write, ever
+            self.notes.append((IGNORED, track))
             return ""
         return RECORD if action == cfg.RECORD else PEND
 

@@ -27,7 +27,8 @@ from harness.watch import act, flap, judge
 from harness.watch import metrics as watch_metrics
 from harness.watch.config import WatchConfig
 from harness.watch.flap import Decision, Tracker
-from harness.watch.journal import Entry, Journal
+from harness.watch.journal import ASIDE, Entry, Journal
+from harness.watch.log import BLOCKED, BRAKED, DONE, FAILED, Log
 
 T = TypeVar("T")
 
@@ -67,6 +68,8 @@ class Watch:
         self.clock = clock
         self.wall = wall
         self.log = log
+        self.say = Log(log, config.node)
+        """The log's lines: every finding's course and every action, none for a quiet poll."""
         self.journal = Journal(config.journal, config.boot_id)
         self.judge = judge.Judge(
             baselines,
@@ -81,30 +84,51 @@ class Watch:
         self.origin = config.timeline_origin
         self._events: Any = None
         self._handles: dict[Any, tuple[str, str]] = {}
+        self._doing = ""
+        """The action whose API calls are being made: a failure is said as its."""
 
     # -- start -----------------------------------------------------------------------------------
 
     def start(self) -> None:
         """Journal, NVML, the GPUs, the node; the condition written unless the node shows it, fresh.
         Raises ConfigError (journal, baselines), KubeError (the node), Wedged, or NVMLError at init."""
-        self.journal.open()
+        self.journal.open(t=self.clock(), now=self.wall())
+        for warning in self.journal.warnings:
+            self.say.line(f"warning: {warning}")
         if self.origin is None:
             self.origin = self.clock()
         self._nvml(self.nv.nvmlInit)
         first = self._nvml(self._snapshot)
         remembered = [g for entry in self.journal.entries if entry.op == "start" for g in entry.data.get("gpus", ())]
         self.judge.start(first, remembered)
+        self.say.devices = {d.uuid: d for d in self.judge.devices}
         seen = {str(d.get("uuid")) for d in remembered}
         if {d.uuid for d in self.judge.devices} - seen:
             self.journal.note("start", self.clock(), self.wall(), gpus=[_gpu_dict(d) for d in self.judge.devices])
         self._nvml(self._listen)
         self.tracker.restore(self.journal.entries, self.journal.open_actions())
+        self.say.restored(self.tracker.open())
         self.writer.read()
+        self._announce_aside()
         wanted = self._wanted()
         if self.writer.fresh(wanted, self.wall(), self.config.heartbeat_s):
             self.writer.written_at = self.wall()  # a restart of a quiet watch writes nothing
         else:
             self.writer.condition(wanted, self.wall())
+
+    def _announce_aside(self) -> None:
+        """A journal moved aside at open is said on the node, once (journaled: a failed Event is retried at
+        the next start). Raises KubeError."""
+        for begun in self.journal.open_actions():
+            if begun.op == ASIDE:
+                reason, moved = begun.data.get("reason", ""), begun.data.get("moved_to", "")
+                message = (
+                    f"the watch's journal could not be read ({reason}): moved aside to {moved} on the node, and a "
+                    "new one begun; findings open before are judged afresh"
+                )
+                self.writer.event(act.EVENT_JOURNAL, message, self.wall())
+                self.journal.done(begun, self.clock(), self.wall())
+                self.say.line(f"warning: said on the node (Event {act.EVENT_JOURNAL}): the journal moved aside")
 
     # -- one poll --------------------------------------------------------------------------------
 
@@ -125,12 +149,15 @@ class Watch:
             findings, read = [_unavailable(f"NVML query failed: {err}")], False
         self._count(xids)
         decisions = self.tracker.observe(findings, t, complete=read)
+        self.say.notes(self.tracker.notes, t)
         for decision in decisions:
+            self.say.decided(decision)
+            self._doing = decision.op
             try:
                 self._carry_out(decision, t)
             except KubeError as err:
                 self.stats.api_errors += 1
-                print(f"gpu-burnin watch: {decision.op} not done, tried again next poll: {err}", file=self.log)
+                self.say.acted(self._doing, decision.tracks, FAILED, f"tried again at the next poll: {err}")
                 break  # in order: a later decision may rest on this one
         now = self.wall()
         if self.writer.written_at is None or (now - self.writer.written_at).total_seconds() >= self.config.heartbeat_s:
@@ -138,7 +165,7 @@ class Watch:
                 self.writer.heartbeat(now)
             except KubeError as err:
                 self.stats.api_errors += 1
-                print(f"gpu-burnin watch: heartbeat not written: {err}", file=self.log)
+                self.say.line(f"heartbeat not written: {err}")
         if self.config.metrics_textfile is not None:
             watch_metrics.write(self.config.metrics_textfile, self, t)
         return decisions
@@ -149,7 +176,7 @@ class Watch:
         try:
             self.writer.condition(act.condition_for([act.Shown(finding)], len(self.judge.devices)), self.wall())
         except KubeError as failed:
-            print(f"gpu-burnin watch: the condition was not written: {failed}", file=self.log)
+            self.say.line(f"the condition was not written: {failed}")
 
     # -- acting ----------------------------------------------------------------------------------
 
@@ -161,6 +188,7 @@ class Watch:
         begun = self._begin(op, decision, t)
         if op == flap.PEND and self.writer.out():  # nothing to wait for: the cordon stands already
             self._done(begun, decision, t)
+            self.say.acted(op, decision.tracks, DONE, "the node is out of service already: nothing to wait for")
             return
         self.writer.condition(self._wanted(decision), now)
         messages = "; ".join(track.finding.message for track in decision.tracks)
@@ -169,11 +197,16 @@ class Watch:
         elif op == flap.CLEAR:
             self.writer.event(act.EVENT_CLEARED, f"cleared (the node stays as it is): {messages}", now, warning=False)
         self._done(begun, decision, t)
+        if op == flap.CLEAR:
+            self.say.cleared(decision.tracks, self.config.hold, self.config.xid_clear_s)
+        else:
+            self.say.acted(op, decision.tracks, DONE)
 
     def _cordon(self, decision: Decision, t: float) -> None:
         """Cordon (and, for an eviction, then evict). A blocked eviction stays open for the next poll."""
         evicting = decision.op == flap.EVICT
         if not all(track.cordoned for track in decision.tracks):
+            self._doing = flap.CORDON
             begun = self._open(flap.CORDON, decision) or self._begin(
                 flap.CORDON, decision, t, run_id=f"watch-{self.wall():%Y%m%dT%H%M%SZ}"
             )
@@ -182,16 +215,21 @@ class Watch:
             braked = self.writer.cordon(failing, self._wanted(decision), self.wall(), run_id)
             self.journal.done(begun, self.clock(), self.wall(), braked=braked)
             self._counted(flap.CORDON if not braked else "brake")
+            if braked:
+                why = "the fleet's share of nodes out (--max-unhealthy-share) is reached: the node stays in service"
+                self.say.acted(flap.CORDON, decision.tracks, BRAKED, why)
+            else:
+                self.say.acted(flap.CORDON, decision.tracks, DONE)
             if braked or not evicting:
                 self.tracker.mark(decision)
                 return
             self.tracker.mark(decision, cordoned_only=True)
+        self._doing = flap.EVICT
         begun = self._open(flap.EVICT, decision) or self._begin(flap.EVICT, decision, t)
         evicted, blocked = self.writer.evict()
         if blocked:
-            print(
-                f"gpu-burnin watch: eviction refused for now (disruption budget): {', '.join(blocked)}", file=self.log
-            )
+            refused = f"a disruption budget refuses {', '.join(blocked)} for now; tried again at each poll"
+            self.say.acted(flap.EVICT, decision.tracks, BLOCKED, refused)
             self._counted("eviction_blocked")
             return  # begun, not done: the next poll tries again
         names = ", ".join(self.writer.evicted) or "none"
@@ -199,6 +237,7 @@ class Watch:
         self.journal.done(begun, self.clock(), self.wall(), evicted=list(self.writer.evicted))
         self.tracker.mark(decision)
         self._counted(flap.EVICT)
+        self.say.acted(flap.EVICT, decision.tracks, DONE, f"evicted the node's GPU pods: {names}")
 
     def _begin(self, op: str, decision: Decision, t: float, **data: Any) -> Entry:
         return self.journal.begin(
@@ -277,7 +316,7 @@ class Watch:
         try:
             self._events = nv.nvmlEventSetCreate()
         except nv.NVMLError as err:
-            print(f"gpu-burnin watch: no NVML event set ({err}): Xids go unseen", file=self.log)
+            self.say.line(f"warning: no NVML event set ({err}): Xids go unseen")
             return
         for index in range(nv.nvmlDeviceGetCount()):
             try:
@@ -313,7 +352,7 @@ def run(watch: Watch, stop: threading.Event) -> int:
         try:
             watch.poll()
         except Wedged as err:
-            print(f"gpu-burnin watch: {err}; exiting for a restart", file=watch.log)
+            watch.say.line(f"{err}; exiting for a restart")
             watch.wedged(err)
             return 2
         stop.wait(max(0.0, watch.config.interval_s - (watch.clock() - began)))

@@ -26,6 +26,8 @@ _open_findings{gpu,code,severity}.
 
 from __future__ import annotations
 
+import os
+import stat
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -36,6 +38,33 @@ from harness.metrics import Gauge, Textfile
 
 if TYPE_CHECKING:
     from harness.watch.loop import Watch
+
+
+def check(path: Path) -> None:
+    """At start, before anything is read or written: the textfile can be kept at `path` (a regular file or
+    none yet, in a directory this process may write, or may make). ConfigError naming the flag otherwise:
+    found after acting on the node, it would be a warning at every poll and no metrics ever."""
+
+    def fail(problem: str) -> ConfigError:
+        return ConfigError(problem, file=path, option="--metrics-textfile")
+
+    try:
+        found = path.lstat()
+    except (FileNotFoundError, NotADirectoryError):  # not there yet, or under a file (said below)
+        found = None
+    except OSError as err:
+        raise fail(f"cannot be looked at: {err.strerror}") from err
+    if found is not None and stat.S_ISDIR(found.st_mode):
+        raise fail("is a directory: give the file's path in it, such as DIR/gpu-burnin-watch.prom")
+    if found is not None and not stat.S_ISREG(found.st_mode):  # a link, a device: never replaced by a file
+        raise fail("is not a regular file: the textfile is replaced whole at every poll")
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:  # the directories still to make
+        parent = parent.parent
+    if not parent.is_dir():
+        raise fail(f"{parent} is not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise fail(f"the directory {parent} is not writable by this process")
 
 
 def write(path: Path, watch: Watch, t: float) -> None:
