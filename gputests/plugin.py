@@ -29,7 +29,7 @@ from harness.devices import Device
 from harness.errors import ConfigError
 from harness.nvml.dcgm import findings as dcgm_findings
 from harness.nvml.dcgm import run_diag
-from harness.profiles import GROUPS, Profile
+from harness.profiles import GROUPS, Profile, direction_of
 from harness.records import Code, Finding
 from harness.workers import Progress
 from harness.workers.devicetest import Outcome, Scope
@@ -170,6 +170,11 @@ class Recorder:
                 raise ValueError(f"{m.metric} from {m.test!r} recorded by {self.test} ({self.group})")
             if not math.isfinite(m.value):
                 raise ValueError(f"{m.metric} of {m.gpu} is {m.value}: a figure must be a finite number")
+            declared = direction_of(m.metric)
+            if declared is None:
+                raise ValueError(f"{m.metric} is not a metric of harness.profiles.METRICS: declare its direction there")
+            if m.direction is not declared:
+                raise ValueError(f"{m.metric} is better {declared}, not {m.direction} (harness.profiles.METRICS)")
         self._state.add(outcome)
 
 

@@ -10,10 +10,12 @@ overrides the duration on either device.
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 from collections.abc import Mapping
 from typing import Any
 
 from harness.errors import ConfigError
+from harness.records import Direction
 
 GROUPS = {
     "matmul": "matrix-multiply throughput with a silent-data-corruption check",
@@ -27,6 +29,28 @@ GROUPS = {
 """Every test group: its pytest marker, the first part of its metric names, its profile section."""
 STRESS = ("matmul", "memory", "nvlink", "pcie", "nccl")
 """The groups whose tests load the GPUs: health snapshots and telemetry are taken around them."""
+
+METRICS: dict[str, Direction] = {
+    "matmul.*.tflops": Direction.HIGHER,
+    "memory.coverage": Direction.HIGHER,
+    "memory.verify.gbps": Direction.HIGHER,
+    "memory.bad_words": Direction.LOWER,
+    "pcie.*.gbps": Direction.HIGHER,
+    "nvlink.*.gbps": Direction.HIGHER,
+    "nccl.allreduce.*.busbw": Direction.HIGHER,
+}
+"""Every metric the tests measure (shell patterns, one per family) and which way is better.
+The direction is the test's, declared here once: a baseline that says otherwise is refused
+(a floor read as a ceiling passes any figure), and so is a figure a test records otherwise.
+A test that adds a metric adds its family here; a latency is better lower."""
+
+
+def direction_of(metric: str) -> Direction | None:
+    """Which way `metric` is better, or None when no test measures it."""
+    for pattern, direction in METRICS.items():
+        if fnmatch.fnmatchcase(metric, pattern):
+            return direction
+    return None
 
 CPU_DURATION_CAP_S = 4.0
 """The CPU self-test burns at most this long per test, whatever the profile (not --duration)."""

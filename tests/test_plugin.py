@@ -301,3 +301,14 @@ def test_recording_another_groups_metric_is_a_bug_in_the_test(pytester):
     result = pytester.runpytest("-p", "no:cacheprovider", "--gpu-device", "cpu")
     assert result.ret == 2
     result.stdout.fnmatch_lines(["*TEST_ERROR*ValueError: nccl.busbw from * recorded by *test_wrong (matmul)*"])
+
+
+def test_recording_a_figure_against_its_declared_direction_is_a_bug_in_the_test(pytester):
+    pytester.makepyfile(
+        RECORDING + "def test_wrong(burnin):\n    m = measure(burnin, ['fp32']).measurements[0]\n"
+        "    m = m.__class__(**{**m.to_dict(), 'direction': Direction.LOWER})\n"
+        "    burnin.record(Outcome(measurements=[m]))\n"
+    )
+    result = pytester.runpytest("-p", "no:cacheprovider", "--gpu-device", "cpu")
+    assert result.ret == 2
+    result.stdout.fnmatch_lines(["*TEST_ERROR*ValueError: matmul.fp32.tflops is better higher, not lower*"])
