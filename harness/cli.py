@@ -172,10 +172,10 @@ def _suite_arguments(parser: argparse.ArgumentParser) -> None:
     options.add_to_argparse(parser)
     parser.add_argument(
         "--timeout",
-        type=options.seconds,
+        type=options.run_seconds,
         metavar="SECONDS",
-        help=f"kill the whole run after this long (default {options.TIMEOUT_BASE_S:.0f} s + "
-        f"{options.TIMEOUT_PER_DURATION} x duration)",
+        help=f"kill the whole run after this long, at least {options.MIN_RUN_TIMEOUT_S:g} s "
+        f"(default {options.TIMEOUT_BASE_S:.0f} s + {options.TIMEOUT_PER_DURATION} x duration)",
     )
     parser.add_argument(
         "--metrics-textfile",

@@ -24,7 +24,7 @@ from typing import Any, Literal
 from harness import baselines, devices, results
 from harness.baselines import BaselineSet
 from harness.errors import ConfigError
-from harness.profiles import PROFILES, Profile, by_name
+from harness.profiles import MIN_DURATION_S, MIN_STALL_S, MIN_STARTUP_S, PROFILES, Profile, by_name
 from harness.workers import faults
 from harness.workers.faults import Fault
 
@@ -35,6 +35,8 @@ TIMEOUT_PER_DURATION = 6
 """The default watchdog: ten minutes plus six times the burn duration (one per test group)."""
 MAX_SECONDS = 7 * 24 * 3600.0
 """No duration or timeout is longer than a week: a larger figure is a typo, not a plan."""
+MIN_RUN_TIMEOUT_S = MIN_STARTUP_S
+"""The shortest watchdog for a whole run: less than one worker's start-up."""
 DEFAULT_RESULTS = Path("gpu-burnin-results")
 ENTRYPOINTS = ("pytest", "run", "preflight", "periodic")
 MAX_CPU_DEVICES = 8
@@ -51,6 +53,23 @@ def seconds(text: str) -> float:
     if value > MAX_SECONDS:
         raise argparse.ArgumentTypeError(f"{text} s is more than a week ({MAX_SECONDS:.0f} s); give fewer seconds")
     return value
+
+
+def seconds_at_least(minimum: float, why: str) -> Callable[[str], float]:
+    """A number of seconds, as `seconds`, of at least `minimum`; `why` says what less would do."""
+
+    def parse(text: str) -> float:
+        value = seconds(text)
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{text} s is below the minimum of {minimum:g} s: {why}")
+        return value
+
+    return parse
+
+
+burn_seconds = seconds_at_least(MIN_DURATION_S, "a burn that short is a slip, not a test")
+stall_seconds = seconds_at_least(MIN_STALL_S, "a healthy device would be declared hung between two progress reports")
+run_seconds = seconds_at_least(MIN_RUN_TIMEOUT_S, "the test process alone takes that long to start")
 
 
 def seconds_or_zero(text: str) -> float:
@@ -158,7 +177,12 @@ OPTIONS: tuple[Option, ...] = (
         default="quick",
         help="how long and hard to burn: quick (preflight), standard (periodic), soak",
     ),
-    Option(name="duration", type=seconds, metavar="SECONDS", help="seconds each test burns (default: the profile's)"),
+    Option(
+        name="duration",
+        type=burn_seconds,
+        metavar="SECONDS",
+        help=f"seconds each test burns, at least {MIN_DURATION_S:g} (default: the profile's)",
+    ),
     Option(
         name="markexpr",
         flag="-m",
@@ -189,9 +213,9 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         name="hang_timeout",
-        type=seconds,
+        type=stall_seconds,
         metavar="SECONDS",
-        help="seconds without progress before a device worker is declared hung",
+        help=f"seconds without progress before a device worker is declared hung, at least {MIN_STALL_S:g}",
     ),
     Option(
         name="inject",

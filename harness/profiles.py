@@ -52,6 +52,15 @@ def direction_of(metric: str) -> Direction | None:
             return direction
     return None
 
+MIN_DURATION_S = 0.1
+"""The shortest burn: less is a slip (milliseconds typed as seconds), not a test."""
+MIN_STALL_S = 3.0
+"""The shortest hang (stall) timeout. A worker waiting its turn reports every 2 s
+(harness.workers.process.KEEPALIVE_S), one burning every window: a shorter limit
+declares a healthy device hung, and a hang is a failure that takes the node out."""
+MIN_STARTUP_S = 10.0
+"""The shortest start-up limit: importing torch and starting CUDA take seconds on a busy node."""
+
 CPU_DURATION_CAP_S = 4.0
 """The CPU self-test burns at most this long per test, whatever the profile (not --duration)."""
 
@@ -143,9 +152,15 @@ class Profile:
     nccl: NcclProfile = GPU_NCCL
 
     def __post_init__(self) -> None:
-        for field in ("duration_s", "hang_timeout_s", "startup_timeout_s"):
-            if not getattr(self, field) > 0:
-                raise ConfigError(f"must be positive, got {getattr(self, field)}", field=f"profile.{field}")
+        for field, minimum in (
+            ("duration_s", MIN_DURATION_S),
+            ("hang_timeout_s", MIN_STALL_S),
+            ("startup_timeout_s", MIN_STARTUP_S),
+        ):
+            if not getattr(self, field) >= minimum:
+                raise ConfigError(
+                    f"{getattr(self, field)} s is below the minimum of {minimum:g} s", field=f"profile.{field}"
+                )
         if self.warmup_s < 0:
             raise ConfigError(f"must be at least 0, got {self.warmup_s}", field="profile.warmup_s")
 

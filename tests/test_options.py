@@ -4,7 +4,7 @@ import argparse
 
 import pytest
 
-from harness import cli, options, runner
+from harness import cli, options, profiles, runner
 from harness.baselines import default_dir
 from harness.errors import ConfigError
 from harness.workers.faults import Fault
@@ -68,6 +68,25 @@ def test_values_are_checked_as_they_are_parsed():
     with pytest.raises(argparse.ArgumentTypeError, match="unknown fault 'melt'"):
         options.fault("melt")
     assert options.fault("nccl.hang:3") == Fault(kind="hang", device=3, group="nccl")
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("hang_timeout_s", 1e-6), ("hang_timeout_s", 1.0), ("startup_timeout_s", 0.5), ("duration_s", 0.001)],
+)
+def test_a_profile_from_a_result_file_keeps_every_time_limit_above_its_minimum(field, value):
+    """A result file is read back by the report and by preflight's reuse: its profile is checked as the options are."""
+    data = profiles.quick().to_dict() | {field: value}
+    with pytest.raises(ConfigError, match="is below the minimum of") as caught:
+        profiles.Profile.from_dict(data)
+    assert caught.value.field == f"profile.{field}"
+
+
+def test_the_stall_minimum_leaves_room_for_a_waiting_workers_keepalive():
+    """A worker waiting its turn reports every KEEPALIVE_S: a stall limit at or below it hangs a healthy device."""
+    from harness.workers.process import KEEPALIVE_S
+
+    assert profiles.MIN_STALL_S > KEEPALIVE_S
 
 
 def test_the_profile_is_resolved_once_with_the_self_test_sizes_and_overrides():

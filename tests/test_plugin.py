@@ -103,7 +103,7 @@ def test_one_corrupted_element_fails_the_run(pytester, tmp_path):
 @pytest.mark.slow
 def test_a_hung_test_ends_within_its_limit_as_a_failure_of_that_device(pytester, tmp_path):
     began = time.monotonic()
-    result = run_suite(pytester, "--gpu-inject", "hang", "--gpu-hang-timeout", "1", "--gpu-results", str(tmp_path))
+    result = run_suite(pytester, "--gpu-inject", "hang", "--gpu-hang-timeout", "3", "--gpu-results", str(tmp_path))
     assert time.monotonic() - began < 30
     assert result.ret == 1
     result.stdout.fnmatch_lines(["*HANG*CPU 0 (*): matmul worker no progress for 1 s*; it was killed*"])
@@ -133,6 +133,8 @@ def test_a_malformed_baseline_is_a_usage_error_naming_file_and_field(pytester, t
         (("--gpu-duration", "inf"), "argument --gpu-duration: expected a positive, finite number of seconds, got inf"),
         (("--gpu-hang-timeout", "nan"), "argument --gpu-hang-timeout: expected a positive, finite number of seconds"),
         (("--gpu-duration", "1e308"), "argument --gpu-duration: 1e308 s is more than a week"),
+        (("--gpu-hang-timeout", "1e-6"), "argument --gpu-hang-timeout: 1e-6 s is below the minimum of 3 s"),
+        (("--gpu-duration", "0.001"), "argument --gpu-duration: 0.001 s is below the minimum of 0.1 s"),
     ],
 )
 def test_bad_options_exit_4(pytester, args, message):
