@@ -179,7 +179,7 @@ def _suite_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--metrics-textfile",
-        type=Path,
+        type=options.output_file,
         metavar="FILE",
         help="also write the result as Prometheus metrics here, for node-exporter's textfile collector",
     )

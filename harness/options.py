@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -75,6 +76,44 @@ run_seconds = seconds_at_least(MIN_RUN_TIMEOUT_S, "the test process alone takes 
 def seconds_or_zero(text: str) -> float:
     """A number of seconds, where 0 turns the thing off."""
     return 0.0 if text.strip() in ("0", "0.0") else seconds(text)
+
+
+def given_path(text: str) -> Path:
+    """A file or directory name; an empty one (which would mean the current directory) is a slip."""
+    if not text:
+        raise argparse.ArgumentTypeError("expected a path, got an empty string")
+    return Path(text)
+
+
+def xid_table(text: str) -> Path:
+    """A table of Xid classifications, which must parse: checked on every device, the CPU self-test
+    included, so a bad table is found where it is given and not on the first GPU node."""
+    from harness.nvml import xid
+
+    try:
+        xid.load_table(given_path(text))
+    except ConfigError as err:
+        raise argparse.ArgumentTypeError(err.describe()) from None
+    return Path(text)
+
+
+def output_file(text: str) -> Path:
+    """A file this run will write after it burns (the metrics textfile): checked now, so a path that
+    cannot be written is a usage error before the burn, not a lost result after it. A directory
+    still to be made is made when the file is written."""
+    if not text:
+        raise argparse.ArgumentTypeError("expected a file name, got an empty string")
+    target = Path(text)
+    if target.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a directory; name a file in it")
+    if target.exists() and not target.is_file():
+        raise argparse.ArgumentTypeError(f"{text} exists and is not a regular file")
+    existing = next(p for p in (target.absolute().parent, *target.absolute().parents) if p.exists())
+    if not existing.is_dir():
+        raise argparse.ArgumentTypeError(f"{existing} is not a directory: {text} cannot be made")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise argparse.ArgumentTypeError(f"cannot write in {existing}")
+    return target
 
 
 def count(text: str) -> int:
@@ -190,16 +229,16 @@ OPTIONS: tuple[Option, ...] = (
         pytest_builtin=True,
         help="select tests by marker, as pytest -m (matmul, memory, nvlink, pcie, nccl, health)",
     ),
-    Option(name="baseline", type=Path, metavar="FILE", help="judge against this baseline file only"),
+    Option(name="baseline", type=given_path, metavar="FILE", help="judge against this baseline file only"),
     Option(
         name="baseline_dir",
-        type=Path,
+        type=given_path,
         metavar="DIR",
         help="pick each GPU model's baseline from this directory (default: the packaged baselines)",
     ),
     Option(
         name="results",
-        type=Path,
+        type=given_path,
         metavar="DIR",
         help=f"where the JSON result file goes (default: ./{DEFAULT_RESULTS})",
     ),
@@ -234,7 +273,7 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         name="xid_table",
-        type=Path,
+        type=xid_table,
         metavar="FILE",
         help="extra or changed Xid classifications, merged over the packaged table (docs/health.md)",
     ),

@@ -84,6 +84,9 @@ def test_auto_means_the_gpus_wherever_a_driver_is_installed(tmp_path, monkeypatc
         (["run", "--device", "cpu", "-m", "matmul and ("], "-m: 'matmul and (' is not a marker expression"),
         (["run", "--baseline", "a.toml", "--baseline-dir", "b"], "--baseline: give a baseline file or a baseline"),
         (["run", "--baseline", "no-such.toml"], "no-such.toml: cannot read: No such file or directory"),
+        (["run", "--device", "cpu", "--xid-table", "/nonexistent"], "--xid-table: /nonexistent: cannot read: No such"),
+        (["run", "--baseline", ""], "argument --baseline: expected a path, got an empty string"),
+        (["run", "--baseline-dir", ""], "argument --baseline-dir: expected a path, got an empty string"),
         ([], "the following arguments are required: command"),
         (["preflight", "--preflight-taint", "bad"], "argument --preflight-taint: 'bad' is not KEY[=VALUE]:NoSchedule"),
         (["periodic", "--max-unhealthy-share", "2"], "argument --max-unhealthy-share: expected a fraction from 0 to 1"),
@@ -105,6 +108,28 @@ def test_bad_input_is_one_line_exit_4_and_runs_nothing(args, message, tmp_path, 
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("gpu-burnin: error: ") and message in err, err
     assert ran == [] and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("command", ["run", "preflight", "periodic"])
+def test_a_metrics_textfile_that_cannot_be_written_is_found_before_the_burn(command, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(runner, "run_for", lambda request: pytest.fail("the suite ran"))
+    monkeypatch.setattr(runner, "run", lambda request: pytest.fail("the suite ran"))
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    for path, problem in [
+        (tmp_path, "is a directory"),
+        (blocker / "gpu-burnin.prom", "is not a directory"),
+        (tmp_path / "new" / "dir" / ".." / "gpu-burnin.prom", ""),
+        ("", "expected a file name"),
+    ]:
+        code = cli.main([command, "--device", "cpu", "--node", "n1", "--metrics-textfile", str(path), "--bogus"])
+        err = capsys.readouterr().err
+        assert code == 4
+        if problem:
+            assert err.startswith("gpu-burnin: error: argument --metrics-textfile: ") and problem in err, err
+        else:  # a directory still to be made is made when the file is written
+            assert "--metrics-textfile" not in err and "--bogus" in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]
 
 
 def test_the_version_is_printed_and_exits_0(capsys):

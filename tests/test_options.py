@@ -42,7 +42,9 @@ def test_every_option_has_a_sample_and_help():
 def test_an_option_reaches_the_child_as_the_user_gave_it(name, pytester, tmp_path):
     scenario = tmp_path / "scenario.toml"
     scenario.write_text("[[gpus]]\n")
-    replace = {"RESULTS": str(tmp_path), "sim:SCENARIO": f"sim:{scenario}", "XIDS": str(tmp_path / "xids.toml")}
+    xids = tmp_path / "xids.toml"
+    xids.write_text('schema_version = 1\n[xid.79]\nname = "X"\ndescription = "off the bus"\nbucket = "RESTART_BM"\n')
+    replace = {"RESULTS": str(tmp_path), "sim:SCENARIO": f"sim:{scenario}", "XIDS": str(xids)}
     given = [replace.get(arg, arg) for arg in SAMPLES[name]]
     parsed = cli.build_parser().parse_args(["run", *given])
     values = options.values_from(parsed)
@@ -52,6 +54,34 @@ def test_an_option_reaches_the_child_as_the_user_gave_it(name, pytester, tmp_pat
     assert again[name] == values[name] and again[name] not in (None, [])
     first, second = options.resolve(values), options.resolve({**again, "run_id": values["run_id"]})
     assert _comparable(first) == _comparable(second)
+
+
+# One bad value per option that checks its value as it is parsed.
+BAD = {
+    "device": "tpu",
+    "profile": "fast",
+    "duration": "0.001",
+    "baseline": "",
+    "baseline_dir": "",
+    "results": "",
+    "expect_gpus": "0",
+    "cpu_devices": "9",
+    "hang_timeout": "1e-6",
+    "inject": "melt",
+    "nvml": "sim:",
+    "xid_table": "/nonexistent",
+    "dcgm_level": "5",
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD))
+def test_a_bad_value_is_refused_by_both_front_ends_naming_their_own_flag(name, pytester, capsys):
+    option = options.BY_NAME[name]
+    with pytest.raises(SystemExit):
+        cli.build_parser().parse_args(["run", option.flag_for("cli"), BAD[name]])
+    assert f"gpu-burnin: error: argument {option.flag_for('cli')}: " in capsys.readouterr().err
+    with pytest.raises(pytest.UsageError, match=f"argument {option.flag_for('pytest')}: "):
+        pytester.parseconfig(option.flag_for("pytest"), BAD[name])
 
 
 def test_the_flags_follow_one_rule():

@@ -135,6 +135,8 @@ def test_a_malformed_baseline_is_a_usage_error_naming_file_and_field(pytester, t
         (("--gpu-duration", "1e308"), "argument --gpu-duration: 1e308 s is more than a week"),
         (("--gpu-hang-timeout", "1e-6"), "argument --gpu-hang-timeout: 1e-6 s is below the minimum of 3 s"),
         (("--gpu-duration", "0.001"), "argument --gpu-duration: 0.001 s is below the minimum of 0.1 s"),
+        (("--gpu-xid-table", "/nonexistent"), "argument --gpu-xid-table: /nonexistent: cannot read: No such file"),
+        (("--gpu-baseline-dir", ""), "argument --gpu-baseline-dir: expected a path, got an empty string"),
     ],
 )
 def test_bad_options_exit_4(pytester, args, message):
