@@ -50,14 +50,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     options.add_to_pytest(parser.getgroup("gpu", "gpu-burnin (GPU burn-in tests)"))
 
 
+@pytest.hookimpl(trylast=True)  # after the other plugins and conftests have registered their markers
 def pytest_configure(config: pytest.Config) -> None:
     for name, text in GROUPS.items():
         config.addinivalue_line("markers", f"{name}: {text}")
     values = options.values_from(config.option)
+    registered = [line.split(":", 1)[0].split("(", 1)[0].strip() for line in config.getini("markers")]
     try:
-        resolved = options.resolve(values)
+        resolved = options.resolve(values, markers=registered)
     except ConfigError as err:
-        raise pytest.UsageError(options.explain(err, "pytest")) from err
+        raise pytest.UsageError(options.explain(err, options.front_of(values.get("entrypoint")))) from err
     config.stash[_STATE] = BurnIn(resolved)
     config.stash[_EXPLICIT_RESULTS] = values["results"] is not None
     config.stash[_PROGRESS] = (

@@ -285,6 +285,7 @@ def _access(args: argparse.Namespace) -> entrypoints.Access:
 
 def _values(args: argparse.Namespace) -> dict[str, object]:
     values = options.values_from(args)
+    values["entrypoint"] = args.command  # the suite's own rules (-m) and gpu-burnin's flags in messages
     values["device"] = options.resolve_device(str(values["device"]))
     if args.gpu_device == "auto" and values["device"] == "cpu":
         print("gpu-burnin: no NVIDIA driver on this machine; running the CPU self-test", file=sys.stderr)

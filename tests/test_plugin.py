@@ -170,6 +170,21 @@ def test_markers_and_options_are_registered(pytester):
     )
 
 
+def test_a_marker_expression_naming_no_registered_marker_is_a_usage_error(pytester, tmp_path):
+    result = run_suite(pytester, "-m", "matmul or nvlnk", "--gpu-results", str(tmp_path))
+    assert result.ret == 4
+    result.stderr.fnmatch_lines(["ERROR: -m: unknown marker 'nvlnk'; the markers are *matmul*nvlink*"])
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_marker_registered_by_the_project_may_be_selected(pytester):
+    pytester.makeini("[pytest]\nmarkers =\n    slow: takes seconds\n")
+    pytester.makepyfile("import pytest\n@pytest.mark.slow\ndef test_a():\n    pass\ndef test_b():\n    pass\n")
+    result = pytester.runpytest("-p", "no:cacheprovider", "-m", "not slow")
+    assert result.ret == 0
+    result.stdout.fnmatch_lines(["*1 passed, 1 deselected*"])
+
+
 def test_an_ordinary_test_session_is_left_alone(pytester):
     pytester.makepyfile("def test_plain():\n    assert True\n")
     result = pytester.runpytest("-p", "no:cacheprovider")
