@@ -109,7 +109,7 @@ def pytest_runtestloop(session: pytest.Session) -> Generator[None, Any, Any]:
         try:
             state.start(items)
         except ConfigError as err:
-            raise pytest.UsageError(options.explain(err, "pytest")) from err
+            raise pytest.UsageError(options.explain(err, state.options.front)) from err
         if threading.current_thread() is threading.main_thread():
             # A pod being stopped still gets its result file: SIGTERM ends the session as Ctrl-C does.
             config.stash[_SIGTERM] = signal.signal(signal.SIGTERM, _interrupt)

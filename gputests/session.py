@@ -85,6 +85,9 @@ class BurnIn:
             startup_timeout_s=self.options.profile.startup_timeout_s,
             cpu_devices=self.options.cpu_devices,
         )
+        if not self.inventory.devices and self.options.entrypoint in ("pytest", "run"):  # preflight refuses the CPU
+            hint = f"{self.inventory.problem}; use {self.options.flag('device')} cpu for the CPU self-test"
+            self.inventory = dataclasses.replace(self.inventory, problem=hint)
         if self.mpi is not None and self.mpi.place.local_size > 1 and self.options.device == "cuda":
             self.inventory = _share(self.inventory, self.mpi.place.local_rank, self.mpi.place.local_size)
         self.baseline_for = {d.uuid: self.options.baselines.for_device(d.kind, d.name) for d in self.devices}
@@ -345,7 +348,7 @@ class BurnIn:
                 Finding(
                     code=Code.FAULT_INJECTED,
                     severity=Severity.INCOMPLETE,
-                    message=f"fault {fault} injected on purpose (--gpu-inject): this run cannot pass",
+                    message=f"fault {fault} injected on purpose ({self.options.flag('inject')}): this run cannot pass",
                     remediation=Remediation.CHECK_CONFIG,
                 )
             )

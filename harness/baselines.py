@@ -151,9 +151,10 @@ class BaselineSet:
             raise ConfigError(
                 f"this baseline covers {list(only.names)} ({only.device}), "
                 f"but this node's device is {name!r} ({kind}); "
-                "pass the baseline for this GPU model, or --gpu-baseline-dir",
+                "give the baseline for this GPU model, or a baseline directory",
                 file=only.path,
                 field="names",
+                option="baseline",
             )
         return matches[0] if matches else None
 

@@ -43,10 +43,24 @@ class _Parser(argparse.ArgumentParser):
         self.exit(int(ExitCode.USAGE), f"gpu-burnin: error: {message} (see {self.prog} --help)\n")
 
 
+class _CommandParser(_Parser):
+    """A subcommand's parser: it refuses what it does not know itself, so the error points at its
+    own help (`gpu-burnin run --help`), where the top-level parser would point at gpu-burnin's."""
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        parsed, extra = super().parse_known_args(args, namespace)
+        if extra:
+            after = "; pytest's own arguments go after --" if hasattr(parsed, "pytest_args") else ""
+            self.error(f"unrecognized arguments: {' '.join(extra)}{after}")
+        return parsed, extra
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="gpu-burnin", description="GPU burn-in tests with baselines and verdicts.")
     parser.add_argument("--version", action="version", version=f"gpu-burnin {harness.__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_CommandParser)
     run = commands.add_parser(
         "run",
         help="run the burn-in suite and print its verdict",

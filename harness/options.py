@@ -318,6 +318,15 @@ class RunOptions:
     xid_table: Path | None = None
     dcgm_level: int | None = None
 
+    @property
+    def front(self) -> Front:
+        """Whose flags the run's messages name: pytest's, or the gpu-burnin command's that started it."""
+        return front_of(self.entrypoint)
+
+    def flag(self, name: str) -> str:
+        """The flag of the option `name` in the words of the front end in use."""
+        return BY_NAME[name].flag_for(self.front)
+
 
 def add_to_argparse(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
     """The `gpu-burnin run` flags."""

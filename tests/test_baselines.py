@@ -203,6 +203,16 @@ def test_an_explicit_file_for_another_model_is_an_error_not_a_silent_skip(tmp_pa
     assert caught.value.field == "names"
 
 
+def test_another_models_file_is_explained_with_the_flags_of_the_front_end_in_use(tmp_path):
+    from harness import options
+
+    with pytest.raises(ConfigError) as caught:
+        baselines.load_one(write(tmp_path, GOOD)).for_device("cuda", "NVIDIA H100 80GB HBM3")
+    cli, pytest_words = options.explain(caught.value, "cli"), options.explain(caught.value, "pytest")
+    assert ": names: --baseline: this baseline covers" in cli and "--gpu-" not in cli
+    assert ": names: --gpu-baseline: this baseline covers" in pytest_words
+
+
 def test_two_baselines_for_one_model_is_an_error(tmp_path):
     write(tmp_path, GOOD, "a.toml")
     write(tmp_path, GOOD, "b.toml")

@@ -13,6 +13,7 @@ import pytest
 
 import harness
 from harness import cli, devices, options, results, runner
+from harness.baselines import default_dir
 from harness.records import Code, Finding, Severity
 from harness.results import ResultDocument, RunState
 from tests.helpers import alive, documents
@@ -92,6 +93,9 @@ def test_auto_means_the_gpus_wherever_a_driver_is_installed(tmp_path, monkeypatc
         (["run", "--baseline", ""], "argument --baseline: expected a path, got an empty string"),
         (["run", "--baseline-dir", ""], "argument --baseline-dir: expected a path, got an empty string"),
         ([], "the following arguments are required: command"),
+        (["run", "-q"], "unrecognized arguments: -q; pytest's own arguments go after -- (see gpu-burnin run --help)"),
+        (["status", "--bogus"], "unrecognized arguments: --bogus (see gpu-burnin status --help)"),
+        (["baseline", "propose", "r", "--baseline", "b", "-y"], ": -y (see gpu-burnin baseline propose --help)"),
         (["preflight", "--preflight-taint", "bad"], "argument --preflight-taint: 'bad' is not KEY[=VALUE]:NoSchedule"),
         (["periodic", "--max-unhealthy-share", "2"], "argument --max-unhealthy-share: expected a fraction from 0 to 1"),
         (["preflight", "--device", "cpu"], "--node: name the node: --node NAME, or NODE_NAME from the downward API"),
@@ -147,6 +151,13 @@ def test_a_results_directory_that_cannot_be_made_exits_4(tmp_path):
     done = gpu_burnin("run", "--device", "cpu", "--results", str(blocker / "results"), *FAST)
     assert done.returncode == 4
     assert f"{blocker / 'results'}: cannot create the results directory" in done.stderr
+
+
+def test_an_error_the_test_process_finds_names_gpu_burnins_flags_not_pytests(tmp_path):
+    h100 = default_dir() / "h100-sxm-80gb.toml"
+    done = gpu_burnin("run", "--device", "cpu", "--baseline", str(h100), "--results", str(tmp_path), *FAST)
+    assert done.returncode == 4
+    assert f"{h100}: names: --baseline: this baseline covers" in done.stderr and "--gpu-" not in done.stderr
 
 
 def test_a_crash_of_the_command_itself_is_incomplete_never_fail(monkeypatch, capsys):

@@ -50,7 +50,7 @@ def test_the_cpu_self_test_passes_and_leaves_one_result_where_it_was_run(pyteste
 
 def test_without_a_cuda_device_the_tests_skip_and_the_run_is_incomplete(pytester, monkeypatch):
     # Whatever this machine has, the probe finds no GPU (tests/test_devices.py runs the real probe).
-    problem = "no CUDA device (torch.cuda.is_available() is False); use --gpu-device cpu for the CPU self-test"
+    problem = "no CUDA device (torch.cuda.is_available() is False)"
     monkeypatch.setattr(devices, "_probe_cuda", lambda timeout: devices.Listing(devices=(), facts={}, problem=problem))
     result = pytester.runpytest("-p", "no:cacheprovider", "--pyargs", "gputests")
     assert result.ret == 2
