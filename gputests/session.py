@@ -85,7 +85,8 @@ class BurnIn:
             startup_timeout_s=self.options.profile.startup_timeout_s,
             cpu_devices=self.options.cpu_devices,
         )
-        if not self.inventory.devices and self.options.entrypoint in ("pytest", "run"):  # preflight refuses the CPU
+        # Where the CPU self-test is allowed and no count was expected, say how to run it.
+        if not self.devices and self.options.entrypoint in ("pytest", "run") and self.options.expect_gpus is None:
             hint = f"{self.inventory.problem}; use {self.options.flag('device')} cpu for the CPU self-test"
             self.inventory = dataclasses.replace(self.inventory, problem=hint)
         if self.mpi is not None and self.mpi.place.local_size > 1 and self.options.device == "cuda":
@@ -297,7 +298,8 @@ class BurnIn:
 
     def _session_findings(self) -> list[Finding]:
         found = []
-        if not self.devices:
+        expected = self.options.expect_gpus
+        if not self.devices and expected is None:  # nothing said how many there should be: no decision
             found.append(
                 Finding(
                     code=Code.NO_GPUS,
@@ -306,13 +308,13 @@ class BurnIn:
                     remediation=Remediation.REBOOT_NODE,
                 )
             )
-        expected = self.options.expect_gpus
-        if expected is not None and self.devices and len(self.devices) != expected:
+        if expected is not None and len(self.devices) != expected:  # none at all is the worst of it
+            seen = f"{len(self.devices)}" if self.devices else f"none ({self.inventory.problem})"
             found.append(
                 Finding(
                     code=Code.GPU_COUNT_MISMATCH,
                     severity=Severity.FAIL,
-                    message=f"expected {expected} GPUs, found {len(self.devices)}: a GPU may have fallen off the bus",
+                    message=f"expected {expected} GPUs, found {seen}: a GPU may have fallen off the bus",
                     remediation=Remediation.REBOOT_NODE,
                     details={"expected": expected, "found": len(self.devices)},
                 )

@@ -62,6 +62,14 @@ def test_without_a_cuda_device_the_tests_skip_and_the_run_is_incomplete(pytester
 
 
 @pytest.mark.slow
+def test_expected_gpus_none_of_which_is_visible_fail_the_run(pytester, monkeypatch):
+    problem = "no CUDA device (torch.cuda.is_available() is False)"
+    monkeypatch.setattr(devices, "_probe_cuda", lambda timeout: devices.Listing(devices=(), facts={}, problem=problem))
+    result = pytester.runpytest("-p", "no:cacheprovider", "--pyargs", "gputests", "--gpu-expect-gpus", "8")
+    assert result.ret == 1
+    result.stdout.fnmatch_lines(["*verdict: FAIL (0 devices): GPU_COUNT_MISMATCH: expected 8 GPUs, found none*"])
+
+
 def test_a_model_without_a_baseline_is_incomplete_but_its_figures_are_kept(pytester, tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()

@@ -42,3 +42,13 @@ def test_preflight_is_not_told_to_try_the_cpu_self_test(tmp_path, no_gpu):
     state = started(tmp_path, device="cuda", entrypoint="preflight")
     [none] = [f for f in state.findings if f.code is Code.NO_GPUS]
     assert none.message == NO_CUDA.problem
+
+
+def test_expected_gpus_that_are_all_gone_fail_the_node(tmp_path, no_gpu):
+    """A GPU that fell off the bus is a failure however many fell: --expect-gpus 8 and none visible fails."""
+    state = started(tmp_path, device="cuda", expect_gpus=8, entrypoint="run")
+    found = [f for f in state.findings if f.code in (Code.GPU_COUNT_MISMATCH, Code.NO_GPUS)]
+    assert [(f.code, f.severity) for f in found] == [(Code.GPU_COUNT_MISMATCH, Severity.FAIL)]
+    assert found[0].message.startswith("expected 8 GPUs, found none (no CUDA device (")
+    assert found[0].details == {"expected": 8, "found": 0}
+    assert state.finish().status == "fail"
