@@ -152,8 +152,9 @@ class BurnIn:
             self.findings.extend(self.watch.after(nodeid, group))
             self.doc.telemetry = self.watch.telemetry
 
-    def judge_test(self, nodeid: str, group: str) -> list[Finding]:
-        """After a test body returned: compare its figures; returns its findings that stop a pass."""
+    def judge_test(self, nodeid: str, group: str, *, finished: bool = True) -> list[Finding]:
+        """After a test body returned: compare its figures; returns its findings that stop a pass.
+        A test that did not finish is not told what it did not get to measure."""
         mine = [m for m in self.measurements if m.test == nodeid]
         # Findings that say why figures are missing, and themselves stop a pass: information (a worker
         # stopped because another failed) excuses nothing, or a device could pass without its figures.
@@ -163,11 +164,22 @@ class BurnIn:
         found = compare.findings(compare.assess(mine, self.devices, self.baseline_for))
         if self.watch is not None:
             found = [self.watch.explain(f) for f in found]
-        if group not in UNMEASURED:
+        if finished and group not in UNMEASURED:
             found += compare.missing(self.devices, self.baseline_for, mine, group=group, test=nodeid, excused=excused)
         self.findings.extend(found)
         stopping = [f for f in self.findings if f.test == nodeid and f.severity in (Severity.FAIL, Severity.INCOMPLETE)]
         return sorted(stopping, key=lambda f: f.severity is not Severity.FAIL)
+
+    def interrupted(self, nodeid: str, group: str, duration_s: float, outcomes: Iterable[Outcome]) -> None:
+        """The run was stopped while `nodeid` ran: it is recorded as interrupted (never a pass), with
+        how long it ran and what it had measured, judged as far as it goes."""
+        test = self._test(nodeid)
+        test.outcome = TestOutcome.INTERRUPTED
+        test.duration_s = round(duration_s, 3)
+        for outcome in outcomes:
+            self.add(outcome)
+        if group:
+            self.judge_test(nodeid, group, finished=False)
 
     def on_report(
         self,

@@ -234,6 +234,38 @@ def test_sigterm_still_leaves_a_finished_incomplete_result(tmp_path):
     assert "INTERRUPTED" in [f["code"] for f in doc["findings"]]
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_an_interrupted_run_says_so_once_and_keeps_the_running_tests_time_and_figures(tmp_path, stop):
+    """Ctrl-C (or a pod's SIGTERM) in the middle of matmul: once its bf16 figures are in, while fp16 burns."""
+    command = [sys.executable, "-m", "harness.cli", "run", "--device", "cpu", "-m", "matmul", "--duration", "24"]
+    process = subprocess.Popen(
+        [*command, "--results", str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(process.stdout), daemon=True)
+    reader.start()
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not any(" matmul  fp16 " in line for line in lines):
+        time.sleep(0.2)
+    assert process.poll() is None, "".join(lines)
+    process.send_signal(stop)
+    assert process.wait(timeout=60) == 2
+    reader.join(timeout=10)
+    output = "".join(lines)
+    assert output.count(f"Interrupted: the run was interrupted by {stop.name} !") == 1, output
+    assert "KeyboardInterrupt" not in output and "--full-trace" not in output and "Traceback" not in output
+    [doc] = documents(tmp_path)
+    assert doc["state"] == "finished" and doc["verdict"]["status"] == "incomplete"
+    [test] = doc["tests"]
+    assert test["outcome"] == "interrupted" and test["duration_s"] > 1.0
+    measured = {(m["metric"], m["gpu"]) for m in doc["measurements"]}
+    assert {("matmul.bf16.tflops", d["uuid"]) for d in doc["devices"]} <= measured
+    codes = {(f["code"], f["severity"]) for f in doc["findings"]}
+    assert ("INTERRUPTED", "incomplete") in codes and ("TEST_ERROR", "incomplete") not in codes, codes
+    assert not [c for c, severity in codes if severity == "fail"]
+
+
 def test_a_child_that_dies_without_a_final_result_is_finished_as_incomplete(tmp_path, capsys):
     started = dt.datetime(2026, 11, 27, tzinfo=dt.UTC)
     path = results.path_for(tmp_path, "node", "r1")

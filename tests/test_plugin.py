@@ -339,3 +339,43 @@ def test_recording_a_figure_against_its_declared_direction_is_a_bug_in_the_test(
     result = pytester.runpytest("-p", "no:cacheprovider", "--gpu-device", "cpu")
     assert result.ret == 2
     result.stdout.fnmatch_lines(["*TEST_ERROR*ValueError: matmul.fp32.tflops is better higher, not lower*"])
+
+
+INTERRUPTED_TEST = (
+    RECORDING
+    + """
+import os, signal, time
+from harness.workers.devicetest import Outcome
+
+def test_cut_short(burnin):
+    live = Outcome()
+    burnin.scope.on_outcome(live)  # as a device run does when it starts
+    live.measurements.extend(measure(burnin, ['fp32']).measurements)  # a figure that arrived
+    time.sleep(0.3)
+    os.kill(os.getpid(), signal.SIGNAME)
+    time.sleep(30)
+
+def test_never_reached(burnin):
+    pass
+"""
+)
+
+
+@pytest.mark.parametrize("name", ["SIGINT", "SIGTERM"])
+def test_an_interrupted_test_is_recorded_as_interrupted_with_its_duration_and_figures(pytester, tmp_path, name):
+    pytester.makepyfile(INTERRUPTED_TEST.replace("SIGNAME", name))
+    args = ("-p", "no:cacheprovider", "--gpu-device", "cpu", "--gpu-results", str(tmp_path))
+    result = pytester.runpytest_subprocess(*args)
+    assert result.ret == 2
+    output = result.stdout.str() + result.stderr.str()
+    assert output.count(f"Interrupted: the run was interrupted by {name} !") == 1, output  # one line says so
+    assert "KeyboardInterrupt" not in output and "--full-trace" not in output
+    doc = only_result(tmp_path)
+    assert doc["state"] == "finished" and doc["verdict"]["status"] == "incomplete"
+    cut, never = doc["tests"]
+    assert cut["outcome"] == "interrupted" and cut["duration_s"] >= 0.3
+    assert never["outcome"] == "not-run"
+    devices = [d["uuid"] for d in doc["devices"]]
+    assert [(m["metric"], m["gpu"]) for m in doc["measurements"]] == [("matmul.fp32.tflops", d) for d in devices]
+    assert "MISSING_MEASUREMENT" not in {f["code"] for f in doc["findings"]}  # it was not its fault
+    assert f"INTERRUPTED: the run was interrupted by {name} before it finished" in doc["verdict"]["reasons"]
