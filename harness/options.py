@@ -22,7 +22,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from harness import baselines, devices, results
+from harness import baselines, devices, markexpr, results
 from harness.baselines import BaselineSet
 from harness.errors import ConfigError
 from harness.profiles import GROUPS, MIN_DURATION_S, MIN_STALL_S, MIN_STARTUP_S, PROFILES, Profile, by_name
@@ -400,7 +400,7 @@ def resolve(values: Mapping[str, Any], *, markers: Collection[str] = ()) -> RunO
         raise ConfigError("sets the CPU self-test's devices: it needs --device cpu", option="cpu_devices")
     loaded = baselines.load_one(baseline) if baseline else baselines.load_dir(baseline_dir or baselines.default_dir())
     if values.get("markexpr"):
-        _check_markexpr(values["markexpr"], front_of(values.get("entrypoint")), markers)
+        markexpr.check(values["markexpr"], suite=front_of(values.get("entrypoint")) == "cli", registered=markers)
     return RunOptions(
         device=device,
         profile=profile,
@@ -434,60 +434,6 @@ def check_fault_devices(chosen: RunOptions) -> None:
     for fault in chosen.faults:
         if found and fault.device not in indices:
             raise ConfigError(f"{fault} names device {fault.device}; this node has {indices}", option="inject")
-
-
-def _check_markexpr(expression: str, front: Front, registered: Collection[str]) -> None:
-    """Parse -m as pytest will, so a typo is a one-line usage error before anything starts: a bad
-    expression, a name that is no marker (`nvlnk`), or, for the suite gpu-burnin runs, an expression
-    that selects none of its tests (each has one group marker). Under pytest itself the markers
-    are the groups and those the project registered (its own tests may be marked `slow`)."""
-    try:
-        from _pytest.mark.expression import Expression  # pytest's own parser; no public API offers it
-    except ImportError:  # a pytest that moved it: pytest itself still refuses a bad expression
-        return
-    try:
-        compiled = Expression.compile(expression)
-    except Exception as err:  # noqa: BLE001 - SyntaxError in pytest 9, ParseError before
-        detail = str(err).replace(" (<pytest match expression>, line 1)", "")
-        raise ConfigError(f"{expression!r} is not a marker expression: {detail}", option="markexpr") from None
-    known = [*GROUPS, *sorted(set(registered) - set(GROUPS))] if front == "pytest" else list(GROUPS)
-    unknown = [name for name in _marker_names(compiled) if name not in known]
-    if unknown:
-        raise ConfigError(f"unknown marker {unknown[0]!r}; the markers are {', '.join(known)}", option="markexpr")
-    if front == "cli" and not any(compiled.evaluate(_only(group)) for group in GROUPS):
-        raise ConfigError(
-            f"{expression!r} selects no test: each test has one of the markers {', '.join(GROUPS)}",
-            option="markexpr",
-        )
-
-
-def _only(group: str) -> Callable[..., bool]:
-    """The matcher of a test marked with `group` alone, as each test of the suite is."""
-
-    def match(name: str, /, **kwargs: object) -> bool:
-        return name == group and not kwargs
-
-    return match
-
-
-def _marker_names(compiled: Any, most: int = 4096) -> list[str]:
-    """Every name a compiled -m expression looks at. `and` and `or` stop early, so one evaluation
-    sees only some names: evaluate under each true/false choice of the names seen so far until no
-    new one appears (an expression names a few markers: a handful of evaluations)."""
-    seen: list[str] = []
-    true: set[str] = set()
-
-    def match(name: str, /, **kwargs: object) -> bool:
-        if name not in seen:
-            seen.append(name)
-        return name in true
-
-    tried = 0
-    while tried < min(2 ** len(seen), most):
-        true = {name for i, name in enumerate(seen) if tried >> i & 1}
-        compiled.evaluate(match)
-        tried += 1
-    return seen
 
 
 def _faults(given: Sequence[Fault | str]) -> list[Fault]:

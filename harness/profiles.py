@@ -24,7 +24,7 @@ GROUPS = {
     "pcie": "PCIe bandwidth between host and GPUs",
     "nccl": "NCCL all-reduce across GPUs",
     "health": "NVML health before and after the suite",
-    "dcgm": "DCGM diagnostics (dcgmi diag): only when --gpu-dcgm-level is given",
+    "dcgm": "DCGM diagnostics (dcgmi diag): only when a DCGM level is given (--dcgm-level, --gpu-dcgm-level)",
 }
 """Every test group: its pytest marker, the first part of its metric names, its profile section."""
 STRESS = ("matmul", "memory", "nvlink", "pcie", "nccl")

@@ -4,7 +4,7 @@ import argparse
 
 import pytest
 
-from harness import cli, options, profiles, runner
+from harness import cli, markexpr, options, profiles, runner
 from harness.baselines import default_dir
 from harness.errors import ConfigError
 from harness.workers.faults import Fault
@@ -150,3 +150,16 @@ def _comparable(chosen: options.RunOptions) -> tuple:
         chosen.faults,
         chosen.selection,
     )
+
+
+@pytest.mark.parametrize("expression", ["(matmul and memory) or (nccl and nvlnk)", "not (matmul or nvlnk)"])
+def test_every_name_of_a_marker_expression_is_checked_however_and_or_stop_early(expression):
+    with pytest.raises(ConfigError, match="unknown marker 'nvlnk'"):
+        markexpr.check(expression, suite=True)
+
+
+def test_under_pytest_the_registered_markers_count_and_any_selection_is_the_users():
+    markexpr.check("not slow", suite=False, registered=["slow", "xfail"])
+    markexpr.check("matmul and memory", suite=False)  # pytest selects nothing: the plugin's verdict says so
+    with pytest.raises(ConfigError, match="selects no test"):
+        markexpr.check("matmul and memory", suite=True)
