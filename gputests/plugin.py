@@ -43,6 +43,8 @@ _HANDLERS = pytest.StashKey[dict[int, Any]]()
 """The signal handlers this plugin replaced, to put back."""
 _STOPPED_BY = pytest.StashKey[str]()
 """The signal that interrupted the run."""
+_TESTS_OVER = pytest.StashKey[bool]()
+"""The tests have ended: a signal now lets the result be finished."""
 _PROGRESS = pytest.StashKey[ProgressLines | None]()
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -125,7 +127,10 @@ def pytest_runtestloop(session: pytest.Session) -> Generator[None, Any, Any]:
             handler = _interrupt(config)
             previous: dict[int, Any] = {signum: signal.signal(signum, handler) for signum in STOP_SIGNALS}
             config.stash[_HANDLERS] = previous
-    return (yield)
+    try:
+        return (yield)
+    finally:
+        config.stash[_TESTS_OVER] = True
 
 
 @pytest.fixture
@@ -337,11 +342,11 @@ def _write_live(config: pytest.Config, text: str) -> None:
 
 def _interrupt(config: pytest.Config) -> Callable[[int, Any], None]:
     """The handler of SIGINT and SIGTERM: the first ends the session, with the running test recorded
-    as interrupted; any later one is ignored, so that the result file is still finished (the
-    `gpu-burnin run` watchdog kills a run that does not stop in time)."""
+    as interrupted; a later one, or one once the tests are over, is ignored, so that the result file
+    is still finished (the `gpu-burnin run` watchdog kills a run that does not stop in time)."""
 
     def interrupt(signum: int, frame: Any) -> None:
-        if _STOPPED_BY in config.stash:
+        if _STOPPED_BY in config.stash or config.stash.get(_TESTS_OVER, False):
             return
         config.stash[_STOPPED_BY] = name = signal.Signals(signum).name
         raise Interrupted(f"the run was interrupted by {name}")
