@@ -17,6 +17,7 @@ import math
 import os
 import signal
 import threading
+import time
 from collections.abc import Callable, Generator
 from typing import Any
 
@@ -30,7 +31,7 @@ from harness.devices import Device
 from harness.errors import ConfigError
 from harness.nvml.dcgm import findings as dcgm_findings
 from harness.nvml.dcgm import run_diag
-from harness.profiles import GROUPS, Profile
+from harness.profiles import GROUPS, Profile, direction_of
 from harness.records import Code, Finding
 from harness.workers import Progress
 from harness.workers.devicetest import Outcome, Scope
@@ -39,8 +40,20 @@ DCGM_TIMEOUT_S = {1: 300.0, 2: 900.0, 3: 3600.0, 4: 7200.0}
 """How long each dcgmi diag level may take: DCGM's own estimates, doubled."""
 _STATE = pytest.StashKey[BurnIn]()
 _EXPLICIT_RESULTS = pytest.StashKey[bool]()
-_SIGTERM = pytest.StashKey[Any]()
+_HANDLERS = pytest.StashKey[dict[int, Any]]()
+"""The signal handlers this plugin replaced, to put back."""
+_STOPPED_BY = pytest.StashKey[str]()
+"""The signal that interrupted the run."""
+_TESTS_OVER = pytest.StashKey[bool]()
+"""The tests have ended: a signal now lets the result be finished."""
 _PROGRESS = pytest.StashKey[ProgressLines | None]()
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class Interrupted(KeyboardInterrupt):
+    """The run was stopped by a signal (Ctrl-C, a pod's SIGTERM). A KeyboardInterrupt, so that no
+    `except Exception` swallows it, and pytest ends the session as it does for Ctrl-C; its own
+    name keeps pytest from printing its traceback hint: one line says what happened."""
 
 
 class Judged(pytest.fail.Exception):  # type: ignore[misc,name-defined]
@@ -51,15 +64,18 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     options.add_to_pytest(parser.getgroup("gpu", "gpu-burnin (GPU burn-in tests)"))
 
 
+@pytest.hookimpl(trylast=True)  # after the other plugins and conftests have registered their markers
 def pytest_configure(config: pytest.Config) -> None:
     for name, text in GROUPS.items():
         config.addinivalue_line("markers", f"{name}: {text}")
     values = options.values_from(config.option)
+    registered = [line.split(":", 1)[0].split("(", 1)[0].strip() for line in config.getini("markers")]
     try:
         internal = options.Internal.from_env(os.environ)  # set by a gpu-burnin command for its child
-        resolved = options.resolve({**values, **(internal.values() if internal else {})})
+        values = {**values, **(internal.values() if internal else {})}
+        resolved = options.resolve(values, markers=registered)
     except ConfigError as err:
-        raise pytest.UsageError(options.explain(err, "pytest")) from err
+        raise pytest.UsageError(options.explain(err, options.front_of(values.get("entrypoint")))) from err
     config.stash[_STATE] = BurnIn(resolved, parent_holds_lock=internal is not None)
     config.stash[_EXPLICIT_RESULTS] = values["results"] is not None
     config.stash[_PROGRESS] = (
@@ -68,9 +84,8 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    previous = config.stash.get(_SIGTERM, None)
-    if previous is not None:
-        signal.signal(signal.SIGTERM, previous)
+    for signum, previous in config.stash.get(_HANDLERS, {}).items():
+        signal.signal(signum, previous)
 
 
 @pytest.hookimpl(wrapper=True)
@@ -109,11 +124,16 @@ def pytest_runtestloop(session: pytest.Session) -> Generator[None, Any, Any]:
         try:
             state.start(items)
         except ConfigError as err:
-            raise pytest.UsageError(options.explain(err, "pytest")) from err
+            raise pytest.UsageError(options.explain(err, state.options.front)) from err
         if threading.current_thread() is threading.main_thread():
             # A pod being stopped still gets its result file: SIGTERM ends the session as Ctrl-C does.
-            config.stash[_SIGTERM] = signal.signal(signal.SIGTERM, _interrupt)
-    return (yield)
+            handler = _interrupt(config)
+            previous: dict[int, Any] = {signum: signal.signal(signum, handler) for signum in STOP_SIGNALS}
+            config.stash[_HANDLERS] = previous
+    try:
+        return (yield)
+    finally:
+        config.stash[_TESTS_OVER] = True
 
 
 @pytest.fixture
@@ -128,7 +148,9 @@ def burnin(request: pytest.FixtureRequest) -> Recorder:
     if not state.devices:
         pytest.skip(state.inventory.problem)
     progress = request.config.stash[_PROGRESS]
-    return Recorder(state, request.node.nodeid, group, progress.for_test(group) if progress else None)
+    recorder = Recorder(state, request.node.nodeid, group, progress.for_test(group) if progress else None)
+    request.node.stash[_RECORDER] = recorder  # for an interrupt: what the test had measured
+    return recorder
 
 
 class Recorder:
@@ -139,6 +161,9 @@ class Recorder:
         self.test = test
         self.group = group
         self._on_progress = on_progress
+        self._live: list[Outcome] = []
+        """The test's device runs' outcomes, as they fill in."""
+        self._recorded: list[Outcome] = []
 
     @property
     def devices(self) -> tuple[Device, ...]:
@@ -151,7 +176,9 @@ class Recorder:
     @property
     def scope(self) -> Scope:
         """What a device test runs on (harness.workers.devicetest)."""
-        return dataclasses.replace(self._state.scope(self.test, self.group), on_progress=self._on_progress)
+        return dataclasses.replace(
+            self._state.scope(self.test, self.group), on_progress=self._on_progress, on_outcome=self._live.append
+        )
 
     def health(self) -> list[Finding]:
         """The health rules on a fresh snapshot; skips, saying why, when there is no health data."""
@@ -167,12 +194,39 @@ class Recorder:
         return dcgm_findings(report, {d.index: d.uuid for d in self.devices}, test=self.test)
 
     def record(self, outcome: Outcome) -> None:
+        self._check(outcome)
+        self._recorded.append(outcome)
+        self._state.add(outcome)
+
+    def unrecorded(self) -> list[Outcome]:
+        """What the test's device runs had gathered and the test had not recorded yet (it was
+        interrupted): figures that break the rules of `record` are left out."""
+        kept = []
+        for outcome in self._live:
+            if any(outcome is done for done in self._recorded):
+                continue
+            try:
+                self._check(outcome)
+            except ValueError:
+                continue
+            kept.append(outcome)
+        return kept
+
+    def _check(self, outcome: Outcome) -> None:
         for m in outcome.measurements:
             if m.group != self.group or m.test != self.test:
                 raise ValueError(f"{m.metric} from {m.test!r} recorded by {self.test} ({self.group})")
             if not math.isfinite(m.value):
                 raise ValueError(f"{m.metric} of {m.gpu} is {m.value}: a figure must be a finite number")
-        self._state.add(outcome)
+            declared = direction_of(m.metric)
+            if declared is None:
+                raise ValueError(f"{m.metric} is not a metric of harness.profiles.METRICS: declare its direction there")
+            if m.direction is not declared:
+                raise ValueError(f"{m.metric} is better {declared}, not {m.direction} (harness.profiles.METRICS)")
+
+
+_RECORDER = pytest.StashKey[Recorder]()
+"""A test's Recorder, kept on its item."""
 
 
 @pytest.hookimpl(wrapper=True)
@@ -212,8 +266,16 @@ def pytest_runtest_makereport(
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Generator[None, Any, Any]:
-    result = yield
     state = item.config.stash[_STATE]
+    began = time.perf_counter()
+    try:
+        result = yield
+    except KeyboardInterrupt:  # pytest reports nothing for a test it was running: say it was interrupted
+        if state.active:
+            recorder = item.stash.get(_RECORDER, None)
+            kept = recorder.unrecorded() if recorder is not None else []
+            state.interrupted(item.nodeid, group_of(item), time.perf_counter() - began, kept)
+        raise
     if state.active:
         state.checkpoint()  # after every test, so a run killed later keeps what it measured
     return result
@@ -223,7 +285,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     state = session.config.stash.get(_STATE, None)
     if state is None or not state.active or exitstatus == pytest.ExitCode.USAGE_ERROR:
         return
-    session.exitstatus = int(state.finish(_abnormal(exitstatus)).exit_code)
+    stopped_by = session.config.stash.get(_STOPPED_BY, "")
+    session.exitstatus = int(state.finish(_abnormal(exitstatus, stopped_by)).exit_code)
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
@@ -252,12 +315,13 @@ def group_of(item: pytest.Item) -> str:
     return ""
 
 
-def _abnormal(exitstatus: int) -> tuple[Code, str] | None:
-    """Why pytest's own exit status blocks a pass, if it does."""
+def _abnormal(exitstatus: int, stopped_by: str = "") -> tuple[Code, str] | None:
+    """Why pytest's own exit status blocks a pass, if it does; `stopped_by`, the signal that stopped it."""
     if exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED, pytest.ExitCode.NO_TESTS_COLLECTED):
         return None  # failures are judged test by test; no tests is judged by the verdict
     if exitstatus == pytest.ExitCode.INTERRUPTED:
-        return Code.INTERRUPTED, "the run was interrupted before it finished"
+        by = f" by {stopped_by}" if stopped_by else ""
+        return Code.INTERRUPTED, f"the run was interrupted{by} before it finished"
     if exitstatus == pytest.ExitCode.INTERNAL_ERROR:
         return Code.TEST_ERROR, "pytest reported an internal error (see its output)"
     return Code.TEST_ERROR, f"pytest ended with exit status {exitstatus}"
@@ -279,5 +343,15 @@ def _write_live(config: pytest.Config, text: str) -> None:
         reporter.write_line(text)
 
 
-def _interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
+def _interrupt(config: pytest.Config) -> Callable[[int, Any], None]:
+    """The handler of SIGINT and SIGTERM: the first ends the session, with the running test recorded
+    as interrupted; a later one, or one once the tests are over, is ignored, so that the result file
+    is still finished (the `gpu-burnin run` watchdog kills a run that does not stop in time)."""
+
+    def interrupt(signum: int, frame: Any) -> None:
+        if _STOPPED_BY in config.stash or config.stash.get(_TESTS_OVER, False):
+            return
+        config.stash[_STOPPED_BY] = name = signal.Signals(signum).name
+        raise Interrupted(f"the run was interrupted by {name}")
+
+    return interrupt

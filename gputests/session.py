@@ -91,6 +91,10 @@ class BurnIn:
             startup_timeout_s=self.options.profile.startup_timeout_s,
             cpu_devices=self.options.cpu_devices,
         )
+        # Where the CPU self-test is allowed and no count was expected, say how to run it.
+        if not self.devices and self.options.entrypoint in ("pytest", "run") and self.options.expect_gpus is None:
+            hint = f"{self.inventory.problem}; use {self.options.flag('device')} cpu for the CPU self-test"
+            self.inventory = dataclasses.replace(self.inventory, problem=hint)
         if self.mpi is not None and self.mpi.place.local_size > 1 and self.options.device == "cuda":
             self.inventory = _share(self.inventory, self.mpi.place.local_rank, self.mpi.place.local_size)
         self.baseline_for = {d.uuid: self.options.baselines.for_device(d.kind, d.name) for d in self.devices}
@@ -164,8 +168,9 @@ class BurnIn:
             self.findings.extend(self.watch.after(nodeid, group))
             self.doc.telemetry = self.watch.telemetry
 
-    def judge_test(self, nodeid: str, group: str) -> list[Finding]:
-        """After a test body returned: compare its figures; returns its findings that stop a pass."""
+    def judge_test(self, nodeid: str, group: str, *, finished: bool = True) -> list[Finding]:
+        """After a test body returned: compare its figures; returns its findings that stop a pass.
+        A test that did not finish is not told what it did not get to measure."""
         mine = [m for m in self.measurements if m.test == nodeid]
         # Findings that say why figures are missing, and themselves stop a pass: information (a worker
         # stopped because another failed) excuses nothing, or a device could pass without its figures.
@@ -175,11 +180,22 @@ class BurnIn:
         found = compare.findings(compare.assess(mine, self.devices, self.baseline_for))
         if self.watch is not None:
             found = [self.watch.explain(f) for f in found]
-        if group not in UNMEASURED:
+        if finished and group not in UNMEASURED:
             found += compare.missing(self.devices, self.baseline_for, mine, group=group, test=nodeid, excused=excused)
         self.findings.extend(found)
         stopping = [f for f in self.findings if f.test == nodeid and f.severity in (Severity.FAIL, Severity.INCOMPLETE)]
         return sorted(stopping, key=lambda f: f.severity is not Severity.FAIL)
+
+    def interrupted(self, nodeid: str, group: str, duration_s: float, outcomes: Iterable[Outcome]) -> None:
+        """The run was stopped while `nodeid` ran: it is recorded as interrupted (never a pass), with
+        how long it ran and what it had measured, judged as far as it goes."""
+        test = self._test(nodeid)
+        test.outcome = TestOutcome.INTERRUPTED
+        test.duration_s = round(duration_s, 3)
+        for outcome in outcomes:
+            self.add(outcome)
+        if group:
+            self.judge_test(nodeid, group, finished=False)
 
     def on_report(
         self,
@@ -311,7 +327,8 @@ class BurnIn:
 
     def _session_findings(self) -> list[Finding]:
         found = []
-        if not self.devices and self.options.gpu_node:
+        expected = self.options.expect_gpus
+        if not self.devices and expected is None and self.options.gpu_node:
             found.append(
                 Finding(
                     code=Code.GPU_MISSING,
@@ -320,7 +337,7 @@ class BurnIn:
                     remediation=Remediation.REBOOT_NODE,
                 )
             )
-        elif not self.devices:
+        elif not self.devices and expected is None:  # nothing said how many there should be: no decision
             found.append(
                 Finding(
                     code=Code.NO_GPUS,
@@ -329,13 +346,13 @@ class BurnIn:
                     remediation=Remediation.REBOOT_NODE,
                 )
             )
-        expected = self.options.expect_gpus
-        if expected is not None and self.devices and len(self.devices) != expected:
+        if expected is not None and len(self.devices) != expected:  # none at all is the worst of it
+            seen = f"{len(self.devices)}" if self.devices else f"none ({self.inventory.problem})"
             found.append(
                 Finding(
                     code=Code.GPU_COUNT_MISMATCH,
                     severity=Severity.FAIL,
-                    message=f"expected {expected} GPUs, found {len(self.devices)}: a GPU may have fallen off the bus",
+                    message=f"expected {expected} GPUs, found {seen}: a GPU may have fallen off the bus",
                     remediation=Remediation.REBOOT_NODE,
                     details={"expected": expected, "found": len(self.devices)},
                 )
@@ -371,7 +388,7 @@ class BurnIn:
                 Finding(
                     code=Code.FAULT_INJECTED,
                     severity=Severity.INCOMPLETE,
-                    message=f"fault {fault} injected on purpose (--gpu-inject): this run cannot pass",
+                    message=f"fault {fault} injected on purpose ({self.options.flag('inject')}): this run cannot pass",
                     remediation=Remediation.CHECK_CONFIG,
                 )
             )

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import ConfigError
+from harness.profiles import METRICS, direction_of
 from harness.records import Direction
 
 SCHEMA_VERSION = 1
@@ -150,9 +151,10 @@ class BaselineSet:
             raise ConfigError(
                 f"this baseline covers {list(only.names)} ({only.device}), "
                 f"but this node's device is {name!r} ({kind}); "
-                "pass the baseline for this GPU model, or --gpu-baseline-dir",
+                "give the baseline for this GPU model, or a baseline directory",
                 file=only.path,
                 field="names",
+                option="baseline",
             )
         return matches[0] if matches else None
 
@@ -250,6 +252,15 @@ class _Parser:
             direction = Direction(direction_text)
         except ValueError:
             raise self.fail(f"{where}.direction", f"is {direction_text!r}; expected 'higher' or 'lower'") from None
+        declared = direction_of(name)
+        if declared is None:
+            known = ", ".join(METRICS)
+            raise self.fail(where, f"no test measures it; the tests measure {known}")
+        if direction is not declared:
+            raise self.fail(
+                f"{where}.direction",
+                f"is {direction_text!r}; {name} is better {declared}: the direction is the test's, not the file's",
+            )
         bound, other = ("floor", "ceiling") if direction is Direction.HIGHER else ("ceiling", "floor")
         if other in spec:
             raise self.fail(f"{where}.{other}", f"a metric where {direction} is better takes '{bound}', not '{other}'")

@@ -52,10 +52,24 @@ class _Parser(argparse.ArgumentParser):
         self.exit(int(ExitCode.USAGE), f"gpu-burnin: error: {message} (see {self.prog} --help)\n")
 
 
+class _CommandParser(_Parser):
+    """A subcommand's parser: it refuses what it does not know itself, so the error points at its
+    own help (`gpu-burnin run --help`), where the top-level parser would point at gpu-burnin's."""
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        parsed, extra = super().parse_known_args(args, namespace)
+        if extra:
+            after = "; pytest's own arguments go after --" if hasattr(parsed, "pytest_args") else ""
+            self.error(f"unrecognized arguments: {' '.join(extra)}{after}")
+        return parsed, extra
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="gpu-burnin", description="GPU burn-in tests with baselines and verdicts.")
     parser.add_argument("--version", action="version", version=f"gpu-burnin {harness.__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_CommandParser)
     run = commands.add_parser(
         "run",
         help="run the burn-in suite and print its verdict",
@@ -181,14 +195,14 @@ def _suite_arguments(parser: argparse.ArgumentParser) -> None:
     options.add_to_argparse(parser)
     parser.add_argument(
         "--timeout",
-        type=options.seconds,
+        type=options.run_seconds,
         metavar="SECONDS",
-        help=f"kill the whole run after this long (default {options.TIMEOUT_BASE_S:.0f} s + "
-        f"{options.TIMEOUT_PER_DURATION} x duration)",
+        help=f"kill the whole run after this long, at least {options.MIN_RUN_TIMEOUT_S:g} s "
+        f"(default {options.TIMEOUT_BASE_S:.0f} s + {options.TIMEOUT_PER_DURATION} x duration)",
     )
     parser.add_argument(
         "--metrics-textfile",
-        type=Path,
+        type=options.output_file,
         metavar="FILE",
         help="also write the result as Prometheus metrics here, for node-exporter's textfile collector",
     )
@@ -301,6 +315,7 @@ def _values(args: argparse.Namespace, *, node: bool = False) -> dict[str, object
     """The run options as parsed. For a node's verdict (`node`), `auto` means the GPUs: a node whose
     driver is not visible is not a node to run the CPU self-test on."""
     values = options.values_from(args)
+    values["entrypoint"] = args.command  # the suite's own rules (-m) and gpu-burnin's flags in messages
     values["device"] = "cuda" if node and values["device"] == "auto" else options.resolve_device(str(values["device"]))
     if args.gpu_device == "auto" and values["device"] == "cpu":
         print("gpu-burnin: no NVIDIA driver on this machine; running the CPU self-test", file=sys.stderr)

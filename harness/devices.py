@@ -189,7 +189,7 @@ def probe_worker(job: None, channel: Channel) -> None:
             Listing(
                 devices=(),
                 facts=facts,
-                problem=f"no CUDA device ({reason}); use --gpu-device cpu for the CPU self-test",
+                problem=f"no CUDA device ({reason})",
                 nvml=seen,
             )
         )

@@ -18,14 +18,15 @@ import argparse
 import dataclasses
 import json
 import math
-from collections.abc import Callable, Mapping, Sequence
+import os
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from harness import baselines, devices, results
+from harness import baselines, devices, markexpr, results
 from harness.baselines import BaselineSet
 from harness.errors import ConfigError
-from harness.profiles import PROFILES, Profile, by_name
+from harness.profiles import GROUPS, MIN_DURATION_S, MIN_STALL_S, MIN_STARTUP_S, PROFILES, Profile, by_name
 from harness.workers import faults
 from harness.workers.faults import Fault
 
@@ -36,6 +37,8 @@ TIMEOUT_PER_DURATION = 6
 """The default watchdog: ten minutes plus six times the burn duration (one per test group)."""
 MAX_SECONDS = 7 * 24 * 3600.0
 """No duration or timeout is longer than a week: a larger figure is a typo, not a plan."""
+MIN_RUN_TIMEOUT_S = MIN_STARTUP_S
+"""The shortest watchdog for a whole run: less than one worker's start-up."""
 DEFAULT_RESULTS = Path("gpu-burnin-results")
 ENTRYPOINTS = ("pytest", "run", "preflight", "periodic")
 MAX_CPU_DEVICES = 8
@@ -54,9 +57,64 @@ def seconds(text: str) -> float:
     return value
 
 
+def seconds_at_least(minimum: float, why: str) -> Callable[[str], float]:
+    """A number of seconds, as `seconds`, of at least `minimum`; `why` says what less would do."""
+
+    def parse(text: str) -> float:
+        value = seconds(text)
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{text} s is below the minimum of {minimum:g} s: {why}")
+        return value
+
+    return parse
+
+
+burn_seconds = seconds_at_least(MIN_DURATION_S, "a burn that short is a slip, not a test")
+stall_seconds = seconds_at_least(MIN_STALL_S, "a healthy device would be declared hung between two progress reports")
+run_seconds = seconds_at_least(MIN_RUN_TIMEOUT_S, "the test process alone takes that long to start")
+
+
 def seconds_or_zero(text: str) -> float:
     """A number of seconds, where 0 turns the thing off."""
     return 0.0 if text.strip() in ("0", "0.0") else seconds(text)
+
+
+def given_path(text: str) -> Path:
+    """A file or directory name; an empty one (which would mean the current directory) is a slip."""
+    if not text:
+        raise argparse.ArgumentTypeError("expected a path, got an empty string")
+    return Path(text)
+
+
+def xid_table(text: str) -> Path:
+    """A table of Xid classifications, which must parse: checked on every device, the CPU self-test
+    included, so a bad table is found where it is given and not on the first GPU node."""
+    from harness.nvml import xid
+
+    try:
+        xid.load_table(given_path(text))
+    except ConfigError as err:
+        raise argparse.ArgumentTypeError(err.describe()) from None
+    return Path(text)
+
+
+def output_file(text: str) -> Path:
+    """A file this run will write after it burns (the metrics textfile): checked now, so a path that
+    cannot be written is a usage error before the burn, not a lost result after it. A directory
+    still to be made is made when the file is written."""
+    if not text:
+        raise argparse.ArgumentTypeError("expected a file name, got an empty string")
+    target = Path(text)
+    if target.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a directory; name a file in it")
+    if target.exists() and not target.is_file():
+        raise argparse.ArgumentTypeError(f"{text} exists and is not a regular file")
+    existing = next(p for p in (target.absolute().parent, *target.absolute().parents) if p.exists())
+    if not existing.is_dir():
+        raise argparse.ArgumentTypeError(f"{existing} is not a directory: {text} cannot be made")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise argparse.ArgumentTypeError(f"cannot write in {existing}")
+    return target
 
 
 def count(text: str) -> int:
@@ -159,24 +217,30 @@ OPTIONS: tuple[Option, ...] = (
         default="quick",
         help="how long and hard to burn: quick (preflight), standard (periodic), soak",
     ),
-    Option(name="duration", type=seconds, metavar="SECONDS", help="seconds each test burns (default: the profile's)"),
+    Option(
+        name="duration",
+        type=burn_seconds,
+        metavar="SECONDS",
+        help=f"seconds each test burns, at least {MIN_DURATION_S:g} (default: the profile's)",
+    ),
     Option(
         name="markexpr",
         flag="-m",
         metavar="MARKEXPR",
         pytest_builtin=True,
-        help="select tests by marker, as pytest -m (matmul, memory, nvlink, pcie, nccl, health)",
+        help=f"select tests by marker, as pytest -m ({', '.join(GROUPS)}); an unknown marker, or an expression "
+        "that selects no test, is an error",
     ),
-    Option(name="baseline", type=Path, metavar="FILE", help="judge against this baseline file only"),
+    Option(name="baseline", type=given_path, metavar="FILE", help="judge against this baseline file only"),
     Option(
         name="baseline_dir",
-        type=Path,
+        type=given_path,
         metavar="DIR",
         help="pick each GPU model's baseline from this directory (default: the packaged baselines)",
     ),
     Option(
         name="results",
-        type=Path,
+        type=given_path,
         metavar="DIR",
         help=f"where the JSON result file goes (default: ./{DEFAULT_RESULTS})",
     ),
@@ -190,9 +254,9 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         name="hang_timeout",
-        type=seconds,
+        type=stall_seconds,
         metavar="SECONDS",
-        help="seconds without progress before a device worker is declared hung",
+        help=f"seconds without progress before a device worker is declared hung, at least {MIN_STALL_S:g}",
     ),
     Option(
         name="inject",
@@ -211,7 +275,7 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         name="xid_table",
-        type=Path,
+        type=xid_table,
         metavar="FILE",
         help="extra or changed Xid classifications, merged over the packaged table (docs/health.md)",
     ),
@@ -250,6 +314,15 @@ class RunOptions:
     """`real`, or `sim:FILE`."""
     xid_table: Path | None = None
     dcgm_level: int | None = None
+
+    @property
+    def front(self) -> Front:
+        """Whose flags the run's messages name: pytest's, or the gpu-burnin command's that started it."""
+        return front_of(self.entrypoint)
+
+    def flag(self, name: str) -> str:
+        """The flag of the option `name` in the words of the front end in use."""
+        return BY_NAME[name].flag_for(self.front)
 
 
 CHILD_ENV = "GPU_BURNIN_CHILD"
@@ -338,8 +411,15 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def resolve(values: Mapping[str, Any]) -> RunOptions:
-    """Every option checked together and resolved, once. Raises ConfigError; changes nothing."""
+def front_of(entrypoint: str | None) -> Front:
+    """The front end a run's user typed: pytest itself, or a gpu-burnin command (whose pytest child
+    speaks to the same user, so it uses gpu-burnin's flags)."""
+    return "pytest" if (entrypoint or "pytest") == "pytest" else "cli"
+
+
+def resolve(values: Mapping[str, Any], *, markers: Collection[str] = ()) -> RunOptions:
+    """Every option checked together and resolved, once. Raises ConfigError; changes nothing.
+    `markers`: those pytest has registered, when pytest is the front end."""
     device = resolve_device(values.get("device") or "cuda")
     profile = by_name(values.get("profile") or "quick")
     if device == "cpu":
@@ -355,7 +435,7 @@ def resolve(values: Mapping[str, Any]) -> RunOptions:
         raise ConfigError("sets the CPU self-test's devices: it needs --device cpu", option="cpu_devices")
     loaded = baselines.load_one(baseline) if baseline else baselines.load_dir(baseline_dir or baselines.default_dir())
     if values.get("markexpr"):
-        _check_markexpr(values["markexpr"])
+        markexpr.check(values["markexpr"], suite=front_of(values.get("entrypoint")) == "cli", registered=markers)
     return RunOptions(
         device=device,
         profile=profile,
@@ -390,19 +470,6 @@ def check_fault_devices(chosen: RunOptions) -> None:
     for fault in chosen.faults:
         if found and fault.device not in indices:
             raise ConfigError(f"{fault} names device {fault.device}; this node has {indices}", option="inject")
-
-
-def _check_markexpr(expression: str) -> None:
-    """Parse -m as pytest will, so a typo is a one-line usage error before anything starts."""
-    try:
-        from _pytest.mark.expression import Expression  # pytest's own parser; no public API offers it
-    except ImportError:  # a pytest that moved it: pytest itself still refuses a bad expression
-        return
-    try:
-        Expression.compile(expression)
-    except Exception as err:  # noqa: BLE001 - SyntaxError in pytest 9, ParseError before
-        detail = str(err).replace(" (<pytest match expression>, line 1)", "")
-        raise ConfigError(f"{expression!r} is not a marker expression: {detail}", option="markexpr") from None
 
 
 def _faults(given: Sequence[Fault | str]) -> list[Fault]:

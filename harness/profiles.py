@@ -10,10 +10,12 @@ overrides the duration on either device.
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 from collections.abc import Mapping
 from typing import Any
 
 from harness.errors import ConfigError
+from harness.records import Direction
 
 GROUPS = {
     "matmul": "matrix-multiply throughput with a silent-data-corruption check",
@@ -22,11 +24,42 @@ GROUPS = {
     "pcie": "PCIe bandwidth between host and GPUs",
     "nccl": "NCCL all-reduce across GPUs",
     "health": "NVML health before and after the suite",
-    "dcgm": "DCGM diagnostics (dcgmi diag): only when --gpu-dcgm-level is given",
+    "dcgm": "DCGM diagnostics (dcgmi diag): only when a DCGM level is given (--dcgm-level, --gpu-dcgm-level)",
 }
 """Every test group: its pytest marker, the first part of its metric names, its profile section."""
 STRESS = ("matmul", "memory", "nvlink", "pcie", "nccl")
 """The groups whose tests load the GPUs: health snapshots and telemetry are taken around them."""
+
+METRICS: dict[str, Direction] = {
+    "matmul.*.tflops": Direction.HIGHER,
+    "memory.coverage": Direction.HIGHER,
+    "memory.verify.gbps": Direction.HIGHER,
+    "memory.bad_words": Direction.LOWER,
+    "pcie.*.gbps": Direction.HIGHER,
+    "nvlink.*.gbps": Direction.HIGHER,
+    "nccl.allreduce.*.busbw": Direction.HIGHER,
+}
+"""Every metric the tests measure (shell patterns, one per family) and which way is better.
+The direction is the test's, declared here once: a baseline that says otherwise is refused
+(a floor read as a ceiling passes any figure), and so is a figure a test records otherwise.
+A test that adds a metric adds its family here; a latency is better lower."""
+
+
+def direction_of(metric: str) -> Direction | None:
+    """Which way `metric` is better, or None when no test measures it."""
+    for pattern, direction in METRICS.items():
+        if fnmatch.fnmatchcase(metric, pattern):
+            return direction
+    return None
+
+MIN_DURATION_S = 0.1
+"""The shortest burn: less is a slip (milliseconds typed as seconds), not a test."""
+MIN_STALL_S = 3.0
+"""The shortest hang (stall) timeout. A worker waiting its turn reports every 2 s
+(harness.workers.process.KEEPALIVE_S), one burning every window: a shorter limit
+declares a healthy device hung, and a hang is a failure that takes the node out."""
+MIN_STARTUP_S = 10.0
+"""The shortest start-up limit: importing torch and starting CUDA take seconds on a busy node."""
 
 CPU_DURATION_CAP_S = 4.0
 """The CPU self-test burns at most this long per test, whatever the profile (not --duration)."""
@@ -119,9 +152,15 @@ class Profile:
     nccl: NcclProfile = GPU_NCCL
 
     def __post_init__(self) -> None:
-        for field in ("duration_s", "hang_timeout_s", "startup_timeout_s"):
-            if not getattr(self, field) > 0:
-                raise ConfigError(f"must be positive, got {getattr(self, field)}", field=f"profile.{field}")
+        for field, minimum in (
+            ("duration_s", MIN_DURATION_S),
+            ("hang_timeout_s", MIN_STALL_S),
+            ("startup_timeout_s", MIN_STARTUP_S),
+        ):
+            if not getattr(self, field) >= minimum:
+                raise ConfigError(
+                    f"{getattr(self, field)} s is below the minimum of {minimum:g} s", field=f"profile.{field}"
+                )
         if self.warmup_s < 0:
             raise ConfigError(f"must be at least 0, got {self.warmup_s}", field="profile.warmup_s")
 

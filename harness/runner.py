@@ -112,8 +112,14 @@ def _watch_over(request: RunRequest, this: _Run) -> Ended:
     stopping: list[tuple[int, float]] = []
 
     def forward(signum: int, frame: Any) -> None:
+        # The same signal, to the test process alone: it stops its own workers, records the test it
+        # was running as interrupted, and says which signal it was. Once: past the grace, _stop kills.
         stopping.append((signum, time.monotonic()))
-        _signal_group(child, signal.SIGTERM)
+        if len(stopping) == 1:
+            try:
+                child.send_signal(signum)
+            except ProcessLookupError:
+                pass
 
     previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:

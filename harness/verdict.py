@@ -43,6 +43,8 @@ class TestOutcome(StrEnum):
     SKIPPED = "skipped"
     NOT_RUN = "not-run"
     """It never reported (the run was cut short)."""
+    INTERRUPTED = "interrupted"
+    """It was running when the run was stopped (Ctrl-C, SIGTERM): never a pass; what it measured is kept."""
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import baselines, results
+from harness import baselines, profiles, results
 from harness.errors import ConfigError
 from harness.records import Direction
 from tests.helpers import REPO
@@ -136,6 +136,43 @@ def test_a_malformed_file_names_the_file_and_the_field(tmp_path, change, field):
     assert str(caught.value).startswith(f"{path}: {field}: ")
 
 
+@pytest.mark.parametrize(
+    ("metric", "direction", "bound"),
+    [
+        ("matmul.bf16.tflops", "lower", "ceiling"),
+        ("memory.verify.gbps", "lower", "ceiling"),
+        ("memory.coverage", "lower", "ceiling"),
+        ("nccl.allreduce.8gib.busbw", "lower", "ceiling"),
+        ("memory.bad_words", "higher", "floor"),
+    ],
+)
+def test_a_baseline_cannot_turn_a_floor_into_a_ceiling(tmp_path, metric, direction, bound):
+    """The test decides which way is better: a file saying otherwise would pass any figure."""
+    text = GOOD.replace("matmul.bf16.tflops", metric).replace('"higher"', f'"{direction}"')
+    path = write(tmp_path, text.replace("floor = 100.0", f"{bound} = 100.0"))
+    with pytest.raises(ConfigError) as caught:
+        baselines.load_file(path)
+    field = f"metrics.{metric!r}.direction"
+    assert (caught.value.file, caught.value.field) == (str(path), field)
+    assert f"is {direction!r}; {metric} is better" in str(caught.value)
+
+
+@pytest.mark.parametrize("metric", ["matmul.bf16.gflops", "nvlnk.p2p.gbps", "memory.coverage_ratio", "pcie.h2d"])
+def test_a_metric_no_test_measures_is_an_error(tmp_path, metric):
+    """A misspelt metric would never be measured, so never judged: refused, naming what the tests measure."""
+    path = write(tmp_path, GOOD.replace("matmul.bf16.tflops", metric))
+    with pytest.raises(ConfigError, match="no test measures it; the tests measure matmul") as caught:
+        baselines.load_file(path)
+    assert caught.value.field == f"metrics.{metric!r}"
+
+
+def test_the_tests_declare_the_direction_of_every_metric_the_baselines_name():
+    loaded = baselines.load_dir(baselines.default_dir())
+    for baseline in loaded.baselines:
+        for name, spec in baseline.metrics.items():
+            assert profiles.direction_of(name) is spec.direction, (baseline.path.name, name)
+
+
 def test_a_missing_provenance_is_an_error(tmp_path):
     text = re.sub(r'\[metrics\."matmul\.bf16\.tflops"\.provenance\][^\[]*$', "", GOOD)
     with pytest.raises(ConfigError, match="say where this threshold came from"):
@@ -164,6 +201,16 @@ def test_an_explicit_file_for_another_model_is_an_error_not_a_silent_skip(tmp_pa
     with pytest.raises(ConfigError, match="this node's device is 'NVIDIA H100 80GB HBM3'") as caught:
         chosen.for_device("cuda", "NVIDIA H100 80GB HBM3")
     assert caught.value.field == "names"
+
+
+def test_another_models_file_is_explained_with_the_flags_of_the_front_end_in_use(tmp_path):
+    from harness import options
+
+    with pytest.raises(ConfigError) as caught:
+        baselines.load_one(write(tmp_path, GOOD)).for_device("cuda", "NVIDIA H100 80GB HBM3")
+    cli, pytest_words = options.explain(caught.value, "cli"), options.explain(caught.value, "pytest")
+    assert ": names: --baseline: this baseline covers" in cli and "--gpu-" not in cli
+    assert ": names: --gpu-baseline: this baseline covers" in pytest_words
 
 
 def test_two_baselines_for_one_model_is_an_error(tmp_path):

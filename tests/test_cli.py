@@ -13,6 +13,7 @@ import pytest
 
 import harness
 from harness import cli, devices, entrypoints, options, results, runner
+from harness.baselines import default_dir
 from harness.kube import actions
 from harness.records import Code, Finding, Severity
 from harness.results import ResultDocument, RunState
@@ -73,14 +74,28 @@ def test_auto_means_the_gpus_wherever_a_driver_is_installed(tmp_path, monkeypatc
         (["run", "--duration", "1e308"], "argument --duration: 1e308 s is more than a week"),
         (["run", "--hang-timeout", "inf"], "argument --hang-timeout: expected a positive, finite number of seconds"),
         (["run", "--timeout", "nan"], "argument --timeout: expected a positive, finite number of seconds, got nan"),
+        (["run", "--hang-timeout", "1e-6"], "argument --hang-timeout: 1e-6 s is below the minimum of 3 s"),
+        (["run", "--duration", "0.001"], "argument --duration: 0.001 s is below the minimum of 0.1 s"),
+        (["run", "--timeout", "1"], "argument --timeout: 1 s is below the minimum of 10 s"),
+        (["preflight", "--hang-timeout", "0.5"], "argument --hang-timeout: 0.5 s is below the minimum of 3 s"),
         (["run", "--expect-gpus", "0"], "argument --expect-gpus: expected at least 1, got 0"),
         (["run", "--device", "cpu", "--expect-gpus", "8"], "--expect-gpus: counts GPUs: it cannot be used with"),
         (["run", "--inject", "melt"], "argument --inject: unknown fault 'melt'"),
         (["run", "--device", "cpu", "--inject", "hang:3"], "--inject: hang:3 names device 3; this node has [0, 1]"),
         (["run", "--device", "cpu", "-m", "matmul and ("], "-m: 'matmul and (' is not a marker expression"),
+        (["run", "--device", "cpu", "-m", "nvlnk"], "-m: unknown marker 'nvlnk'; the markers are matmul, memory,"),
+        (["run", "--device", "cpu", "-m", "matmul or nvlnk"], "-m: unknown marker 'nvlnk'; the markers are"),
+        (["run", "--device", "cpu", "-m", "matmul and memory"], "-m: 'matmul and memory' selects no test: each"),
+        (["periodic", "--node", "n1", "-m", "slow"], "-m: unknown marker 'slow'; the markers are matmul"),
         (["run", "--baseline", "a.toml", "--baseline-dir", "b"], "--baseline: give a baseline file or a baseline"),
         (["run", "--baseline", "no-such.toml"], "no-such.toml: cannot read: No such file or directory"),
+        (["run", "--device", "cpu", "--xid-table", "/nonexistent"], "--xid-table: /nonexistent: cannot read: No such"),
+        (["run", "--baseline", ""], "argument --baseline: expected a path, got an empty string"),
+        (["run", "--baseline-dir", ""], "argument --baseline-dir: expected a path, got an empty string"),
         ([], "the following arguments are required: command"),
+        (["run", "-q"], "unrecognized arguments: -q; pytest's own arguments go after -- (see gpu-burnin run --help)"),
+        (["status", "--bogus"], "unrecognized arguments: --bogus (see gpu-burnin status --help)"),
+        (["baseline", "propose", "r", "--baseline", "b", "-y"], ": -y (see gpu-burnin baseline propose --help)"),
         (["preflight", "--preflight-taint", "bad"], "argument --preflight-taint: 'bad' is not KEY[=VALUE]:NoSchedule"),
         (["periodic", "--max-unhealthy-share", "2"], "argument --max-unhealthy-share: expected a fraction from 0 to 1"),
         (["preflight", "--device", "cpu"], "--node: name the node: --node NAME, or NODE_NAME from the downward API"),
@@ -145,6 +160,28 @@ def test_bad_input_is_one_line_exit_4_and_runs_nothing(args, message, tmp_path, 
     assert ran == [] and list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("command", ["run", "preflight", "periodic"])
+def test_a_metrics_textfile_that_cannot_be_written_is_found_before_the_burn(command, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(runner, "run_for", lambda request: pytest.fail("the suite ran"))
+    monkeypatch.setattr(runner, "run", lambda request: pytest.fail("the suite ran"))
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    for path, problem in [
+        (tmp_path, "is a directory"),
+        (blocker / "gpu-burnin.prom", "is not a directory"),
+        (tmp_path / "new" / "dir" / ".." / "gpu-burnin.prom", ""),
+        ("", "expected a file name"),
+    ]:
+        code = cli.main([command, "--device", "cpu", "--node", "n1", "--metrics-textfile", str(path), "--bogus"])
+        err = capsys.readouterr().err
+        assert code == 4
+        if problem:
+            assert err.startswith("gpu-burnin: error: argument --metrics-textfile: ") and problem in err, err
+        else:  # a directory still to be made is made when the file is written
+            assert "--metrics-textfile" not in err and "--bogus" in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]
+
+
 def test_the_version_is_printed_and_exits_0(capsys):
     assert cli.main(["--version"]) == 0
     assert capsys.readouterr().out.strip() == f"gpu-burnin {harness.__version__}"
@@ -156,6 +193,13 @@ def test_a_results_directory_that_cannot_be_made_exits_4(tmp_path):
     done = gpu_burnin("run", "--device", "cpu", "--results", str(blocker / "results"), *FAST)
     assert done.returncode == 4
     assert f"{blocker / 'results'}: cannot create the results directory" in done.stderr
+
+
+def test_an_error_the_test_process_finds_names_gpu_burnins_flags_not_pytests(tmp_path):
+    h100 = default_dir() / "h100-sxm-80gb.toml"
+    done = gpu_burnin("run", "--device", "cpu", "--baseline", str(h100), "--results", str(tmp_path), *FAST)
+    assert done.returncode == 4
+    assert f"{h100}: names: --baseline: this baseline covers" in done.stderr and "--gpu-" not in done.stderr
 
 
 def test_a_crash_of_the_command_itself_is_incomplete_never_fail(monkeypatch, capsys):
@@ -230,6 +274,38 @@ def test_sigterm_still_leaves_a_finished_incomplete_result(tmp_path):
     [doc] = documents(tmp_path)
     assert doc["verdict"]["status"] == "incomplete"
     assert "INTERRUPTED" in [f["code"] for f in doc["findings"]]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_an_interrupted_run_says_so_once_and_keeps_the_running_tests_time_and_figures(tmp_path, stop):
+    """Ctrl-C (or a pod's SIGTERM) in the middle of matmul: once its bf16 figures are in, while fp16 burns."""
+    command = [sys.executable, "-m", "harness.cli", "run", "--device", "cpu", "-m", "matmul", "--duration", "24"]
+    process = subprocess.Popen(
+        [*command, "--results", str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(process.stdout), daemon=True)
+    reader.start()
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not any(" matmul  fp16 " in line for line in lines):
+        time.sleep(0.2)
+    assert process.poll() is None, "".join(lines)
+    process.send_signal(stop)
+    assert process.wait(timeout=60) == 2
+    reader.join(timeout=10)
+    output = "".join(lines)
+    assert output.count(f"Interrupted: the run was interrupted by {stop.name} !") == 1, output
+    assert "KeyboardInterrupt" not in output and "--full-trace" not in output and "Traceback" not in output
+    [doc] = documents(tmp_path)
+    assert doc["state"] == "finished" and doc["verdict"]["status"] == "incomplete"
+    [test] = doc["tests"]
+    assert test["outcome"] == "interrupted" and test["duration_s"] > 1.0
+    measured = {(m["metric"], m["gpu"]) for m in doc["measurements"]}
+    assert {("matmul.bf16.tflops", d["uuid"]) for d in doc["devices"]} <= measured
+    codes = {(f["code"], f["severity"]) for f in doc["findings"]}
+    assert ("INTERRUPTED", "incomplete") in codes and ("TEST_ERROR", "incomplete") not in codes, codes
+    assert not [c for c, severity in codes if severity == "fail"]
 
 
 def test_a_child_that_dies_without_a_final_result_is_finished_as_incomplete(tmp_path, capsys):

@@ -26,7 +26,7 @@ def test_without_cuda_the_inventory_is_empty_and_says_why():
     found = devices.discover("cuda", startup_timeout_s=60)
     assert found.devices == ()
     assert found.problem.startswith("no CUDA device (")
-    assert "use --gpu-device cpu" in found.problem
+    assert "--gpu-" not in found.problem  # the front end in use adds its own hint (gputests/session.py)
     assert found.host["nvml"].startswith("NVML could not start: NVMLError_LibraryNotFound")
 
 

@@ -4,7 +4,7 @@ import argparse
 
 import pytest
 
-from harness import cli, options, runner
+from harness import cli, markexpr, options, profiles, runner
 from harness.baselines import default_dir
 from harness.errors import ConfigError
 from harness.workers.faults import Fault
@@ -40,7 +40,9 @@ def test_every_option_has_a_sample_and_help():
 def test_an_option_reaches_the_child_as_the_user_gave_it(name, pytester, tmp_path):
     scenario = tmp_path / "scenario.toml"
     scenario.write_text("[[gpus]]\n")
-    replace = {"RESULTS": str(tmp_path), "sim:SCENARIO": f"sim:{scenario}", "XIDS": str(tmp_path / "xids.toml")}
+    xids = tmp_path / "xids.toml"
+    xids.write_text('schema_version = 1\n[xid.79]\nname = "X"\ndescription = "off the bus"\nbucket = "RESTART_BM"\n')
+    replace = {"RESULTS": str(tmp_path), "sim:SCENARIO": f"sim:{scenario}", "XIDS": str(xids)}
     given = [replace.get(arg, arg) for arg in SAMPLES[name]]
     parsed = cli.build_parser().parse_args(["run", *given])
     values = options.values_from(parsed)
@@ -51,6 +53,34 @@ def test_an_option_reaches_the_child_as_the_user_gave_it(name, pytester, tmp_pat
     run_id = "20261207T000000Z-abcdef"  # not an option: the child gets it from its parent (options.Internal)
     first, second = options.resolve({**values, "run_id": run_id}), options.resolve({**again, "run_id": run_id})
     assert _comparable(first) == _comparable(second)
+
+
+# One bad value per option that checks its value as it is parsed.
+BAD = {
+    "device": "tpu",
+    "profile": "fast",
+    "duration": "0.001",
+    "baseline": "",
+    "baseline_dir": "",
+    "results": "",
+    "expect_gpus": "0",
+    "cpu_devices": "9",
+    "hang_timeout": "1e-6",
+    "inject": "melt",
+    "nvml": "sim:",
+    "xid_table": "/nonexistent",
+    "dcgm_level": "5",
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD))
+def test_a_bad_value_is_refused_by_both_front_ends_naming_their_own_flag(name, pytester, capsys):
+    option = options.BY_NAME[name]
+    with pytest.raises(SystemExit):
+        cli.build_parser().parse_args(["run", option.flag_for("cli"), BAD[name]])
+    assert f"gpu-burnin: error: argument {option.flag_for('cli')}: " in capsys.readouterr().err
+    with pytest.raises(pytest.UsageError, match=f"argument {option.flag_for('pytest')}: "):
+        pytester.parseconfig(option.flag_for("pytest"), BAD[name])
 
 
 def test_the_flags_follow_one_rule():
@@ -67,6 +97,25 @@ def test_values_are_checked_as_they_are_parsed():
     with pytest.raises(argparse.ArgumentTypeError, match="unknown fault 'melt'"):
         options.fault("melt")
     assert options.fault("nccl.hang:3") == Fault(kind="hang", device=3, group="nccl")
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("hang_timeout_s", 1e-6), ("hang_timeout_s", 1.0), ("startup_timeout_s", 0.5), ("duration_s", 0.001)],
+)
+def test_a_profile_from_a_result_file_keeps_every_time_limit_above_its_minimum(field, value):
+    """A result file is read back by the report and by preflight's reuse: its profile is checked as the options are."""
+    data = profiles.quick().to_dict() | {field: value}
+    with pytest.raises(ConfigError, match="is below the minimum of") as caught:
+        profiles.Profile.from_dict(data)
+    assert caught.value.field == f"profile.{field}"
+
+
+def test_the_stall_minimum_leaves_room_for_a_waiting_workers_keepalive():
+    """A worker waiting its turn reports every KEEPALIVE_S: a stall limit at or below it hangs a healthy device."""
+    from harness.workers.process import KEEPALIVE_S
+
+    assert profiles.MIN_STALL_S > KEEPALIVE_S
 
 
 def test_the_profile_is_resolved_once_with_the_self_test_sizes_and_overrides():
@@ -100,3 +149,16 @@ def _comparable(chosen: options.RunOptions) -> tuple:
         chosen.faults,
         chosen.selection,
     )
+
+
+@pytest.mark.parametrize("expression", ["(matmul and memory) or (nccl and nvlnk)", "not (matmul or nvlnk)"])
+def test_every_name_of_a_marker_expression_is_checked_however_and_or_stop_early(expression):
+    with pytest.raises(ConfigError, match="unknown marker 'nvlnk'"):
+        markexpr.check(expression, suite=True)
+
+
+def test_under_pytest_the_registered_markers_count_and_any_selection_is_the_users():
+    markexpr.check("not slow", suite=False, registered=["slow", "xfail"])
+    markexpr.check("matmul and memory", suite=False)  # pytest selects nothing: the plugin's verdict says so
+    with pytest.raises(ConfigError, match="selects no test"):
+        markexpr.check("matmul and memory", suite=True)

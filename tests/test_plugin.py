@@ -50,7 +50,7 @@ def test_the_cpu_self_test_passes_and_leaves_one_result_where_it_was_run(pyteste
 
 def test_without_a_cuda_device_the_tests_skip_and_the_run_is_incomplete(pytester, monkeypatch):
     # Whatever this machine has, the probe finds no GPU (tests/test_devices.py runs the real probe).
-    problem = "no CUDA device (torch.cuda.is_available() is False); use --gpu-device cpu for the CPU self-test"
+    problem = "no CUDA device (torch.cuda.is_available() is False)"
     monkeypatch.setattr(devices, "_probe_cuda", lambda timeout: devices.Listing(devices=(), facts={}, problem=problem))
     result = pytester.runpytest("-p", "no:cacheprovider", "--pyargs", "gputests")
     assert result.ret == 2
@@ -62,6 +62,14 @@ def test_without_a_cuda_device_the_tests_skip_and_the_run_is_incomplete(pytester
 
 
 @pytest.mark.slow
+def test_expected_gpus_none_of_which_is_visible_fail_the_run(pytester, monkeypatch):
+    problem = "no CUDA device (torch.cuda.is_available() is False)"
+    monkeypatch.setattr(devices, "_probe_cuda", lambda timeout: devices.Listing(devices=(), facts={}, problem=problem))
+    result = pytester.runpytest("-p", "no:cacheprovider", "--pyargs", "gputests", "--gpu-expect-gpus", "8")
+    assert result.ret == 1
+    result.stdout.fnmatch_lines(["*verdict: FAIL (0 devices): GPU_COUNT_MISMATCH: expected 8 GPUs, found none*"])
+
+
 def test_a_model_without_a_baseline_is_incomplete_but_its_figures_are_kept(pytester, tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -103,10 +111,10 @@ def test_one_corrupted_element_fails_the_run(pytester, tmp_path):
 @pytest.mark.slow
 def test_a_hung_test_ends_within_its_limit_as_a_failure_of_that_device(pytester, tmp_path):
     began = time.monotonic()
-    result = run_suite(pytester, "--gpu-inject", "hang", "--gpu-hang-timeout", "1", "--gpu-results", str(tmp_path))
+    result = run_suite(pytester, "--gpu-inject", "hang", "--gpu-hang-timeout", "3", "--gpu-results", str(tmp_path))
     assert time.monotonic() - began < 30
     assert result.ret == 1
-    result.stdout.fnmatch_lines(["*HANG*CPU 0 (*): matmul worker no progress for 1 s*; it was killed*"])
+    result.stdout.fnmatch_lines(["*HANG*CPU 0 (*): matmul worker no progress for 3 s*; it was killed*"])
     result.stdout.fnmatch_lines(["gpu-burnin verdict: FAIL (2 devices): HANG: CPU 0 (*)*", "*1 failed*"])
     assert "passed" not in result.stdout.lines[-1]
     doc = only_result(tmp_path)
@@ -133,6 +141,10 @@ def test_a_malformed_baseline_is_a_usage_error_naming_file_and_field(pytester, t
         (("--gpu-duration", "inf"), "argument --gpu-duration: expected a positive, finite number of seconds, got inf"),
         (("--gpu-hang-timeout", "nan"), "argument --gpu-hang-timeout: expected a positive, finite number of seconds"),
         (("--gpu-duration", "1e308"), "argument --gpu-duration: 1e308 s is more than a week"),
+        (("--gpu-hang-timeout", "1e-6"), "argument --gpu-hang-timeout: 1e-6 s is below the minimum of 3 s"),
+        (("--gpu-duration", "0.001"), "argument --gpu-duration: 0.001 s is below the minimum of 0.1 s"),
+        (("--gpu-xid-table", "/nonexistent"), "argument --gpu-xid-table: /nonexistent: cannot read: No such file"),
+        (("--gpu-baseline-dir", ""), "argument --gpu-baseline-dir: expected a path, got an empty string"),
     ],
 )
 def test_bad_options_exit_4(pytester, args, message):
@@ -164,6 +176,21 @@ def test_markers_and_options_are_registered(pytester):
     helptext.stdout.fnmatch_lines(
         ["gpu-burnin (GPU burn-in tests):", "*--gpu-device={cuda,cpu,auto}*", "*--gpu-results=DIR*"]
     )
+
+
+def test_a_marker_expression_naming_no_registered_marker_is_a_usage_error(pytester, tmp_path):
+    result = run_suite(pytester, "-m", "matmul or nvlnk", "--gpu-results", str(tmp_path))
+    assert result.ret == 4
+    result.stderr.fnmatch_lines(["ERROR: -m: unknown marker 'nvlnk'; the markers are *matmul*nvlink*"])
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_marker_registered_by_the_project_may_be_selected(pytester):
+    pytester.makeini("[pytest]\nmarkers =\n    slow: takes seconds\n")
+    pytester.makepyfile("import pytest\n@pytest.mark.slow\ndef test_a():\n    pass\ndef test_b():\n    pass\n")
+    result = pytester.runpytest("-p", "no:cacheprovider", "-m", "not slow")
+    assert result.ret == 0
+    result.stdout.fnmatch_lines(["*1 passed, 1 deselected*"])
 
 
 def test_an_ordinary_test_session_is_left_alone(pytester):
@@ -301,3 +328,54 @@ def test_recording_another_groups_metric_is_a_bug_in_the_test(pytester):
     result = pytester.runpytest("-p", "no:cacheprovider", "--gpu-device", "cpu")
     assert result.ret == 2
     result.stdout.fnmatch_lines(["*TEST_ERROR*ValueError: nccl.busbw from * recorded by *test_wrong (matmul)*"])
+
+
+def test_recording_a_figure_against_its_declared_direction_is_a_bug_in_the_test(pytester):
+    pytester.makepyfile(
+        RECORDING + "def test_wrong(burnin):\n    m = measure(burnin, ['fp32']).measurements[0]\n"
+        "    m = m.__class__(**{**m.to_dict(), 'direction': Direction.LOWER})\n"
+        "    burnin.record(Outcome(measurements=[m]))\n"
+    )
+    result = pytester.runpytest("-p", "no:cacheprovider", "--gpu-device", "cpu")
+    assert result.ret == 2
+    result.stdout.fnmatch_lines(["*TEST_ERROR*ValueError: matmul.fp32.tflops is better higher, not lower*"])
+
+
+INTERRUPTED_TEST = (
+    RECORDING
+    + """
+import os, signal, time
+from harness.workers.devicetest import Outcome
+
+def test_cut_short(burnin):
+    live = Outcome()
+    burnin.scope.on_outcome(live)  # as a device run does when it starts
+    live.measurements.extend(measure(burnin, ['fp32']).measurements)  # a figure that arrived
+    time.sleep(0.3)
+    os.kill(os.getpid(), signal.SIGNAME)
+    time.sleep(30)
+
+def test_never_reached(burnin):
+    pass
+"""
+)
+
+
+@pytest.mark.parametrize("name", ["SIGINT", "SIGTERM"])
+def test_an_interrupted_test_is_recorded_as_interrupted_with_its_duration_and_figures(pytester, tmp_path, name):
+    pytester.makepyfile(INTERRUPTED_TEST.replace("SIGNAME", name))
+    args = ("-p", "no:cacheprovider", "--gpu-device", "cpu", "--gpu-results", str(tmp_path))
+    result = pytester.runpytest_subprocess(*args)
+    assert result.ret == 2
+    output = result.stdout.str() + result.stderr.str()
+    assert output.count(f"Interrupted: the run was interrupted by {name} !") == 1, output  # one line says so
+    assert "KeyboardInterrupt" not in output and "--full-trace" not in output
+    doc = only_result(tmp_path)
+    assert doc["state"] == "finished" and doc["verdict"]["status"] == "incomplete"
+    cut, never = doc["tests"]
+    assert cut["outcome"] == "interrupted" and cut["duration_s"] >= 0.3
+    assert never["outcome"] == "not-run"
+    devices = [d["uuid"] for d in doc["devices"]]
+    assert [(m["metric"], m["gpu"]) for m in doc["measurements"]] == [("matmul.fp32.tflops", d) for d in devices]
+    assert "MISSING_MEASUREMENT" not in {f["code"] for f in doc["findings"]}  # it was not its fault
+    assert f"INTERRUPTED: the run was interrupted by {name} before it finished" in doc["verdict"]["reasons"]

@@ -41,8 +41,10 @@ def run(scope: Scope) -> Outcome:
     results: dict[int, dict[str, BurnResult]] = {i: {} for i in range(len(devices))}
     with DeviceRun(scope, worker, jobs, busy_s=busy) as device_run:
         for device, message in device_run.messages(until=Burned):
-            if isinstance(message, BurnResult):
+            if isinstance(message, BurnResult):  # measured as it arrives: an interrupted run keeps it
                 results[devices.index(device)][message.dtype] = message
+                device_run.measure(device, metric_name(message.dtype), message.windows, "TFLOP/s", Direction.HIGHER)
+                _self_check(device_run, device, message)
         found = crosscheck.disagreements(devices, results)
         asked = crosscheck.requests(found)
         for i, device in enumerate(devices):
@@ -53,10 +55,6 @@ def run(scope: Scope) -> Outcome:
             if isinstance(message, Rows)
         }
 
-    for i, device in enumerate(devices):
-        for result in results[i].values():
-            device_run.measure(device, metric_name(result.dtype), result.windows, "TFLOP/s", Direction.HIGHER)
-            _self_check(device_run, device, result)
     for d in found:
         _cross_check(device_run, d, crosscheck.bad_elements(d, asked, replies))
     return device_run.outcome

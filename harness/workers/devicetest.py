@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 
 J = TypeVar("J")
 M = TypeVar("M", bound=Message)
+INTERRUPTED = "the run was interrupted"
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -55,6 +56,9 @@ class Scope:
     """Faults to inject, by device index."""
     on_progress: Callable[[Device, Progress], None] | None = None
     """Called with every progress message, for progress lines."""
+    on_outcome: Callable[[Outcome], None] | None = None
+    """Called with each device run's outcome as the run starts: it fills in as figures arrive,
+    so a run interrupted in the middle of a test keeps what the test had measured."""
     baselines: Mapping[str, Baseline | None] = dataclasses.field(default_factory=dict)
     """Each device's baseline by UUID, for a test whose findings depend on what its model
     requires (the baselines judge the figures afterwards, in any case)."""
@@ -171,6 +175,9 @@ class DeviceRun(Generic[J]):
         self.scope = scope
         self.limits = Limits.for_work(scope.profile, busy_s)
         self.outcome = Outcome()
+        if scope.on_outcome is not None:
+            scope.on_outcome(self.outcome)
+        self._interrupted = False
         self._fired: set[int] = set()
         cpu_share = max(1, len(scope.devices))
         assignments = [
@@ -197,12 +204,14 @@ class DeviceRun(Generic[J]):
         return self
 
     def __exit__(self, exc_type: object, *rest: object) -> None:
+        # Interrupted (Ctrl-C, SIGTERM): the workers are stopped, not judged; they did nothing wrong.
+        self._interrupted = isinstance(exc_type, type) and issubclass(exc_type, KeyboardInterrupt)
         try:
             if exc_type is None:
                 for _ in self._handled(self._group.messages(until=Done)):
                     pass
         finally:
-            self._group.stop()
+            self._group.stop(INTERRUPTED if self._interrupted else "")
         for i, device in enumerate(self.scope.devices):
             self._ended(i, device, self._group.end(i))
 
@@ -309,7 +318,10 @@ class DeviceRun(Generic[J]):
 
     def _ended(self, i: int, device: Device, end: WorkerEnd) -> None:
         group = self.scope.group
-        if end.status is WorkerStatus.HUNG:
+        if self._interrupted and end.status in (WorkerStatus.STOPPED, WorkerStatus.CRASHED):
+            text = f"{group} worker stopped during {end.phase}: {INTERRUPTED}"
+            self.finding(device, Code.INTERRUPTED, Severity.INFO, text, phase=end.phase)
+        elif end.status is WorkerStatus.HUNG:
             text = f"{group} worker {end.error}; it was killed"
             # Work that started and then stopped is the device's failure, as DCGM judges it; a worker that
             # never started, or kept going past its limit, stops a decision without judging the device.
