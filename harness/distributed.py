@@ -17,6 +17,8 @@ Across nodes, the same test runs under MPI (`mpiexec`): `Mpi` is mpi4py's world,
 which gives each process its rank, the processes on its host, and a way to agree
 on the meeting place and gather results. mpi4py is imported only when an MPI
 launcher started this process (`launched_by_mpi`), since importing it initialises MPI.
+The meeting place must be reachable from every node: `Mpi.choose_meeting_host`
+picks its address (harness/addresses.py) and refuses a loopback one.
 """
 
 from __future__ import annotations
@@ -30,6 +32,9 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
+
+from harness import addresses
+from harness.errors import ConfigError
 
 if TYPE_CHECKING:
     import torch
@@ -265,6 +270,8 @@ class Mpi:
         )
         local.Free()
         self._tag = 100
+        self.meeting_host = ""
+        """Where rank 0 hosts the all-reduce's meeting place (`choose_meeting_host`)."""
 
     def gather(self, value: Any, *, limit_s: float, missing: Any = Stuck) -> list[Any] | None:
         """Every rank's `value` in rank order, on rank 0; None elsewhere. With `missing`, a rank
@@ -296,6 +303,32 @@ class Mpi:
     def allgather(self, value: Any, *, limit_s: float) -> list[Any]:
         """Every rank's `value` in rank order, on every rank."""
         return list(self.bcast(self.gather(value, limit_s=limit_s), limit_s=limit_s))
+
+    def choose_meeting_host(self, given: str, *, limit_s: float) -> str:
+        """The address rank 0 hosts the meeting place on (`given`, rank 0's `--rendezvous-address`,
+        or one found: harness/addresses.py), learnt by every rank. Raises ConfigError on every rank
+        alike when it is a loopback address and the job spans several hosts (the others could
+        not reach it), or when `given` does not resolve. Every MPI process must call this."""
+        hosts = self.allgather(self.place.host, limit_s=limit_s)
+        chosen: tuple[str, str] | None = None
+        if self.place.rank == 0:
+            try:
+                chosen = (addresses.meeting_address(given, hosts, self.place.host), "")
+            except OSError as err:
+                chosen = ("", f"{given!r} does not resolve on {self.place.host}: {err}")
+        address, problem = self.bcast(chosen, limit_s=limit_s)
+        if problem:
+            raise ConfigError(problem, option="rendezvous_address")
+        spread = sorted(set(hosts))
+        if len(spread) > 1 and addresses.is_loopback(address):
+            raise ConfigError(
+                f"the all-reduce's meeting place would be {address}, a loopback address, but the job spans "
+                f"{len(spread)} hosts ({', '.join(spread)}) that cannot reach it there: give the address of "
+                f"MPI rank 0's host ({hosts[0]}) on the network the nodes share",
+                option="rendezvous_address",
+            )
+        self.meeting_host = address
+        return address
 
     def _next_tag(self) -> int:
         self._tag += 1
@@ -357,13 +390,15 @@ class Team:
         return found
 
 
-def mpi_team(mpi: Mpi, node: str, devices: int, *, limit_s: float, host: str = "") -> tuple[Team, Meeting | None]:
-    """The team of an MPI job: rank 0's parent hosts the meeting (on `host`, by default its
-    host name's address) and every parent learns it; ranks follow MPI rank order. Every MPI
+def mpi_team(mpi: Mpi, node: str, devices: int, *, limit_s: float) -> tuple[Team, Meeting | None]:
+    """The team of an MPI job: rank 0's parent hosts the meeting (on `mpi.meeting_host`, chosen
+    when the job started) and every parent learns it; ranks follow MPI rank order. Every MPI
     process must call this at the same point. Returns the team and, on rank 0, the meeting to close."""
+    if not mpi.meeting_host:
+        mpi.choose_meeting_host("", limit_s=limit_s)
     meeting = None
     if mpi.place.rank == 0:
-        meeting = Meeting(host or socket.gethostbyname(socket.gethostname()), timeout_s=limit_s)
+        meeting = Meeting(mpi.meeting_host, timeout_s=limit_s)
     rendezvous = mpi.bcast(meeting.rendezvous if meeting else None, limit_s=limit_s)
     nodes = tuple(mpi.allgather((node, devices), limit_s=limit_s))
     first = sum(count for _, count in nodes[: mpi.place.rank])

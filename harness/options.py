@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from harness import baselines, devices, results
+from harness import addresses, baselines, devices, results
 from harness.baselines import BaselineSet
 from harness.errors import ConfigError
 from harness.profiles import PROFILES, Profile, by_name
@@ -227,6 +227,14 @@ OPTIONS: tuple[Option, ...] = (
         choices=ENTRYPOINTS,
         help="the gpu-burnin command that started the run (set by it; recorded in the result)",
     ),
+    Option(
+        name="rendezvous_address",
+        type=addresses.parse,
+        metavar="ADDRESS",
+        cli=False,
+        help="under MPI, the address of MPI rank 0's host that the other nodes reach it on, for the "
+        "all-reduce's meeting place (default: the interface that routes to another node)",
+    ),
 )
 BY_NAME = {option.name: option for option in OPTIONS}
 
@@ -253,6 +261,8 @@ class RunOptions:
     """`real`, or `sim:FILE`."""
     xid_table: Path | None = None
     dcgm_level: int | None = None
+    rendezvous_address: str = ""
+    """Under MPI: where rank 0 hosts the all-reduce's meeting place; "" to find it."""
 
 
 def add_to_argparse(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
@@ -335,6 +345,7 @@ def resolve(values: Mapping[str, Any]) -> RunOptions:
         nvml=values.get("nvml") or "real",
         xid_table=values.get("xid_table"),
         dcgm_level=values.get("dcgm_level"),
+        rendezvous_address=values.get("rendezvous_address") or "",
     )
 
 

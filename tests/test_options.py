@@ -29,6 +29,7 @@ SAMPLES = {
     "dcgm_level": ["--dcgm-level", "2"],
     "run_id": None,  # pytest only: gpu-burnin run sets it
     "entrypoint": None,  # pytest only: set by the gpu-burnin command that starts pytest
+    "rendezvous_address": None,  # pytest only: MPI jobs run pytest itself (gpu-burnin run refuses MPI)
 }
 
 
