@@ -11,7 +11,12 @@ that meet as the ranks of one torch.distributed group:
   for the others, and gives up with `Stuck` after its limit: a rank that never comes
   leaves the others waiting, never hung.
 - Collectives are issued asynchronously and waited for by polling (`wait`), with
-  the same limit.
+  the same limit. Our limits decide, never torch's: the process group's own timeout
+  is longer by a margin, and NCCL's asynchronous errors abort the communicator and
+  surface on the waiting rank (`PeerLost`) instead of tearing its process down.
+- `timed_all_reduces` times as nccl-tests does: the ranks meet first, so a late one's
+  arrival is outside every rank's timing, and `slowest` makes each window's figure the
+  slowest rank's, the same on every rank.
 
 Across nodes, the same test runs under MPI (`mpiexec`): `Mpi` is mpi4py's world,
 which gives each process its rank, the processes on its host, and a way to agree
@@ -43,9 +48,17 @@ MPI_ENV = ("PMI_RANK", "PMIX_RANK", "OMPI_COMM_WORLD_RANK", "MV2_COMM_WORLD_RANK
 """Set by the MPI launchers (MPICH/Hydra, PMIx, Open MPI, MVAPICH) in every process they start."""
 MPI_FD_ENV = "PMI_FD"
 """MPICH's Hydra hands each process its PMI connection as this inherited descriptor."""
-POLL_S = (1e-5, 1e-2)
-"""The first and the longest sleep between two polls of a pending collective."""
+POLL_S = (1e-5, 1e-3)
+"""The first and the longest sleep between two polls of a pending collective: a rank that
+sleeps longer leaves its GPU idle and the others waiting for it."""
 REPORT_S = 1.0
+MARGIN_S = 60.0
+"""How much longer than our own limits torch's process-group and store timeouts are: our
+limits decide that a join or a collective is stuck, and name the rank that hung."""
+NCCL_ENV = {"TORCH_NCCL_ASYNC_ERROR_HANDLING": "2"}
+"""torch's default (3) tears the process down (SIGABRT) when NCCL reports an error, such as a
+peer on another node that died: the healthy rank would read as crashed and be blamed. 2
+aborts the communicator only, and the error surfaces where the rank waits."""
 
 
 def _torch() -> Any:
@@ -99,6 +112,11 @@ class Meeting:
         del self._store
 
 
+def group_timeout_s(join_limit_s: float, limit_s: float) -> float:
+    """torch's timeout for the store and every collective of the group: past our own limits."""
+    return max(join_limit_s, limit_s) + MARGIN_S
+
+
 def join(
     rendezvous: Rendezvous,
     *,
@@ -107,24 +125,27 @@ def join(
     backend: str,
     device: torch.device,
     limit_s: float,
+    collective_limit_s: float,
     on_wait: Callable[[str], None],
 ) -> None:
     """Become `rank` of `world` (the default group of this process). Waits on a thread for the
     others, calling `on_wait` every second; raises `Stuck` when they have not all come within
-    `limit_s` (the join may still be pending: the process must then end)."""
+    `limit_s` (the join may still be pending: the process must then end). `collective_limit_s`
+    is how long our own waits allow a collective (`wait`)."""
     failure: list[BaseException] = []
+    if backend == "nccl":
+        os.environ.update(NCCL_ENV)  # read when the process group is made
+    timeout = dt.timedelta(seconds=group_timeout_s(limit_s, collective_limit_s))
 
     def meet() -> None:
         try:
-            store = _dist().TCPStore(
-                rendezvous.host, rendezvous.port, is_master=False, timeout=dt.timedelta(seconds=limit_s)
-            )
+            store = _dist().TCPStore(rendezvous.host, rendezvous.port, is_master=False, timeout=timeout)
             _dist().init_process_group(
                 backend,
                 store=_dist().PrefixStore(rendezvous.prefix, store),
                 rank=rank,
                 world_size=world,
-                timeout=dt.timedelta(seconds=limit_s),
+                timeout=timeout,
                 device_id=device if device.type == "cuda" else None,  # NCCL's communicator now, not lazily
             )
         except BaseException as err:  # noqa: BLE001 - handed to the caller's thread
@@ -168,15 +189,23 @@ def timed_all_reduces(
     limit_s: float,
     on_wait: Callable[[str], None],
     group: Any = None,
+    before_start: Callable[[], None] = lambda: None,
     before_each: Callable[[], None] = lambda: None,
 ) -> float:
-    """Seconds for `count` back-to-back sum all-reduces of `tensor`, as nccl-tests times them:
-    on a GPU all are issued at once and timed by CUDA events on a stream that waits for them
-    (the CPU's polling is outside the timing); on the CPU (gloo) one after the other, by the
-    wall clock. Bounded by `limit_s` in all. `before_each` runs before each is issued, inside
-    the timing."""
+    """Seconds for `count` back-to-back sum all-reduces of `tensor` in place, as nccl-tests times
+    them. First the ranks meet (a one-element all-reduce this host waits for: nccl-tests' sync
+    and barrier), so that none times another's late arrival. On a GPU all are then issued at
+    once and timed by CUDA events on a stream that waits for them, the start behind a second
+    meeting on the GPU itself (the clock starts on every rank when the last one's GPU is ready;
+    the CPU's polling is outside the timing); on the CPU (gloo) one after the other, by the wall
+    clock. Bounded by `limit_s` in all. `before_start` runs before the meeting (where a rank is
+    late), `before_each` before each all-reduce is issued, inside the timing."""
+    before_start()
+    flag = _torch().zeros(1, dtype=_torch().float32, device=tensor.device)
+    wait([all_reduce(flag, group)], what=f"{what}: meeting the other ranks", limit_s=limit_s, on_wait=on_wait)
     if tensor.is_cuda:
         start, end = _torch().cuda.Event(enable_timing=True), _torch().cuda.Event(enable_timing=True)
+        _order_after([all_reduce(flag, group)], what)  # the start waits for every rank's GPU
         start.record()
         works = []
         for _ in range(count):
@@ -195,6 +224,23 @@ def timed_all_reduces(
     return time.perf_counter() - began
 
 
+def slowest(
+    seconds: Sequence[float],
+    *,
+    device: torch.device,
+    what: str,
+    limit_s: float,
+    on_wait: Callable[[str], None],
+    group: Any = None,
+) -> tuple[float, ...]:
+    """Each window's time of the group's slowest rank (a MAX reduction of every rank's times, as
+    nccl-tests' `-a 3`): one figure for the team, the same on every rank."""
+    times = _torch().tensor(list(seconds), dtype=_torch().float64, device=device)
+    work = _dist().all_reduce(times, op=_dist().ReduceOp.MAX, group=group, async_op=True)
+    wait([work], what=f"{what}: the slowest rank's times", limit_s=limit_s, on_wait=on_wait)
+    return tuple(float(t) for t in times.tolist())
+
+
 def _order_after(works: Sequence[Any], what: str) -> None:
     for work in works:
         try:
@@ -206,6 +252,17 @@ def _order_after(works: Sequence[Any], what: str) -> None:
 def new_group(ranks: Sequence[int]) -> Any:
     """A subgroup: every rank of the world must call this, with the same ranks, in the same order."""
     return _dist().new_group(list(ranks))
+
+
+def free_groups(groups: Sequence[Any], *, device: torch.device, limit_s: float, on_wait: Callable[[str], None]) -> None:
+    """Destroy subgroups (their communicators and buffers), once every rank of the world is done
+    with them: every rank must call this at the same point. The meeting first is on the whole
+    world, whose communicator stays: a rank leaves it only after its own subgroups' collectives
+    completed, so no member still reads a buffer that another frees."""
+    flag = _torch().zeros(1, dtype=_torch().float32, device=device)
+    wait([all_reduce(flag)], what="the end of the subgroups' all-reduces", limit_s=limit_s, on_wait=on_wait)
+    for group in groups:
+        _dist().destroy_process_group(group)  # a rank outside the group has none: a no-op
 
 
 def backend_for(device: torch.device) -> str:
