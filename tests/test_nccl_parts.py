@@ -1,4 +1,5 @@
-"""The all-reduce's parts that need no ranks of their own: NCCL's log, the process group's
+"""The all-reduce's parts that need no ranks of their own: bandwidth as nccl-tests defines it,
+the exact check, the pairwise search as a pure function, NCCL's log, the process group's
 settings, the subgroups `Measure` makes, and the baselines' all-reduce sections."""
 
 import datetime as dt
@@ -7,12 +8,133 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from gputests.work import nccl, nccl_run
+from gputests.work import nccl, nccl_log, nccl_run, pairwise
 from harness import baselines, distributed
+from harness import team as teams
 from harness.profiles import quick
 from harness.records import Code, Remediation, Severity
 from harness.workers.devicetest import Outcome, Scope
 from tests.helpers import gpus, local_context
+
+# -- bandwidth as nccl-tests defines it ------------------------------------------------------
+
+
+def test_busbw_matches_a_line_of_nccl_tests_output():
+    # ../shared/data/nccl-tests/a3mega_2node_16xH100_all_reduce_perf.txt, 16 ranks:
+    # 8589934592 B in 47535 us: algbw 180.71 GB/s, busbw 338.82 GB/s (= 180.71 x 2 x 15 / 16).
+    algbw, busbw = nccl_run.bandwidth(8589934592, 47535e-6, 16)
+    assert algbw == pytest.approx(180.71, abs=0.01)
+    assert busbw == pytest.approx(338.82, abs=0.01)
+
+
+def test_one_rank_has_no_bus():
+    assert nccl_run.bandwidth(1 << 20, 1e-3, 1)[1] == 0.0
+
+
+def test_metric_names_carry_the_size_and_say_whether_they_span_nodes():
+    assert nccl_run.metric_name(8192) == "nccl.allreduce.8gib.busbw"
+    assert nccl_run.metric_name(512) == "nccl.allreduce.512mib.busbw"
+    assert nccl_run.metric_name(8192, across=True) == "nccl.allreduce.multinode.8gib.busbw"
+
+
+# -- the exact check -------------------------------------------------------------------------
+
+
+def _table():
+    return torch.tensor([nccl._h(i) for i in range(nccl.PERIOD)], dtype=torch.float32)
+
+
+def _inputs(world, length):
+    table = _table()
+    inputs = []
+    for position in range(world):
+        buf = torch.empty(length)
+        nccl.fill(buf, table, position, world)
+        inputs.append(buf)
+    return inputs
+
+
+@pytest.mark.parametrize("world", [1, 2, 3, 7, 8])
+def test_a_window_stays_exactly_zero_through_many_all_reduces_in_place(world):
+    """Every window's result is checked, so it must be exact however many all-reduces run in place:
+    the inputs sum to exactly 0 in any order, and zeros sum to zeros (the old inputs grew by a
+    factor of `world` with each all-reduce and reached +inf after about 40 with 8 ranks)."""
+    inputs = _inputs(world, 3 * nccl.PERIOD + 11)
+    for order in (inputs, inputs[::-1]):
+        total = torch.zeros_like(order[0])
+        for buf in order:
+            total += buf
+        assert nccl.mismatches(total) == (0, -1)
+    held = [buf.clone() for buf in inputs]
+    for _ in range(64):  # each all-reduce in place: every rank then holds the sum
+        total = torch.stack(held).sum(0)
+        held = [total.clone() for _ in held]
+    assert nccl.mismatches(held[0]) == (0, -1)
+    assert all(buf.abs().max() < 64 for buf in inputs)  # every partial sum is an integer far below 2^24
+
+
+def test_the_inputs_differ_by_rank_and_position():
+    inputs = _inputs(4, 2 * nccl.PERIOD)
+    assert all((buf != 0).float().mean() > 0.9 for buf in inputs)
+    assert all(not torch.equal(inputs[0], other) for other in inputs[1:])
+
+
+def test_a_wrong_element_a_lost_rank_and_a_misplaced_block_are_caught():
+    inputs = _inputs(3, 2 * nccl.PERIOD + 5)
+    total = sum(inputs[1:], inputs[0].clone())
+    wrong = total.clone()
+    wrong[77] += 1
+    assert nccl.mismatches(wrong) == (1, 77)
+    lost = inputs[0] + inputs[1]  # rank 2's contribution missing
+    bad, _ = nccl.mismatches(lost)
+    assert bad > 0.9 * lost.numel()
+    shifted = [buf.clone() for buf in inputs]
+    shifted[1][100:200] = inputs[1][101:201]  # one rank's block one element off
+    bad, first = nccl.mismatches(sum(shifted[1:], shifted[0].clone()))
+    assert bad > 50 and first >= 100
+    negative_zero = total.clone()
+    negative_zero[5] = -0.0
+    assert nccl.mismatches(negative_zero) == (1, 5)
+
+
+# -- the pairwise search, as a pure function -------------------------------------------------
+
+
+def _measure_with(slow: set[int], fast: float = 10.0, slowed: float = 4.0):
+    calls = []
+
+    def measure(pairs):
+        calls.append(list(pairs))
+        return [slowed if set(p) & slow else fast for p in pairs]
+
+    return measure, calls
+
+
+@pytest.mark.parametrize(("count", "slow"), [(4, {2}), (4, {0}), (5, {4}), (8, {3, 6}), (3, {1})])
+def test_the_search_names_exactly_the_slow_members(count, slow):
+    measure, calls = _measure_with(slow)
+    found = pairwise.search(count, measure, tolerance=0.8)
+    assert set(found.culprits) == slow
+    assert set(found.cleared) == set(range(count)) - slow
+    assert not found.unresolved
+    assert all(len({m for p in pairs for m in p}) == 2 * len(pairs) for pairs in calls)  # disjoint at once
+
+
+def test_a_uniformly_slow_fabric_names_no_one():
+    measure, _ = _measure_with(set(), fast=3.0)
+    assert pairwise.search(6, measure, tolerance=0.8).culprits == ()
+
+
+def test_two_members_cannot_tell_which_one_is_slow():
+    measure, _ = _measure_with({1})
+    found = pairwise.search(2, measure, tolerance=0.8)
+    assert found.culprits == ()
+
+
+def test_the_tolerance_must_be_a_share():
+    with pytest.raises(ValueError):
+        pairwise.search(4, lambda pairs: [1.0] * len(pairs), tolerance=1.5)
+
 
 # -- NVLS, from NCCL's own log ---------------------------------------------------------------
 
@@ -54,7 +176,7 @@ NOT_AVAILABLE = (
     ],
 )
 def test_nvls_use_is_read_from_the_algorithm_nccl_chose(log, said):
-    assert nccl.nvls_use(log) == said
+    assert nccl_log.nvls_use(log) == said
 
 
 class _Run:
@@ -73,7 +195,7 @@ def _after_sweep(nvls, busbw, backend="nccl"):
     devices = tuple(gpus(8))
     model = baselines.load_file(baselines.default_dir() / "h100-sxm-80gb.toml")
     scope = Scope(devices=devices, profile=quick(), test="t", group="nccl", baselines={d.uuid: model for d in devices})
-    team = distributed.Team(
+    team = teams.Team(
         rendezvous=distributed.Rendezvous(host="", port=0, prefix=""),
         first_rank=0,
         world=8,

@@ -29,19 +29,18 @@ collectives; `nccl.corrupt@4` changes this rank's result of the fourth window); 
 `late` rank arrives late at every window, a `slow` one delays every all-reduce.
 
 On a GPU, NCCL logs to a file per rank in the directory the parent made (and removes);
-after each sweep the worker reads it for the algorithm NCCL chose (`nvls_use`).
+after each sweep the worker reads it for the algorithm NCCL chose (gputests/work/nccl_log.py).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
-import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
 
+from gputests.work import nccl_log
 from harness import distributed
 from harness.workers import Message
 from harness.workers.devicetest import Context
@@ -183,7 +182,7 @@ def worker(ctx: Context, job: Job) -> None:
     backend = distributed.backend_for(device)
     log = Path(job.log_dir) / f"rank-{job.rank}.log" if job.log_dir else None
     if backend == "nccl" and log is not None:
-        _log_to(log)
+        nccl_log.log_to(log)
     ctx.progress("joining")
     ctx.fault_point()  # a rank that never joins
     try:
@@ -248,8 +247,8 @@ def _sweep(ctx: Context, job: Job, table: torch.Tensor, command: Sweep, ranks: _
     del buf
     if ctx.torch_device.type == "cuda":
         torch.cuda.empty_cache()
-    text = _read(log) if log is not None else None
-    return Swept(nbytes=nbytes, across=command.across, seconds=seconds, nvls=nvls_use(text), **tally.fields())
+    nvls = nccl_log.nvls_use(nccl_log.read(log)) if log is not None else "unknown"
+    return Swept(nbytes=nbytes, across=command.across, seconds=seconds, nvls=nvls, **tally.fields())
 
 
 def _measure(ctx: Context, job: Job, table: torch.Tensor, command: Measure) -> Timed:
@@ -371,42 +370,3 @@ def _each_block(buf: torch.Tensor, act: Callable[[torch.Tensor, int], object]) -
     step = CHUNK - CHUNK % PERIOD  # blocks start on a period, so every block's table is the same
     for start in range(0, buf.numel(), step):
         act(buf[start : start + step], start)
-
-
-# -- NVLS, from NCCL's own log ---------------------------------------------------------
-
-_ALGO = re.compile(r"\bAllReduce: \d+ Bytes -> Algo (\w+)", re.IGNORECASE)
-"""NCCL's TUNING line for each all-reduce, on its communicator's rank 0 (enqueue.cc): `AllReduce:
-2097152 Bytes -> Algo NVLS proto SIMPLE channel{Lo..Hi}={0..15}` (2.27 on), `... Algo NVLS proto
-Simple ...` before, and numbers (`Algo 4 proto 2 time 25.2`) in older releases."""
-_NVLS_NUMBERS = ("4", "5")
-"""NCCL_ALGO_NVLS and NCCL_ALGO_NVLS_TREE in the numbered form."""
-
-
-def _log_to(path: Path) -> None:
-    """NCCL's set-up and its choice of algorithm for every collective, into this rank's file
-    (before NCCL starts). Set, not defaulted: the parent reads it and removes it after."""
-    os.environ["NCCL_DEBUG"] = "INFO"
-    os.environ["NCCL_DEBUG_SUBSYS"] = "INIT,TUNING"
-    os.environ["NCCL_DEBUG_FILE"] = str(path)
-
-
-def _read(log: Path) -> str | None:
-    try:
-        return log.read_text(errors="replace")
-    except OSError:
-        return None
-
-
-def nvls_use(text: str | None) -> str:
-    """yes, no or unknown: whether NCCL's log says it ran an all-reduce on NVLink SHARP (NVLS).
-    NCCL logs only that multicast is available when it starts (`NVLS multicast support is available
-    on dev 0 (NVLS_NCHANNELS 16)` in 2.27 and 2.28), and sets NVLS buffers up even where it never
-    uses them; only the algorithm it chose for each all-reduce says whether it did."""
-    if not text:
-        return "unknown"
-    algorithms = {name.upper() for name in _ALGO.findall(text)}
-    if not algorithms:
-        return "unknown"
-    used = any(name.startswith("NVLS") or name in _NVLS_NUMBERS for name in algorithms)
-    return "yes" if used else "no"

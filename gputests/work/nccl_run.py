@@ -2,7 +2,7 @@
 
 One rank per device, all of them seeing the whole node (gputests/work/nccl.py is the worker
 side). The parent hosts the meeting place, or, under MPI, rank 0's parent does and
-the team spans every node of the job (harness/distributed.py). For each size of the
+the team spans every node of the job (harness/team.py). For each size of the
 profile's sweep every rank checks and times windows; the figure is the slowest rank's
 per window, the median window's bus bandwidth as nccl-tests defines it
 (`bandwidth`), one figure for the team, recorded on each of its devices:
@@ -40,7 +40,7 @@ from collections.abc import Iterator, Sequence
 from typing import TypeVar
 
 from gputests.work import nccl, pairwise
-from harness import distributed
+from harness import team as teams
 from harness.devices import Device
 from harness.profiles import size_label
 from harness.records import Code, Direction, Remediation, Severity
@@ -71,7 +71,7 @@ def bandwidth(nbytes: int, seconds: float, world: int) -> tuple[float, float]:
 class _State:
     scope: Scope
     run: DeviceRun[nccl.Job]
-    team: distributed.Team
+    team: teams.Team
     gave_up: dict[str, nccl.RankEnd] = dataclasses.field(default_factory=dict)
     """Ranks (by device UUID) that could not go on for want of another."""
     failed_elsewhere: list[str] = dataclasses.field(default_factory=list)
@@ -161,12 +161,12 @@ def run(scope: Scope) -> Outcome:
 
 
 @contextlib.contextmanager
-def _team(scope: Scope, limit_s: float) -> Iterator[distributed.Team]:
+def _team(scope: Scope, limit_s: float) -> Iterator[teams.Team]:
     wait_s = scope.profile.startup_timeout_s + limit_s
     if scope.mpi is not None:
-        team, meeting = distributed.mpi_team(scope.mpi, scope.node, len(scope.devices), limit_s=wait_s)
+        team, meeting = teams.mpi_team(scope.mpi, scope.node, len(scope.devices), limit_s=wait_s)
     else:
-        team, meeting = distributed.local_team(scope.node, len(scope.devices), limit_s=wait_s)
+        team, meeting = teams.local_team(scope.node, len(scope.devices), limit_s=wait_s)
     try:
         yield team
     finally:
