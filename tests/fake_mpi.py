@@ -8,6 +8,7 @@ joins "MPI"), for the command line's own handling of a job across hosts.
 from __future__ import annotations
 
 import os
+import socket
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -46,7 +47,7 @@ def main(argv: list[str]) -> int:
     import pytest
 
     os.environ["PMI_RANK"] = "0"
-    distributed.Mpi = lambda: FakeMpi([distributed.socket.gethostname(), "node-b"])  # type: ignore[assignment,misc]
+    distributed.Mpi = lambda: FakeMpi([socket.gethostname(), "node-b"])  # type: ignore[assignment,misc]
     return int(pytest.main(argv))
 
 
