@@ -52,8 +52,13 @@ H100 = {
     "nccl.allreduce.8mib.busbw": 120.0,
     "nccl.allreduce.64mib.busbw": 250.0,
     "nccl.allreduce.512mib.busbw": 380.0,
-    "nccl.allreduce.4gib.busbw": 440.0,
-    "nccl.allreduce.8gib.busbw": 450.0,
+    "nccl.allreduce.4gib.busbw": 460.0,
+    "nccl.allreduce.8gib.busbw": 470.0,
+    "nccl.allreduce.multinode.8mib.busbw": 27.5,
+    "nccl.allreduce.multinode.64mib.busbw": 99.7,
+    "nccl.allreduce.multinode.512mib.busbw": 263.7,
+    "nccl.allreduce.multinode.4gib.busbw": 330.6,
+    "nccl.allreduce.multinode.8gib.busbw": 338.8,
 }
 A100 = {
     "matmul.bf16.tflops": 255.0,
@@ -67,10 +72,10 @@ A100 = {
     "pcie.bidir.gbps": 45.0,
     "nvlink.p2p.gbps": 230.0,
     "nvlink.p2p.bidir.gbps": 450.0,
-    "nccl.allreduce.8mib.busbw": 60.0,
-    "nccl.allreduce.64mib.busbw": 150.0,
-    "nccl.allreduce.512mib.busbw": 200.0,
-    "nccl.allreduce.4gib.busbw": 230.0,
+    "nccl.allreduce.8mib.busbw": 90.0,
+    "nccl.allreduce.64mib.busbw": 200.0,
+    "nccl.allreduce.512mib.busbw": 222.0,
+    "nccl.allreduce.4gib.busbw": 234.0,
     "nccl.allreduce.8gib.busbw": 235.0,
 }
 UNITS = {"tflops": "TFLOP/s", "gbps": "GB/s", "busbw": "GB/s", "coverage": "fraction"}

@@ -271,6 +271,7 @@ class BurnIn:
         if place.local_size > 1:
             self.doc.node = f"{self.doc.node}-{place.local_rank}"
         self.doc.run_id = self.mpi.bcast(self.doc.run_id, limit_s=self.options.profile.startup_timeout_s)
+        self.mpi.choose_meeting_host(self.options.rendezvous_address, limit_s=self.options.profile.startup_timeout_s)
 
     def _gather_job(self, mpi: Mpi) -> None:
         """Every node's result to rank 0, which writes the job's one file with each node's verdict."""

@@ -11,12 +11,19 @@ that meet as the ranks of one torch.distributed group:
   for the others, and gives up with `Stuck` after its limit: a rank that never comes
   leaves the others waiting, never hung.
 - Collectives are issued asynchronously and waited for by polling (`wait`), with
-  the same limit.
+  the same limit. Our limits decide, never torch's: the process group's own timeout
+  is longer by a margin, and NCCL's asynchronous errors abort the communicator and
+  surface on the waiting rank (`PeerLost`) instead of tearing its process down.
+- `timed_all_reduces` times as nccl-tests does: the ranks meet first, so a late one's
+  arrival is outside every rank's timing, and `slowest` makes each window's figure the
+  slowest rank's, the same on every rank.
 
 Across nodes, the same test runs under MPI (`mpiexec`): `Mpi` is mpi4py's world,
 which gives each process its rank, the processes on its host, and a way to agree
 on the meeting place and gather results. mpi4py is imported only when an MPI
 launcher started this process (`launched_by_mpi`), since importing it initialises MPI.
+The meeting place must be reachable from every node: `Mpi.choose_meeting_host`
+picks its address (harness/addresses.py) and refuses a loopback one.
 """
 
 from __future__ import annotations
@@ -31,6 +38,9 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from harness import addresses
+from harness.errors import ConfigError
+
 if TYPE_CHECKING:
     import torch
 
@@ -38,9 +48,17 @@ MPI_ENV = ("PMI_RANK", "PMIX_RANK", "OMPI_COMM_WORLD_RANK", "MV2_COMM_WORLD_RANK
 """Set by the MPI launchers (MPICH/Hydra, PMIx, Open MPI, MVAPICH) in every process they start."""
 MPI_FD_ENV = "PMI_FD"
 """MPICH's Hydra hands each process its PMI connection as this inherited descriptor."""
-POLL_S = (1e-5, 1e-2)
-"""The first and the longest sleep between two polls of a pending collective."""
+POLL_S = (1e-5, 1e-3)
+"""The first and the longest sleep between two polls of a pending collective: a rank that
+sleeps longer leaves its GPU idle and the others waiting for it."""
 REPORT_S = 1.0
+MARGIN_S = 60.0
+"""How much longer than our own limits torch's process-group and store timeouts are: our
+limits decide that a join or a collective is stuck, and name the rank that hung."""
+NCCL_ENV = {"TORCH_NCCL_ASYNC_ERROR_HANDLING": "2"}
+"""torch's default (3) tears the process down (SIGABRT) when NCCL reports an error, such as a
+peer on another node that died: the healthy rank would read as crashed and be blamed. 2
+aborts the communicator only, and the error surfaces where the rank waits."""
 
 
 def _torch() -> Any:
@@ -94,6 +112,11 @@ class Meeting:
         del self._store
 
 
+def group_timeout_s(join_limit_s: float, limit_s: float) -> float:
+    """torch's timeout for the store and every collective of the group: past our own limits."""
+    return max(join_limit_s, limit_s) + MARGIN_S
+
+
 def join(
     rendezvous: Rendezvous,
     *,
@@ -102,24 +125,27 @@ def join(
     backend: str,
     device: torch.device,
     limit_s: float,
+    collective_limit_s: float,
     on_wait: Callable[[str], None],
 ) -> None:
     """Become `rank` of `world` (the default group of this process). Waits on a thread for the
     others, calling `on_wait` every second; raises `Stuck` when they have not all come within
-    `limit_s` (the join may still be pending: the process must then end)."""
+    `limit_s` (the join may still be pending: the process must then end). `collective_limit_s`
+    is how long our own waits allow a collective (`wait`)."""
     failure: list[BaseException] = []
+    if backend == "nccl":
+        os.environ.update(NCCL_ENV)  # read when the process group is made
+    timeout = dt.timedelta(seconds=group_timeout_s(limit_s, collective_limit_s))
 
     def meet() -> None:
         try:
-            store = _dist().TCPStore(
-                rendezvous.host, rendezvous.port, is_master=False, timeout=dt.timedelta(seconds=limit_s)
-            )
+            store = _dist().TCPStore(rendezvous.host, rendezvous.port, is_master=False, timeout=timeout)
             _dist().init_process_group(
                 backend,
                 store=_dist().PrefixStore(rendezvous.prefix, store),
                 rank=rank,
                 world_size=world,
-                timeout=dt.timedelta(seconds=limit_s),
+                timeout=timeout,
                 device_id=device if device.type == "cuda" else None,  # NCCL's communicator now, not lazily
             )
         except BaseException as err:  # noqa: BLE001 - handed to the caller's thread
@@ -163,15 +189,23 @@ def timed_all_reduces(
     limit_s: float,
     on_wait: Callable[[str], None],
     group: Any = None,
+    before_start: Callable[[], None] = lambda: None,
     before_each: Callable[[], None] = lambda: None,
 ) -> float:
-    """Seconds for `count` back-to-back sum all-reduces of `tensor`, as nccl-tests times them:
-    on a GPU all are issued at once and timed by CUDA events on a stream that waits for them
-    (the CPU's polling is outside the timing); on the CPU (gloo) one after the other, by the
-    wall clock. Bounded by `limit_s` in all. `before_each` runs before each is issued, inside
-    the timing."""
+    """Seconds for `count` back-to-back sum all-reduces of `tensor` in place, as nccl-tests times
+    them. First the ranks meet (a one-element all-reduce this host waits for: nccl-tests' sync
+    and barrier), so that none times another's late arrival. On a GPU all are then issued at
+    once and timed by CUDA events on a stream that waits for them, the start behind a second
+    meeting on the GPU itself (the clock starts on every rank when the last one's GPU is ready;
+    the CPU's polling is outside the timing); on the CPU (gloo) one after the other, by the wall
+    clock. Bounded by `limit_s` in all. `before_start` runs before the meeting (where a rank is
+    late), `before_each` before each all-reduce is issued, inside the timing."""
+    before_start()
+    flag = _torch().zeros(1, dtype=_torch().float32, device=tensor.device)
+    wait([all_reduce(flag, group)], what=f"{what}: meeting the other ranks", limit_s=limit_s, on_wait=on_wait)
     if tensor.is_cuda:
         start, end = _torch().cuda.Event(enable_timing=True), _torch().cuda.Event(enable_timing=True)
+        _order_after([all_reduce(flag, group)], what)  # the start waits for every rank's GPU
         start.record()
         works = []
         for _ in range(count):
@@ -190,6 +224,23 @@ def timed_all_reduces(
     return time.perf_counter() - began
 
 
+def slowest(
+    seconds: Sequence[float],
+    *,
+    device: torch.device,
+    what: str,
+    limit_s: float,
+    on_wait: Callable[[str], None],
+    group: Any = None,
+) -> tuple[float, ...]:
+    """Each window's time of the group's slowest rank (a MAX reduction of every rank's times, as
+    nccl-tests' `-a 3`): one figure for the team, the same on every rank."""
+    times = _torch().tensor(list(seconds), dtype=_torch().float64, device=device)
+    work = _dist().all_reduce(times, op=_dist().ReduceOp.MAX, group=group, async_op=True)
+    wait([work], what=f"{what}: the slowest rank's times", limit_s=limit_s, on_wait=on_wait)
+    return tuple(float(t) for t in times.tolist())
+
+
 def _order_after(works: Sequence[Any], what: str) -> None:
     for work in works:
         try:
@@ -201,6 +252,17 @@ def _order_after(works: Sequence[Any], what: str) -> None:
 def new_group(ranks: Sequence[int]) -> Any:
     """A subgroup: every rank of the world must call this, with the same ranks, in the same order."""
     return _dist().new_group(list(ranks))
+
+
+def free_groups(groups: Sequence[Any], *, device: torch.device, limit_s: float, on_wait: Callable[[str], None]) -> None:
+    """Destroy subgroups (their communicators and buffers), once every rank of the world is done
+    with them: every rank must call this at the same point. The meeting first is on the whole
+    world, whose communicator stays: a rank leaves it only after its own subgroups' collectives
+    completed, so no member still reads a buffer that another frees."""
+    flag = _torch().zeros(1, dtype=_torch().float32, device=device)
+    wait([all_reduce(flag)], what="the end of the subgroups' all-reduces", limit_s=limit_s, on_wait=on_wait)
+    for group in groups:
+        _dist().destroy_process_group(group)  # a rank outside the group has none: a no-op
 
 
 def backend_for(device: torch.device) -> str:
@@ -265,6 +327,8 @@ class Mpi:
         )
         local.Free()
         self._tag = 100
+        self.meeting_host = ""
+        """Where rank 0 hosts the all-reduce's meeting place (`choose_meeting_host`)."""
 
     def gather(self, value: Any, *, limit_s: float, missing: Any = Stuck) -> list[Any] | None:
         """Every rank's `value` in rank order, on rank 0; None elsewhere. With `missing`, a rank
@@ -296,6 +360,32 @@ class Mpi:
     def allgather(self, value: Any, *, limit_s: float) -> list[Any]:
         """Every rank's `value` in rank order, on every rank."""
         return list(self.bcast(self.gather(value, limit_s=limit_s), limit_s=limit_s))
+
+    def choose_meeting_host(self, given: str, *, limit_s: float) -> str:
+        """The address rank 0 hosts the meeting place on (`given`, rank 0's `--rendezvous-address`,
+        or one found: harness/addresses.py), learnt by every rank. Raises ConfigError on every rank
+        alike when it is a loopback address and the job spans several hosts (the others could
+        not reach it), or when `given` does not resolve. Every MPI process must call this."""
+        hosts = self.allgather(self.place.host, limit_s=limit_s)
+        chosen: tuple[str, str] | None = None
+        if self.place.rank == 0:
+            try:
+                chosen = (addresses.meeting_address(given, hosts, self.place.host), "")
+            except OSError as err:
+                chosen = ("", f"{given!r} does not resolve on {self.place.host}: {err}")
+        address, problem = self.bcast(chosen, limit_s=limit_s)
+        if problem:
+            raise ConfigError(problem, option="rendezvous_address")
+        spread = sorted(set(hosts))
+        if len(spread) > 1 and addresses.is_loopback(address):
+            raise ConfigError(
+                f"the all-reduce's meeting place would be {address}, a loopback address, but the job spans "
+                f"{len(spread)} hosts ({', '.join(spread)}) that cannot reach it there: give the address of "
+                f"MPI rank 0's host ({hosts[0]}) on the network the nodes share",
+                option="rendezvous_address",
+            )
+        self.meeting_host = address
+        return address
 
     def _next_tag(self) -> int:
         self._tag += 1
@@ -331,54 +421,3 @@ def _poll(done: Callable[[], bool], what: str, limit_s: float, on_wait: Callable
             reported = now
         time.sleep(pause)
         pause = min(pause * 2, POLL_S[1])
-
-
-# -- a team: the ranks of one collective test, on this node and beyond -------------------
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class Team:
-    """Who takes part in a collective test: this node's devices are ranks `first_rank` on, of
-    `world`; `nodes` lists every node's name and rank count in rank order. `share` exchanges a
-    value between the nodes' parents (each gets every node's, in node order)."""
-
-    rendezvous: Rendezvous
-    first_rank: int
-    world: int
-    nodes: tuple[tuple[str, int], ...]
-    share: Callable[[Any], list[Any]]
-
-    def node_ranks(self) -> list[tuple[int, ...]]:
-        """Each node's ranks, in node order."""
-        found, first = [], 0
-        for _, count in self.nodes:
-            found.append(tuple(range(first, first + count)))
-            first += count
-        return found
-
-
-def mpi_team(mpi: Mpi, node: str, devices: int, *, limit_s: float, host: str = "") -> tuple[Team, Meeting | None]:
-    """The team of an MPI job: rank 0's parent hosts the meeting (on `host`, by default its
-    host name's address) and every parent learns it; ranks follow MPI rank order. Every MPI
-    process must call this at the same point. Returns the team and, on rank 0, the meeting to close."""
-    meeting = None
-    if mpi.place.rank == 0:
-        meeting = Meeting(host or socket.gethostbyname(socket.gethostname()), timeout_s=limit_s)
-    rendezvous = mpi.bcast(meeting.rendezvous if meeting else None, limit_s=limit_s)
-    nodes = tuple(mpi.allgather((node, devices), limit_s=limit_s))
-    first = sum(count for _, count in nodes[: mpi.place.rank])
-    world = sum(count for _, count in nodes)
-
-    def share(value: Any) -> list[Any]:
-        return mpi.allgather(value, limit_s=limit_s)
-
-    return Team(rendezvous=rendezvous, first_rank=first, world=world, nodes=nodes, share=share), meeting
-
-
-def local_team(node: str, devices: int, *, limit_s: float) -> tuple[Team, Meeting]:
-    """The team of one node's devices, meeting at a store this process hosts."""
-    meeting = Meeting(timeout_s=limit_s)
-    team = Team(
-        rendezvous=meeting.rendezvous, first_rank=0, world=devices, nodes=((node, devices),), share=lambda v: [v]
-    )
-    return team, meeting

@@ -23,7 +23,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from harness import baselines, devices, markexpr, results
+from harness import addresses, baselines, devices, markexpr, results
 from harness.baselines import BaselineSet
 from harness.errors import ConfigError
 from harness.profiles import GROUPS, MIN_DURATION_S, MIN_STALL_S, MIN_STARTUP_S, PROFILES, Profile, by_name
@@ -285,6 +285,14 @@ OPTIONS: tuple[Option, ...] = (
         metavar="1-4",
         help="also run `dcgmi diag` at this level (the dcgm test runs only when this is given)",
     ),
+    Option(
+        name="rendezvous_address",
+        type=addresses.parse,
+        metavar="ADDRESS",
+        cli=False,
+        help="under MPI, the address of MPI rank 0's host that the other nodes reach it on, for the "
+        "all-reduce's meeting place (default: the interface that routes to another node)",
+    ),
 )
 BY_NAME = {option.name: option for option in OPTIONS}
 
@@ -314,6 +322,8 @@ class RunOptions:
     """`real`, or `sim:FILE`."""
     xid_table: Path | None = None
     dcgm_level: int | None = None
+    rendezvous_address: str = ""
+    """Under MPI: where rank 0 hosts the all-reduce's meeting place; "" to find it."""
 
     @property
     def front(self) -> Front:
@@ -451,6 +461,7 @@ def resolve(values: Mapping[str, Any], *, markers: Collection[str] = ()) -> RunO
         nvml=values.get("nvml") or "real",
         xid_table=values.get("xid_table"),
         dcgm_level=values.get("dcgm_level"),
+        rendezvous_address=values.get("rendezvous_address") or "",
     )
 
 

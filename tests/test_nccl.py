@@ -6,18 +6,21 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import pytest
 import torch
 
-from gputests.work import nccl, nccl_run, pairwise
+from gputests.work import nccl_run
+from harness import compare
 from harness.baselines import Baseline, MetricSpec, Provenance
 from harness.profiles import NcclProfile, quick
-from harness.records import Code, Direction, Severity
+from harness.records import Code, Direction, Remediation, Severity
 from harness.workers.devicetest import Scope
 from harness.workers.faults import parse
+from tests.fake_mpi import FakeMpi
 from tests.helpers import cpus
 
 PROFILE = dataclasses.replace(
@@ -26,7 +29,7 @@ PROFILE = dataclasses.replace(
 REPO = Path(__file__).resolve().parent.parent
 
 
-def run(devices, faults=None, profile=PROFILE, baselines=None):
+def run(devices, faults=None, profile=PROFILE, baselines=None, mpi=None, on_progress=None):
     scope = Scope(
         devices=tuple(devices),
         profile=profile,
@@ -35,6 +38,8 @@ def run(devices, faults=None, profile=PROFILE, baselines=None):
         faults=faults or {},
         baselines=baselines or {},
         node="node-a",
+        mpi=mpi,
+        on_progress=on_progress,
     )
     return nccl_run.run(scope)
 
@@ -74,104 +79,6 @@ def worker_processes() -> set[int]:
     return descendants() - keep
 
 
-# -- bandwidth as nccl-tests defines it ------------------------------------------------------
-
-
-def test_busbw_matches_a_line_of_nccl_tests_output():
-    # ../shared/data/nccl-tests/a3mega_2node_16xH100_all_reduce_perf.txt, 16 ranks:
-    # 8589934592 B in 47535 us: algbw 180.71 GB/s, busbw 338.82 GB/s (= 180.71 x 2 x 15 / 16).
-    algbw, busbw = nccl_run.bandwidth(8589934592, 47535e-6, 16)
-    assert algbw == pytest.approx(180.71, abs=0.01)
-    assert busbw == pytest.approx(338.82, abs=0.01)
-
-
-def test_one_rank_has_no_bus():
-    assert nccl_run.bandwidth(1 << 20, 1e-3, 1)[1] == 0.0
-
-
-def test_metric_names_carry_the_size():
-    assert nccl_run.metric_name(8192) == "nccl.allreduce.8gib.busbw"
-    assert nccl_run.metric_name(512) == "nccl.allreduce.512mib.busbw"
-
-
-# -- the exact check -------------------------------------------------------------------------
-
-
-def _table():
-    return torch.tensor([nccl._h(i) for i in range(nccl.PERIOD)], dtype=torch.float32)
-
-
-@pytest.mark.parametrize("world", [2, 3, 8])
-def test_the_sum_of_every_ranks_input_is_exactly_what_the_check_expects(world):
-    table = _table()
-    total = torch.zeros(3 * nccl.PERIOD + 11)
-    for rank in range(world):
-        buf = torch.empty_like(total)
-        nccl.fill(buf, table, rank)
-        total += buf
-    assert nccl.mismatches(total, table, world) == (0, -1)
-
-
-def test_a_wrong_element_and_a_misplaced_block_are_caught():
-    table = _table()
-    total = torch.zeros(2 * nccl.PERIOD + 5)
-    for rank in range(3):
-        buf = torch.empty_like(total)
-        nccl.fill(buf, table, rank)
-        total += buf
-    wrong = total.clone()
-    wrong[77] += 1
-    assert nccl.mismatches(wrong, table, 3) == (1, 77)
-    shifted = total.clone()
-    shifted[100:200] = total[101:201]  # a block written one element off
-    bad, first = nccl.mismatches(shifted, table, 3)
-    assert bad > 50 and first >= 100
-
-
-def test_the_sums_are_exact_in_fp32():
-    # The largest sum for 64 ranks: 64 x 63 + sum(r mod 17) stays far below 2^24.
-    assert 64 * 63 + sum(nccl.offset(r) for r in range(64)) < 1 << 24
-
-
-# -- the pairwise search, as a pure function -------------------------------------------------
-
-
-def _measure_with(slow: set[int], fast: float = 10.0, slowed: float = 4.0):
-    calls = []
-
-    def measure(pairs):
-        calls.append(list(pairs))
-        return [slowed if set(p) & slow else fast for p in pairs]
-
-    return measure, calls
-
-
-@pytest.mark.parametrize(("count", "slow"), [(4, {2}), (4, {0}), (5, {4}), (8, {3, 6}), (3, {1})])
-def test_the_search_names_exactly_the_slow_members(count, slow):
-    measure, calls = _measure_with(slow)
-    found = pairwise.search(count, measure, tolerance=0.8)
-    assert set(found.culprits) == slow
-    assert set(found.cleared) == set(range(count)) - slow
-    assert not found.unresolved
-    assert all(len({m for p in pairs for m in p}) == 2 * len(pairs) for pairs in calls)  # disjoint at once
-
-
-def test_a_uniformly_slow_fabric_names_no_one():
-    measure, _ = _measure_with(set(), fast=3.0)
-    assert pairwise.search(6, measure, tolerance=0.8).culprits == ()
-
-
-def test_two_members_cannot_tell_which_one_is_slow():
-    measure, _ = _measure_with({1})
-    found = pairwise.search(2, measure, tolerance=0.8)
-    assert found.culprits == ()
-
-
-def test_the_tolerance_must_be_a_share():
-    with pytest.raises(ValueError):
-        pairwise.search(4, lambda pairs: [1.0] * len(pairs), tolerance=1.5)
-
-
 # -- the test on gloo ------------------------------------------------------------------------
 
 
@@ -184,8 +91,55 @@ def test_every_rank_measures_and_checks_every_size(cpu, count):
     figures = {(m.gpu, m.metric): m for m in outcome.measurements}
     assert set(figures) == {(f"CPU-{i}", nccl_run.metric_name(mib)) for i in range(count) for mib in (1, 2)}
     assert all(m.value > 0 and m.samples == nccl_run.WINDOWS and m.unit == "GB/s" for m in figures.values())
+    for mib in (1, 2):  # one team figure per size, the slowest rank's, on every rank
+        same = {(m.value, m.low, m.high) for m in outcome.measurements if m.metric == nccl_run.metric_name(mib)}
+        assert len(same) == 1
     assert outcome.facts["nccl.backend"] == "gloo"
     assert outcome.facts["nccl.version"] == torch.__version__
+    assert outcome.facts["nccl.nvls"] == "no"
+
+
+@pytest.mark.slow
+def test_a_late_rank_costs_no_rank_its_figure(cpu):
+    """Rank 1 arrives 0.5 s late at every window, far longer than a window here. Every rank's
+    figure must exclude that wait: one figure for all, no LOW_THROUGHPUT from the floor, the
+    node comparison or the pairwise search (the floor is a tenth of the healthy figure)."""
+    devices = cpus(4, cpu)
+    healthy = min(m.value for m in run(devices).measurements)
+    baseline = _floor_baseline(healthy / 10, node_tolerance=0.1)
+    baselines = {d.uuid: baseline for d in devices}
+    outcome = run(devices, {1: parse("nccl.late:1")}, baselines=baselines)
+    judged = compare.findings(compare.assess(outcome.measurements, devices, baselines))
+    low = [f for f in outcome.findings + judged if f.code is Code.LOW_THROUGHPUT]
+    assert low == [], [f.message for f in low]
+    assert {m.gpu for m in outcome.measurements} == {d.uuid for d in devices}
+    assert len({m.value for m in outcome.measurements}) == 1
+    assert [f for f in failing(outcome) if f.code is not Code.FAULT_INJECTED] == []
+
+
+@pytest.mark.slow
+def test_a_corrupt_value_in_a_later_window_is_caught(cpu):
+    """Every window's result is checked, not only a check before and after the timing: the
+    fourth window's (the warm-up is the first) carries the flipped bit."""
+    outcome = run(cpus(3, cpu), {2: parse("nccl.corrupt@4:2")})
+    mismatch = [f for f in outcome.findings if f.code is Code.DATA_MISMATCH]
+    assert [(f.gpu, f.severity, f.details["rank"], f.details["bad_values"]) for f in mismatch] == [
+        ("CPU-2", Severity.FAIL, 2, 1)
+    ]
+    assert not any(f.code is Code.FAULT_NOT_APPLIED for f in outcome.findings)
+
+
+@pytest.mark.slow
+def test_the_ranks_nccl_log_directory_is_gone_after_the_test_even_when_a_rank_is_killed(cpu):
+    def ours():
+        return set(Path(tempfile.gettempdir()).glob("gpu-burnin-nccl-*"))
+
+    before = ours()
+    seen = set()
+    outcome = run(cpus(3, cpu), {1: parse("nccl.hang@2:1")}, on_progress=lambda device, progress: seen.update(ours()))
+    assert any(f.code is Code.HANG for f in outcome.findings)
+    assert seen - before, "the test made no log directory for its ranks"
+    assert ours() - before == set()
 
 
 @pytest.mark.slow
@@ -222,14 +176,14 @@ def test_a_crashed_rank_is_its_own_error_and_the_others_are_stopped(cpu):
     assert [(f.gpu, f.code) for f in errors if f.code is not Code.FAULT_INJECTED] == [("CPU-0", Code.TEST_ERROR)]
 
 
-def _floor_baseline(floor: float) -> Baseline:
+def _floor_baseline(floor: float, node_tolerance: float | None = None) -> Baseline:
     metric = nccl_run.metric_name(1)
     spec = MetricSpec(
         name=metric,
         unit="GB/s",
         direction=Direction.HIGHER,
         limit=floor,
-        node_tolerance=None,
+        node_tolerance=node_tolerance,
         required=True,
         provenance=Provenance(kind="estimate", source="a floor the slow rank misses"),
     )
@@ -264,6 +218,35 @@ def test_one_rank_runs_the_path_and_has_nothing_to_measure(cpu, required, severi
     assert outcome.measurements == []
     assert [(f.code, f.severity) for f in outcome.findings] == [(Code.NOTHING_TO_TEST, severity)]
     assert outcome.facts["nccl.backend"] == "gloo"
+
+
+# -- across nodes, without MPI ----------------------------------------------------------------
+
+
+def _absent_node(value):
+    """What a second node says whose one rank never reached the meeting: it is waiting too."""
+    if isinstance(value, tuple) and len(value) == 2:  # (node, devices)
+        return [("node-b", 1)]
+    if isinstance(value, tuple) and len(value) == 3:  # (node, failed, ok) after a step
+        return [("node-b", False, False)]
+    raise AssertionError(f"node-b was not expected to share {value!r}")
+
+
+@pytest.mark.slow
+def test_ranks_that_never_all_meet_are_incomplete_check_config_not_hung(cpu):
+    """A job of two nodes whose second node's rank never reaches the meeting (a firewall, a wrong
+    address): the ranks here wait out the join's limit. That is the set-up's problem: incomplete,
+    check-config, on every GPU; no HANG, no reset."""
+    mpi = FakeMpi(["node-a", "node-b"], others=_absent_node)
+    mpi.meeting_host = "127.0.0.1"
+    profile = dataclasses.replace(PROFILE, startup_timeout_s=10.0)
+    outcome = run(cpus(2, cpu), profile=profile, mpi=mpi)
+    assert not [f for f in outcome.findings if f.code is Code.HANG]
+    found = [(f.gpu, f.code, f.severity, f.remediation) for f in failing(outcome)]
+    expected = (Code.TEST_ERROR, Severity.INCOMPLETE, Remediation.CHECK_CONFIG)
+    assert sorted(found) == [("CPU-0", *expected), ("CPU-1", *expected)], [f.message for f in outcome.findings]
+    assert all("never all met" in f.message for f in failing(outcome))
+    assert outcome.measurements == []
 
 
 # -- whole runs: the CLI, and MPI ------------------------------------------------------------
@@ -327,6 +310,8 @@ def test_under_mpiexec_two_nodes_make_one_job_with_a_verdict_each(tmp_path):
         assert result["host"]["mpi"].endswith("of 2")
         ranks = {m["gpu"] for m in result["measurements"]}
         assert len(ranks) == 2  # two stand-in devices per node: four ranks in all
+        metrics = {m["metric"] for m in result["measurements"]}
+        assert metrics == {nccl_run.metric_name(mib, across=a) for mib in (1, 4) for a in (False, True)}
     assert len(list(tmp_path.glob("*.json"))) == 2  # each node's own result too
 
 

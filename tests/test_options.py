@@ -27,6 +27,7 @@ SAMPLES = {
     "nvml": ["--nvml", "sim:SCENARIO"],
     "xid_table": ["--xid-table", "XIDS"],
     "dcgm_level": ["--dcgm-level", "2"],
+    "rendezvous_address": None,  # pytest only: MPI jobs run pytest itself (gpu-burnin run refuses MPI)
 }
 
 

@@ -2,38 +2,45 @@
 
 One rank per device, all of them seeing the whole node (gputests/work/nccl.py is the worker
 side). The parent hosts the meeting place, or, under MPI, rank 0's parent does and
-the team spans every node of the job (harness/distributed.py). For each size of the
-profile's sweep every rank checks, times and checks again; each records
-`nccl.allreduce.<size>.busbw`, the median window's bus bandwidth as nccl-tests
-defines it (`bandwidth`). A wrong reduced value is `DATA_MISMATCH` on that rank's
-device.
+the team spans every node of the job (harness/team.py). For each size of the
+profile's sweep every rank checks and times windows; the figure is the slowest rank's
+per window, the median window's bus bandwidth as nccl-tests defines it
+(`bandwidth`), one figure for the team, recorded on each of its devices:
+`nccl.allreduce.<size>.busbw` within one node (the node's own ranks, each node at
+once), and, when the job spans nodes, `nccl.allreduce.multinode.<size>.busbw` across
+all of them. The host fact `nccl.nvls` says whether NCCL ran the node's all-reduces on
+NVLink SHARP, from its own log after the sweep; a node whose figure misses its floor
+without it is told so. A wrong reduced value is `DATA_MISMATCH` on that rank's device.
 
 A rank that ends without finishing (hung, crashed, raised) is the cause: the wait
 ends at once, the others are stopped, and the cause's end is its finding (`HANG`
 for a hang). Ranks that gave up waiting for it (`Stuck`, `PeerLost`) are only
-information; if every rank is stuck and none failed, the collective itself hung
-and each of them is `HANG`.
+information; if every rank is stuck in a collective and none failed, the collective
+itself hung and each of them is `HANG`. Ranks that never all met (`NotJoined`) are
+the network's or the set-up's problem, not the GPUs': incomplete, check-config.
 
 When the largest size is below the baseline floor and there are at least three
 members (ranks of one node, or nodes of a job), the pairwise search
 (gputests/work/pairwise.py) names the slow one, and the others are judged by the
 figure of the team without it.
 
-With one rank there is no bus: the path runs (join, check, time) and the test
-reports that there is nothing to measure, incomplete only where the baseline
-requires the figures.
+With one rank on a node there is no bus within it: the path runs (join, check, time)
+and the test reports that there is nothing to measure, incomplete only where the
+baseline requires the figures.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import shutil
 import statistics
+import tempfile
 from collections.abc import Iterator, Sequence
 from typing import TypeVar
 
 from gputests.work import nccl, pairwise
-from harness import distributed
+from harness import team as teams
 from harness.devices import Device
 from harness.profiles import size_label
 from harness.records import Code, Direction, Remediation, Severity
@@ -48,8 +55,9 @@ ALLOWANCE_S = 30.0
 """For what is not timed: joining (NCCL's set-up), filling and checking buffers."""
 
 
-def metric_name(mib: int) -> str:
-    return f"nccl.allreduce.{size_label(mib)}.busbw"
+def metric_name(mib: int, *, across: bool = False) -> str:
+    """The node's figure, or with `across` the figure of the job's ranks across its nodes."""
+    return f"nccl.allreduce.{'multinode.' if across else ''}{size_label(mib)}.busbw"
 
 
 def bandwidth(nbytes: int, seconds: float, world: int) -> tuple[float, float]:
@@ -63,7 +71,7 @@ def bandwidth(nbytes: int, seconds: float, world: int) -> tuple[float, float]:
 class _State:
     scope: Scope
     run: DeviceRun[nccl.Job]
-    team: distributed.Team
+    team: teams.Team
     gave_up: dict[str, nccl.RankEnd] = dataclasses.field(default_factory=dict)
     """Ranks (by device UUID) that could not go on for want of another."""
     failed_elsewhere: list[str] = dataclasses.field(default_factory=list)
@@ -75,8 +83,16 @@ class _State:
     def devices(self) -> tuple[Device, ...]:
         return self.scope.devices
 
+    @property
+    def across_nodes(self) -> bool:
+        return len(self.team.nodes) > 1
+
     def rank(self, device: Device) -> int:
         return self.team.first_rank + self.devices.index(device)
+
+    def ranks(self, across: bool) -> int:
+        """How many ranks an all-reduce of this scope spans."""
+        return self.team.world if across else len(self.devices)
 
     def causes(self) -> list[Device]:
         """This node's ranks that ended without finishing: the cause of any wait."""
@@ -90,13 +106,17 @@ class _State:
         return self.everyone_ok
 
 
+Sweeps = dict[tuple[bool, int], dict[Device, nccl.Swept]]
+"""The answers of each sweep, by (across nodes, MiB)."""
+
+
 def run(scope: Scope) -> Outcome:
     devices = scope.devices
     if not devices:
         return Outcome()
     profile = scope.profile
     limit_s = profile.hang_timeout_s * 2  # past the parent's stall limit: a hung rank is found first
-    with _team(scope, limit_s) as team:
+    with _team(scope, limit_s) as team, _log_dir() as log_dir:
         jobs = [
             nccl.Job(
                 rendezvous=team.rendezvous,
@@ -106,47 +126,63 @@ def run(scope: Scope) -> Outcome:
                 windows=WINDOWS,
                 join_limit_s=profile.startup_timeout_s + profile.hang_timeout_s,
                 limit_s=limit_s,
+                nodes=tuple(team.node_ranks()) if len(team.nodes) > 1 else (),
+                log_dir=log_dir,
             )
             for i in range(len(devices))
         ]
-        busy = ALLOWANCE_S + profile.duration_s + len(profile.nccl.sizes_mib) * profile.warmup_s
+        scopes = (False, True) if len(team.nodes) > 1 else (False,)
+        sweeps = len(profile.nccl.sizes_mib) * len(scopes)
+        busy = ALLOWANCE_S + profile.duration_s + sweeps * profile.warmup_s
         with DeviceRun(scope, nccl.worker, jobs, busy_s=busy, sees="node") as device_run:
             state = _State(scope=scope, run=device_run, team=team)
             joined = _step(state, None, nccl.Joined)
             for message in joined.values():
-                device_run.outcome.facts.update(
-                    {"nccl.backend": message.backend, "nccl.version": message.version, "nccl.nvls": message.nvls}
-                )
-            swept: dict[int, dict[Device, nccl.Swept]] = {}
+                nvls = "unknown" if message.backend == "nccl" else "no"
+                facts = {"nccl.backend": message.backend, "nccl.version": message.version, "nccl.nvls": nvls}
+                device_run.outcome.facts.update(facts)
+            swept: Sweeps = {}
             for mib in profile.nccl.sizes_mib:
-                if not state.ok():
-                    break
-                swept[mib] = _step(state, nccl.Sweep(nbytes=mib << 20), nccl.Swept)
-                _check(state, swept[mib])
+                for across in scopes:
+                    if state.ok():
+                        swept[(across, mib)] = _step(state, nccl.Sweep(nbytes=mib << 20, across=across), nccl.Swept)
+                        _check(state, swept[(across, mib)])
             if state.ok() and team.world > 1:
                 _record(state, swept)
             if state.ok():
                 for device in devices:
                     device_run.send(device, nccl.Stop())
             _attribute(state)
-    if team.world == 1:
-        more = nothing_to_test(scope, "one rank: an all-reduce has no bus to measure", _metrics(scope))
+    if len(devices) == 1:
+        why = "one rank on this node: an all-reduce within it has no bus to measure"
+        more = nothing_to_test(scope, why, _metrics(scope))
         device_run.outcome.findings += more.findings
     return device_run.outcome
 
 
 @contextlib.contextmanager
-def _team(scope: Scope, limit_s: float) -> Iterator[distributed.Team]:
+def _team(scope: Scope, limit_s: float) -> Iterator[teams.Team]:
     wait_s = scope.profile.startup_timeout_s + limit_s
     if scope.mpi is not None:
-        team, meeting = distributed.mpi_team(scope.mpi, scope.node, len(scope.devices), limit_s=wait_s)
+        team, meeting = teams.mpi_team(scope.mpi, scope.node, len(scope.devices), limit_s=wait_s)
     else:
-        team, meeting = distributed.local_team(scope.node, len(scope.devices), limit_s=wait_s)
+        team, meeting = teams.local_team(scope.node, len(scope.devices), limit_s=wait_s)
     try:
         yield team
     finally:
         if meeting is not None:
             meeting.close()
+
+
+@contextlib.contextmanager
+def _log_dir() -> Iterator[str]:
+    """A directory for the ranks' NCCL logs, removed after the test whatever became of the ranks
+    (a rank killed for a hang cannot clean up after itself)."""
+    path = tempfile.mkdtemp(prefix="gpu-burnin-nccl-")
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 A = TypeVar("A", bound=nccl.Answer)
@@ -170,68 +206,106 @@ def _step(state: _State, command: nccl.Command | None, kind: type[A]) -> dict[De
     return answers
 
 
-def _check(state: _State, answers: dict[Device, nccl.Swept]) -> None:
-    for device, swept in answers.items():
-        if swept.bad:
-            state.run.finding(
-                device,
-                Code.DATA_MISMATCH,
-                Severity.FAIL,
-                f"rank {state.rank(device)}: {swept.bad} of {swept.checked} all-reduced values of "
-                f"{swept.nbytes >> 20} MiB were wrong, the first at element {swept.first_bad}",
-                Remediation.INSPECT_HARDWARE,
-                metric=metric_name(swept.nbytes >> 20),
-                rank=state.rank(device),
-                bad_values=swept.bad,
-                checked=swept.checked,
-                first_bad=swept.first_bad,
+def _check(state: _State, answers: dict[Device, nccl.Swept] | dict[Device, nccl.Timed], metric: str = "") -> None:
+    for device, answer in answers.items():
+        if not answer.bad:
+            continue
+        if isinstance(answer, nccl.Swept):
+            metric = metric_name(answer.nbytes >> 20, across=answer.across)
+        state.run.finding(
+            device,
+            Code.DATA_MISMATCH,
+            Severity.FAIL,
+            f"rank {state.rank(device)}: {answer.bad} of {answer.checked} all-reduced values ({metric}) were "
+            f"wrong, the first at element {answer.first_bad}",
+            Remediation.INSPECT_HARDWARE,
+            metric=metric,
+            rank=state.rank(device),
+            bad_values=answer.bad,
+            checked=answer.checked,
+            first_bad=answer.first_bad,
+        )
+
+
+def _record(state: _State, swept: Sweeps) -> None:
+    for across in sorted({a for a, _ in swept}):
+        ranks = state.ranks(across)
+        if ranks < 2:
+            continue
+        sizes = {mib: answers for (a, mib), answers in swept.items() if a == across}
+        largest = max(sizes)
+        judged = {}
+        searchable = across or not state.across_nodes  # a node's own search would need every node in step
+        if searchable and any(state.team.share(_slow(state, sizes[largest], ranks))):  # every node, or none
+            judged = _search(state, largest, across)
+        for mib, answers in sizes.items():
+            for device, answer in answers.items():
+                own = (ranks, answer.seconds)
+                count, windows = judged.get(device, own) if mib == largest else own
+                busbw = [bandwidth(answer.nbytes, s, count)[1] for s in windows]
+                state.run.measure(device, metric_name(mib, across=across), busbw, "GB/s", Direction.HIGHER)
+    if len(state.devices) > 1:  # NVLS needs two GPUs of a node at least
+        _record_nvls(state, swept)
+
+
+def _record_nvls(state: _State, swept: Sweeps) -> None:
+    """Whether NCCL ran this node's all-reduces on NVLS, after the whole sweep (NCCL decides per
+    size, and sets NVLS up lazily), from the rank 0 of its communicator, where NCCL logs its
+    choices. An 8-GPU NVSwitch board's floors lie above what NCCL reaches without NVLS (Ring):
+    where the node's figure misses its floor and NCCL ran no all-reduce on NVLS, each GPU is told why."""
+    node = {mib: answers for (across, mib), answers in swept.items() if not across}
+    said = {answer.nvls for answers in node.values() for answer in answers.values()}
+    nvls = "yes" if "yes" in said else "no" if "no" in said else "unknown"
+    facts = state.run.outcome.facts
+    if facts.get("nccl.backend") != "nccl" or not node:
+        return
+    facts["nccl.nvls"] = nvls
+    largest = max(node)
+    metric = metric_name(largest)
+    for device, answer in node[largest].items():
+        baseline = state.scope.baselines.get(device.uuid)
+        spec = baseline.metrics.get(metric) if baseline else None
+        figure = statistics.median(bandwidth(answer.nbytes, s, state.ranks(False))[1] for s in answer.seconds)
+        if nvls == "no" and spec is not None and not spec.meets_limit(figure):
+            text = (
+                f"{metric} = {figure:.4g} GB/s with NCCL running none of the node's all-reduces on NVLink SHARP "
+                "(NVLS), which an NVSwitch board's floor assumes: check that nvidia-fabricmanager runs, that the "
+                "driver offers multicast, and that NCCL_NVLS_ENABLE and NCCL_ALGO do not exclude NVLS"
             )
+            state.run.finding(device, Code.LOW_THROUGHPUT, Severity.INFO, text, metric=metric, nvls=nvls)
 
 
-def _record(state: _State, swept: dict[int, dict[Device, nccl.Swept]]) -> None:
-    world = state.team.world
-    largest = max(swept)
-    slow = any(state.team.share(_slow(state, largest, swept[largest])))  # every node searches, or none
-    judged = _search(state, largest) if slow else {}
-    for mib, answers in swept.items():
-        for device, answer in answers.items():
-            seconds = judged.get(device, (world, answer.seconds)) if mib == largest else (world, answer.seconds)
-            ranks, windows = seconds
-            busbw = [bandwidth(answer.nbytes, s, ranks)[1] for s in windows]
-            state.run.measure(device, metric_name(mib), busbw, "GB/s", Direction.HIGHER)
-
-
-def _slow(state: _State, mib: int, answers: dict[Device, nccl.Swept]) -> bool:
-    """Whether the team's figure at `mib` is below some rank's baseline floor."""
-    metric = metric_name(mib)
+def _slow(state: _State, answers: dict[Device, nccl.Swept], ranks: int) -> bool:
+    """Whether the team's figure is below some rank's baseline floor."""
     for device, answer in answers.items():
         baseline = state.scope.baselines.get(device.uuid)
-        spec = baseline.metrics.get(metric) if baseline is not None else None
-        figure = statistics.median(bandwidth(answer.nbytes, s, state.team.world)[1] for s in answer.seconds)
+        spec = baseline.metrics.get(metric_name(answer.nbytes >> 20, across=answer.across)) if baseline else None
+        figure = statistics.median(bandwidth(answer.nbytes, s, ranks)[1] for s in answer.seconds)
         if spec is not None and not spec.meets_limit(figure):
             return True
     return False
 
 
-def _search(state: _State, mib: int) -> dict[Device, tuple[int, tuple[float, ...]]]:
+def _search(state: _State, mib: int, across: bool) -> dict[Device, tuple[int, tuple[float, ...]]]:
     """The pairwise search among the team's members (its nodes, or one node's ranks). Names the
     slow members, and returns the figures the others are judged by instead (the team without
     them): per device, the ranks timed together and their seconds per all-reduce."""
     team = state.team
-    members: list[tuple[int, ...]] = team.node_ranks() if len(team.nodes) > 1 else [(r,) for r in range(team.world)]
+    members: list[tuple[int, ...]] = team.node_ranks() if across else [(r,) for r in range(team.world)]
     if len(members) < 3:
         return {}
     nbytes = mib << 20
+    metric = metric_name(mib, across=across)
 
     def measure(pairs: Sequence[pairwise.Pair]) -> list[float]:
         sets = tuple(tuple(sorted(members[a] + members[b])) for a, b in pairs)
-        timed = _set_seconds(state, sets, nbytes)
+        timed = _set_seconds(state, sets, nbytes, metric)
         return [bandwidth(nbytes, timed[ranks], len(ranks))[1] for ranks in sets]
 
     found = pairwise.search(len(members), measure, tolerance=SEARCH_TOLERANCE)
     if not found.culprits or not state.ok():
         return {}
-    name = _member_names(state, members)
+    name = _member_names(state, members, across)
     trials = found.describe(lambda m: name[m])
     bad_ranks = {r: m for m in found.culprits for r in members[m]}
     for device in state.devices:
@@ -243,7 +317,7 @@ def _search(state: _State, mib: int) -> dict[Device, tuple[int, tuple[float, ...
                 f"the pairwise search names {name[bad_ranks[state.rank(device)]]} as the slow member of the "
                 f"all-reduce of {mib} MiB: every pair with it was slow ({trials})",
                 Remediation.INSPECT_HARDWARE,
-                metric=metric_name(mib),
+                metric=metric,
                 rank=state.rank(device),
                 trials=[{"pair": [name[t.pair[0]], name[t.pair[1]]], "busbw": t.busbw} for t in found.trials],
             )
@@ -251,23 +325,27 @@ def _search(state: _State, mib: int) -> dict[Device, tuple[int, tuple[float, ...
     if len(rest) < 2:
         return {}
     answers = _step(state, nccl.Measure(sets=(rest,), nbytes=nbytes), nccl.Timed)
+    _check(state, answers, metric)
     return {d: (len(rest), t.seconds) for d, t in answers.items() if t.seconds}
 
 
-def _set_seconds(state: _State, sets: tuple[tuple[int, ...], ...], nbytes: int) -> dict[tuple[int, ...], float]:
-    """Each set's seconds per all-reduce (the median over its ranks of their median windows),
-    every node's ranks included."""
+def _set_seconds(
+    state: _State, sets: tuple[tuple[int, ...], ...], nbytes: int, metric: str
+) -> dict[tuple[int, ...], float]:
+    """Each set's seconds per all-reduce (its slowest rank's, the median window), every node's
+    ranks included."""
     answers = _step(state, nccl.Measure(sets=sets, nbytes=nbytes), nccl.Timed)
+    _check(state, answers, metric)
     local = [(t.ranks, statistics.median(t.seconds)) for t in answers.values() if t.seconds]
     every = [item for node in state.team.share(local) for item in node]
     per_set: dict[tuple[int, ...], list[float]] = {}
     for ranks, seconds in every:
         per_set.setdefault(tuple(ranks), []).append(seconds)
-    return {ranks: statistics.median(per_set.get(ranks, [float("inf")])) for ranks in sets}
+    return {ranks: max(per_set.get(ranks, [float("inf")])) for ranks in sets}
 
 
-def _member_names(state: _State, members: list[tuple[int, ...]]) -> list[str]:
-    if len(state.team.nodes) > 1:
+def _member_names(state: _State, members: list[tuple[int, ...]], across: bool) -> list[str]:
+    if across:
         return [node for node, _ in state.team.nodes]
     return [f"rank {r} ({state.devices[r - state.team.first_rank].label})" for (r,) in members]
 
@@ -276,7 +354,7 @@ def _attribute(state: _State) -> None:
     """Who made the ranks wait: the causes have their own findings (as every worker's end); the
     ranks that gave up are information beside them, or, with no cause anywhere, hung themselves.
     A node whose ranks failed nowhere but whose team lost another node's is incomplete: its
-    all-reduce never finished."""
+    all-reduce never finished. Ranks that never all met are incomplete: the set-up's problem."""
     causes = state.causes()
     named = [f"rank {state.rank(d)} ({d.label})" for d in causes] + [f"node {n}" for n in state.failed_elsewhere]
     if named:
@@ -289,19 +367,28 @@ def _attribute(state: _State) -> None:
         message = state.gave_up.get(device.uuid)
         if message is None:
             continue
-        what = f"{message.what} ({message.waited_s:.0f} s)" if isinstance(message, nccl.Stuck) else str(message)
-        if isinstance(message, nccl.PeerLost):
-            what = message.error
+        rank = state.rank(device)
+        what = message.error if isinstance(message, nccl.PeerLost) else str(message)
+        if isinstance(message, nccl.Stuck | nccl.NotJoined):
+            what = f"{message.what} ({message.waited_s:.0f} s)"
         if named:
-            text = f"rank {state.rank(device)} gave up waiting for {', '.join(named)}: {what}"
-            state.run.finding(device, Code.HANG, Severity.INFO, text, rank=state.rank(device))
+            text = f"rank {rank} gave up waiting for {', '.join(named)}: {what}"
+            state.run.finding(device, Code.HANG, Severity.INFO, text, rank=rank)
+        elif isinstance(message, nccl.NotJoined):
+            text = (
+                f"rank {rank}: {what}: the {state.team.world} ranks never all met at "
+                f"{state.team.rendezvous.host}:{state.team.rendezvous.port} (a rank or node that never started, "
+                "the meeting address, the network or a firewall between the nodes); the GPUs were not judged"
+            )
+            state.run.finding(device, Code.TEST_ERROR, Severity.INCOMPLETE, text, Remediation.CHECK_CONFIG, rank=rank)
         elif isinstance(message, nccl.Stuck):
-            text = f"rank {state.rank(device)}: {what}, with no rank failed: the collective itself hung"
-            state.run.finding(device, Code.HANG, Severity.FAIL, text, Remediation.RESET_GPU, rank=state.rank(device))
+            text = f"rank {rank}: {what}, with no rank failed: the collective itself hung"
+            state.run.finding(device, Code.HANG, Severity.FAIL, text, Remediation.RESET_GPU, rank=rank)
         else:
-            text = f"rank {state.rank(device)}: the all-reduce failed: {what}"
+            text = f"rank {rank}: the all-reduce failed: {what}"
             state.run.finding(device, Code.TEST_ERROR, Severity.INCOMPLETE, text, Remediation.RERUN)
 
 
 def _metrics(scope: Scope) -> list[str]:
+    """The figures a node's own all-reduce gives."""
     return [metric_name(mib) for mib in scope.profile.nccl.sizes_mib]

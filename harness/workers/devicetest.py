@@ -379,6 +379,7 @@ class Context:
         """Until it fires; then empty: the fault is one event, not a broken device."""
         self._fault_at = fault.at if fault else 1
         self._slow = self._fault in faults.PACE_KINDS
+        self._late = self._fault in faults.ARRIVAL_KINDS
         self._points = 0
 
     @property
@@ -437,7 +438,8 @@ class Context:
         the device's injected fault (a flipped bit in `data`, a hang, a crash, an error) fires
         it, or the Nth for a fault `KIND@N`."""
         kind = self._fault
-        if not kind or kind in faults.INPUT_KINDS + faults.PACE_KINDS or (kind in faults.DATA_KINDS and data is None):
+        passive = faults.INPUT_KINDS + faults.PACE_KINDS + faults.ARRIVAL_KINDS
+        if not kind or kind in passive or (kind in faults.DATA_KINDS and data is None):
             return
         self._points += 1
         if self._points < self._fault_at:
@@ -452,6 +454,14 @@ class Context:
         if self._fault:  # said once; slow for ever
             self._fired(self._fault)
         time.sleep(faults.SLOW_S)
+
+    def fault_late(self) -> None:
+        """Mark where a rank arrives for a timed window of a collective: a `late` fault delays it at every one."""
+        if not self._late:
+            return
+        if self._fault:  # said once; late every time
+            self._fired(self._fault)
+        time.sleep(faults.LATE_S)
 
     def _fired(self, kind: str) -> None:
         self._fault = ""

@@ -37,6 +37,8 @@ KINDS = {
     "error": "raise an exception in the worker, as a CUDA error does: TEST_ERROR, incomplete",
     "slow": "delay every timed unit of work on one device, as a slow GPU or link does: the all-reduce's "
     "pairwise search names it",
+    "late": "make one rank of a collective arrive late at every timed window, as a busy host does: "
+    "nothing to find, since no rank's figure may include another's arrival",
 }
 INPUT_KINDS = ("skew",)
 """Faults applied to an input before the work starts; the rest fire at the fault point."""
@@ -46,6 +48,11 @@ PACE_KINDS = ("slow",)
 """Faults that act on every timed unit of work (`Context.fault_pace`), not at a fault point."""
 SLOW_S = 0.2
 """What `slow` adds to each timed unit."""
+ARRIVAL_KINDS = ("late",)
+"""Faults that act on a rank's arrival at every timed window (`Context.fault_late`)."""
+LATE_S = 0.5
+"""How late `late` arrives: far more than a window of the CPU self-test, so that a figure that
+included it would show."""
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
