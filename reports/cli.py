@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import re
 import sys
 import time
 from pathlib import Path
@@ -28,6 +29,7 @@ from reports.settings import MAX_SIGMAS, MAX_STALE_DAYS, STALE_DAYS, Limits, Rul
 if TYPE_CHECKING:
     from reports.review import Review
 
+_CONTROLS = re.compile(r"[\x00-\x09\x0b-\x1f\x7f-\x9f]")
 OUTPUTS = "- is standard output; a device or FIFO is written through, a link's target written; never an input"
 
 
@@ -113,7 +115,7 @@ def run_report(args: argparse.Namespace) -> int:
         export.write_csv(args.csv, loaded.measurements)
     if args.parquet:
         export.write_parquet(args.parquet, loaded.measurements)
-    print(summary_text(done, args.output), file=_terminal(wanted.values()))
+    print(printable(summary_text(done, args.output)), file=_terminal(wanted.values()))
     return int(ExitCode.INCOMPLETE if loaded.runs.empty else ExitCode.PASS)
 
 
@@ -129,10 +131,10 @@ def run_propose(args: argparse.Namespace) -> int:
             raise ConfigError("exists; pass --write to replace it (nothing was written)", file=target)
     loaded = load.load_files(paths, missing, progress=_progress(args))
     for error in loaded.errors:
-        print(f"gpu-burnin: skipped {error}", file=sys.stderr)
+        print(printable(f"gpu-burnin: skipped {error}"), file=sys.stderr)
     proposal = propose.propose(loaded.measurements, current, _rule_of(args), args.now or dt.datetime.now(dt.UTC))
     terminal = _terminal([target])
-    print(proposal.diff(), file=terminal)
+    print(printable(proposal.diff()), file=terminal)
     if not any(c.gpus >= args.min_gpus for c in proposal.changes):
         print(
             f"gpu-burnin: nothing to propose: no metric of {args.baseline} has {args.min_gpus} passing GPUs "
@@ -144,7 +146,7 @@ def run_propose(args: argparse.Namespace) -> int:
         print("dry run: nothing written (-o FILE writes the proposal; --write replaces the baseline)")
         return int(ExitCode.PASS)
     tomlfile.write_text(target, proposal.text(), option="--output" if args.output else "--baseline")
-    print(f"wrote {target}", file=terminal)
+    print(printable(f"wrote {target}"), file=terminal)
     return int(ExitCode.PASS)
 
 
@@ -179,6 +181,12 @@ def summary_text(review: Review, output: Path) -> str:
         )
     lines.append(f"report: {output}")
     return "\n".join(lines)
+
+
+def printable(text: str) -> str:
+    """`text` with control characters but newlines escaped (\\x1b): names from result files (a GPU
+    model, a node, a file name) must not drive the terminal."""
+    return _CONTROLS.sub(lambda found: found.group().encode("unicode_escape").decode("ascii"), text)
 
 
 def _minute(moment: str) -> str:

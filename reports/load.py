@@ -39,7 +39,7 @@ import pandas as pd
 from harness.errors import ConfigError
 from harness.records import Direction
 from harness.results import ResultDocument, RunState
-from reports.resultfile import is_job, read
+from reports.resultfile import is_job, read, short
 
 RUN_COLUMNS = [
     "run_id",
@@ -106,6 +106,7 @@ _DEVICE_LEVEL = ("gpu_index", "gpu_name", "serial")
 _REQUIRED = operator.itemgetter("metric", "gpu", "value", "unit", "direction")
 _DIRECTIONS = {str(d) for d in Direction}
 _NUMBERS = {int, float}
+_INT64 = 2**63 - 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -256,8 +257,8 @@ class _Columns:
         strings_ok = all({type(x) for x in column} <= {str} for column in (metric, gpu, unit, test, peer))
         numbers_ok = {type(v) for v in value} <= _NUMBERS and {type(v) for v in samples} <= {int}
         bounds_ok = all({type(v) for v in column} <= _NUMBERS | {type(None)} for column in (low, high))
-        if not (strings_ok and numbers_ok and bounds_ok and set(direction) <= _DIRECTIONS) or not all(
-            math.isfinite(v) for v in value
+        if not (strings_ok and numbers_ok and bounds_ok and set(direction) <= _DIRECTIONS) or not (
+            all(map(_finite, value)) and all(map(_finite, low + high)) and all(0 <= n <= _INT64 for n in samples)
         ):
             raise _first_bad(measurements, path)
         first = len(self.devices)
@@ -306,6 +307,14 @@ def _taken(level: list[Any], rows: np.ndarray) -> pd.Categorical:
     return pd.Categorical.from_codes(categorical.codes[rows], dtype=categorical.dtype)
 
 
+def _finite(value: Any) -> bool:
+    """A number a float holds, not NaN or infinite (an integer of 400 digits is none); None passes."""
+    try:
+        return value is None or type(value) is str or math.isfinite(value)
+    except OverflowError:
+        return False
+
+
 def _first_bad(measurements: list[Any], path: Path) -> ConfigError:
     """The first measurement field that is missing or of the wrong type, as an error naming it."""
     kinds: dict[str, tuple[type, ...]] = {
@@ -332,8 +341,8 @@ def _first_bad(measurements: list[Any], path: Path) -> ConfigError:
                     return ConfigError("missing", file=path, field=f"{where}.{key}")
                 continue
             v = m[key]
-            if type(v) not in allowed or (key == "value" and not math.isfinite(v)):
-                return ConfigError(f"unexpected value {v!r}", file=path, field=f"{where}.{key}")
+            if type(v) not in allowed or not _finite(v) or (key == "samples" and not 0 <= v <= _INT64):
+                return ConfigError(f"unexpected value {short(v)}", file=path, field=f"{where}.{key}")
         if m["direction"] not in _DIRECTIONS:
             return ConfigError(
                 f"is {m['direction']!r}; expected 'higher' or 'lower'", file=path, field=f"{where}.direction"

@@ -25,8 +25,10 @@ from harness.options import EARLIEST, LATEST
 from harness.results import ResultDocument
 
 MAX_BYTES = 16 * 2**20
-"""The largest result file read: 16 MiB. Real ones (8 GPUs, every test, health snapshots and
-telemetry) are under 1 MiB; anything larger is not a result, and would only cost memory."""
+"""The largest result file read: 16 MiB. Results are tens of kilobytes (45 KB for 8 GPUs and
+every test in bench/fleet.py's fleets, 4 KB for a one-GPU H200 run in bench/results), so a
+margin of hundreds for health snapshots and telemetry; anything larger is not a result, and
+would only cost memory (or, at 50 MB of made-up metrics, break the page)."""
 _FIELD_TYPES: dict[str, tuple[type, ...]] = {"str": (str,), "int": (int,), "float": (int, float)}
 _TYPED: dict[type, tuple[tuple[str, tuple[type, ...]], ...]] = {}
 
@@ -95,7 +97,7 @@ def _check_document(doc: ResultDocument, path: Path) -> None:
             _check_fields(record, path, f"{name}[{i}].")
     for key, value in doc.host.items():
         if type(value) is not str:
-            raise ConfigError(f"expected a string, got {_short(value)}", file=path, field=f"host.{key}")
+            raise ConfigError(f"expected a string, got {short(value)}", file=path, field=f"host.{key}")
     for name in ("started_at", "ended_at"):
         moment = getattr(doc, name)
         if moment is not None and not EARLIEST <= moment < LATEST:
@@ -109,9 +111,16 @@ def _check_document(doc: ResultDocument, path: Path) -> None:
 def _check_fields(record: Any, path: Path, where: str) -> None:
     for name, allowed in _typed_fields(type(record)):
         value = getattr(record, name)
-        if type(value) not in allowed or (type(value) is float and not math.isfinite(value)):
+        if type(value) not in allowed or not _fits(value):
             kind = "a string" if allowed == (str,) else "a whole number" if allowed == (int,) else "a number"
-            raise ConfigError(f"expected {kind}, got {_short(value)}", file=path, field=f"{where}{name}")
+            raise ConfigError(f"expected {kind}, got {short(value)}", file=path, field=f"{where}{name}")
+
+
+def _fits(value: Any) -> bool:
+    """A float that is finite, an integer that a 64-bit column holds (a device index of 10**30 is neither)."""
+    if type(value) is float:
+        return math.isfinite(value)
+    return type(value) is not int or -(2**63) <= value < 2**63
 
 
 def _typed_fields(cls: type) -> tuple[tuple[str, tuple[type, ...]], ...]:
@@ -124,7 +133,8 @@ def _typed_fields(cls: type) -> tuple[tuple[str, tuple[type, ...]], ...]:
     return found
 
 
-def _short(value: Any) -> str:
+def short(value: Any) -> str:
+    """A value for an error message: its repr, cut at 40 characters."""
     text = repr(value)
     return text if len(text) <= 40 else text[:37] + "..."
 

@@ -71,6 +71,10 @@ DOCUMENTS = {
         "findings[0].gpu",
         "expected a string",
     ),
+    "a device index of 10**30": (_set(["devices", 0, "index"], 10**30), "devices[0].index", "expected a whole"),
+    "a value of 10**400": (_set(["measurements", 0, "value"], 10**400), "measurements[0].value", "unexpected"),
+    "samples of 10**30": (_set(["measurements", 0, "samples"], 10**30), "measurements[0].samples", "unexpected"),
+    "a time that is a number": (_set(["started_at"], 12345), None, "malformed result"),
     "a bad profile": (_set(["profile", "duration_s"], -1), "profile.duration_s", "must be positive"),
 }
 
@@ -167,6 +171,15 @@ def _only_broken(fleet, hostile, field, problem):
     [broken] = found.errors
     assert (broken.file, broken.field) == (str(hostile), field) and problem in broken.problem, broken
     assert len(found.runs) == 4 and found.files == 5
+
+
+def test_control_characters_from_a_file_never_reach_the_terminal(fleet, tmp_path, capsys):
+    """A GPU model no baseline covers is named in the summary: its escape sequence is shown, not obeyed."""
+    hostile = tmp_path / "esc.json"
+    hostile.write_text(json.dumps(_variant(fleet, _set(["devices", 0, "name"], "GPU\x1b[2J\x1b]0;owned\x07"))))
+    assert main(["report", str(fleet), str(hostile), "-o", str(tmp_path / "r.html"), "--now", NOW]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\x07" not in out and "no baseline covers: GPU\\x1b[2J\\x1b]0;owned\\x07" in out
 
 
 # The same run in two files counts once.
