@@ -6,8 +6,9 @@
     gpu_burnin_findings{node,severity,code}  how many findings of each kind
     gpu_burnin_measurement{node,gpu,metric,unit}  every figure (the median of its windows)
 
-The file is written whole (prometheus_client writes a temporary file and renames
-it), so the collector never reads half of one. This module is the only one that
+The file is written whole (harness.outputs: a temporary file renamed over it), so the
+collector never reads half of one; a link is written through to its target, and a device
+or a FIFO is written, never replaced. This module is the only one that
 imports prometheus_client: the watch's textfile (harness/watch/metrics.py) is built
 with its `Textfile`.
 """
@@ -17,9 +18,10 @@ from __future__ import annotations
 import collections
 from pathlib import Path
 
-from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
+from prometheus_client import CollectorRegistry, Gauge, generate_latest
 
 from harness.errors import ConfigError
+from harness.outputs import is_stream, write_output
 from harness.results import ResultDocument
 from harness.verdict import Status
 
@@ -38,12 +40,13 @@ class Textfile:
     def write(self, path: Path) -> Path:
         """Replace `path` with the gauges; ConfigError (naming the file) when it cannot be written."""
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            write_to_textfile(str(path), self.registry)
+            if not is_stream(path):
+                path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as err:
             raise ConfigError(
                 f"cannot write the metrics file: {err.strerror}", file=path, option="--metrics-textfile"
             ) from err
+        write_output(path, generate_latest(self.registry), option="--metrics-textfile")
         return path
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import datetime as dt
 import json
 import math
 import os
@@ -125,6 +126,42 @@ def count(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected at least 1, got {value}")
+    return value
+
+
+def bounded(above: float, most: float, what: str) -> Callable[[str], float]:
+    """A parser of a finite number greater than `above` and at most `most`, for argparse's `type=`;
+    `what` names the number in the error ("a number of days")."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if not math.isfinite(value) or not above < value <= most:
+            raise argparse.ArgumentTypeError(f"expected {what} greater than {above:g} and at most {most:g}, got {text}")
+        return value
+
+    parse.__name__ = what
+    return parse
+
+
+EARLIEST = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
+LATEST = dt.datetime(2100, 1, 1, tzinfo=dt.UTC)
+"""Times a result file or a report's --now may hold: anything outside is a broken clock or a forged
+file, and far outside what pandas' timestamps hold (years 1677 to 2262)."""
+
+
+def moment(text: str) -> dt.datetime:
+    """An ISO 8601 time (Z or an offset) from EARLIEST to LATEST, as UTC."""
+    try:
+        value = results.parse_timestamp(text)
+    except (ValueError, OverflowError):
+        raise argparse.ArgumentTypeError(f"expected a time such as 2026-11-28T00:00:00Z, got {text!r}") from None
+    if not EARLIEST <= value < LATEST:
+        raise argparse.ArgumentTypeError(
+            f"expected a time from {EARLIEST:%Y-%m-%d} to {LATEST:%Y-%m-%d}, got {text!r}"
+        )
     return value
 
 

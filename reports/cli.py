@@ -3,6 +3,10 @@
 Only argparse and harness are imported here; pandas and plotly load when one of these
 commands runs, so the node-side commands start as fast as before.
 
+Every output goes through harness.outputs: a regular file is replaced whole, a device, a FIFO
+or `-` (standard output) is written through, a link's target is written, and an output that
+is one of the inputs is refused.
+
 Exit status: 0 done, 2 nothing could be judged (no result read, nothing to propose),
 4 usage or configuration error (nothing written).
 """
@@ -11,18 +15,22 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import re
 import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from harness import baselines, results
+from harness import baselines, options, outputs
 from harness.errors import ConfigError
 from harness.verdict import ExitCode
+from reports.settings import MAX_SIGMAS, MAX_STALE_DAYS, STALE_DAYS, Limits, Rule, default
 
 if TYPE_CHECKING:
-    from reports.load import Loaded
     from reports.review import Review
+
+_CONTROLS = re.compile(r"[\x00-\x09\x0b-\x1f\x7f-\x9f]")
+OUTPUTS = "- is standard output; a device or FIFO is written through, a link's target written; never an input"
 
 
 def add_commands(commands: Any) -> None:
@@ -37,26 +45,27 @@ def add_commands(commands: Any) -> None:
     )
     _sources(report)
     report.add_argument(
-        "-o", "--output", type=Path, default=Path("gpu-burnin-report.html"), metavar="FILE",
-        help="the HTML report (default gpu-burnin-report.html)",
+        "-o", "--output", type=_path, default=Path("gpu-burnin-report.html"), metavar="FILE",
+        help=f"the HTML report (default gpu-burnin-report.html; {OUTPUTS})",
     )  # fmt: skip
-    report.add_argument("--csv", type=Path, metavar="FILE", help="also write the tidy table, one row a measurement")
-    report.add_argument("--parquet", type=Path, metavar="FILE", help="the same table as Parquet")
-    report.add_argument("--json", type=Path, metavar="FILE", help="the findings as JSON, for scripts and alerting")
+    report.add_argument("--csv", type=_path, metavar="FILE", help="also write the tidy table, one row a measurement")
+    report.add_argument("--parquet", type=_path, metavar="FILE", help="the same table as Parquet")
+    report.add_argument("--json", type=_path, metavar="FILE", help="the findings as JSON, for scripts and alerting")
     report.add_argument(
-        "--baseline-dir", type=Path, metavar="DIR", help="the baselines to compare with (default: the packaged ones)"
+        "--baseline-dir", type=_path, metavar="DIR", help="the baselines to compare with (default: the packaged ones)"
     )
     report.add_argument(
-        "--stale-days", type=_positive, default=7.0, metavar="DAYS",
-        help="a node whose last run is older is stale (default 7)",
+        "--stale-days", type=options.bounded(0, MAX_STALE_DAYS, "a number of days"), default=STALE_DAYS,
+        metavar="DAYS", help=f"a node whose last run is older is stale (default {STALE_DAYS:g})",
     )  # fmt: skip
     report.add_argument(
-        "--outlier-z", type=_positive, default=6.0, metavar="Z",
-        help="robust sigmas below the model's median that make a figure an outlier (default 6)",
+        "--outlier-z", type=options.bounded(0, MAX_SIGMAS, "a number of robust sigmas"),
+        default=default(Limits, "outlier_z"), metavar="Z",
+        help="robust sigmas below the model's median that make a figure an outlier (default %(default)g)",
     )  # fmt: skip
     report.add_argument(
-        "--fell", type=_fraction, default=0.05, metavar="FRACTION",
-        help="a GPU worse than its previous run by more than this share fell (default 0.05)",
+        "--fell", type=options.bounded(0, 1, "a fraction"), default=default(Limits, "fell_share"),
+        metavar="FRACTION", help="a GPU worse than its previous run by more than this share fell (default %(default)g)",
     )  # fmt: skip
     _rule(report)
     report.set_defaults(handler=run_report)
@@ -72,8 +81,10 @@ def add_commands(commands: Any) -> None:
         "Exit 0 done, 2 no metric had enough passing GPUs, 4 usage or configuration error.",
     )
     _sources(propose)
-    propose.add_argument("--baseline", type=Path, required=True, metavar="FILE", help="the current baseline file")
-    propose.add_argument("-o", "--output", type=Path, metavar="FILE", help="write the proposed baseline here")
+    propose.add_argument("--baseline", type=_path, required=True, metavar="FILE", help="the current baseline file")
+    propose.add_argument(
+        "-o", "--output", type=_path, metavar="FILE", help=f"write the proposed baseline here ({OUTPUTS})"
+    )
     propose.add_argument(
         "--write", action="store_true", help="allow replacing an existing file: -o FILE, or without -o the baseline"
     )
@@ -82,16 +93,19 @@ def add_commands(commands: Any) -> None:
 
 
 def run_report(args: argparse.Namespace) -> int:
-    from reports import export, html, review
+    from reports import export, html, load, review
 
-    export.check_writable(args.output, args.csv, args.parquet, args.json)
-    found = baselines.load_dir(args.baseline_dir) if args.baseline_dir else baselines.load_dir(baselines.default_dir())
-    loaded = _load(args)
+    directory = args.baseline_dir or baselines.default_dir()
+    paths, missing = load.result_files(args.results)
+    wanted = {"--output": args.output, "--json": args.json, "--csv": args.csv, "--parquet": args.parquet}
+    outputs.check_outputs(wanted, [*paths, *sorted(directory.glob("*.toml"))])
+    found = baselines.load_dir(directory)
+    loaded = load.load_files(paths, missing, progress=_progress(args))
     settings = review.Settings(
         now=args.now or dt.datetime.now(dt.UTC),
         window=dt.timedelta(days=args.stale_days),
-        limits=_limits(args),
-        rule=_propose_rule(args),
+        limits=Limits(outlier_z=args.outlier_z, fell_share=args.fell),
+        rule=_rule_of(args),
     )
     done = review.review(loaded, settings, found)
     export.write_html(args.output, html.render(done))
@@ -101,24 +115,26 @@ def run_report(args: argparse.Namespace) -> int:
         export.write_csv(args.csv, loaded.measurements)
     if args.parquet:
         export.write_parquet(args.parquet, loaded.measurements)
-    print(summary_text(done, args.output))
+    print(printable(summary_text(done, args.output)), file=_terminal(wanted.values()))
     return int(ExitCode.INCOMPLETE if loaded.runs.empty else ExitCode.PASS)
 
 
 def run_propose(args: argparse.Namespace) -> int:
-    from reports import export, propose, tomlfile
+    from reports import load, propose, tomlfile
 
     current = baselines.load_file(args.baseline)
     target = args.output or (args.baseline if args.write else None)
+    paths, missing = load.result_files(args.results)
     if target is not None:
-        export.check_writable(target)
-        if target.exists() and not args.write:
+        outputs.check_outputs({"--output" if args.output else "--baseline": target}, paths)
+        if _replaces(target) and not args.write:
             raise ConfigError("exists; pass --write to replace it (nothing was written)", file=target)
-    loaded = _load(args)
+    loaded = load.load_files(paths, missing, progress=_progress(args))
     for error in loaded.errors:
-        print(f"gpu-burnin: skipped {error}", file=sys.stderr)
-    proposal = propose.propose(loaded.measurements, current, _propose_rule(args), args.now or dt.datetime.now(dt.UTC))
-    print(proposal.diff())
+        print(printable(f"gpu-burnin: skipped {error}"), file=sys.stderr)
+    proposal = propose.propose(loaded.measurements, current, _rule_of(args), args.now or dt.datetime.now(dt.UTC))
+    terminal = _terminal([target])
+    print(printable(proposal.diff()), file=terminal)
     if not any(c.gpus >= args.min_gpus for c in proposal.changes):
         print(
             f"gpu-burnin: nothing to propose: no metric of {args.baseline} has {args.min_gpus} passing GPUs "
@@ -129,23 +145,23 @@ def run_propose(args: argparse.Namespace) -> int:
     if target is None:
         print("dry run: nothing written (-o FILE writes the proposal; --write replaces the baseline)")
         return int(ExitCode.PASS)
-    tomlfile.write_text(target, proposal.text())
-    print(f"wrote {target}")
+    tomlfile.write_text(target, proposal.text(), option="--output" if args.output else "--baseline")
+    print(printable(f"wrote {target}"), file=terminal)
     return int(ExitCode.PASS)
 
 
 def summary_text(review: Review, output: Path) -> str:
     s = review.summary()
     verdicts = s["latest_verdicts"]
+    span = "no runs read" if s["first"] is None else f"{_minute(s['first'])} to {_minute(s['last'])}"
+    copies = f", {s['duplicate_files']} copies of runs read twice (counted once)" if s["duplicate_files"] else ""
     lines = [
-        f"gpu-burnin report: {s['files']} files ({s['broken_files']} broken, skipped), {s['runs']} runs, "
-        f"{s['nodes']} nodes, {s['gpus']} GPUs, {s['measurements']} measurements, "
-        f"{_minute(s['first'])} to {_minute(s['last'])}",
+        f"gpu-burnin report: {s['files']} files ({s['broken_files']} broken, skipped{copies}), {s['runs']} runs, "
+        f"{s['nodes']} nodes, {s['gpus']} GPUs, {s['measurements']} measurements, {span}",
         f"latest run per node: {verdicts['pass']} pass, {verdicts['fail']} fail, {verdicts['incomplete']} incomplete",
     ]
-    codes = review.failures.drop_duplicates(["node", "code"])["code"].value_counts()
-    if not codes.empty:
-        lines.append("failing nodes by code: " + ", ".join(f"{code} {n}" for code, n in codes.items()))
+    if s["failing_codes"]:
+        lines.append("failing nodes by code: " + ", ".join(f"{code} {n}" for code, n in s["failing_codes"].items()))
     lines += [
         f"outliers: {s['outlier_figures']} figures on {s['outlier_gpus']} GPUs; fell between runs: {s['fell_figures']}",
         f"coverage: {s['stale_nodes']} nodes not tested in {review.coverage.window.total_seconds() / 86400:g} days, "
@@ -167,15 +183,29 @@ def summary_text(review: Review, output: Path) -> str:
     return "\n".join(lines)
 
 
-def _minute(moment: str | None) -> str:
-    return "never" if moment is None else moment[:16].replace("T", " ")
+def printable(text: str) -> str:
+    """`text` with control characters but newlines escaped (\\x1b): names from result files (a GPU
+    model, a node, a file name) must not drive the terminal."""
+    return _CONTROLS.sub(lambda found: found.group().encode("unicode_escape").decode("ascii"), text)
 
 
-def _load(args: argparse.Namespace) -> Loaded:
-    from reports.load import load_results
+def _minute(moment: str) -> str:
+    return moment[:16].replace("T", " ")
 
-    show = args.progress or sys.stderr.isatty()
-    return load_results(*args.results, progress=Progress(sys.stderr) if show else None)
+
+def _progress(args: argparse.Namespace) -> Progress | None:
+    return Progress(sys.stderr) if args.progress or sys.stderr.isatty() else None
+
+
+def _terminal(given: Any) -> TextIO:
+    """Where the summary goes: stdout, unless an output is written there (then stderr, apart from the data)."""
+    shared = any(p is not None and outputs.is_stream(p) and str(p) != "/dev/stderr" for p in given)
+    return sys.stderr if shared else sys.stdout
+
+
+def _replaces(target: Path) -> bool:
+    """Whether writing `target` replaces a file (a regular file, or one a link points to)."""
+    return not outputs.is_stream(target) and target.is_file()
 
 
 class Progress:
@@ -199,8 +229,9 @@ class Progress:
 def _sources(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("results", nargs="+", metavar="RESULTS", help="result files, directories and globs")
     parser.add_argument(
-        "--now", type=_moment, default=None, metavar="TIME",
-        help="what coverage and dates are measured from, ISO 8601 (default: the current time)",
+        "--now", type=options.moment, default=None, metavar="TIME",
+        help=f"what coverage and dates are measured from, ISO 8601 from {options.EARLIEST:%Y} to "
+        f"{options.LATEST:%Y} (default: the current time)",
     )  # fmt: skip
     parser.add_argument("--progress", action="store_true", help="show progress on stderr even when it is not a tty")
     parser.set_defaults(now=None)
@@ -208,61 +239,25 @@ def _sources(parser: argparse.ArgumentParser) -> None:
 
 def _rule(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--k", type=_positive, default=6.0, metavar="K",
-        help="proposed limits sit K robust sigmas (1.4826 x MAD) from the median (default 6)",
+        "--k", type=options.bounded(0, MAX_SIGMAS, "a number of robust sigmas"), default=default(Rule, "k"),
+        metavar="K", help="proposed limits sit K robust sigmas (1.4826 x MAD) from the median (default %(default)g)",
     )  # fmt: skip
     parser.add_argument(
-        "--min-gpus", type=_count, default=50, metavar="N",
-        help="keep a limit measured on fewer passing GPUs (default 50)",
+        "--min-gpus", type=options.count, default=default(Rule, "min_gpus"), metavar="N",
+        help="keep a limit measured on fewer passing GPUs (default %(default)s)",
     )  # fmt: skip
     parser.add_argument(
-        "--min-nodes", type=_count, default=10, metavar="N",
-        help="keep a tolerance measured on fewer passing nodes (default 10)",
+        "--min-nodes", type=options.count, default=default(Rule, "min_nodes"), metavar="N",
+        help="keep a tolerance measured on fewer passing nodes (default %(default)s)",
     )  # fmt: skip
 
 
-def _limits(args: argparse.Namespace) -> Any:
-    from reports.stats import Limits
-
-    return Limits(outlier_z=args.outlier_z, fell_share=args.fell)
-
-
-def _propose_rule(args: argparse.Namespace) -> Any:
-    from reports.propose import Rule
-
+def _rule_of(args: argparse.Namespace) -> Rule:
     return Rule(k=args.k, min_gpus=args.min_gpus, min_nodes=args.min_nodes)
 
 
-def _moment(text: str) -> dt.datetime:
-    try:
-        moment = results.parse_timestamp(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a time such as 2026-11-28T00:00:00Z, got {text!r}") from None
-    return moment
-
-
-def _positive(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
-    return value
-
-
-def _fraction(text: str) -> float:
-    value = _positive(text)
-    if not value < 1:
-        raise argparse.ArgumentTypeError(f"expected a fraction between 0 and 1, got {text}")
-    return value
-
-
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected at least 1, got {text}")
-    return value
+def _path(text: str) -> Path:
+    """A file or directory name; an empty one is a mistake (it would mean the current directory)."""
+    if not text:
+        raise argparse.ArgumentTypeError("expected a file name, got ''")
+    return Path(text)

@@ -1,7 +1,8 @@
 """The review's files: the tidy table as CSV or Parquet, the findings as JSON, the page as HTML.
 
-Each is written to a temporary name beside its target and renamed over it, so a reader (or an
-alert that polls the JSON) never sees half a file.
+Each is written by `harness.outputs`: a regular file to a temporary name beside it and renamed
+over it, so a reader (or an alert that polls the JSON) never sees half a file; a device, a FIFO
+or `-` (standard output) written through; a link's target, not the link.
 """
 
 from __future__ import annotations
@@ -9,30 +10,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import pandas as pd
 
-from harness.errors import ConfigError
+from harness.outputs import write_output
 from reports.review import Review
-
-
-def check_writable(*paths: Path | None) -> None:
-    """Refuse, before any work, outputs whose directory is missing or not writable (ConfigError)."""
-    for path in paths:
-        if path is None:
-            continue
-        parent = path.parent if str(path.parent) else Path(".")
-        if not parent.is_dir():
-            raise ConfigError("its directory does not exist", file=path)
-        if not os.access(parent, os.W_OK | os.X_OK):
-            raise ConfigError("its directory is not writable", file=path)
-        if path.is_dir():
-            raise ConfigError("is a directory; expected a file name", file=path)
 
 
 def findings(review: Review) -> dict[str, Any]:
@@ -79,21 +63,24 @@ def findings(review: Review) -> dict[str, Any]:
     }
 
 
-def write_json(path: Path, review: Review) -> None:
+def write_json(path: Path, review: Review, option: str = "--json") -> None:
     text = json.dumps(_finite(findings(review)), indent=1, allow_nan=False, default=str) + "\n"
-    _atomic(path, lambda temporary: temporary.write_text(text, encoding="utf-8"))
+    write_output(path, text, option=option)
 
 
-def write_html(path: Path, page: str) -> None:
-    _atomic(path, lambda temporary: temporary.write_text(page, encoding="utf-8"))
+def write_html(path: Path, page: str, option: str = "--output") -> None:
+    write_output(path, page, option=option)
 
 
-def write_csv(path: Path, measurements: pd.DataFrame) -> None:
-    _atomic(path, lambda temporary: measurements.to_csv(temporary, index=False, date_format="%Y-%m-%dT%H:%M:%S.%fZ"))
+def write_csv(path: Path, measurements: pd.DataFrame, option: str = "--csv") -> None:
+    def write(out: BinaryIO) -> None:
+        measurements.to_csv(out, index=False, date_format="%Y-%m-%dT%H:%M:%S.%fZ", encoding="utf-8")
+
+    write_output(path, write, option=option)
 
 
-def write_parquet(path: Path, measurements: pd.DataFrame) -> None:
-    _atomic(path, lambda temporary: measurements.to_parquet(temporary, index=False, engine="pyarrow"))
+def write_parquet(path: Path, measurements: pd.DataFrame, option: str = "--parquet") -> None:
+    write_output(path, lambda out: measurements.to_parquet(out, index=False, engine="pyarrow"), option=option)
 
 
 def _finite(value: Any) -> Any:
@@ -113,15 +100,3 @@ def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
         return []
     records: list[dict[str, Any]] = json.loads(frame.to_json(orient="records", date_format="iso", date_unit="ms"))
     return records
-
-
-def _atomic(path: Path, write: Callable[[Path], object]) -> None:
-    handle, name = tempfile.mkstemp(dir=path.parent if str(path.parent) else ".", prefix=f".{path.name}.")
-    os.close(handle)
-    temporary = Path(name)
-    try:
-        write(temporary)
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)

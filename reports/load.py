@@ -6,8 +6,14 @@
     found.measurements.groupby(["gpu_name", "metric"])["value"].median()
 
 Files that cannot be read (another schema, a newer version, a torn copy, a missing
-path, a measurement whose value is not a finite number) are returned in `errors`
-next to the tables, never silently dropped, and none of their rows is kept.
+path, a measurement whose value is not a finite number, a field of the wrong type, a
+time outside 2000 to 2100, NaN or Infinity anywhere, nesting too deep for a result, a
+file over MAX_BYTES, anything but a regular file) are returned in `errors` next to the
+tables, never silently dropped, and none of their rows is kept. A FIFO or a device is
+never opened for reading (no read can block or run for ever). The same run (node and
+run id) in several files counts once: a finished copy before an unfinished one, a
+node's own file before an MPI job's copy, else the first read; the others are listed
+in `duplicates`.
 
 A fleet's files hold about a million measurements, so they are read column by
 column: every part of a document but its measurements is parsed into the typed
@@ -20,7 +26,6 @@ from __future__ import annotations
 
 import dataclasses
 import glob
-import json
 import math
 import operator
 import os
@@ -31,10 +36,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from harness import results
 from harness.errors import ConfigError
 from harness.records import Direction
-from harness.results import ResultDocument
+from harness.results import ResultDocument, RunState
+from reports.resultfile import is_job, read, short
 
 RUN_COLUMNS = [
     "run_id",
@@ -101,6 +106,7 @@ _DEVICE_LEVEL = ("gpu_index", "gpu_name", "serial")
 _REQUIRED = operator.itemgetter("metric", "gpu", "value", "unit", "direction")
 _DIRECTIONS = {str(d) for d in Direction}
 _NUMBERS = {int, float}
+_INT64 = 2**63 - 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,6 +119,10 @@ class Loaded:
     """One row per finding."""
     errors: list[ConfigError]
     """Files that could not be read, each naming its file."""
+    files: int = 0
+    """Result files named (directly, or found in directories and by globs), the missing ones too."""
+    duplicates: list[str] = dataclasses.field(default_factory=list)
+    """Files whose run (node and run id) was already read from another file: counted once."""
 
 
 def result_files(sources: Iterable[Source]) -> tuple[list[Path], list[ConfigError]]:
@@ -122,14 +132,14 @@ def result_files(sources: Iterable[Source]) -> tuple[list[Path], list[ConfigErro
     for source in sources:
         text = os.fspath(source)
         path = Path(text)
-        if path.is_dir():
-            found += sorted(p for p in path.rglob("*.json") if p.is_file())
+        if path.is_dir():  # anything but a directory is listed, so that a FIFO or a device is reported
+            found += sorted(p for p in path.rglob("*.json") if not p.is_dir())
         elif glob.has_magic(text):
-            matches = sorted(Path(p) for p in glob.glob(text, recursive=True) if Path(p).is_file())
+            matches = sorted(Path(p) for p in glob.glob(text, recursive=True) if not Path(p).is_dir())
             if not matches:
                 errors.append(ConfigError("no file matches this pattern", file=text))
             found += matches
-        elif path.exists():
+        elif path.exists() or path.is_symlink():
             found.append(path)
         else:
             errors.append(ConfigError("no such file or directory", file=text))
@@ -138,20 +148,41 @@ def result_files(sources: Iterable[Source]) -> tuple[list[Path], list[ConfigErro
 
 def load_results(*sources: Source, progress: Progress | None = None) -> Loaded:
     paths, errors = result_files(sources)
-    table = _Columns()
-    runs, findings = [], []
-    copies: list[tuple[Path, ResultDocument, list[dict[str, Any]]]] = []
-    seen: set[tuple[str, str]] = set()
+    return load_files(paths, errors, progress=progress)
 
-    def take(path: Path, doc: ResultDocument, measurements: list[dict[str, Any]]) -> None:
+
+def load_files(paths: list[Path], errors: list[ConfigError], progress: Progress | None = None) -> Loaded:
+    """Read `paths` (from `result_files`); `errors` are the sources already found wrong (each a file named)."""
+    named = len(paths) + len(errors)
+    errors = list(errors)
+    table = _Columns()
+    runs: list[dict[str, Any]] = []
+    findings: list[list[dict[str, object]]] = []
+    copies: list[tuple[Path, ResultDocument, list[dict[str, Any]]]] = []
+    chosen: dict[tuple[str, str], int] = {}
+    """Each run read, by node and run id: its position in `runs`."""
+    dropped: set[int] = set()
+    duplicates: list[str] = []
+
+    def take(path: Path, doc: ResultDocument, measurements: list[dict[str, Any]], own: bool) -> None:
+        key = (doc.node, doc.run_id)
+        before = chosen.get(key)
+        if before is not None and _rank(doc, own) <= _rank_of(runs[before]):
+            if own:
+                duplicates.append(str(path))
+            return
         try:
             table.add(doc, measurements, path)
         except ConfigError as err:
             errors.append(err)
             return
-        seen.add((doc.node, doc.run_id))
+        if before is not None:
+            dropped.add(before)
+            if not is_job(Path(runs[before]["file"])):
+                duplicates.append(runs[before]["file"])
+        chosen[key] = len(runs)
         runs.append(_run_row(doc, path))
-        findings.extend(_finding_rows(doc))
+        findings.append(_finding_rows(doc))
 
     for done, path in enumerate(paths, 1):
         try:
@@ -163,68 +194,34 @@ def load_results(*sources: Source, progress: Progress | None = None) -> Loaded:
             if job:
                 copies.append((path, doc, measurements))
             else:
-                take(path, doc, measurements)
+                take(path, doc, measurements, own=True)
         if progress is not None:
             progress(done, len(paths))
-    for path, doc, measurements in copies:  # a job's copy of a node's result, unless its own file was read
-        if (doc.node, doc.run_id) not in seen:
-            take(path, doc, measurements)
+    for path, doc, measurements in copies:  # a job's copy of a node's result, after the nodes' own files
+        take(path, doc, measurements, own=False)
+    measured = table.frame(runs)
+    if dropped:
+        kept = ~np.isin(np.repeat(np.arange(len(runs)), table.counts), list(dropped))
+        measured = measured[kept].reset_index(drop=True)
     tables = (
-        pd.DataFrame(runs, columns=RUN_COLUMNS),
-        table.frame(runs),
-        pd.DataFrame(findings, columns=FINDING_COLUMNS),
+        pd.DataFrame([r for i, r in enumerate(runs) if i not in dropped], columns=RUN_COLUMNS),
+        measured,
+        pd.DataFrame([f for i, rows in enumerate(findings) if i not in dropped for f in rows], columns=FINDING_COLUMNS),
     )
     for frame in tables:
         for column in ("started_at", "ended_at"):
             if column in frame:
                 frame[column] = pd.to_datetime(frame[column], utc=True)
-    return Loaded(*tables, errors=errors)
+    return Loaded(*tables, errors=errors, files=named, duplicates=duplicates)
 
 
-def read(path: Path) -> list[tuple[ResultDocument, list[dict[str, Any]]]]:
-    """A result file as its typed document without measurements, and its raw measurements; a
-    job's file (MPI, docs/results.md) as every node's result it holds.
-
-    Refuses what `harness.results.load` refuses, and also measurements whose fields have the
-    wrong type or whose value is not a finite number (a report must not average a string)."""
-    try:
-        data = json.loads(path.read_bytes())
-    except OSError as err:
-        raise ConfigError(f"cannot read: {err.strerror}", file=path) from err
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ConfigError(f"not a JSON document: {err}", file=path) from err
-    if isinstance(data, dict) and data.get("schema") == results.JOB_SCHEMA:
-        nodes = data.get("nodes")
-        if not isinstance(nodes, list):
-            raise ConfigError("expected a list", file=path, field="nodes")
-        return [_document(n["result"], path) for n in nodes if isinstance(n, dict) and n.get("result")]
-    return [_document(data, path)]
+def _rank(doc: ResultDocument, own: bool) -> tuple[bool, bool]:
+    """Which copy of a run counts: a finished one, then a node's own file before a job's copy."""
+    return doc.state is RunState.FINISHED, own
 
 
-def is_job(path: Path) -> bool:
-    """Whether a result file is an MPI job's (every node's result in one file)."""
-    return path.parent.name == "jobs"
-
-
-def _document(data: Any, path: Path) -> tuple[ResultDocument, list[dict[str, Any]]]:
-    if not isinstance(data, dict) or data.get("schema") != results.SCHEMA:
-        raise ConfigError(f"not a gpu-burnin result (schema is not {results.SCHEMA!r})", file=path, field="schema")
-    version = data.get("schema_version")
-    if not isinstance(version, int) or version > results.SCHEMA_VERSION or version < 1:
-        raise ConfigError(
-            f"is {version!r}; this gpu-burnin reads versions 1 to {results.SCHEMA_VERSION}",
-            file=path,
-            field="schema_version",
-        )
-    measurements = data.get("measurements", [])
-    if not isinstance(measurements, list):
-        raise ConfigError("expected a list", file=path, field="measurements")
-    try:
-        doc = ResultDocument.from_dict({**data, "measurements": []})
-    except (KeyError, TypeError, ValueError, AttributeError) as err:
-        field = err.field if isinstance(err, ConfigError) else None
-        raise ConfigError(f"malformed result: {type(err).__name__}: {err}", file=path, field=field) from err
-    return doc, measurements
+def _rank_of(row: dict[str, Any]) -> tuple[bool, bool]:
+    return row["state"] == str(RunState.FINISHED), not is_job(Path(row["file"]))
 
 
 @dataclasses.dataclass
@@ -260,8 +257,8 @@ class _Columns:
         strings_ok = all({type(x) for x in column} <= {str} for column in (metric, gpu, unit, test, peer))
         numbers_ok = {type(v) for v in value} <= _NUMBERS and {type(v) for v in samples} <= {int}
         bounds_ok = all({type(v) for v in column} <= _NUMBERS | {type(None)} for column in (low, high))
-        if not (strings_ok and numbers_ok and bounds_ok and set(direction) <= _DIRECTIONS) or not all(
-            math.isfinite(v) for v in value
+        if not (strings_ok and numbers_ok and bounds_ok and set(direction) <= _DIRECTIONS) or not (
+            all(map(_finite, value)) and all(map(_finite, low + high)) and all(0 <= n <= _INT64 for n in samples)
         ):
             raise _first_bad(measurements, path)
         first = len(self.devices)
@@ -310,6 +307,14 @@ def _taken(level: list[Any], rows: np.ndarray) -> pd.Categorical:
     return pd.Categorical.from_codes(categorical.codes[rows], dtype=categorical.dtype)
 
 
+def _finite(value: Any) -> bool:
+    """A number a float holds, not NaN or infinite (an integer of 400 digits is none); None passes."""
+    try:
+        return value is None or type(value) is str or math.isfinite(value)
+    except OverflowError:
+        return False
+
+
 def _first_bad(measurements: list[Any], path: Path) -> ConfigError:
     """The first measurement field that is missing or of the wrong type, as an error naming it."""
     kinds: dict[str, tuple[type, ...]] = {
@@ -336,8 +341,8 @@ def _first_bad(measurements: list[Any], path: Path) -> ConfigError:
                     return ConfigError("missing", file=path, field=f"{where}.{key}")
                 continue
             v = m[key]
-            if type(v) not in allowed or (key == "value" and not math.isfinite(v)):
-                return ConfigError(f"unexpected value {v!r}", file=path, field=f"{where}.{key}")
+            if type(v) not in allowed or not _finite(v) or (key == "samples" and not 0 <= v <= _INT64):
+                return ConfigError(f"unexpected value {short(v)}", file=path, field=f"{where}.{key}")
         if m["direction"] not in _DIRECTIONS:
             return ConfigError(
                 f"is {m['direction']!r}; expected 'higher' or 'lower'", file=path, field=f"{where}.direction"

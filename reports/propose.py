@@ -23,31 +23,10 @@ import pandas as pd
 from harness.baselines import Baseline, MetricSpec, Provenance
 from harness.records import Direction
 from reports import sensitivity, stats, tomlfile
+from reports.settings import Rule
 
 MAD_ERROR = 1.166
 """The standard error of a MAD-based sigma from n normal figures is about 1.166 sigma / sqrt(n)."""
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class Rule:
-    k: float = 6.0
-    """Limits sit k robust sigmas from the median, on the worse side."""
-    min_gpus: int = 50
-    """Fewer healthy GPUs than this: the limit is kept."""
-    min_nodes: int = 10
-    """Fewer healthy nodes than this: the tolerance is kept."""
-
-    def __post_init__(self) -> None:
-        if not self.k > 0 or self.min_gpus < 1 or self.min_nodes < 1:
-            raise ValueError("k must be positive, min_gpus and min_nodes at least 1")
-
-    def describe(self) -> str:
-        return (
-            f"limit = median {chr(0x2213)} {self.k:g} x 1.4826 x MAD of the latest passing figure per GPU "
-            f"(at least {self.min_gpus} GPUs); node_tolerance = the smallest {sensitivity.TOLERANCE_STEP:.1%} step "
-            f"flagging at most {sensitivity.GOAL_FALSE_FLAG:.1%} of healthy GPUs (Monte Carlo, the within-node "
-            f"spread of at least {self.min_nodes} nodes, two standard errors high)"
-        )
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -14,16 +14,17 @@ import pandas as pd
 from harness.baselines import Baseline, BaselineSet
 from reports import coverage, propose, sensitivity, stats
 from reports.load import Loaded
+from reports.settings import STALE_DAYS, Limits, Rule
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Settings:
     now: dt.datetime
     """What "lately" is measured from."""
-    window: dt.timedelta = dt.timedelta(days=7)
+    window: dt.timedelta = dt.timedelta(days=STALE_DAYS)
     """A node whose last run started longer ago than this is stale."""
-    limits: stats.Limits = stats.Limits()
-    rule: propose.Rule = propose.Rule()
+    limits: Limits = Limits()
+    rule: Rule = Rule()
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -48,8 +49,9 @@ class Review:
         latest = stats.latest_runs(runs)
         started = runs["started_at"]
         return {
-            "files": len(runs) + len(loaded.errors),
+            "files": loaded.files,
             "broken_files": len(loaded.errors),
+            "duplicate_files": len(loaded.duplicates),
             "runs": len(runs),
             "nodes": int(runs["node"].nunique()),
             "gpus": int(self.figures[["node", "gpu"]].drop_duplicates().shape[0]),
@@ -59,6 +61,7 @@ class Review:
             "now": _iso(self.settings.now),
             "latest_verdicts": {v: int((latest["verdict"] == v).sum()) for v in ("pass", "fail", "incomplete")},
             "failing_nodes": int(self.failures["node"].nunique()),
+            "failing_codes": stats.failing_codes(self.failures),
             "outlier_figures": len(self.outliers),
             "outlier_gpus": int(self.outliers[["node", "gpu"]].drop_duplicates().shape[0]),
             "fell_figures": len(self.fell),

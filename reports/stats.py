@@ -8,12 +8,11 @@ its floor and its node's comparison (a whole node slow) and still be far below i
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 import pandas as pd
 
 from harness.records import NODE
+from reports.settings import Limits
 
 MAD_TO_SIGMA = 1.4826
 """For a normal distribution, sigma = 1.4826 x MAD."""
@@ -22,18 +21,6 @@ GPU_KEY = ["node", "gpu", "metric", "peer"]
 STAT_COLUMNS = ["gpu_name", "metric", "unit", "direction", "count", "median", "p1", "p5", "p95", "mad", "sigma"]
 LOCATE = ["node", "gpu_index", "serial", "gpu_name", "gpu", "peer"]
 """Where a technician finds a GPU: node, index (as nvidia-smi shows it) and serial."""
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class Limits:
-    outlier_z: float = 6.0
-    """A figure this many robust sigmas worse than its model's median is an outlier."""
-    fell_share: float = 0.05
-    """A GPU whose figure is worse than its previous run's by more than this share fell."""
-
-    def __post_init__(self) -> None:
-        if not self.outlier_z > 0 or not 0 < self.fell_share < 1:
-            raise ValueError("outlier_z must be positive and fell_share a fraction between 0 and 1")
 
 
 def among(column: pd.Series, values: list[str]) -> np.ndarray:
@@ -147,6 +134,13 @@ def failing_gpus(failures: pd.DataFrame) -> pd.DataFrame:
     grouped = failures.astype({"gpu_index": object}).groupby(keys, dropna=False, sort=True)
     found = grouped.agg(findings=("message", "size"), started_at=("started_at", "first"), message=("message", "first"))
     return found.reset_index()[columns]
+
+
+def failing_codes(failures: pd.DataFrame) -> dict[str, int]:
+    """How many failing nodes show each code (a node with HANG on three GPUs counts once), most first.
+    The page and the terminal both count this way."""
+    codes = failures.drop_duplicates(["node", "code"])["code"].astype(str).value_counts()
+    return {str(code): int(n) for code, n in codes.items()}
 
 
 def latest_runs(runs: pd.DataFrame) -> pd.DataFrame:

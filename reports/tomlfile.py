@@ -8,13 +8,13 @@ with the project's own loader before anything is written, and refuses what it re
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 from pathlib import Path
 
 from harness import baselines
 from harness.baselines import HEALTH_FIELDS, Baseline, MetricSpec, Provenance
 from harness.errors import ConfigError
+from harness.outputs import write_output
 from harness.records import Direction
 
 
@@ -42,23 +42,19 @@ def dumps(baseline: Baseline, header: str = "") -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_text(path: Path, text: str) -> None:
-    """Check `text` loads as a baseline, then replace `path` with it in one step."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            out.write(text)
+def write_text(path: Path, text: str, option: str = "--output") -> None:
+    """Check `text` loads as a baseline, then write it to `path` (harness.outputs: a regular file
+    is replaced in one step, a link written through, `-` is standard output)."""
+    with tempfile.TemporaryDirectory(prefix="gpu-burnin-proposal.") as directory:
+        check = Path(directory) / (path.name if path.name.endswith(".toml") else "proposal.toml")
+        check.write_text(text, encoding="utf-8")
         try:
-            baselines.load_file(Path(temporary))
+            baselines.load_file(check)
         except ConfigError as err:
             raise ConfigError(
                 f"the proposal is not a valid baseline ({err.problem}); nothing written", file=path
             ) from err
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
-    finally:
-        Path(temporary).unlink(missing_ok=True)
+    write_output(path, text, option=option)
 
 
 def _metric(spec: MetricSpec) -> list[str]:

@@ -1,6 +1,7 @@
 """Prometheus textfile metrics from a result document (harness/metrics.py)."""
 
 import datetime as dt
+import os
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -57,3 +58,20 @@ def test_an_unwritable_place_is_a_config_error_naming_the_file(tmp_path):
     blocker.write_text("")
     with pytest.raises(ConfigError, match="cannot write the metrics file"):
         metrics.write(blocker / "gpu-burnin.prom", document())
+
+
+def test_a_linked_textfile_stays_a_link_and_its_target_is_written(tmp_path):
+    """node-exporter's directory may hold a link to where the file really lives: the link is kept."""
+    (tmp_path / "real").mkdir()
+    link = tmp_path / "gpu-burnin.prom"
+    link.symlink_to("real/gpu-burnin.prom")
+    metrics.write(link, document())
+    assert link.is_symlink()
+    assert "gpu_burnin_verdict" in (tmp_path / "real" / "gpu-burnin.prom").read_text()
+
+
+def test_a_textfile_on_a_device_is_written_through(tmp_path):
+    link = tmp_path / "sink.prom"
+    link.symlink_to(os.devnull)
+    metrics.write(link, document())
+    assert link.is_symlink()

@@ -2,15 +2,18 @@
 
 import datetime as dt
 import json
+import os
+import stat
 import subprocess
 import sys
+import threading
 
 import pandas as pd
 import pytest
 
 from bench.fleet import FleetSpec, write_fleet
 from harness import results
-from harness.cli import main
+from harness.cli import build_parser, main
 from harness.devices import Device
 from harness.records import Direction, Measurement
 from harness.results import ResultDocument, RunState
@@ -83,10 +86,10 @@ def test_no_readable_result_is_incomplete_and_still_lists_the_broken_files(tmp_p
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        (["--json", "{tmp}/missing/f.json"], "{tmp}/missing/f.json: its directory does not exist"),
+        (["--json", "{tmp}/missing/f.json"], "--json {tmp}/missing/f.json: its directory does not exist"),
         (["--baseline-dir", "{tmp}/nothing"], "{tmp}/nothing: not a directory"),
         (["--now", "yesterday"], "argument --now: expected a time such as"),
-        (["--fell", "2"], "argument --fell: expected a fraction between 0 and 1"),
+        (["--fell", "2"], "argument --fell: expected a fraction greater than 0 and at most 1, got 2"),
     ],
 )
 def test_bad_input_is_a_usage_error_and_writes_nothing(fleet, tmp_path, capsys, extra, message):
@@ -133,3 +136,134 @@ def test_cpu_self_test_results_are_reviewed_but_never_proposed_from(tmp_path, ca
     data = json.loads(findings.read_text())
     assert data["summary"]["runs"] == 60 and data["proposals"] == [] and data["uncovered_models"] == []
     assert "proposal for" not in capsys.readouterr().out
+
+
+# Item 10 of issue 15: an output never replaces a link, a FIFO, standard output or an input.
+
+
+def test_outputs_through_links_keep_the_links(fleet, tmp_path):
+    directory, _ = fleet
+    (tmp_path / "real").mkdir()
+    for name in ("r.html", "f.json"):
+        (tmp_path / "real" / name).write_text("old")
+        (tmp_path / name).symlink_to(f"real/{name}")
+    code = main(["report", str(directory), "-o", str(tmp_path / "r.html"), "--json", str(tmp_path / "f.json")])
+    assert code == 0
+    for name in ("r.html", "f.json"):
+        assert (tmp_path / name).is_symlink() and os.readlink(tmp_path / name) == f"real/{name}"
+    assert json.loads((tmp_path / "real" / "f.json").read_text())["schema"] == "gpu-burnin/report"
+    assert (tmp_path / "real" / "r.html").read_text().startswith("<!DOCTYPE html>")
+
+
+def test_an_output_onto_a_fifo_is_written_through(fleet, tmp_path):
+    directory, _ = fleet
+    fifo = tmp_path / "findings"
+    os.mkfifo(fifo)
+    got = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()), daemon=True)
+    reader.start()
+    assert main(["report", str(directory), "-o", str(tmp_path / "r.html"), "--json", str(fifo), "--now", NOW]) == 0
+    reader.join(timeout=60)  # a guard against a hang, not a timing check
+    assert stat.S_ISFIFO(fifo.stat().st_mode)
+    assert json.loads(got[0])["schema"] == "gpu-burnin/report"
+
+
+def test_json_dash_is_standard_output_and_the_summary_moves_to_stderr(fleet, tmp_path, monkeypatch, capsys):
+    directory, planted = fleet
+    monkeypatch.chdir(tmp_path)
+    assert main(["report", str(directory), "-o", "r.html", "--json", "-", "--now", NOW]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["summary"]["runs"] == planted.runs  # nothing but the JSON on stdout
+    assert "gpu-burnin report:" in captured.err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.html"]  # no file named "-"
+
+
+@pytest.mark.parametrize("how", ["file", "directory", "glob", "link"])
+def test_an_output_that_is_one_of_the_inputs_is_refused(tmp_path, capsys, how):
+    results_dir = tmp_path / "results"
+    write_fleet(results_dir, FleetSpec(nodes=3, gpus=2))
+    victim = sorted(results_dir.glob("*.json"))[0]
+    before = victim.read_bytes()
+    source = {"file": str(victim), "directory": str(results_dir), "glob": f"{results_dir}/*.json"}.get(how)
+    output = victim
+    if how == "link":
+        source, output = str(results_dir), tmp_path / "latest.html"
+        output.symlink_to(victim)
+    assert main(["report", source, "-o", str(output)]) == 4
+    err = capsys.readouterr().err
+    assert err.startswith(f"gpu-burnin: error: --output {output}: is one of the inputs") and err.count("\n") == 1
+    assert victim.read_bytes() == before
+
+
+def test_propose_refuses_an_input_as_its_output_and_writes_dash_to_stdout(tmp_path, capsys):
+    results_dir = tmp_path / "results"
+    write_fleet(results_dir, FleetSpec(nodes=3, gpus=2))
+    victim = sorted(results_dir.glob("*.json"))[0]
+    before = victim.read_bytes()
+    baseline = str(REPO / "baselines" / "h100-sxm-80gb.toml")
+    argv = ["baseline", "propose", str(results_dir), "--baseline", baseline, "--min-gpus", "1", "--min-nodes", "1"]
+    assert main([*argv, "-o", str(victim), "--write"]) == 4
+    assert "--output" in capsys.readouterr().err and victim.read_bytes() == before
+    assert main([*argv, "-o", "-"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.startswith("# Proposed by `gpu-burnin baseline propose`")  # the file only
+    assert "rule:" in captured.err  # the diff beside it, on stderr
+
+
+# Item 17 of issue 15: report and propose flags are bounded, finite and named in the error.
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [
+        ("--stale-days", "1e308", "expected a number of days greater than 0 and at most 3650, got 1e308"),
+        ("--stale-days", "nan", "expected a number of days greater than 0 and at most 3650, got nan"),
+        ("--outlier-z", "1e308", "expected a number of robust sigmas greater than 0 and at most 50, got 1e308"),
+        ("--outlier-z", "inf", "expected a number of robust sigmas greater than 0 and at most 50, got inf"),
+        ("--k", "1e308", "expected a number of robust sigmas greater than 0 and at most 50, got 1e308"),
+        ("--fell", "-0.1", "expected a fraction greater than 0 and at most 1, got -0.1"),
+        ("--now", "9999-12-31T23:59:59-10:00", "expected a time such as 2026-11-28T00:00:00Z"),
+        ("--now", "0001-01-01T00:00:00Z", "expected a time from 2000-01-01 to 2100-01-01"),
+        ("--now", "2300-01-01T00:00:00Z", "expected a time from 2000-01-01 to 2100-01-01"),
+        ("--min-gpus", "0", "expected at least 1, got 0"),
+        ("-o", "", "expected a file name, got ''"),
+    ],
+)
+def test_report_flags_out_of_bounds_are_one_line_naming_the_flag(fleet, tmp_path, capsys, flag, value, message):
+    directory, _ = fleet
+    argv = ["report", str(directory), "-o", str(tmp_path / "r.html"), flag, value]
+    assert main(argv) == 4
+    err = capsys.readouterr().err
+    name = "-o/--output" if flag == "-o" else flag
+    assert err.startswith(f"gpu-burnin: error: argument {name}: {message}") and err.count("\n") == 1, err
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(("flag", "value"), [("--k", "1e308"), ("--k", "-1"), ("--now", "9999-12-31T23:59:59-10:00")])
+def test_propose_flags_out_of_bounds_are_one_line_naming_the_flag(fleet, tmp_path, capsys, flag, value):
+    directory, _ = fleet
+    baseline = str(REPO / "baselines" / "h100-sxm-80gb.toml")
+    argv = ["baseline", "propose", str(directory), "--baseline", baseline, "-o", str(tmp_path / "p.toml"), flag, value]
+    assert main(argv) == 4
+    err = capsys.readouterr().err
+    assert err.startswith(f"gpu-burnin: error: argument {flag}: expected") and err.count("\n") == 1, err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_flags_defaults_are_the_dataclasses(capsys):
+    """One declaration: the flags take their defaults (and say them in --help) from Limits and Rule."""
+    from reports.settings import STALE_DAYS, Limits, Rule
+
+    args = build_parser().parse_args(["report", "x.json"])
+    assert (args.outlier_z, args.fell, args.stale_days) == (Limits().outlier_z, Limits().fell_share, STALE_DAYS)
+    assert (args.k, args.min_gpus, args.min_nodes) == (Rule().k, Rule().min_gpus, Rule().min_nodes)
+    assert main(["report", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert f"outlier (default {Limits().outlier_z:g})" in text and f"(default {Rule().min_gpus})" in text
+
+
+def test_every_flag_at_its_bound_is_taken(fleet, tmp_path):
+    """The flags' bounds and the dataclasses' checks agree: a value the parser takes never fails later."""
+    directory, _ = fleet
+    bounds = ["--fell", "1", "--outlier-z", "50", "--k", "50", "--stale-days", "3650", "--now", "2099-12-31T23:59:59Z"]
+    assert main(["report", str(directory), "-o", str(tmp_path / "r.html"), *bounds]) == 0

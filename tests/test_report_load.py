@@ -61,13 +61,15 @@ def test_repeated_strings_are_categories_and_times_are_utc(fleet):
 def test_a_bad_measurement_refuses_its_whole_file_naming_the_field(fleet, tmp_path, change, field, problem):
     source = sorted(fleet.glob("gpu-node-*.json"))[0]
     data = json.loads(source.read_text())
+    good_run = data["run_id"]
     data["measurements"][1].update(change)
+    data["run_id"] = "another-run"  # not a copy of the good file's run, which would count once
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps(data))
     found = load_results(source, bad)
     assert [(e.file, e.field) for e in found.errors] == [(str(bad), field)] and problem in found.errors[0].problem
     assert list(found.runs["file"]) == [str(source)]
-    assert set(found.measurements["run_id"]) == {data["run_id"]}  # the good file's rows only, none of the bad one's
+    assert set(found.measurements["run_id"]) == {good_run}  # the good file's rows only, none of the bad one's
 
 
 def test_a_missing_field_and_a_nan_are_refused(fleet, tmp_path):
@@ -83,7 +85,7 @@ def test_a_missing_field_and_a_nan_are_refused(fleet, tmp_path):
     found = load_results(missing, nan)
     assert [(e.field, e.problem) for e in found.errors] == [
         ("measurements[0].unit", "missing"),
-        ("measurements[2].value", "unexpected value nan"),
+        ("measurements[2].value", "NaN is not a JSON number (result files hold finite numbers only)"),
     ]
     assert found.measurements.empty and found.runs.empty
 
