@@ -119,7 +119,7 @@ class _Writer:
     def _check(self) -> None:
         """The packaged floors may be raised; then the medians here must follow, or healthy nodes would fail."""
         for model in self.spec.models:
-            baseline = self.baselines.for_device("cuda", model)
+            baseline = self.baselines.for_device("cuda", model, self.spec.gpus)
             for truth in MODELS[model]:
                 spec = baseline.metrics.get(truth.metric) if baseline else None
                 worst = truth.median * (1 - CLIP * truth.spread) * (1 - CLIP * truth.node_spread) * (1 - CLIP * NOISE)
@@ -270,7 +270,7 @@ class _Writer:
                         )
                     )
         tests = sorted({t.test for t in truths})
-        baseline_for = {d.uuid: self.baselines.for_device("cuda", d.name) for d in devices}
+        baseline_for = {d.uuid: self.baselines.for_device("cuda", d.name, n) for d in devices}  # one model a node
         judged = compare.findings(compare.assess(measurements, devices, baseline_for))
         findings = [f for f in judged if f.code is not Code.NOT_IN_BASELINE]  # keeps the files small
         if kind == "failing":

@@ -8,6 +8,7 @@ records lives in one `ResultDocument`, which is what the result file holds.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import os
@@ -95,9 +96,12 @@ class BurnIn:
         if not self.devices and self.options.entrypoint in ("pytest", "run") and self.options.expect_gpus is None:
             hint = f"{self.inventory.problem}; use {self.options.flag('device')} cpu for the CPU self-test"
             self.inventory = dataclasses.replace(self.inventory, problem=hint)
+        on_node = collections.Counter((d.kind, d.name) for d in self.devices)  # the whole node, before any share
         if self.mpi is not None and self.mpi.place.local_size > 1 and self.options.device == "cuda":
             self.inventory = _share(self.inventory, self.mpi.place.local_rank, self.mpi.place.local_size)
-        self.baseline_for = {d.uuid: self.options.baselines.for_device(d.kind, d.name) for d in self.devices}
+        self.baseline_for = {
+            d.uuid: self.options.baselines.for_device(d.kind, d.name, on_node[(d.kind, d.name)]) for d in self.devices
+        }
         known = {d.index for d in self.devices}
         for fault in self.options.faults:
             if self.devices and fault.device not in known:
@@ -374,12 +378,19 @@ class BurnIn:
                     )
                 )
         for name, labels in uncovered.items():
+            sizes = self.options.baselines.counts_for(self.options.device, name)
+            size_note = (
+                f" on a node with {len(labels)} of them (files exist for {' and '.join(map(str, sizes))}: "
+                "a GPU may be missing)"
+                if sizes
+                else ""
+            )
             found.append(
                 Finding(
                     code=Code.NO_BASELINE,
                     severity=Severity.INCOMPLETE,
-                    message=f"no baseline in {self.options.baselines.source} covers {name!r} ({', '.join(labels)}): "
-                    "figures are recorded but not judged",
+                    message=f"no baseline in {self.options.baselines.source} covers {name!r}{size_note} "
+                    f"({', '.join(labels)}): figures are recorded but not judged",
                     remediation=Remediation.CHECK_CONFIG,
                     details={"name": name},
                 )

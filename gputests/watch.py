@@ -8,6 +8,7 @@ calls it; the rules are harness/health.py's.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import datetime as dt
 import sys
@@ -166,8 +167,10 @@ class Watch:
 
     def _limits(self) -> dict[str, HealthLimits]:
         found = {}
+        on_node = collections.Counter(d.name for d in self.devices)
         for device in self.devices:
-            baseline = self.baselines.for_device(device.kind, device.name) if device.kind == "cuda" else None
+            cuda = device.kind == "cuda"
+            baseline = self.baselines.for_health(device.kind, device.name, on_node[device.name]) if cuda else None
             if baseline is not None:
                 found[device.uuid] = baseline.health
         return found

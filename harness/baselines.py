@@ -126,9 +126,16 @@ class Baseline:
     health: HealthLimits = HealthLimits()
     sha256: str = ""
     """Of the file's bytes: result files record which thresholds judged them."""
+    gpus: int | None = None
+    """`[match] gpus`: the number of GPUs of this model on a node this file judges (an 8-GPU HGX board
+    and a 1-GPU VM share a model name and need different files); None: any number."""
 
     def covers(self, kind: str, name: str) -> bool:
         return kind == self.device and any(fnmatch.fnmatchcase(name, pattern) for pattern in self.names)
+
+    def fits(self, kind: str, name: str, count: int) -> bool:
+        """Covers this device on a node with `count` GPUs of its model."""
+        return self.covers(kind, name) and self.gpus in (None, count)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -139,24 +146,58 @@ class BaselineSet:
     explicit: bool = False
     """True when the user named one file: then a GPU it does not cover is an error."""
 
-    def for_device(self, kind: str, name: str) -> Baseline | None:
-        matches = [b for b in self.baselines if b.covers(kind, name)]
+    def for_device(self, kind: str, name: str, count: int) -> Baseline | None:
+        """The file that judges a device named `name` on a node with `count` devices of that name: of the
+        files that cover the name, one whose `[match] gpus` is `count` wins over one that matches any
+        number; two at the same rank are an error."""
+        fitting = [b for b in self.baselines if b.fits(kind, name, count)]
+        exact = [b for b in fitting if b.gpus == count]
+        matches = exact or fitting
         if len(matches) > 1:
             files = ", ".join(str(b.path) for b in matches)
             raise ConfigError(
-                f"{name!r} is covered by more than one baseline: {files}", file=self.source, field="names"
+                f"{name!r} on a node with {count} of them is covered by more than one baseline: {files}",
+                file=self.source,
+                field="names",
             )
         if not matches and self.explicit:
             only = self.baselines[0]
+            if only.covers(kind, name):
+                problem = f"this baseline is for nodes with {only.gpus} of {name!r}; this node has {count}"
+            else:
+                problem = (
+                    f"this baseline covers {list(only.names)} ({only.device}), "
+                    f"but this node's device is {name!r} ({kind})"
+                )
             raise ConfigError(
-                f"this baseline covers {list(only.names)} ({only.device}), "
-                f"but this node's device is {name!r} ({kind}); "
-                "give the baseline for this GPU model, or a baseline directory",
+                f"{problem}; give the baseline for this GPU model and count, or a baseline directory",
                 file=only.path,
                 field="names",
                 option="baseline",
             )
         return matches[0] if matches else None
+
+    def for_health(self, kind: str, name: str, count: int) -> Baseline | None:
+        """The file whose health thresholds judge a device: the one `for_device` picks, else, on a node
+        with a number of these GPUs no file is for (a board that lost some, a VM with a few), the file
+        for the nearest larger node, else any that covers the name. Health is always judged: an ECC
+        error on a 7-GPU node of an 8-GPU model must not go unseen for want of a 7-GPU file."""
+        try:
+            chosen = self.for_device(kind, name, count)
+        except ConfigError:
+            chosen = None
+        if chosen is not None:
+            return chosen
+        covering = sorted((b for b in self.baselines if b.covers(kind, name)), key=lambda b: b.gpus or 0)
+        larger = [b for b in covering if (b.gpus or 0) >= count]
+        if larger:
+            return larger[0]
+        return covering[-1] if covering else None
+
+    def counts_for(self, kind: str, name: str) -> tuple[int, ...]:
+        """The node sizes the files covering this device name are for (for a message: a node with a
+        number of GPUs no file is for may have lost one)."""
+        return tuple(sorted({b.gpus for b in self.baselines if b.covers(kind, name) and b.gpus is not None}))
 
 
 def default_dir() -> Path:
@@ -195,7 +236,9 @@ class _Parser:
 
     def baseline(self, data: dict[str, Any]) -> Baseline:
         self.only(
-            data, "", {"schema_version", "model", "device", "names", "driver", "description", "metrics", "health"}
+            data,
+            "",
+            {"schema_version", "model", "device", "names", "match", "driver", "description", "metrics", "health"},
         )
         version = self.get(data, "schema_version", int)
         if version != SCHEMA_VERSION:
@@ -218,7 +261,20 @@ class _Parser:
             description=self.get(data, "description", str, default=""),
             metrics={name: self.metric(name, spec) for name, spec in metrics.items()},
             health=self.health(data.get("health")),
+            gpus=self.match(data.get("match")),
         )
+
+    def match(self, data: Any) -> int | None:
+        """`[match] gpus = N`: the number of GPUs of the model on a node this file judges."""
+        if data is None:
+            return None
+        if not isinstance(data, dict):
+            raise self.fail("match", "must be a table")
+        self.only(data, "match", {"gpus"})
+        gpus = self.get(data, "gpus", int, where="match")
+        if not 1 <= gpus <= 64:
+            raise self.fail("match.gpus", f"is {gpus}; expected the number of GPUs on a node, 1 to 64")
+        return int(gpus)
 
     def health(self, data: Any) -> HealthLimits:
         if data is None:

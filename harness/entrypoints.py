@@ -10,6 +10,7 @@ burning again.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import datetime as dt
 import json
@@ -220,8 +221,10 @@ def _record_path(directory: Path, node: str) -> Path:
 
 def _same_baselines(doc: ResultDocument, chosen: RunOptions) -> bool:
     """Whether the baselines that would judge this node now are the ones that judged the result."""
+    on_node = collections.Counter((d.kind, d.name) for d in doc.devices)
     try:
-        now = {b.sha256 for d in doc.devices if (b := chosen.baselines.for_device(d.kind, d.name)) is not None}
+        found = (chosen.baselines.for_device(d.kind, d.name, on_node[(d.kind, d.name)]) for d in doc.devices)
+        now = {b.sha256 for b in found if b is not None}
     except ConfigError:
         return False
     return now == {b.sha256 for b in doc.baselines}

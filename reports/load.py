@@ -24,6 +24,7 @@ pandas categoricals.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import glob
 import math
@@ -73,6 +74,7 @@ MEASUREMENT_COLUMNS = [
     "gpu",
     "gpu_index",
     "gpu_name",
+    "node_gpus",
     "serial",
     "metric",
     "value",
@@ -230,7 +232,7 @@ class _Columns:
 
     counts: list[int] = dataclasses.field(default_factory=list)
     device_rows: list[int] = dataclasses.field(default_factory=list)
-    devices: list[tuple[int | None, str, str]] = dataclasses.field(default_factory=lambda: [(None, "", "")])
+    devices: list[tuple[int | None, str, str, int]] = dataclasses.field(default_factory=lambda: [(None, "", "", 0)])
     """Row 0 stands for a measurement of no listed device (the node, or an unknown UUID)."""
     columns: dict[str, list[Any]] = dataclasses.field(
         default_factory=lambda: (
@@ -262,7 +264,8 @@ class _Columns:
         ):
             raise _first_bad(measurements, path)
         first = len(self.devices)
-        self.devices += [(d.index, d.name, d.serial) for d in doc.devices]
+        same = collections.Counter(d.name for d in doc.devices)  # which node size judged it ([match] gpus)
+        self.devices += [(d.index, d.name, d.serial, same[d.name]) for d in doc.devices]
         where = {d.uuid: first + i for i, d in enumerate(doc.devices)}
         self.device_rows += [where.get(g, 0) for g in gpu]
         for name, column in zip(self.columns, (*required, *optional), strict=True):
@@ -279,9 +282,10 @@ class _Columns:
                 data[name] = pd.DatetimeIndex(pd.to_datetime(level, utc=True)).take(position)
             else:
                 data[name] = _taken(level, position)
-        index, gpu_name, serial = zip(*self.devices, strict=True)
+        index, gpu_name, serial, node_gpus = zip(*self.devices, strict=True)
         data["gpu_index"] = pd.array(np.asarray(index, dtype=object)[device], dtype="Int64")
         data["gpu_name"] = _taken(list(gpu_name), device)
+        data["node_gpus"] = np.asarray(node_gpus, dtype=np.int64)[device]
         data["serial"] = _taken(list(serial), device)
         for name, values in self.columns.items():
             if name == "value":

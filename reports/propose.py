@@ -123,6 +123,8 @@ def covered(measurements: pd.DataFrame, baseline: Baseline) -> pd.DataFrame:
     """The measurements of the GPUs this baseline covers."""
     names = [str(n) for n in measurements["gpu_name"].unique() if baseline.covers(baseline.device, str(n))]
     mask = stats.among(measurements["gpu_name"], names) & (measurements["device_kind"] == baseline.device).to_numpy()
+    if baseline.gpus is not None:  # a file for nodes of one size: the figures of nodes of that size only
+        mask &= (measurements["node_gpus"] == baseline.gpus).to_numpy()
     return measurements[mask]
 
 

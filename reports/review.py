@@ -132,11 +132,11 @@ def _baselines(measurements: pd.DataFrame, baselines: BaselineSet, uncovered: li
     """Each GPU baseline that covers some of the fleet's models; the models none covers go to `uncovered`.
     The CPU self-test's floors check the pipeline, not the CPU: they are not proposed from figures."""
     found: dict[str, Baseline] = {}
-    pairs = measurements.groupby(["device_kind", "gpu_name"], observed=True).size().index
-    for kind, name in ((str(k), str(n)) for k, n in pairs):
+    keys = measurements.groupby(["device_kind", "gpu_name", "node_gpus"], observed=True).size().index
+    for kind, name, count in ((str(k), str(n), int(c)) for k, n, c in keys):
         if not name:
             continue
-        baseline = baselines.for_device(kind, name)
+        baseline = baselines.for_device(kind, name, count)
         if baseline is None:
             uncovered.append(name)
             continue

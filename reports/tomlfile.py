@@ -30,6 +30,8 @@ def dumps(baseline: Baseline, header: str = "") -> str:
         lines.append(f"driver = {_string(baseline.driver)}")
     if baseline.description:
         lines.append(f"description = {_string(baseline.description)}")
+    if baseline.gpus is not None:
+        lines += ["", "[match]", f"gpus = {baseline.gpus}"]
     for spec in baseline.metrics.values():
         lines += ["", *_metric(spec)]
     health = baseline.health

@@ -1,3 +1,4 @@
+import dataclasses
 import re
 from pathlib import Path
 
@@ -6,7 +7,7 @@ import pytest
 from harness import baselines, profiles, results
 from harness.errors import ConfigError
 from harness.records import Direction
-from tests.helpers import REPO
+from tests.helpers import REPO, gpus
 
 GOOD = """
 schema_version = 1
@@ -38,7 +39,14 @@ def write(tmp_path: Path, text: str, name: str = "test.toml") -> Path:
 def test_every_packaged_baseline_loads_and_says_where_its_numbers_came_from():
     loaded = baselines.load_dir(baselines.default_dir())
     models = {b.model: b for b in loaded.baselines}
-    assert set(models) == {"H100 SXM 80GB", "H200 141GB", "A100 SXM 80GB", "CPU self-test"}
+    assert set(models) == {
+        "H100 SXM 80GB",
+        "H100 SXM 80GB, 1 GPU",
+        "H200 141GB",
+        "H200 141GB, 1 GPU",
+        "A100 SXM 80GB",
+        "CPU self-test",
+    }
     for baseline in loaded.baselines:
         assert len(baseline.sha256) == 64
         for spec in baseline.metrics.values():
@@ -47,12 +55,12 @@ def test_every_packaged_baseline_loads_and_says_where_its_numbers_came_from():
 
 def test_packaged_baselines_cover_the_names_drivers_report():
     loaded = baselines.load_dir(baselines.default_dir())
-    assert loaded.for_device("cuda", "NVIDIA H100 80GB HBM3").model == "H100 SXM 80GB"
-    assert loaded.for_device("cuda", "NVIDIA H200").model == "H200 141GB"
-    assert loaded.for_device("cuda", "NVIDIA A100-SXM4-80GB").model == "A100 SXM 80GB"
-    assert loaded.for_device("cpu", "AMD EPYC").model == "CPU self-test"
-    assert loaded.for_device("cuda", "NVIDIA H200 NVL") is None  # another model, another power limit
-    assert loaded.for_device("cuda", "NVIDIA H100 PCIe") is None
+    assert loaded.for_device("cuda", "NVIDIA H100 80GB HBM3", 8).model == "H100 SXM 80GB"
+    assert loaded.for_device("cuda", "NVIDIA H200", 8).model == "H200 141GB"
+    assert loaded.for_device("cuda", "NVIDIA A100-SXM4-80GB", 8).model == "A100 SXM 80GB"
+    assert loaded.for_device("cpu", "AMD EPYC", 8).model == "CPU self-test"
+    assert loaded.for_device("cuda", "NVIDIA H200 NVL", 8) is None  # another model, another power limit
+    assert loaded.for_device("cuda", "NVIDIA H100 PCIe", 8) is None
 
 
 @pytest.mark.parametrize("name", ["h100-sxm-80gb.toml", "h200-141gb.toml", "a100-sxm-80gb.toml"])
@@ -94,7 +102,7 @@ def test_floors_leave_healthy_cards_at_least_10_percent_of_margin():
             continue
         for m in doc.measurements:
             device = next(d for d in doc.devices if d.uuid == m.gpu)
-            spec = packaged.for_device(device.kind, device.name).metrics[m.metric]
+            spec = packaged.for_device(device.kind, device.name, len(doc.devices)).metrics[m.metric]
             assert spec.limit <= 0.9 * m.value, (path.parent.parent.name, m.metric, spec.limit, m.value)
             assert m.low is not None and m.low > spec.limit, (m.metric, m.low)
             checked += 1
@@ -195,14 +203,14 @@ def test_a_directory_that_does_not_exist_is_an_error(tmp_path):
 
 
 def test_an_empty_directory_covers_nothing(tmp_path):
-    assert baselines.load_dir(tmp_path).for_device("cuda", "NVIDIA H100 80GB HBM3") is None
+    assert baselines.load_dir(tmp_path).for_device("cuda", "NVIDIA H100 80GB HBM3", 8) is None
 
 
 def test_an_explicit_file_for_another_model_is_an_error_not_a_silent_skip(tmp_path):
     chosen = baselines.load_one(write(tmp_path, GOOD))
-    assert chosen.for_device("cuda", "NVIDIA Test 1").model == "Test GPU"
+    assert chosen.for_device("cuda", "NVIDIA Test 1", 8).model == "Test GPU"
     with pytest.raises(ConfigError, match="this node's device is 'NVIDIA H100 80GB HBM3'") as caught:
-        chosen.for_device("cuda", "NVIDIA H100 80GB HBM3")
+        chosen.for_device("cuda", "NVIDIA H100 80GB HBM3", 8)
     assert caught.value.field == "names"
 
 
@@ -210,7 +218,7 @@ def test_another_models_file_is_explained_with_the_flags_of_the_front_end_in_use
     from harness import options
 
     with pytest.raises(ConfigError) as caught:
-        baselines.load_one(write(tmp_path, GOOD)).for_device("cuda", "NVIDIA H100 80GB HBM3")
+        baselines.load_one(write(tmp_path, GOOD)).for_device("cuda", "NVIDIA H100 80GB HBM3", 8)
     cli, pytest_words = options.explain(caught.value, "cli"), options.explain(caught.value, "pytest")
     assert ": names: --baseline: this baseline covers" in cli and "--gpu-" not in cli
     assert ": names: --gpu-baseline: this baseline covers" in pytest_words
@@ -220,4 +228,87 @@ def test_two_baselines_for_one_model_is_an_error(tmp_path):
     write(tmp_path, GOOD, "a.toml")
     write(tmp_path, GOOD, "b.toml")
     with pytest.raises(ConfigError, match="more than one baseline"):
-        baselines.load_dir(tmp_path).for_device("cuda", "NVIDIA Test 1")
+        baselines.load_dir(tmp_path).for_device("cuda", "NVIDIA Test 1", 8)
+
+
+MATCHED = GOOD.replace('names = ["NVIDIA Test*"]\n', 'names = ["NVIDIA Test*"]\n\n[match]\ngpus = GPUS\n')
+
+
+def test_a_file_for_the_nodes_gpu_count_wins_over_one_for_any_count(tmp_path):
+    write(tmp_path, GOOD, "any.toml")
+    write(tmp_path, MATCHED.replace("GPUS", "8"), "eight.toml")
+    write(tmp_path, MATCHED.replace("GPUS", "1"), "one.toml")
+    found = baselines.load_dir(tmp_path)
+    assert found.for_device("cuda", "NVIDIA Test 1", 8).path.name == "eight.toml"
+    assert found.for_device("cuda", "NVIDIA Test 1", 1).path.name == "one.toml"
+    assert found.for_device("cuda", "NVIDIA Test 1", 4).path.name == "any.toml"
+    (tmp_path / "any.toml").unlink()
+    found = baselines.load_dir(tmp_path)
+    assert found.for_device("cuda", "NVIDIA Test 1", 7) is None  # a GPU short of 8: not judged as 8, nor as 1
+    assert found.counts_for("cuda", "NVIDIA Test 1") == (1, 8)
+    write(tmp_path, MATCHED.replace("GPUS", "8"), "eight-again.toml")
+    with pytest.raises(ConfigError, match="with 8 of them is covered by more than one baseline"):
+        baselines.load_dir(tmp_path).for_device("cuda", "NVIDIA Test 1", 8)
+
+
+def test_an_explicit_file_for_another_node_size_is_an_error(tmp_path):
+    chosen = baselines.load_one(write(tmp_path, MATCHED.replace("GPUS", "8")))
+    with pytest.raises(ConfigError, match="this baseline is for nodes with 8 of 'NVIDIA Test 1'; this node has 1"):
+        chosen.for_device("cuda", "NVIDIA Test 1", 1)
+
+
+@pytest.mark.parametrize(
+    ("match", "field"),
+    [("gpus = 0", "match.gpus"), ('gpus = "8"', "match.gpus"), ("gpus = 8.0", "match.gpus"), ("gpu = 8", "match.gpu")],
+)
+def test_a_bad_match_names_its_field(tmp_path, match, field):
+    with pytest.raises(ConfigError) as caught:
+        baselines.load_file(write(tmp_path, MATCHED.replace("gpus = GPUS", match)))
+    assert caught.value.field == field
+
+
+def test_one_gpu_of_an_8_gpu_model_has_its_own_file_that_asks_nothing_between_gpus():
+    packaged = baselines.load_dir(baselines.default_dir())
+    for name in ("NVIDIA H100 80GB HBM3", "NVIDIA H200"):
+        eight, one = packaged.for_device("cuda", name, 8), packaged.for_device("cuda", name, 1)
+        assert (eight.gpus, one.gpus) == (8, 1)
+        assert any(m.startswith(("nvlink.", "nccl.")) and s.required for m, s in eight.metrics.items())
+        assert not [m for m in one.metrics if m.startswith(("nvlink.", "nccl."))]
+        assert eight.health.nvlink_links and one.health.nvlink_links is None
+        # The GPU is the same: every figure of one GPU is judged alike on both (a guard against drift).
+        for metric, spec in one.metrics.items():
+            assert spec == eight.metrics[metric], metric
+        assert dataclasses.replace(one.health, nvlink_links=None, nvlink_errors_delta_max=None) == dataclasses.replace(
+            eight.health, nvlink_links=None, nvlink_errors_delta_max=None
+        )
+
+
+def test_a_lone_gpu_has_nothing_to_test_between_gpus_and_is_not_held_for_it():
+    from harness.workers import devicetest
+
+    packaged = baselines.load_dir(baselines.default_dir())
+    [device] = gpus(1)
+    for baseline, severity in (
+        (packaged.for_device("cuda", device.name, 1), "info"),
+        (packaged.for_device("cuda", device.name, 8), "incomplete"),
+    ):
+        scope = devicetest.Scope(
+            devices=(device,),
+            profile=profiles.by_name("quick"),
+            test="t",
+            group="nvlink",
+            baselines={device.uuid: baseline},
+        )
+        [finding] = devicetest.nothing_to_test(scope, "one GPU", ["nvlink.p2p.gbps"]).findings
+        assert finding.severity == severity
+
+
+def test_health_is_judged_on_a_node_no_file_is_sized_for():
+    packaged = baselines.load_dir(baselines.default_dir())
+    h100 = "NVIDIA H100 80GB HBM3"
+    assert packaged.for_device("cuda", h100, 7) is None  # its figures: not judged as an 8-GPU board's
+    assert packaged.for_health("cuda", h100, 7).gpus == 8  # its ECC, Xids, temperatures: judged all the same
+    assert packaged.for_health("cuda", h100, 2).gpus == 8
+    assert packaged.for_health("cuda", h100, 1).gpus == 1
+    assert packaged.for_health("cuda", h100, 16).gpus == 8
+    assert packaged.for_health("cuda", "NVIDIA B200", 8) is None

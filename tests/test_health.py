@@ -118,7 +118,7 @@ CAPTURE_FINDINGS = {
 # The captures are of many models: the H100's counts and temperatures apply, its link expectations (PCIe x16
 # gen 5, 18 NVLinks, which nvidia-smi -q does not report) do not.
 LIMITS = dataclasses.replace(
-    load_dir(default_dir()).for_device("cuda", "NVIDIA H100 80GB HBM3").health,
+    load_dir(default_dir()).for_device("cuda", "NVIDIA H100 80GB HBM3", 8).health,
     pcie_gen=None,
     pcie_width=None,
     nvlink_links=None,

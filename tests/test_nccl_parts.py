@@ -284,7 +284,7 @@ def test_no_all_reduce_figure_is_judged_against_the_nodes_best(path):
     ranks beside a slow one, which the pairwise search names by itself."""
     model = baselines.load_file(path)
     nccl_specs = [spec for name, spec in model.metrics.items() if name.startswith("nccl.")]
-    assert nccl_specs
+    assert nccl_specs or model.gpus == 1  # a file for lone GPUs has no all-reduce to judge
     assert [spec.name for spec in nccl_specs if spec.node_tolerance is not None] == []
 
 

@@ -197,7 +197,7 @@ def test_an_output_that_is_one_of_the_inputs_is_refused(tmp_path, capsys, how):
 
 def test_propose_refuses_an_input_as_its_output_and_writes_dash_to_stdout(tmp_path, capsys):
     results_dir = tmp_path / "results"
-    write_fleet(results_dir, FleetSpec(nodes=3, gpus=2))
+    write_fleet(results_dir, FleetSpec(nodes=3, gpus=8))  # the H100 file is for 8-GPU nodes
     victim = sorted(results_dir.glob("*.json"))[0]
     before = victim.read_bytes()
     baseline = str(REPO / "baselines" / "h100-sxm-80gb.toml")

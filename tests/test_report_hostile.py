@@ -20,7 +20,7 @@ NOW = "2026-11-28T00:00:00Z"
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory):
     directory = tmp_path_factory.mktemp("fleet")
-    write_fleet(directory, FleetSpec(nodes=4, gpus=2))
+    write_fleet(directory, FleetSpec(nodes=4, gpus=8))
     return directory
 
 
@@ -75,7 +75,7 @@ DOCUMENTS = {
     "a value of 10**400": (_set(["measurements", 0, "value"], 10**400), "measurements[0].value", "unexpected"),
     "samples of 10**30": (_set(["measurements", 0, "samples"], 10**30), "measurements[0].samples", "unexpected"),
     "a time that is a number": (_set(["started_at"], 12345), None, "malformed result"),
-    "a bad profile": (_set(["profile", "duration_s"], -1), "profile.duration_s", "must be positive"),
+    "a bad profile": (_set(["profile", "duration_s"], -1), "profile.duration_s", "below the minimum"),
 }
 
 

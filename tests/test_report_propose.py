@@ -21,7 +21,7 @@ generator's true distribution (120 nodes of 8 GPUs; observed: at most 0.5% over 
 
 @pytest.fixture(scope="module")
 def current():
-    return baselines.load_dir(baselines.default_dir()).for_device("cuda", H100)
+    return baselines.load_dir(baselines.default_dir()).for_device("cuda", H100, 8)
 
 
 @pytest.fixture(scope="module")

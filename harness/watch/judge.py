@@ -90,8 +90,9 @@ class Judge:
                 )
         self.devices = tuple(sorted(found.values(), key=lambda d: d.index))
         self.limits = {}
+        on_node = collections.Counter(d.name for d in self.devices)
         for device in self.devices:
-            baseline = self.baselines.for_device("cuda", device.name) if device.name else None
+            baseline = self.baselines.for_health("cuda", device.name, on_node[device.name]) if device.name else None
             if baseline is not None:
                 self.limits[device.uuid] = baseline.health
 
