@@ -159,9 +159,7 @@ def moment(text: str) -> dt.datetime:
     except (ValueError, OverflowError):
         raise argparse.ArgumentTypeError(f"expected a time such as 2026-11-28T00:00:00Z, got {text!r}") from None
     if not EARLIEST <= value < LATEST:
-        raise argparse.ArgumentTypeError(
-            f"expected a time from {EARLIEST:%Y-%m-%d} to {LATEST:%Y-%m-%d}, got {text!r}"
-        )
+        raise argparse.ArgumentTypeError(f"expected a time from {EARLIEST:%Y-%m-%d} to {LATEST:%Y-%m-%d}, got {text!r}")
     return value
 
 

@@ -52,6 +52,7 @@ def direction_of(metric: str) -> Direction | None:
             return direction
     return None
 
+
 MIN_DURATION_S = 0.1
 """The shortest burn: less is a slip (milliseconds typed as seconds), not a test."""
 MIN_STALL_S = 3.0

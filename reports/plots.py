@@ -26,6 +26,7 @@ LEFT, RIGHT = "\u25c0 ", " \u25b6"
 """Arrows before or after a limit named at the axis' edge it lies beyond."""
 COLOURS = {"pass": "#2ca02c", "fail": "#d62728", "incomplete": "#ff7f0e"}
 
+
 def histograms(review: Review) -> list[go.Figure]:
     """Per model, a histogram of each metric's latest figure per GPU, with the current (red) and
     proposed (green) limit: drawn where near the figures, named at the axis' edge where far off."""

@@ -27,9 +27,7 @@ class Limits:
 
     def __post_init__(self) -> None:
         if not 0 < self.outlier_z <= MAX_SIGMAS or not 0 < self.fell_share <= 1:
-            raise ValueError(
-                f"outlier_z must be above 0 and at most {MAX_SIGMAS:g}, fell_share above 0 and at most 1"
-            )
+            raise ValueError(f"outlier_z must be above 0 and at most {MAX_SIGMAS:g}, fell_share above 0 and at most 1")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -251,7 +251,7 @@ AFTER = '[[gpus]]\n[[changes]]\nafter = "matmul"\n'
         ("gpus = [1]\n", "gpus[0]"),
         ("[[gpus]]\nsurprise = 1\n", "gpus[0].surprise"),
         ("colour = 1\n[[gpus]]\n", "colour"),
-        ('cuda = 13.0\n[[gpus]]\n', "cuda"),
+        ("cuda = 13.0\n[[gpus]]\n", "cuda"),
         ('cuda = "thirteen"\n[[gpus]]\n', "cuda"),
         ('driver = ""\n[[gpus]]\n', "driver"),
         ('expect = ["XID"]\n[[gpus]]\n', "expect[0]"),
@@ -273,14 +273,14 @@ AFTER = '[[gpus]]\n[[changes]]\nafter = "matmul"\n'
         ("[[gpus]]\n[[xids]]\nxid = 79\nwhen = 3\n", "xids[0].when"),
         ('[[gpus]]\n[[changes]]\nafter = "matmull"\nlost = true\n', "changes[0].after"),
         (AFTER + 'lost = "yes"\n', "changes[0].lost"),
-        (AFTER + 'gpu = true\nlost = true\n', "changes[0].gpu"),
+        (AFTER + "gpu = true\nlost = true\n", "changes[0].gpu"),
         (AFTER, "changes[0]"),
         (AFTER + 'set = { temperature_c = "hot" }\n', "changes[0].set.temperature_c"),
         (AFTER + 'set = { "ecc.volatile_corrected" = 1.5 }\n', "ecc.volatile_corrected"),
         (AFTER + 'set = { "ecc.fresh" = 1 }\n', "changes[0].set.ecc.fresh"),
-        (AFTER + 'set = { index = 1 }\n', "changes[0].set.index"),
-        (AFTER + 'set = { remap = { pending = 1 } }\n', "changes[0].set.remap.pending"),
-        (AFTER + 'set = 3\n', "changes[0].set"),
+        (AFTER + "set = { index = 1 }\n", "changes[0].set.index"),
+        (AFTER + "set = { remap = { pending = 1 } }\n", "changes[0].set.remap.pending"),
+        (AFTER + "set = 3\n", "changes[0].set"),
         (AFTER + 'lost = true\nby = "me"\n', "changes[0].by"),
         ("[[gpus]]\nchanges = [1]\n", "gpus[0].changes"),
         ("[[gpus]]\n[[changes]]\nat = 10\nuntil = 5\nlost = true\n", "changes[0].until"),
@@ -292,7 +292,7 @@ def test_a_bad_field_is_one_error_naming_the_file_and_the_field(tmp_path, text, 
 
 def test_a_file_that_is_not_a_scenario_is_one_error_naming_it(tmp_path):
     path = tmp_path / "scenario.toml"
-    path.write_bytes(b"[[gpus]]\nname = \"\xff\"\n")
+    path.write_bytes(b'[[gpus]]\nname = "\xff"\n')
     assert "UTF-8" in refused(path)
     path.write_text("a = " + "9" * 5000 + "\n")  # tomllib: ValueError, not TOMLDecodeError
     assert "not valid TOML" in refused(path)
