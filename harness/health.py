@@ -71,6 +71,8 @@ def telemetry(
 
 
 def _missing(snapshot: Snapshot, devices: Sequence[Device], test: str, *, when: str) -> list[Finding]:
+    if not snapshot.gpus and not snapshot.lost and snapshot.problem:
+        return []  # the GPUs could not be read at all (no NVML, no nvidia-smi): unknown, not missing
     found = []
     lost = {i for i in snapshot.lost}
     for device in devices:
@@ -150,8 +152,9 @@ def _gpu_state(device: Device, gpu: GpuHealth, limits: HealthLimits, test: str) 
             "a page retirement is pending: a reset or reboot applies it",
             Remediation.RESET_GPU,
         )
-    retired = (gpu.retired.single_bit or 0) + (gpu.retired.double_bit or 0)
-    if limits.retired_pages_max is not None and retired >= limits.retired_pages_max:
+    counts = [n for n in (gpu.retired.single_bit, gpu.retired.double_bit) if n is not None]
+    retired = sum(counts)
+    if limits.retired_pages_max is not None and counts and retired >= limits.retired_pages_max:
         add(
             Code.RETIRED_PAGES,
             Severity.FAIL,
@@ -180,16 +183,7 @@ def _gpu_state(device: Device, gpu: GpuHealth, limits: HealthLimits, test: str) 
             width_max=gpu.pcie.width_max,
         )
     if limits.nvlink_links is not None:
-        active = sum(1 for link in gpu.nvlinks if link.active)
-        if active < limits.nvlink_links:
-            add(
-                Code.NVLINK_DOWN,
-                Severity.FAIL,
-                f"{active} of {limits.nvlink_links} NVLink links active",
-                Remediation.REBOOT_NODE,
-                active=active,
-                expected=limits.nvlink_links,
-            )
+        found += _nvlinks(device, gpu, limits.nvlink_links, test)
     if gpu.ecc_enabled is False:
         add(
             Code.ECC_UNCORRECTABLE,
@@ -198,6 +192,45 @@ def _gpu_state(device: Device, gpu: GpuHealth, limits: HealthLimits, test: str) 
             Remediation.CHECK_CONFIG,
         )
     return found
+
+
+def _nvlinks(device: Device, gpu: GpuHealth, expected: int, test: str) -> list[Finding]:
+    """Only a link that reports itself inactive is down. A link NVML answers NotSupported for (an
+    H200 SXM passed into a VM), or a snapshot from nvidia-smi (which has no NVLink data), says
+    nothing about the links: that is not judged, and said so."""
+    reported = [link for link in gpu.nvlinks if link.active is not None]
+    down = [link.link for link in reported if link.active is False]
+    active = len(reported) - len(down)
+    if active >= expected:
+        return []
+    if down:
+        return [
+            device.finding(
+                Code.NVLINK_DOWN,
+                Severity.FAIL,
+                f"{active} of {expected} NVLink links active: links {down} report inactive",
+                Remediation.REBOOT_NODE,
+                test=test,
+                active=active,
+                expected=expected,
+                down=down,
+            )
+        ]
+    if reported:
+        text = f"{len(reported)} of {expected} NVLink links report a state (all active); the other links report none"
+    else:
+        text = "no NVLink link reports a state (NVML answers NotSupported, or the snapshot is nvidia-smi's)"
+    return [
+        device.finding(
+            Code.NVLINK_UNREPORTED,
+            Severity.WARNING,
+            f"{text}: the links were not judged",
+            Remediation.CHECK_CONFIG,
+            test=test,
+            reported=len(reported),
+            expected=expected,
+        )
+    ]
 
 
 # -- delta ------------------------------------------------------------------------------------------
@@ -253,7 +286,9 @@ def _gpu_delta(
             Remediation.RESET_GPU,
             rise=errors,
         )
-    went_down = [a.link for a in old.nvlinks for b in new.nvlinks if a.link == b.link and a.active and not b.active]
+    went_down = [
+        a.link for a in old.nvlinks for b in new.nvlinks if a.link == b.link and a.active and b.active is False
+    ]
     if went_down:
         add(
             Code.NVLINK_DOWN,

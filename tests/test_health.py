@@ -2,6 +2,7 @@
 nvidia-smi captures, and end to end."""
 
 import dataclasses
+import datetime as dt
 import time
 from pathlib import Path
 
@@ -11,10 +12,17 @@ from gputests.watch import Watch
 from harness import health
 from harness.baselines import HealthLimits, default_dir, load_dir
 from harness.devices import Device
-from harness.nvml import smi
+from harness.nvml import read, smi
 from harness.nvml.sim import Simulated
-from harness.nvml.snapshot import decode_clock_events, encode_clock_events
-from harness.records import Code, Finding, Severity
+from harness.nvml.snapshot import (
+    GpuHealth,
+    NvLink,
+    RetiredPages,
+    Snapshot,
+    decode_clock_events,
+    encode_clock_events,
+)
+from harness.records import Code, Finding, Remediation, Severity
 from tests.helpers import REPO, only_result
 
 SCENARIOS = sorted((REPO / "harness" / "nvml" / "scenarios").glob("*.toml"))
@@ -62,6 +70,7 @@ def test_every_rule_has_a_scenario():
         Code.GPU_MISSING,
         Code.XID,
         Code.OVER_TEMPERATURE,
+        Code.NVLINK_UNREPORTED,
     }
     assert {str(r) for r in rules} <= shipped
 
@@ -140,6 +149,90 @@ def judge_capture(path: Path):
 @pytest.mark.parametrize("capture", sorted(p.name for p in CAPTURES.iterdir()))
 def test_real_captures_give_what_their_content_supports(capture):
     assert judge_capture(CAPTURES / capture) == sorted(CAPTURE_FINDINGS.get(capture, []))
+
+
+H100 = load_dir(default_dir()).for_device("cuda", "NVIDIA H100 80GB HBM3").health
+HGX_CAPTURES = ["gpud_8xH100_535.161.08_hw-slowdown-power-brake.txt", "gpud_8xH100_535.183.01_sw-thermal-slowdown.txt"]
+
+
+@pytest.mark.parametrize("capture", HGX_CAPTURES)
+def test_an_hgx_capture_judged_with_the_h100_limits_reads_no_link_down(capture):
+    """nvidia-smi -q has no NVLink data: with the H100 baseline's own limits (18 links, PCIe gen 5 x16) the
+    links are unreported, a warning, and the only failures are the slowdowns the capture shows."""
+    snapshot = smi.parse_text((CAPTURES / capture).read_text())
+    devices = [Device(index=g.index, kind="cuda", name=g.name, uuid=g.uuid) for g in snapshot.gpus]
+    found = health.state(snapshot, devices, {d.uuid: H100 for d in devices})
+    index = {d.uuid: d.index for d in devices}
+    judged = sorted(f"{f.code}:{f.severity}:{index[f.gpu]}" for f in found)
+    assert judged == sorted([*CAPTURE_FINDINGS[capture], *(f"NVLINK_UNREPORTED:warning:{i}" for i in range(8))])
+    assert "not judged" in found[-1].message and found[-1].remediation is Remediation.CHECK_CONFIG
+
+
+def test_a_healthy_hgx_node_from_nvidia_smi_has_no_failure():
+    """The seven idle GPUs of an 8x H100 capture (the eighth is thermally slowed): a healthy node."""
+    snapshot = smi.parse_text((CAPTURES / HGX_CAPTURES[1]).read_text())
+    devices = [Device(index=g.index, kind="cuda", name=g.name, uuid=g.uuid) for g in snapshot.gpus if g.index != 2]
+    found = health.state(snapshot, devices, {d.uuid: H100 for d in devices})
+    assert len(devices) == 7 and {f.code for f in found} == {Code.NVLINK_UNREPORTED}
+    assert all(f.severity is Severity.WARNING for f in found)
+
+
+def test_links_nvml_answers_not_supported_for_are_unreported_not_down():
+    """The simulated NVML as nvidia-ml-py answers for an H200 SXM in a VM: NotSupported at link 0."""
+    nv = Simulated.from_file(REPO / "harness" / "nvml" / "scenarios" / "nvlink-unsupported.toml")
+    nv.nvmlInit()
+    snapshot = read.snapshot(nv, "sim:test")
+    devices = [Device(index=g.index, kind="cuda", name=g.name, uuid=g.uuid) for g in snapshot.gpus]
+    assert all(g.nvlinks == () for g in snapshot.gpus)
+    found = health.state(snapshot, devices, {d.uuid: H100 for d in devices})
+    assert [(f.code, f.severity) for f in found] == [(Code.NVLINK_UNREPORTED, Severity.WARNING)] * 2
+    # The links that do report decide: one inactive among them is down, whatever the others say.
+    gpu = snapshot.gpus[0]
+    some = (NvLink(link=0, active=True), NvLink(link=1, active=False))
+    partial = dataclasses.replace(snapshot, gpus=(dataclasses.replace(gpu, nvlinks=some),))
+    down = health.state(partial, devices[:1], {gpu.uuid: H100})
+    assert [(f.code, f.details["down"]) for f in down] == [(Code.NVLINK_DOWN, [1])]
+    assert "1 of 18 NVLink links active" in down[0].message
+    quiet = dataclasses.replace(snapshot, gpus=(dataclasses.replace(gpu, nvlinks=some[:1]),))
+    assert [f.code for f in health.state(quiet, devices[:1], {gpu.uuid: H100})] == [Code.NVLINK_UNREPORTED]
+
+
+def test_a_link_that_stops_reporting_during_a_test_did_not_go_down():
+    device = Device(index=0, kind="cuda", name="x", uuid="GPU-x")
+    links = tuple(NvLink(link=n, active=True, crc_errors=0) for n in range(2))
+    unknown = tuple(NvLink(link=n) for n in range(2))
+    gpu = GpuHealth(index=0, uuid="GPU-x", nvlinks=links)
+    before = Snapshot(source="nvml", taken_at=dt.datetime.now(dt.UTC), gpus=(gpu,))
+    after = dataclasses.replace(before, gpus=(dataclasses.replace(gpu, nvlinks=unknown),))
+    assert health.delta(before, after, [device], {"GPU-x": H100}, test="t", during="matmul") == []
+    inactive = (links[0], NvLink(link=1, active=False))
+    down = dataclasses.replace(before, gpus=(dataclasses.replace(gpu, nvlinks=inactive),))
+    assert [f.code for f in health.delta(before, down, [device], {}, test="t", during="matmul")] == [Code.NVLINK_DOWN]
+
+
+def test_counters_nobody_reported_do_not_fire():
+    """No retired-page counts at all is not zero pages (a threshold of 0 would fire on it), and a node whose
+    GPUs cannot be read (no NVML, no nvidia-smi: an empty snapshot with a problem) has no GPU missing."""
+    device = Device(index=0, kind="cuda", name="x", uuid="GPU-x")
+    gpu = GpuHealth(index=0, uuid="GPU-x")
+    snapshot = Snapshot(source="nvml", taken_at=dt.datetime.now(dt.UTC), gpus=(gpu,))
+    strict = HealthLimits(retired_pages_max=0)
+    assert health.state(snapshot, [device], {"GPU-x": strict}) == []
+    counted = dataclasses.replace(gpu, retired=RetiredPages(single_bit=0))
+    retired = health.state(dataclasses.replace(snapshot, gpus=(counted,)), [device], {"GPU-x": strict})
+    assert [f.code for f in retired] == [Code.RETIRED_PAGES]
+    unread = smi.read(runner=_no_nvidia_smi)
+    assert unread.problem and not unread.gpus
+    assert health.state(unread, [device], {}) == []
+    assert health.delta(snapshot, unread, [device], {}, test="t", during="matmul") == []
+    gone = Snapshot(source="nvml", taken_at=dt.datetime.now(dt.UTC), gpu_count=1)  # NVML answered: no GPU
+    assert [f.code for f in health.delta(snapshot, gone, [device], {}, test="t", during="matmul")] == [
+        Code.GPU_MISSING
+    ]
+
+
+def _no_nvidia_smi(*args, **kwargs):
+    raise FileNotFoundError("nvidia-smi")
 
 
 def test_rules_without_data_do_not_fire():
