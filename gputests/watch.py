@@ -51,6 +51,8 @@ class Watch:
         self.finished: list[str] = []
         self.began = dt.datetime.now(dt.UTC)
         self._before: dict[str, Snapshot | None] = {}
+        self._read = False
+        """A snapshot was taken at the start: health is known, so losing it later stops a pass."""
 
     @property
     def simulated(self) -> bool:
@@ -77,6 +79,7 @@ class Watch:
                 )
             )
         snapshot = self._take("start")
+        self._read = snapshot is not None and bool(snapshot.gpus)
         if snapshot is not None and self.simulated:
             # The simulated GPUs are the ones judged, whatever ran the stress tests (the CPU, in CI).
             self.devices = tuple(_device(gpu) for gpu in snapshot.gpus)
@@ -120,6 +123,8 @@ class Watch:
         before = self._before.pop(test, None)
         if before is not None and after is not None:
             found += health.delta(before, after, self.devices, self.limits, test=test, during=group)
+        elif self._read:
+            found.append(self._lost(f"what {group} did to the GPUs was not judged", test))
         return found
 
     def explain(self, finding: Finding) -> Finding:
@@ -144,13 +149,16 @@ class Watch:
         """The last snapshot, and every Xid of this run: from NVML, and from the kernel log in its window."""
         self._take("end")
         ended = dt.datetime.now(dt.UTC)
+        found: list[Finding] = []
+        delivered = self.monitor.stop()
+        if delivered is None and self._read:
+            found.append(self._lost("NVML's Xid events of this run were lost with it", ""))
         events = [
             xid.XidEvent(
                 pci_bus_id=x.pci_bus_id, xid=x.xid, when=x.when, pid=None, process="", message=NVML_EVENT, line=""
             )
-            for x in self.monitor.stop()
+            for x in delivered or ()
         ]
-        found: list[Finding] = []
         if not self.simulated:  # a simulation's Xids come from its scenario, not this host's kernel
             text, problem = xid.read_kernel_log(self.began)
             if problem:
@@ -163,6 +171,16 @@ class Watch:
         by_pci = {d.pci_bus_id.upper(): d.uuid for d in self.devices if d.pci_bus_id}
         found += xid.findings(_unique(events), by_pci, self.xid_table)
         return found
+
+    def _lost(self, what: str, test: str) -> Finding:
+        """The monitor is gone mid-run (a wedged driver, a crash): unknown health stops a pass, never fails it."""
+        return Finding(
+            code=Code.HEALTH_UNAVAILABLE,
+            severity=Severity.INCOMPLETE,
+            test=test,
+            message=f"{self.monitor.problem or 'the NVML monitor is gone'}: {what}",
+            remediation=Remediation.RERUN,
+        )
 
     def _limits(self) -> dict[str, HealthLimits]:
         found = {}

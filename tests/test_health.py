@@ -3,6 +3,10 @@ nvidia-smi captures, and end to end."""
 
 import dataclasses
 import datetime as dt
+import os
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -271,6 +275,42 @@ def test_a_simulated_run_of_the_suite_passes_clean_and_fails_on_a_rising_counter
     assert rising.ret == 1
     rising.stdout.fnmatch_lines(["*ECC_CORRECTED*50 corrected ECC errors during matmul, over the threshold of 10*"])
     assert only_result(tmp_path / "rising")["tests"][0]["outcome"] == "failed"
+
+
+def test_a_gpu_lost_mid_burn_with_its_xid_79_through_gpu_burnin_run(tmp_path):
+    """The GPU falls off the bus during the burn: NVML answers GPU_IS_LOST for it while the monitor samples,
+    and its Xid 79 event names a GPU that no longer answers. The result names both; the other GPU is fine."""
+    scenario = REPO / "harness" / "nvml" / "scenarios" / "gpu-lost-with-xid-79-during-matmul.toml"
+    command = [sys.executable, "-m", "harness.cli", "run", "--device", "cpu", "-m", "matmul", "--duration", "1.5"]
+    command += ["--nvml", f"sim:{scenario}", "--results", str(tmp_path)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1, done.stdout + done.stderr
+    doc = only_result(tmp_path)
+    uuids = [gpu["uuid"] for gpu in doc["health"]["start"]["gpus"]]
+    failing = {(f["code"], f["gpu"]) for f in doc["findings"] if f["severity"] == "fail"}
+    assert failing == {("GPU_MISSING", uuids[1]), ("XID", uuids[1])}, doc["findings"]
+    [xid79] = [f for f in doc["findings"] if f["code"] == "XID"]
+    assert xid79["details"]["xid"] == 79 and "reboot the node" in xid79["message"]
+    assert doc["health"]["after:matmul"]["lost"] == [1]
+    telemetry = next(iter(doc["telemetry"].values()))
+    assert telemetry[uuids[0]]["samples"] >= 1  # the other GPU was sampled throughout
+    assert not any(f["code"] == "HEALTH_UNAVAILABLE" for f in doc["findings"])
+
+
+def test_a_monitor_that_dies_mid_run_leaves_the_run_incomplete_never_passed():
+    """Health was known at the start; the monitor worker then dies (here: killed) during a burn, taking the
+    burn's snapshots and the run's NVML Xid events with it. That is unknown health: incomplete, not a pass."""
+    scenario = REPO / "harness" / "nvml" / "scenarios" / "healthy.toml"
+    with Watch(f"sim:{scenario}", [CPU], load_dir(default_dir()), startup_s=60, sample_every_s=0.05) as watch:
+        found = watch.start()
+        watch.before("t::matmul", "matmul")
+        os.kill(watch.monitor._group._workers[0].process.pid, signal.SIGKILL)  # the monitor this test started
+        found += watch.after("t::matmul", "matmul")
+        found += watch.finish()
+    stopping = [(f.code, f.severity, f.test) for f in found if f.severity in (Severity.FAIL, Severity.INCOMPLETE)]
+    unknown = (Code.HEALTH_UNAVAILABLE, Severity.INCOMPLETE)
+    assert stopping == [(*unknown, "t::matmul"), (*unknown, "")], [f.message for f in found]
+    assert all("NVML monitor" in f.message for f in found if f.code is Code.HEALTH_UNAVAILABLE)
 
 
 def test_a_low_pcie_figure_is_told_the_gpus_pcie_link():

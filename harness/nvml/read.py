@@ -180,5 +180,16 @@ def ask(nv: Any, call: Callable[[], T]) -> T | None:
         return None
 
 
+def handle_key(handle: Any) -> Any:
+    """A device handle as a dict key: the index of a simulated GPU, the address behind a real one (nvidia-ml-py's
+    handles are ctypes pointers, and an event's `device` is a new pointer object to the same device)."""
+    try:
+        return int(handle)
+    except TypeError:
+        import ctypes  # only for the real binding's handles
+
+        return ctypes.cast(handle, ctypes.c_void_p).value
+
+
 def text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)

@@ -30,7 +30,8 @@ NVML_ERROR_NOT_SUPPORTED. A scenario (docs/health.md):
     [[xids]]                              # delivered to an Xid event listener
     gpu = 1
     xid = 79
-    at = "3h"                             # optional: not before then (or after = "matmul")
+    at = "3h"                             # optional: not before then (or after = "matmul", or
+                                          # during = "matmul": from that burn's start on)
     count = 20                            # optional: a burst of this many events
 
 The file is read and checked whole before anything runs (harness/nvml/scenario.py): a
@@ -330,7 +331,8 @@ class Simulated:
 
     def nvmlEventSetWait_v2(self, event_set: list[int], timeout_ms: int) -> _EventData:  # noqa: N802
         for n, xid in enumerate(self._xids):
-            if self._delivered.get(n, 0) < xid.count and xid.due(self.finished, self.now_s) and xid.gpu in event_set:
+            due = xid.due(self.finished, self.running, self.now_s)
+            if due and self._delivered.get(n, 0) < xid.count and xid.gpu in event_set:
                 self._delivered[n] = self._delivered.get(n, 0) + 1
                 return _EventData(device=xid.gpu, eventType=nvmlEventTypeXidCriticalError, eventData=xid.xid)
         raise _error(NVML_ERROR_TIMEOUT)  # the real call blocks this long; the monitor paces itself
