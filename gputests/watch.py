@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -84,6 +85,9 @@ class Watch:
             # The simulated GPUs are the ones judged, whatever ran the stress tests (the CPU, in CI).
             self.devices = tuple(_device(gpu) for gpu in snapshot.gpus)
             self.limits = self._limits()
+        if snapshot is not None:
+            found += health.mig(snapshot, self.devices)
+        found += self._mig_visible(found)
         if snapshot is None or (not snapshot.gpus and snapshot.problem):
             why = (snapshot.problem if snapshot else "") or self.monitor.problem or "no NVML and no nvidia-smi"
             found.append(
@@ -101,7 +105,8 @@ class Watch:
         snapshot = self._take("health")
         if snapshot is None or not snapshot.gpus:
             return None
-        return health.state(snapshot, self.devices, self.limits, test=test)
+        found = health.state(snapshot, self.devices, self.limits, test=test)
+        return [f for f in found if f.code is not Code.MIG_ENABLED]  # said once, for the run, at the start
 
     @property
     def unavailable(self) -> str:
@@ -171,6 +176,21 @@ class Watch:
         by_pci = {d.pci_bus_id.upper(): d.uuid for d in self.devices if d.pci_bus_id}
         found += xid.findings(_unique(events), by_pci, self.xid_table)
         return found
+
+    def _mig_visible(self, found: list[Finding]) -> list[Finding]:
+        """MIG devices named in CUDA_VISIBLE_DEVICES, where the snapshot did not already say MIG (no NVML)."""
+        named = [name for name in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if name.strip()[:4] == "MIG-"]
+        cuda = any(device.kind == "cuda" for device in self.devices)
+        if not named or not cuda or any(f.code is Code.MIG_ENABLED for f in found):
+            return []
+        return [
+            Finding(
+                code=Code.MIG_ENABLED,
+                severity=Severity.INCOMPLETE,
+                message=f"CUDA_VISIBLE_DEVICES names MIG slices ({', '.join(named)}): burn-in needs whole GPUs",
+                remediation=Remediation.CHECK_CONFIG,
+            )
+        ]
 
     def _lost(self, what: str, test: str) -> Finding:
         """The monitor is gone mid-run (a wedged driver, a crash): unknown health stops a pass, never fails it."""

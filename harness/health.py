@@ -23,6 +23,7 @@ from typing import Any
 from harness.baselines import HealthLimits
 from harness.devices import Device
 from harness.nvml.snapshot import GpuHealth, Snapshot
+from harness.nvml.xid import normalise_pci_bus_id
 from harness.records import Code, Finding, Remediation, Severity
 
 SLOWDOWNS = ("hw_slowdown", "hw_thermal_slowdown", "hw_power_brake_slowdown", "sw_thermal_slowdown")
@@ -35,7 +36,7 @@ Limits = Mapping[str, HealthLimits]
 
 def state(snapshot: Snapshot, devices: Sequence[Device], limits: Limits, *, test: str = "") -> list[Finding]:
     """What the snapshot shows about every device under test."""
-    found = _missing(snapshot, devices, test, when="")
+    found = _missing(snapshot, devices, test, when="") + mig(snapshot, devices, test=test)
     for device in devices:
         gpu = snapshot.gpu(device.uuid)
         if gpu is not None:
@@ -67,6 +68,48 @@ def telemetry(
     return found
 
 
+def mig(snapshot: Snapshot, devices: Sequence[Device], *, test: str = "") -> list[Finding]:
+    """Devices on a GPU in MIG mode, or that are MIG slices: burn-in needs whole GPUs, so the run is
+    incomplete (check-config), never a hardware failure. A slice's UUID (MIG-...) is never an NVML GPU's:
+    it is known by the PCI bus id of its GPU, or by its name."""
+    found = []
+    for device in devices:
+        gpu = snapshot.gpu(device.uuid)
+        parent = gpu if gpu is not None and gpu.mig else _mig_parent(snapshot, device) if gpu is None else None
+        if parent is not None:
+            what = "MIG mode is on" if parent is gpu else f"a MIG slice of GPU {parent.index} ({parent.pci_bus_id})"
+        elif gpu is None and device.uuid.startswith("MIG-"):
+            what = "a MIG slice"
+        else:
+            continue
+        found.append(
+            device.finding(
+                Code.MIG_ENABLED,
+                Severity.INCOMPLETE,
+                f"{what}: burn-in needs whole GPUs (nvidia-smi -mig 0 and a GPU reset turn MIG mode off)",
+                Remediation.CHECK_CONFIG,
+                test=test,
+            )
+        )
+    return found
+
+
+def _mig_parent(snapshot: Snapshot, device: Device) -> GpuHealth | None:
+    """The GPU in MIG mode at the device's PCI bus id: the whole GPU a slice is cut from."""
+    try:
+        bus = normalise_pci_bus_id(device.pci_bus_id)
+    except ValueError:
+        return None
+    return next((g for g in snapshot.gpus if g.mig and _same_bus(g.pci_bus_id, bus)), None)
+
+
+def _same_bus(pci_bus_id: str, bus: str) -> bool:
+    try:
+        return normalise_pci_bus_id(pci_bus_id) == bus
+    except ValueError:
+        return False
+
+
 # -- state -----------------------------------------------------------------------------------------
 
 
@@ -78,6 +121,8 @@ def _missing(snapshot: Snapshot, devices: Sequence[Device], test: str, *, when: 
     for device in devices:
         if device.kind != "cuda" and not snapshot.simulated:
             continue
+        if device.uuid.startswith("MIG-") or _mig_parent(snapshot, device) is not None:
+            continue  # a MIG slice: never an NVML GPU's UUID (`mig` says why the run cannot pass)
         if snapshot.gpu(device.uuid) is None:
             why = "NVML reports it lost" if device.index in lost else "it is no longer listed"
             found.append(

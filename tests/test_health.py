@@ -75,6 +75,7 @@ def test_every_rule_has_a_scenario():
         Code.XID,
         Code.OVER_TEMPERATURE,
         Code.NVLINK_UNREPORTED,
+        Code.MIG_ENABLED,
     }
     assert {str(r) for r in rules} <= shipped
 
@@ -127,6 +128,9 @@ CAPTURE_FINDINGS = {
     "gpud_8xRTX4090_535.154.05_sw-power-cap.txt": [f"ECC_UNCORRECTABLE:warning:{i}" for i in range(8)],
     # An RTX 4000 Ada with ECC disabled.
     "telegraf_rtx-4000-sff-ada-v13.xml": ["ECC_UNCORRECTABLE:warning:0"],
+    # A100s in MIG mode (<current_mig>Enabled</current_mig>): burn-in needs whole GPUs, incomplete, not a fault.
+    "netdata_a100-sxm4-40gb-mig.xml": ["MIG_ENABLED:incomplete:0"],
+    "telegraf_a100-sxm4-v12.xml": ["MIG_ENABLED:incomplete:0"],
 }
 # The captures are of many models: the H100's counts and temperatures apply, its link expectations (PCIe x16
 # gen 5, 18 NVLinks, which nvidia-smi -q does not report) do not.
@@ -239,10 +243,59 @@ def _no_nvidia_smi(*args, **kwargs):
     raise FileNotFoundError("nvidia-smi")
 
 
+def test_mig_slices_are_incomplete_never_missing():
+    """A MIG slice, as torch lists it, carries its own UUID (never an NVML GPU's) and its GPU's PCI bus id: on
+    the nvidia-smi MIG capture it is MIG_ENABLED, incomplete, check-config, and not GPU_MISSING, at the health
+    test and after every burn."""
+    snapshot = smi.parse_xml((CAPTURES / "netdata_a100-sxm4-40gb-mig.xml").read_text())
+    [gpu] = snapshot.gpus
+    assert gpu.mig is True and gpu.pci_bus_id == "00000000:00:04.0"
+    name = "NVIDIA A100-SXM4-40GB MIG 1g.5gb"
+    slices = [
+        Device(index=0, kind="cuda", name=name, uuid="GPU-0f1e", pci_bus_id="0000:00:04.0"),
+        Device(index=1, kind="cuda", name=name, uuid="MIG-2a3b"),
+    ]
+    found = health.state(snapshot, slices, {})
+    assert [(f.code, f.severity, f.remediation) for f in found] == [
+        (Code.MIG_ENABLED, Severity.INCOMPLETE, Remediation.CHECK_CONFIG)
+    ] * 2
+    assert "a MIG slice of GPU 0 (00000000:00:04.0): burn-in needs whole GPUs" in found[0].message
+    assert health.delta(snapshot, snapshot, slices, {}, test="t", during="matmul") == []
+    whole = Device(index=0, kind="cuda", name=gpu.name, uuid=gpu.uuid, pci_bus_id=gpu.pci_bus_id)
+    [on] = health.state(snapshot, [whole], {whole.uuid: HealthLimits()})
+    assert on.code is Code.MIG_ENABLED and "MIG mode is on: burn-in needs whole GPUs" in on.message
+    off = dataclasses.replace(snapshot, gpus=(dataclasses.replace(gpu, mig=False),))
+    assert [f.code for f in health.state(off, slices[:1], {})] == [Code.GPU_MISSING]  # no MIG: it is missing
+
+
+def test_mig_named_in_cuda_visible_devices_is_incomplete(monkeypatch):
+    """Where the snapshot cannot say (here: a scenario without MIG), MIG-... names in CUDA_VISIBLE_DEVICES do."""
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "MIG-5b2e9a0f-0000-4000-8000-000000000001")
+    scenario = REPO / "harness" / "nvml" / "scenarios" / "healthy.toml"
+    with Watch(f"sim:{scenario}", [CPU], load_dir(default_dir()), startup_s=60) as watch:
+        found = watch.start()
+        watch.finish()
+    [mig] = [f for f in found if f.code is Code.MIG_ENABLED]
+    assert mig.severity is Severity.INCOMPLETE and "CUDA_VISIBLE_DEVICES names MIG slices (MIG-5b2e" in mig.message
+
+
+def test_a_node_in_mig_mode_is_incomplete_through_gpu_burnin_run(tmp_path):
+    scenario = REPO / "harness" / "nvml" / "scenarios" / "mig-enabled.toml"
+    command = [sys.executable, "-m", "harness.cli", "run", "--device", "cpu", "-m", "matmul or health"]
+    command += ["--duration", "0.4", "--nvml", f"sim:{scenario}", "--results", str(tmp_path)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2, done.stdout + done.stderr
+    doc = only_result(tmp_path)
+    assert not [f for f in doc["findings"] if f["severity"] == "fail"]
+    [mig] = [f for f in doc["findings"] if f["code"] == "MIG_ENABLED"]
+    assert mig["gpu"] == doc["health"]["start"]["gpus"][1]["uuid"] and mig["severity"] == "incomplete"
+    assert "GPU 1 (" in mig["message"] and "MIG mode is on: burn-in needs whole GPUs" in mig["message"]
+
+
 def test_rules_without_data_do_not_fire():
     device = Device(index=0, kind="cuda", name="x", uuid="GPU-x")
     snapshot = smi.parse_xml((CAPTURES / "telegraf_a100-sxm4-v12.xml").read_text())
-    gpu = dataclasses.replace(snapshot.gpus[0], uuid="GPU-x")
+    gpu = dataclasses.replace(snapshot.gpus[0], uuid="GPU-x", mig=False)
     snapshot = dataclasses.replace(snapshot, gpus=(gpu,))
     assert health.state(snapshot, [device], {"GPU-x": HealthLimits()}) == []
 

@@ -59,6 +59,7 @@ def _gpu(nv: Any, index: int) -> GpuHealth:
     power = ask(nv, lambda: nv.nvmlDeviceGetPowerUsage(h))
     limit = ask(nv, lambda: nv.nvmlDeviceGetEnforcedPowerLimit(h))
     persistence = ask(nv, lambda: nv.nvmlDeviceGetPersistenceMode(h))
+    mig = ask(nv, lambda: nv.nvmlDeviceGetMigMode(h))  # NotSupported on GPUs without MIG
     return GpuHealth(
         index=index,
         uuid=text(nv.nvmlDeviceGetUUID(h)),
@@ -84,6 +85,7 @@ def _gpu(nv: Any, index: int) -> GpuHealth:
         ),
         nvlinks=_nvlinks(nv, h),
         persistence=bool(persistence) if persistence is not None else None,
+        mig=mig[0] == nv.NVML_DEVICE_MIG_ENABLE if mig is not None else None,
     )
 
 

@@ -72,6 +72,7 @@ FIELDS: dict[str, str] = {
     "memory_clock_mhz": WHOLE,
     "nvlinks": LINKS,
     "persistence": FLAG,
+    "mig": FLAG,
     "unsupported": NAMES,
     **{name: "section" for name in SECTIONS},
 }
@@ -184,6 +185,7 @@ def default_gpu(index: int) -> dict[str, Any]:
             for link in range(18)
         ],
         "persistence": True,
+        "mig": False,
     }
 
 

@@ -14,6 +14,7 @@ NVML_ERROR_NOT_SUPPORTED. A scenario (docs/health.md):
     name = "NVIDIA H100 80GB HBM3"      # uuid, serial, pci_bus_id, memory_bytes: defaults per index
     ecc = { volatile_uncorrected = 0 }    # any field of the snapshot's GpuHealth, nested as there
     clock_events = ["gpu_idle"]
+    mig = true                            # MIG mode on
     unsupported = ["remap", "memory_temperature_c"]
 
     [[changes]]                           # applied once the named test group has run
@@ -79,6 +80,8 @@ NVML_CLOCK_MEM = 2
 NVML_NVLINK_ERROR_DL_REPLAY = 0
 NVML_NVLINK_ERROR_DL_RECOVERY = 1
 NVML_NVLINK_ERROR_DL_CRC_FLIT = 2
+NVML_DEVICE_MIG_DISABLE = 0
+NVML_DEVICE_MIG_ENABLE = 1
 nvmlEventTypeXidCriticalError = 8
 
 
@@ -316,6 +319,11 @@ class Simulated:
             NVML_NVLINK_ERROR_DL_RECOVERY: "recovery_errors",
         }[counter]
         return int(self._link(h, link).get(key) or 0)
+
+    def nvmlDeviceGetMigMode(self, h: int) -> list[int]:  # noqa: N802
+        """[current, pending], as nvidia-ml-py answers; a scenario's `mig` is both."""
+        mode = NVML_DEVICE_MIG_ENABLE if self._field(h, "mig") else NVML_DEVICE_MIG_DISABLE
+        return [mode, mode]
 
     def nvmlDeviceGetPersistenceMode(self, h: int) -> int:  # noqa: N802
         return NVML_FEATURE_ENABLED if self._field(h, "persistence") else NVML_FEATURE_DISABLED
