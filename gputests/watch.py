@@ -174,7 +174,8 @@ class Watch:
             if undated:
                 sys.stderr.write(f"gpu-burnin: {undated} Xid lines in the kernel log carry no time; not judged\n")
         by_pci = {d.pci_bus_id.upper(): d.uuid for d in self.devices if d.pci_bus_id}
-        found += xid.findings(_unique(events), by_pci, self.xid_table)
+        # A stress test ran on these GPUs: gpu-burnin's own workload, a known good application.
+        found += xid.findings(_unique(events), by_pci, self.xid_table, own_burn=bool(self.finished))
         return found
 
     def _mig_visible(self, found: list[Finding]) -> list[Finding]:
