@@ -179,8 +179,9 @@ class Watch:
         return found
 
     def _mig_visible(self, found: list[Finding]) -> list[Finding]:
-        """MIG devices named in CUDA_VISIBLE_DEVICES, where the snapshot did not already say MIG (no NVML)."""
+        """MIG slices named in CUDA_VISIBLE_DEVICES or by torch, where no snapshot said MIG (no NVML)."""
         named = [name for name in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if name.strip()[:4] == "MIG-"]
+        named += [f"{d.label}: {d.name}" for d in self.devices if d.kind == "cuda" and " MIG " in f" {d.name} "]
         cuda = any(device.kind == "cuda" for device in self.devices)
         if not named or not cuda or any(f.code is Code.MIG_ENABLED for f in found):
             return []
@@ -188,7 +189,7 @@ class Watch:
             Finding(
                 code=Code.MIG_ENABLED,
                 severity=Severity.INCOMPLETE,
-                message=f"CUDA_VISIBLE_DEVICES names MIG slices ({', '.join(named)}): burn-in needs whole GPUs",
+                message=f"MIG slices under test ({', '.join(named)}): burn-in needs whole GPUs",
                 remediation=Remediation.CHECK_CONFIG,
             )
         ]

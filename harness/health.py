@@ -78,7 +78,7 @@ def mig(snapshot: Snapshot, devices: Sequence[Device], *, test: str = "") -> lis
         parent = gpu if gpu is not None and gpu.mig else _mig_parent(snapshot, device) if gpu is None else None
         if parent is not None:
             what = "MIG mode is on" if parent is gpu else f"a MIG slice of GPU {parent.index} ({parent.pci_bus_id})"
-        elif gpu is None and device.uuid.startswith("MIG-"):
+        elif gpu is None and _slice(device):
             what = "a MIG slice"
         else:
             continue
@@ -92,6 +92,11 @@ def mig(snapshot: Snapshot, devices: Sequence[Device], *, test: str = "") -> lis
             )
         )
     return found
+
+
+def _slice(device: Device) -> bool:
+    """A MIG slice by its own words: CUDA names it `MIG-...`, torch `NVIDIA A100-SXM4-40GB MIG 1g.5gb`."""
+    return device.uuid.startswith("MIG-") or " MIG " in f" {device.name} "
 
 
 def _mig_parent(snapshot: Snapshot, device: Device) -> GpuHealth | None:
@@ -121,7 +126,7 @@ def _missing(snapshot: Snapshot, devices: Sequence[Device], test: str, *, when: 
     for device in devices:
         if device.kind != "cuda" and not snapshot.simulated:
             continue
-        if device.uuid.startswith("MIG-") or _mig_parent(snapshot, device) is not None:
+        if _slice(device) or _mig_parent(snapshot, device) is not None:
             continue  # a MIG slice: never an NVML GPU's UUID (`mig` says why the run cannot pass)
         if snapshot.gpu(device.uuid) is None:
             why = "NVML reports it lost" if device.index in lost else "it is no longer listed"
