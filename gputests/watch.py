@@ -126,10 +126,12 @@ class Watch:
         self.finished.append(group)
         after = self._take(f"after:{group}")
         before = self._before.pop(test, None)
-        if before is not None and after is not None:
+        if _readable(before) and _readable(after):
+            assert before is not None and after is not None
             found += health.delta(before, after, self.devices, self.limits, test=test, during=group)
         elif self._read:
-            found.append(self._lost(f"what {group} did to the GPUs was not judged", test))
+            why = next((s.problem for s in (after, before) if s is not None and s.problem), "")
+            found.append(self._lost(f"what {group} did to the GPUs was not judged{f' ({why})' if why else ''}", test))
         return found
 
     def explain(self, finding: Finding) -> Finding:
@@ -195,12 +197,14 @@ class Watch:
         ]
 
     def _lost(self, what: str, test: str) -> Finding:
-        """The monitor is gone mid-run (a wedged driver, a crash): unknown health stops a pass, never fails it."""
+        """Health known at the start, then not (the monitor gone: a wedged driver, a crash; or NVML failing to
+        read the GPUs): unknown health stops a pass, never fails it."""
+        cause = "NVML could not read the GPUs" if self.monitor.alive else self.monitor.problem
         return Finding(
             code=Code.HEALTH_UNAVAILABLE,
             severity=Severity.INCOMPLETE,
             test=test,
-            message=f"{self.monitor.problem or 'the NVML monitor is gone'}: {what}",
+            message=f"{cause or 'the NVML monitor is gone'}: {what}",
             remediation=Remediation.RERUN,
         )
 
@@ -218,6 +222,11 @@ class Watch:
             self.snapshots[moment] = snapshot.to_dict()
             self.latest = snapshot
         return snapshot
+
+
+def _readable(snapshot: Snapshot | None) -> bool:
+    """The GPUs were read: a snapshot that failed whole (an NVML query error) says nothing about them."""
+    return snapshot is not None and bool(snapshot.gpus or snapshot.lost or not snapshot.problem)
 
 
 def _device(gpu: GpuHealth) -> Device:

@@ -369,6 +369,23 @@ def test_a_monitor_that_dies_mid_run_leaves_the_run_incomplete_never_passed():
     assert all("NVML monitor" in f.message for f in found if f.code is Code.HEALTH_UNAVAILABLE)
 
 
+def test_a_snapshot_nvml_fails_to_take_after_a_burn_leaves_it_unjudged_and_incomplete(tmp_path):
+    """NVML answers an error other than GPU_IS_LOST for a GPU's identity after the burn, so the snapshot fails
+    whole: the burn's health is unknown (incomplete), and no GPU is read as missing."""
+    scenario = tmp_path / "uuid-fails.toml"
+    changes = '[[changes]]\nafter = "matmul"\ngpu = 1\nset = { unsupported = ["uuid"] }\n'
+    scenario.write_text(f"[[gpus]]\n[[gpus]]\n{changes}")
+    with Watch(f"sim:{scenario}", [CPU], load_dir(default_dir()), startup_s=60, sample_every_s=0.05) as watch:
+        found = watch.start()
+        watch.before("t::matmul", "matmul")
+        found += watch.after("t::matmul", "matmul")
+        found += watch.finish()
+    stopping = [(f.code, f.severity, f.test) for f in found if f.severity in (Severity.FAIL, Severity.INCOMPLETE)]
+    assert stopping == [(Code.HEALTH_UNAVAILABLE, Severity.INCOMPLETE, "t::matmul")], [f.message for f in found]
+    said = "NVML could not read the GPUs: what matmul did to the GPUs was not judged (NVML query failed"
+    assert said in found[-1].message
+
+
 def test_a_low_pcie_figure_is_told_the_gpus_pcie_link():
     watch, _ = rehearse(REPO / "harness" / "nvml" / "scenarios" / "healthy.toml")
     gpu = watch.latest.gpus[0] if watch.latest else None
