@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from harness.errors import ConfigError
-from harness.nvml import xid
+from harness.nvml import xid, xid_rules
 from harness.records import Code, Remediation, Severity
 from tests.helpers import REPO
 
@@ -734,6 +734,11 @@ def test_xid_74_bits_that_count_when_they_repeat_on_a_link(table: xid.XidTable) 
     diags = nvlink_error("0x0, 0x0, 0x10000, 0x0, 0x0, 0x0, 0x0")
     assert judged(table, diags, diags)[0][3] == "CONTACT_SUPPORT"  # register 2 bit 16, seen repeatedly
     assert judged(table, "NVRM: Xid (PCI:0000:19:00): 74, NVLink error")[0][3] == "WORKFLOW_NVLINK_ERR"
+    # Sympathetic bits alone beside another Xid on the GPU (here the catalog's Xid 79 example, on this GPU's bus):
+    # NVIDIA follows the other Xid, which is judged on its own.
+    fallen = "NVRM: Xid (PCI:0000:19:00): 79, GPU has fallen off the bus."
+    sympathetic = nvlink_error("0x2, 0x0, 0x0, 0x0, 0x0, 0x0, 0x0")
+    assert [j[3] for j in judged(table, fallen, sympathetic)] == ["IGNORE", "RESTART_BM"]
 
 
 @pytest.mark.parametrize(
@@ -747,3 +752,28 @@ def test_xids_newer_than_the_old_table_have_entries(table: xid.XidTable, number:
     assert info is not None and info.bucket == "NOT_GIVEN" and info.judge_as and info.note
     (found,) = xid.findings([event(number)], {"00000000:19:00.0": "GPU-a"}, table)
     assert found.severity is severity and found.details["in_table"] is True
+
+
+ODD_MESSAGES = [
+    "",
+    "(0x1)",
+    "[0xffffffff 0x0]",
+    "NETIR_LINK_EVT Fatal XC0 i0 Link 01 (0xzz 0x1)",
+    "NVLink: fatal error detected on link 3(0x1, 0x2)",
+    "NVLink: fatal error detected on link 3(0xffffffff, 0xffffffff, 0xffffffff, 0xffffffff, 0xffffffff, 0x0, 0x0)",
+    "Ch 00000008 caused by previous Xid 45",
+    "Ch 00000008 caused by previous Xid 9999",
+    "GPU recovery action changed from 0x0 (None) to 0xffffffffffff (?)",
+    "GPU recovery action changed to",
+]
+
+
+@pytest.mark.parametrize("message", ODD_MESSAGES)
+def test_every_xid_with_an_odd_message_is_judged_never_a_traceback(table: xid.XidTable, message: str) -> None:
+    events = [line(f"NVRM: Xid (PCI:0000:19:00): {number}, {message}") for number in [*table.entries, 9999]]
+    found = xid.findings(events, GPU19, table) + xid.findings(events, GPU19, table, own_burn=True)
+    assert len(found) == 2 * (len(table) + 1)
+    decoded = {f.details["xid"]: f for f in found if f.details.get("in_table")}
+    for number in (74, 144, 149, 154):  # a decode that cannot read the message is never milder than the whole
+        whole = xid.BUCKETS[table.get(number).bucket]  # type: ignore[union-attr]
+        assert xid_rules.strictness(whole) <= xid_rules.strictness(xid.BUCKETS[decoded[number].details["judged_as"]])

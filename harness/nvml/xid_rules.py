@@ -365,6 +365,8 @@ def _xid_74(event: XidEvent, table: XidTable, context: Context, events: Sequence
             readings.append(Reading("WORKFLOW_NVLINK_ERR", f"link {link}: {kind.replace('_', ' ')} bits alone"))
         else:
             readings.append(Reading(_NVLINK_CLASS[kind], f"link {link}: {kind} bits"))
+    if not readings:  # only secondary bits, beside other Xids on the GPU: those are judged, each on its own
+        return Reading("IGNORE", f"link {link}: secondary bits beside other Xids on this GPU, judged by those")
     return max(readings, key=lambda r: strictness(r.judgement))
 
 
