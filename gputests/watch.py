@@ -11,6 +11,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import datetime as dt
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -52,6 +53,8 @@ class Watch:
         self.finished: list[str] = []
         self.began = dt.datetime.now(dt.UTC)
         self._before: dict[str, Snapshot | None] = {}
+        self._read = False
+        """A snapshot was taken at the start: health is known, so losing it later stops a pass."""
 
     @property
     def simulated(self) -> bool:
@@ -78,10 +81,14 @@ class Watch:
                 )
             )
         snapshot = self._take("start")
+        self._read = snapshot is not None and bool(snapshot.gpus)
         if snapshot is not None and self.simulated:
             # The simulated GPUs are the ones judged, whatever ran the stress tests (the CPU, in CI).
             self.devices = tuple(_device(gpu) for gpu in snapshot.gpus)
             self.limits = self._limits()
+        if snapshot is not None:
+            found += health.mig(snapshot, self.devices)
+        found += self._mig_visible(found)
         if snapshot is None or (not snapshot.gpus and snapshot.problem):
             why = (snapshot.problem if snapshot else "") or self.monitor.problem or "no NVML and no nvidia-smi"
             found.append(
@@ -99,7 +106,8 @@ class Watch:
         snapshot = self._take("health")
         if snapshot is None or not snapshot.gpus:
             return None
-        return health.state(snapshot, self.devices, self.limits, test=test)
+        found = health.state(snapshot, self.devices, self.limits, test=test)
+        return [f for f in found if f.code is not Code.MIG_ENABLED]  # said once, for the run, at the start
 
     @property
     def unavailable(self) -> str:
@@ -119,8 +127,12 @@ class Watch:
         self.finished.append(group)
         after = self._take(f"after:{group}")
         before = self._before.pop(test, None)
-        if before is not None and after is not None:
+        if _readable(before) and _readable(after):
+            assert before is not None and after is not None
             found += health.delta(before, after, self.devices, self.limits, test=test, during=group)
+        elif self._read:
+            why = next((s.problem for s in (after, before) if s is not None and s.problem), "")
+            found.append(self._lost(f"what {group} did to the GPUs was not judged{f' ({why})' if why else ''}", test))
         return found
 
     def explain(self, finding: Finding) -> Finding:
@@ -145,13 +157,16 @@ class Watch:
         """The last snapshot, and every Xid of this run: from NVML, and from the kernel log in its window."""
         self._take("end")
         ended = dt.datetime.now(dt.UTC)
+        found: list[Finding] = []
+        delivered = self.monitor.stop()
+        if delivered is None and self._read:
+            found.append(self._lost("NVML's Xid events of this run were lost with it", ""))
         events = [
             xid.XidEvent(
                 pci_bus_id=x.pci_bus_id, xid=x.xid, when=x.when, pid=None, process="", message=NVML_EVENT, line=""
             )
-            for x in self.monitor.stop()
+            for x in delivered or ()
         ]
-        found: list[Finding] = []
         if not self.simulated:  # a simulation's Xids come from its scenario, not this host's kernel
             text, problem = xid.read_kernel_log(self.began)
             if problem:
@@ -162,8 +177,37 @@ class Watch:
             if undated:
                 sys.stderr.write(f"gpu-burnin: {undated} Xid lines in the kernel log carry no time; not judged\n")
         by_pci = {d.pci_bus_id.upper(): d.uuid for d in self.devices if d.pci_bus_id}
-        found += xid.findings(_unique(events), by_pci, self.xid_table)
+        # A stress test ran on these GPUs: gpu-burnin's own workload, a known good application.
+        found += xid.findings(_unique(events), by_pci, self.xid_table, own_burn=bool(self.finished))
         return found
+
+    def _mig_visible(self, found: list[Finding]) -> list[Finding]:
+        """MIG slices named in CUDA_VISIBLE_DEVICES or by torch, where no snapshot said MIG (no NVML)."""
+        named = [name for name in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if name.strip()[:4] == "MIG-"]
+        named += [f"{d.label}: {d.name}" for d in self.devices if d.kind == "cuda" and " MIG " in f" {d.name} "]
+        cuda = any(device.kind == "cuda" for device in self.devices)
+        if not named or not cuda or any(f.code is Code.MIG_ENABLED for f in found):
+            return []
+        return [
+            Finding(
+                code=Code.MIG_ENABLED,
+                severity=Severity.INCOMPLETE,
+                message=f"MIG slices under test ({', '.join(named)}): burn-in needs whole GPUs",
+                remediation=Remediation.CHECK_CONFIG,
+            )
+        ]
+
+    def _lost(self, what: str, test: str) -> Finding:
+        """Health known at the start, then not (the monitor gone: a wedged driver, a crash; or NVML failing to
+        read the GPUs): unknown health stops a pass, never fails it."""
+        cause = "NVML could not read the GPUs" if self.monitor.alive else self.monitor.problem
+        return Finding(
+            code=Code.HEALTH_UNAVAILABLE,
+            severity=Severity.INCOMPLETE,
+            test=test,
+            message=f"{cause or 'the NVML monitor is gone'}: {what}",
+            remediation=Remediation.RERUN,
+        )
 
     def _limits(self) -> dict[str, HealthLimits]:
         found = {}
@@ -181,6 +225,11 @@ class Watch:
             self.snapshots[moment] = snapshot.to_dict()
             self.latest = snapshot
         return snapshot
+
+
+def _readable(snapshot: Snapshot | None) -> bool:
+    """The GPUs were read: a snapshot that failed whole (an NVML query error) says nothing about them."""
+    return snapshot is not None and bool(snapshot.gpus or snapshot.lost or not snapshot.problem)
 
 
 def _device(gpu: GpuHealth) -> Device:

@@ -23,6 +23,7 @@ from typing import Any
 from harness.baselines import HealthLimits
 from harness.devices import Device
 from harness.nvml.snapshot import GpuHealth, Snapshot
+from harness.nvml.xid import normalise_pci_bus_id
 from harness.records import Code, Finding, Remediation, Severity
 
 SLOWDOWNS = ("hw_slowdown", "hw_thermal_slowdown", "hw_power_brake_slowdown", "sw_thermal_slowdown")
@@ -35,7 +36,7 @@ Limits = Mapping[str, HealthLimits]
 
 def state(snapshot: Snapshot, devices: Sequence[Device], limits: Limits, *, test: str = "") -> list[Finding]:
     """What the snapshot shows about every device under test."""
-    found = _missing(snapshot, devices, test, when="")
+    found = _missing(snapshot, devices, test, when="") + mig(snapshot, devices, test=test)
     for device in devices:
         gpu = snapshot.gpu(device.uuid)
         if gpu is not None:
@@ -67,15 +68,66 @@ def telemetry(
     return found
 
 
+def mig(snapshot: Snapshot, devices: Sequence[Device], *, test: str = "") -> list[Finding]:
+    """Devices on a GPU in MIG mode, or that are MIG slices: burn-in needs whole GPUs, so the run is
+    incomplete (check-config), never a hardware failure. A slice's UUID (MIG-...) is never an NVML GPU's:
+    it is known by the PCI bus id of its GPU, or by its name."""
+    found = []
+    for device in devices:
+        gpu = snapshot.gpu(device.uuid)
+        parent = gpu if gpu is not None and gpu.mig else _mig_parent(snapshot, device) if gpu is None else None
+        if parent is not None:
+            what = "MIG mode is on" if parent is gpu else f"a MIG slice of GPU {parent.index} ({parent.pci_bus_id})"
+        elif gpu is None and _slice(device):
+            what = "a MIG slice"
+        else:
+            continue
+        found.append(
+            device.finding(
+                Code.MIG_ENABLED,
+                Severity.INCOMPLETE,
+                f"{what}: burn-in needs whole GPUs (nvidia-smi -mig 0 and a GPU reset turn MIG mode off)",
+                Remediation.CHECK_CONFIG,
+                test=test,
+            )
+        )
+    return found
+
+
+def _slice(device: Device) -> bool:
+    """A MIG slice by its own words: CUDA names it `MIG-...`, torch `NVIDIA A100-SXM4-40GB MIG 1g.5gb`."""
+    return device.uuid.startswith("MIG-") or " MIG " in f" {device.name} "
+
+
+def _mig_parent(snapshot: Snapshot, device: Device) -> GpuHealth | None:
+    """The GPU in MIG mode at the device's PCI bus id: the whole GPU a slice is cut from."""
+    try:
+        bus = normalise_pci_bus_id(device.pci_bus_id)
+    except ValueError:
+        return None
+    return next((g for g in snapshot.gpus if g.mig and _same_bus(g.pci_bus_id, bus)), None)
+
+
+def _same_bus(pci_bus_id: str, bus: str) -> bool:
+    try:
+        return normalise_pci_bus_id(pci_bus_id) == bus
+    except ValueError:
+        return False
+
+
 # -- state -----------------------------------------------------------------------------------------
 
 
 def _missing(snapshot: Snapshot, devices: Sequence[Device], test: str, *, when: str) -> list[Finding]:
+    if not snapshot.gpus and not snapshot.lost and snapshot.problem:
+        return []  # the GPUs could not be read at all (no NVML, no nvidia-smi): unknown, not missing
     found = []
     lost = {i for i in snapshot.lost}
     for device in devices:
         if device.kind != "cuda" and not snapshot.simulated:
             continue
+        if _slice(device) or _mig_parent(snapshot, device) is not None:
+            continue  # a MIG slice: never an NVML GPU's UUID (`mig` says why the run cannot pass)
         if snapshot.gpu(device.uuid) is None:
             why = "NVML reports it lost" if device.index in lost else "it is no longer listed"
             found.append(
@@ -150,8 +202,9 @@ def _gpu_state(device: Device, gpu: GpuHealth, limits: HealthLimits, test: str) 
             "a page retirement is pending: a reset or reboot applies it",
             Remediation.RESET_GPU,
         )
-    retired = (gpu.retired.single_bit or 0) + (gpu.retired.double_bit or 0)
-    if limits.retired_pages_max is not None and retired >= limits.retired_pages_max:
+    counts = [n for n in (gpu.retired.single_bit, gpu.retired.double_bit) if n is not None]
+    retired = sum(counts)
+    if limits.retired_pages_max is not None and counts and retired >= limits.retired_pages_max:
         add(
             Code.RETIRED_PAGES,
             Severity.FAIL,
@@ -180,16 +233,7 @@ def _gpu_state(device: Device, gpu: GpuHealth, limits: HealthLimits, test: str) 
             width_max=gpu.pcie.width_max,
         )
     if limits.nvlink_links is not None:
-        active = sum(1 for link in gpu.nvlinks if link.active)
-        if active < limits.nvlink_links:
-            add(
-                Code.NVLINK_DOWN,
-                Severity.FAIL,
-                f"{active} of {limits.nvlink_links} NVLink links active",
-                Remediation.REBOOT_NODE,
-                active=active,
-                expected=limits.nvlink_links,
-            )
+        found += _nvlinks(device, gpu, limits.nvlink_links, test)
     if gpu.ecc_enabled is False:
         add(
             Code.ECC_UNCORRECTABLE,
@@ -198,6 +242,45 @@ def _gpu_state(device: Device, gpu: GpuHealth, limits: HealthLimits, test: str) 
             Remediation.CHECK_CONFIG,
         )
     return found
+
+
+def _nvlinks(device: Device, gpu: GpuHealth, expected: int, test: str) -> list[Finding]:
+    """Only a link that reports itself inactive is down. A link NVML answers NotSupported for (an
+    H200 SXM passed into a VM), or a snapshot from nvidia-smi (which has no NVLink data), says
+    nothing about the links: that is not judged, and said so."""
+    reported = [link for link in gpu.nvlinks if link.active is not None]
+    down = [link.link for link in reported if link.active is False]
+    active = len(reported) - len(down)
+    if active >= expected:
+        return []
+    if down:
+        return [
+            device.finding(
+                Code.NVLINK_DOWN,
+                Severity.FAIL,
+                f"{active} of {expected} NVLink links active: links {down} report inactive",
+                Remediation.REBOOT_NODE,
+                test=test,
+                active=active,
+                expected=expected,
+                down=down,
+            )
+        ]
+    if reported:
+        text = f"{len(reported)} of {expected} NVLink links report a state (all active); the other links report none"
+    else:
+        text = "no NVLink link reports a state (NVML answers NotSupported, or the snapshot is nvidia-smi's)"
+    return [
+        device.finding(
+            Code.NVLINK_UNREPORTED,
+            Severity.WARNING,
+            f"{text}: the links were not judged",
+            Remediation.CHECK_CONFIG,
+            test=test,
+            reported=len(reported),
+            expected=expected,
+        )
+    ]
 
 
 # -- delta ------------------------------------------------------------------------------------------
@@ -253,7 +336,9 @@ def _gpu_delta(
             Remediation.RESET_GPU,
             rise=errors,
         )
-    went_down = [a.link for a in old.nvlinks for b in new.nvlinks if a.link == b.link and a.active and not b.active]
+    went_down = [
+        a.link for a in old.nvlinks for b in new.nvlinks if a.link == b.link and a.active and b.active is False
+    ]
     if went_down:
         add(
             Code.NVLINK_DOWN,

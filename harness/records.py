@@ -85,6 +85,10 @@ class Code(StrEnum):
     """Where the PCIe test's host memory and thread ran: the GPU's NUMA node, or why not (info)."""
     NOTHING_TO_TEST = "NOTHING_TO_TEST"
     """A test that needs several GPUs on a node with one: incomplete only where a baseline requires it."""
+    NVLINK_UNREPORTED = "NVLINK_UNREPORTED"
+    """The source reports no state for (some of) a GPU's NVLink links: not judged, never read as down."""
+    MIG_ENABLED = "MIG_ENABLED"
+    """MIG mode is on: burn-in needs whole GPUs, so the run is incomplete, never a hardware failure."""
 
 
 class Remediation(StrEnum):

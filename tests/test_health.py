@@ -2,6 +2,11 @@
 nvidia-smi captures, and end to end."""
 
 import dataclasses
+import datetime as dt
+import os
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -11,10 +16,17 @@ from gputests.watch import Watch
 from harness import health
 from harness.baselines import HealthLimits, default_dir, load_dir
 from harness.devices import Device
-from harness.nvml import smi
+from harness.nvml import read, smi
 from harness.nvml.sim import Simulated
-from harness.nvml.snapshot import decode_clock_events, encode_clock_events
-from harness.records import Code, Finding, Severity
+from harness.nvml.snapshot import (
+    GpuHealth,
+    NvLink,
+    RetiredPages,
+    Snapshot,
+    decode_clock_events,
+    encode_clock_events,
+)
+from harness.records import Code, Finding, Remediation, Severity
 from tests.helpers import REPO, only_result
 
 SCENARIOS = sorted((REPO / "harness" / "nvml" / "scenarios").glob("*.toml"))
@@ -62,6 +74,8 @@ def test_every_rule_has_a_scenario():
         Code.GPU_MISSING,
         Code.XID,
         Code.OVER_TEMPERATURE,
+        Code.NVLINK_UNREPORTED,
+        Code.MIG_ENABLED,
     }
     assert {str(r) for r in rules} <= shipped
 
@@ -114,6 +128,9 @@ CAPTURE_FINDINGS = {
     "gpud_8xRTX4090_535.154.05_sw-power-cap.txt": [f"ECC_UNCORRECTABLE:warning:{i}" for i in range(8)],
     # An RTX 4000 Ada with ECC disabled.
     "telegraf_rtx-4000-sff-ada-v13.xml": ["ECC_UNCORRECTABLE:warning:0"],
+    # A100s in MIG mode (<current_mig>Enabled</current_mig>): burn-in needs whole GPUs, incomplete, not a fault.
+    "netdata_a100-sxm4-40gb-mig.xml": ["MIG_ENABLED:incomplete:0"],
+    "telegraf_a100-sxm4-v12.xml": ["MIG_ENABLED:incomplete:0"],
 }
 # The captures are of many models: the H100's counts and temperatures apply, its link expectations (PCIe x16
 # gen 5, 18 NVLinks, which nvidia-smi -q does not report) do not.
@@ -142,10 +159,146 @@ def test_real_captures_give_what_their_content_supports(capture):
     assert judge_capture(CAPTURES / capture) == sorted(CAPTURE_FINDINGS.get(capture, []))
 
 
+H100 = load_dir(default_dir()).for_device("cuda", "NVIDIA H100 80GB HBM3").health
+HGX_CAPTURES = ["gpud_8xH100_535.161.08_hw-slowdown-power-brake.txt", "gpud_8xH100_535.183.01_sw-thermal-slowdown.txt"]
+
+
+@pytest.mark.parametrize("capture", HGX_CAPTURES)
+def test_an_hgx_capture_judged_with_the_h100_limits_reads_no_link_down(capture):
+    """nvidia-smi -q has no NVLink data: with the H100 baseline's own limits (18 links, PCIe gen 5 x16) the
+    links are unreported, a warning, and the only failures are the slowdowns the capture shows."""
+    snapshot = smi.parse_text((CAPTURES / capture).read_text())
+    devices = [Device(index=g.index, kind="cuda", name=g.name, uuid=g.uuid) for g in snapshot.gpus]
+    found = health.state(snapshot, devices, {d.uuid: H100 for d in devices})
+    index = {d.uuid: d.index for d in devices}
+    judged = sorted(f"{f.code}:{f.severity}:{index[f.gpu]}" for f in found)
+    assert judged == sorted([*CAPTURE_FINDINGS[capture], *(f"NVLINK_UNREPORTED:warning:{i}" for i in range(8))])
+    assert "not judged" in found[-1].message and found[-1].remediation is Remediation.CHECK_CONFIG
+
+
+def test_a_healthy_hgx_node_from_nvidia_smi_has_no_failure():
+    """The seven idle GPUs of an 8x H100 capture (the eighth is thermally slowed): a healthy node."""
+    snapshot = smi.parse_text((CAPTURES / HGX_CAPTURES[1]).read_text())
+    devices = [Device(index=g.index, kind="cuda", name=g.name, uuid=g.uuid) for g in snapshot.gpus if g.index != 2]
+    found = health.state(snapshot, devices, {d.uuid: H100 for d in devices})
+    assert len(devices) == 7 and {f.code for f in found} == {Code.NVLINK_UNREPORTED}
+    assert all(f.severity is Severity.WARNING for f in found)
+
+
+def test_links_nvml_answers_not_supported_for_are_unreported_not_down():
+    """The simulated NVML as nvidia-ml-py answers for an H200 SXM in a VM: NotSupported at link 0."""
+    nv = Simulated.from_file(REPO / "harness" / "nvml" / "scenarios" / "nvlink-unsupported.toml")
+    nv.nvmlInit()
+    snapshot = read.snapshot(nv, "sim:test")
+    devices = [Device(index=g.index, kind="cuda", name=g.name, uuid=g.uuid) for g in snapshot.gpus]
+    assert all(g.nvlinks == () for g in snapshot.gpus)
+    found = health.state(snapshot, devices, {d.uuid: H100 for d in devices})
+    assert [(f.code, f.severity) for f in found] == [(Code.NVLINK_UNREPORTED, Severity.WARNING)] * 2
+    # The links that do report decide: one inactive among them is down, whatever the others say.
+    gpu = snapshot.gpus[0]
+    some = (NvLink(link=0, active=True), NvLink(link=1, active=False))
+    partial = dataclasses.replace(snapshot, gpus=(dataclasses.replace(gpu, nvlinks=some),))
+    down = health.state(partial, devices[:1], {gpu.uuid: H100})
+    assert [(f.code, f.details["down"]) for f in down] == [(Code.NVLINK_DOWN, [1])]
+    assert "1 of 18 NVLink links active" in down[0].message
+    quiet = dataclasses.replace(snapshot, gpus=(dataclasses.replace(gpu, nvlinks=some[:1]),))
+    assert [f.code for f in health.state(quiet, devices[:1], {gpu.uuid: H100})] == [Code.NVLINK_UNREPORTED]
+
+
+def test_a_link_that_stops_reporting_during_a_test_did_not_go_down():
+    device = Device(index=0, kind="cuda", name="x", uuid="GPU-x")
+    links = tuple(NvLink(link=n, active=True, crc_errors=0) for n in range(2))
+    unknown = tuple(NvLink(link=n) for n in range(2))
+    gpu = GpuHealth(index=0, uuid="GPU-x", nvlinks=links)
+    before = Snapshot(source="nvml", taken_at=dt.datetime.now(dt.UTC), gpus=(gpu,))
+    after = dataclasses.replace(before, gpus=(dataclasses.replace(gpu, nvlinks=unknown),))
+    assert health.delta(before, after, [device], {"GPU-x": H100}, test="t", during="matmul") == []
+    inactive = (links[0], NvLink(link=1, active=False))
+    down = dataclasses.replace(before, gpus=(dataclasses.replace(gpu, nvlinks=inactive),))
+    assert [f.code for f in health.delta(before, down, [device], {}, test="t", during="matmul")] == [Code.NVLINK_DOWN]
+
+
+def test_counters_nobody_reported_do_not_fire():
+    """No retired-page counts at all is not zero pages (a threshold of 0 would fire on it), and a node whose
+    GPUs cannot be read (no NVML, no nvidia-smi: an empty snapshot with a problem) has no GPU missing."""
+    device = Device(index=0, kind="cuda", name="x", uuid="GPU-x")
+    gpu = GpuHealth(index=0, uuid="GPU-x")
+    snapshot = Snapshot(source="nvml", taken_at=dt.datetime.now(dt.UTC), gpus=(gpu,))
+    strict = HealthLimits(retired_pages_max=0)
+    assert health.state(snapshot, [device], {"GPU-x": strict}) == []
+    counted = dataclasses.replace(gpu, retired=RetiredPages(single_bit=0))
+    retired = health.state(dataclasses.replace(snapshot, gpus=(counted,)), [device], {"GPU-x": strict})
+    assert [f.code for f in retired] == [Code.RETIRED_PAGES]
+    unread = smi.read(runner=_no_nvidia_smi)
+    assert unread.problem and not unread.gpus
+    assert health.state(unread, [device], {}) == []
+    assert health.delta(snapshot, unread, [device], {}, test="t", during="matmul") == []
+    gone = Snapshot(source="nvml", taken_at=dt.datetime.now(dt.UTC), gpu_count=1)  # NVML answered: no GPU
+    assert [f.code for f in health.delta(snapshot, gone, [device], {}, test="t", during="matmul")] == [
+        Code.GPU_MISSING
+    ]
+
+
+def _no_nvidia_smi(*args, **kwargs):
+    raise FileNotFoundError("nvidia-smi")
+
+
+def test_mig_slices_are_incomplete_never_missing():
+    """A MIG slice, as torch lists it, carries its own UUID (never an NVML GPU's) and its GPU's PCI bus id: on
+    the nvidia-smi MIG capture it is MIG_ENABLED, incomplete, check-config, and not GPU_MISSING, at the health
+    test and after every burn."""
+    snapshot = smi.parse_xml((CAPTURES / "netdata_a100-sxm4-40gb-mig.xml").read_text())
+    [gpu] = snapshot.gpus
+    assert gpu.mig is True and gpu.pci_bus_id == "00000000:00:04.0"
+    name = "NVIDIA A100-SXM4-40GB MIG 1g.5gb"
+    slices = [
+        Device(index=0, kind="cuda", name=name, uuid="GPU-0f1e", pci_bus_id="0000:00:04.0"),
+        Device(index=1, kind="cuda", name=name, uuid="MIG-2a3b"),
+    ]
+    found = health.state(snapshot, slices, {})
+    assert [(f.code, f.severity, f.remediation) for f in found] == [
+        (Code.MIG_ENABLED, Severity.INCOMPLETE, Remediation.CHECK_CONFIG)
+    ] * 2
+    assert "a MIG slice of GPU 0 (00000000:00:04.0): burn-in needs whole GPUs" in found[0].message
+    assert health.delta(snapshot, snapshot, slices, {}, test="t", during="matmul") == []
+    whole = Device(index=0, kind="cuda", name=gpu.name, uuid=gpu.uuid, pci_bus_id=gpu.pci_bus_id)
+    [on] = health.state(snapshot, [whole], {whole.uuid: HealthLimits()})
+    assert on.code is Code.MIG_ENABLED and "MIG mode is on: burn-in needs whole GPUs" in on.message
+    off = dataclasses.replace(snapshot, gpus=(dataclasses.replace(gpu, mig=False),))
+    whole_named = dataclasses.replace(slices[0], name=gpu.name)
+    assert [f.code for f in health.state(off, [whole_named], {})] == [Code.GPU_MISSING]  # no MIG: it is missing
+    # Torch's name for a slice says so, whatever NVML shows.
+    assert [f.code for f in health.state(off, slices[:1], {})] == [Code.MIG_ENABLED]
+
+
+def test_mig_named_in_cuda_visible_devices_is_incomplete(monkeypatch):
+    """Where the snapshot cannot say (here: a scenario without MIG), MIG-... names in CUDA_VISIBLE_DEVICES do."""
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "MIG-5b2e9a0f-0000-4000-8000-000000000001")
+    scenario = REPO / "harness" / "nvml" / "scenarios" / "healthy.toml"
+    with Watch(f"sim:{scenario}", [CPU], load_dir(default_dir()), startup_s=60) as watch:
+        found = watch.start()
+        watch.finish()
+    [mig] = [f for f in found if f.code is Code.MIG_ENABLED]
+    assert mig.severity is Severity.INCOMPLETE and "MIG slices under test (MIG-5b2e" in mig.message
+
+
+def test_a_node_in_mig_mode_is_incomplete_through_gpu_burnin_run(tmp_path):
+    scenario = REPO / "harness" / "nvml" / "scenarios" / "mig-enabled.toml"
+    command = [sys.executable, "-m", "harness.cli", "run", "--device", "cpu", "-m", "matmul or health"]
+    command += ["--duration", "0.4", "--nvml", f"sim:{scenario}", "--results", str(tmp_path)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2, done.stdout + done.stderr
+    doc = only_result(tmp_path)
+    assert not [f for f in doc["findings"] if f["severity"] == "fail"]
+    [mig] = [f for f in doc["findings"] if f["code"] == "MIG_ENABLED"]
+    assert mig["gpu"] == doc["health"]["start"]["gpus"][1]["uuid"] and mig["severity"] == "incomplete"
+    assert "GPU 1 (" in mig["message"] and "MIG mode is on: burn-in needs whole GPUs" in mig["message"]
+
+
 def test_rules_without_data_do_not_fire():
     device = Device(index=0, kind="cuda", name="x", uuid="GPU-x")
     snapshot = smi.parse_xml((CAPTURES / "telegraf_a100-sxm4-v12.xml").read_text())
-    gpu = dataclasses.replace(snapshot.gpus[0], uuid="GPU-x")
+    gpu = dataclasses.replace(snapshot.gpus[0], uuid="GPU-x", mig=False)
     snapshot = dataclasses.replace(snapshot, gpus=(gpu,))
     assert health.state(snapshot, [device], {"GPU-x": HealthLimits()}) == []
 
@@ -178,6 +331,59 @@ def test_a_simulated_run_of_the_suite_passes_clean_and_fails_on_a_rising_counter
     assert rising.ret == 1
     rising.stdout.fnmatch_lines(["*ECC_CORRECTED*50 corrected ECC errors during matmul, over the threshold of 10*"])
     assert only_result(tmp_path / "rising")["tests"][0]["outcome"] == "failed"
+
+
+def test_a_gpu_lost_mid_burn_with_its_xid_79_through_gpu_burnin_run(tmp_path):
+    """The GPU falls off the bus during the burn: NVML answers GPU_IS_LOST for it while the monitor samples,
+    and its Xid 79 event names a GPU that no longer answers. The result names both; the other GPU is fine."""
+    scenario = REPO / "harness" / "nvml" / "scenarios" / "gpu-lost-with-xid-79-during-matmul.toml"
+    command = [sys.executable, "-m", "harness.cli", "run", "--device", "cpu", "-m", "matmul", "--duration", "1.5"]
+    command += ["--nvml", f"sim:{scenario}", "--results", str(tmp_path)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1, done.stdout + done.stderr
+    doc = only_result(tmp_path)
+    uuids = [gpu["uuid"] for gpu in doc["health"]["start"]["gpus"]]
+    failing = {(f["code"], f["gpu"]) for f in doc["findings"] if f["severity"] == "fail"}
+    assert failing == {("GPU_MISSING", uuids[1]), ("XID", uuids[1])}, doc["findings"]
+    [xid79] = [f for f in doc["findings"] if f["code"] == "XID"]
+    assert xid79["details"]["xid"] == 79 and "reboot the node" in xid79["message"]
+    assert doc["health"]["after:matmul"]["lost"] == [1]
+    telemetry = next(iter(doc["telemetry"].values()))
+    assert telemetry[uuids[0]]["samples"] >= 1  # the other GPU was sampled throughout
+    assert not any(f["code"] == "HEALTH_UNAVAILABLE" for f in doc["findings"])
+
+
+def test_a_monitor_that_dies_mid_run_leaves_the_run_incomplete_never_passed():
+    """Health was known at the start; the monitor worker then dies (here: killed) during a burn, taking the
+    burn's snapshots and the run's NVML Xid events with it. That is unknown health: incomplete, not a pass."""
+    scenario = REPO / "harness" / "nvml" / "scenarios" / "healthy.toml"
+    with Watch(f"sim:{scenario}", [CPU], load_dir(default_dir()), startup_s=60, sample_every_s=0.05) as watch:
+        found = watch.start()
+        watch.before("t::matmul", "matmul")
+        os.kill(watch.monitor._group._workers[0].process.pid, signal.SIGKILL)  # the monitor this test started
+        found += watch.after("t::matmul", "matmul")
+        found += watch.finish()
+    stopping = [(f.code, f.severity, f.test) for f in found if f.severity in (Severity.FAIL, Severity.INCOMPLETE)]
+    unknown = (Code.HEALTH_UNAVAILABLE, Severity.INCOMPLETE)
+    assert stopping == [(*unknown, "t::matmul"), (*unknown, "")], [f.message for f in found]
+    assert all("NVML monitor" in f.message for f in found if f.code is Code.HEALTH_UNAVAILABLE)
+
+
+def test_a_snapshot_nvml_fails_to_take_after_a_burn_leaves_it_unjudged_and_incomplete(tmp_path):
+    """NVML answers an error other than GPU_IS_LOST for a GPU's identity after the burn, so the snapshot fails
+    whole: the burn's health is unknown (incomplete), and no GPU is read as missing."""
+    scenario = tmp_path / "uuid-fails.toml"
+    changes = '[[changes]]\nafter = "matmul"\ngpu = 1\nset = { unsupported = ["uuid"] }\n'
+    scenario.write_text(f"[[gpus]]\n[[gpus]]\n{changes}")
+    with Watch(f"sim:{scenario}", [CPU], load_dir(default_dir()), startup_s=60, sample_every_s=0.05) as watch:
+        found = watch.start()
+        watch.before("t::matmul", "matmul")
+        found += watch.after("t::matmul", "matmul")
+        found += watch.finish()
+    stopping = [(f.code, f.severity, f.test) for f in found if f.severity in (Severity.FAIL, Severity.INCOMPLETE)]
+    assert stopping == [(Code.HEALTH_UNAVAILABLE, Severity.INCOMPLETE, "t::matmul")], [f.message for f in found]
+    said = "NVML could not read the GPUs: what matmul did to the GPUs was not judged (NVML query failed"
+    assert said in found[-1].message
 
 
 def test_a_low_pcie_figure_is_told_the_gpus_pcie_link():

@@ -271,6 +271,8 @@ AFTER = '[[gpus]]\n[[changes]]\nafter = "matmul"\n'
         (f'[[gpus]]\n[[xids]]\nxid = 79\nat = "{"9" * 400}s"\n', "xids[0].at"),
         ("[[gpus]]\n[[xids]]\nxid = 79\nafter = 3\n", "xids[0].after"),
         ("[[gpus]]\n[[xids]]\nxid = 79\nwhen = 3\n", "xids[0].when"),
+        ('[[gpus]]\n[[xids]]\nxid = 79\nduring = "matmull"\n', "xids[0].during"),
+        ('[[gpus]]\n[[xids]]\nxid = 79\nduring = "matmul"\nat = 5\n', "xids[0]"),
         ('[[gpus]]\n[[changes]]\nafter = "matmull"\nlost = true\n', "changes[0].after"),
         (AFTER + 'lost = "yes"\n', "changes[0].lost"),
         (AFTER + "gpu = true\nlost = true\n", "changes[0].gpu"),
@@ -325,3 +327,14 @@ def test_every_field_of_a_gpus_health_can_be_given():
 @pytest.mark.parametrize("path", sorted([*SCENARIOS.glob("*.toml"), *WATCH.glob("*.toml")]), ids=lambda p: p.stem)
 def test_every_shipped_scenario_loads_and_plays(path):
     play(Simulated.from_file(path))
+
+
+def test_an_xid_during_a_burn_comes_from_its_start_on(tmp_path):
+    nv = Simulated.from_file(write(tmp_path, '[[gpus]]\n[[xids]]\nxid = 79\nduring = "matmul"\n'))
+    nv.nvmlInit()
+    events = nv.nvmlEventSetCreate()
+    nv.nvmlDeviceRegisterEvents(0, nv.nvmlEventTypeXidCriticalError, events)
+    with pytest.raises(nv.NVMLError):  # a timeout: not before the burn
+        nv.nvmlEventSetWait_v2(events, 0)
+    nv.running = {"matmul"}
+    assert nv.nvmlEventSetWait_v2(events, 0).eventData == 79

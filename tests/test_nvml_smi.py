@@ -470,3 +470,11 @@ def test_read_never_raises_and_says_why_in_one_line(runner: FakeRunner, problem:
     assert snap.gpus == () and snap.gpu_count == 0
     assert snap.problem.startswith(problem)
     assert "\n" not in snap.problem
+
+
+def test_mig_mode_is_read_from_both_formats_current_not_pending() -> None:
+    assert [g.mig for g in load("netdata_a100-sxm4-40gb-mig.xml").gpus] == [True]  # lines 15-18: current Enabled
+    assert [g.mig for g in load("telegraf_a100-sxm4-v12.xml").gpus] == [True]
+    text = load("gpud_8xH100_535.161.08_hw-slowdown-power-brake.txt")
+    assert [g.mig for g in text.gpus] == [False] * 8  # MIG Mode / Current : Disabled (line 18)
+    assert [g.mig for g in load("telegraf_tesla-t4.xml").gpus] == [None]  # a T4 has no MIG: N/A

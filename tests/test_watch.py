@@ -131,6 +131,17 @@ def test_each_rule_leads_to_exactly_its_action_once(server, fleet, scenario, cod
     assert_heartbeats_only(server)
 
 
+def test_an_application_xid_repeated_on_one_gpu_is_the_gpus(server, fleet):
+    """Xid 13 once is the application's (a record); in a second, separate burst on the same GPU within a day it
+    is the GPU's (NVSentinel's rule, NVIDIA's WORKFLOW_XID_13): news, acted on anew, though the first is open."""
+    fleet.add("n1", DATA / "xid-app-repeats.toml")
+    fleet.run(3600)
+    found = (("XID", gpu(1)),)
+    assert done_actions(fleet) == [("record", found), ("pend", found), ("cordon", found)]
+    assert server.node("n1")["spec"]["unschedulable"] is True
+    assert "separate bursts of it on this GPU" in watch_condition(server)["message"]
+
+
 def test_a_quiet_node_at_work_writes_only_its_heartbeat(server, fleet):
     fleet.add("n1", DATA / "busy.toml")  # with a one-poll power-brake blip under load, which is normal
     fleet.run(6 * 3600)

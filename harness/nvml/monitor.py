@@ -120,6 +120,11 @@ class Monitor:
     def __exit__(self, *exc: object) -> None:
         self._group.stop()
 
+    @property
+    def alive(self) -> bool:
+        """It answers requests: False before it started, and once it is gone (`problem` says why)."""
+        return self._alive
+
     def snapshot(self, moment: str, finished: Sequence[str] = ()) -> Snapshot | None:
         taken = self._ask(Snap(moment=moment, finished=tuple(finished)), Taken)
         return taken.snapshot if isinstance(taken, Taken) else None
@@ -132,10 +137,11 @@ class Monitor:
         found = self._ask(End(label=label), Telemetry)
         return found if isinstance(found, Telemetry) else None
 
-    def stop(self) -> tuple[NvmlXid, ...]:
+    def stop(self) -> tuple[NvmlXid, ...] | None:
+        """Every Xid event NVML delivered while it ran; None when it is gone and they with it."""
         found = self._ask(Stop(), Stopped)
         self._alive = False
-        return found.xids if isinstance(found, Stopped) else ()
+        return found.xids if isinstance(found, Stopped) else None
 
     def _ask(self, request: Message, answer: type[Message]) -> Message | None:
         if not self._alive:
@@ -159,7 +165,9 @@ class Monitor:
 def monitor_worker(job: Job, channel: Channel) -> None:
     nv, source, problem = _open(job.spec)
     channel.send(Ready(source=source, problem=problem))
-    events = _listen(nv) if nv is not None else None
+    known: dict[Any, tuple[str, str]] = {}
+    """Each GPU's UUID and PCI bus id by handle, read while it answers: an Xid 79 names a GPU that no longer does."""
+    events = _listen(nv, known) if nv is not None else None
     xids: list[NvmlXid] = []
     windows: dict[str, list[dict[str, Any]]] = {}
     next_sample = time.monotonic()
@@ -179,13 +187,13 @@ def monitor_worker(job: Job, channel: Channel) -> None:
                     nv.running = set()
                 channel.send(Telemetry(label=request.label, summary=summarize(windows.pop(request.label, []))))
             elif isinstance(request, Stop):
-                xids += _drain(nv, events)
+                xids += _drain(nv, events, known)
                 channel.send(Stopped(xids=tuple(xids)))
                 return
             continue
         next_sample = time.monotonic() + job.interval_s
         if nv is not None:
-            xids += _drain(nv, events)
+            xids += _drain(nv, events, known)
             if windows:
                 sample = _sample(nv)
                 for samples in windows.values():
@@ -257,22 +265,24 @@ def _snapshot(nv: Any, source: str) -> Snapshot:
         return Snapshot(source=source, taken_at=dt.datetime.now(dt.UTC), problem=f"NVML query failed: {err}")
 
 
-def _listen(nv: Any) -> Any:
-    """An event set for Xid events on every GPU, or None where the driver does not offer one."""
+def _listen(nv: Any, known: dict[Any, tuple[str, str]]) -> Any:
+    """An event set for Xid events on every GPU, or None where the driver does not offer one; `known`
+    is filled with each GPU's UUID and PCI bus id by handle."""
     try:
         events = nv.nvmlEventSetCreate()
         for index in range(nv.nvmlDeviceGetCount()):
             try:
                 handle = nv.nvmlDeviceGetHandleByIndex(index)
+                known[read.handle_key(handle)] = (read.text(nv.nvmlDeviceGetUUID(handle)), _pci(nv, handle))
                 nv.nvmlDeviceRegisterEvents(handle, nv.nvmlEventTypeXidCriticalError, events)
             except nv.NVMLError:
-                continue  # a GPU without event support (some vGPU, MIG setups): the kernel log still has it
+                continue  # lost already, or no event support (some vGPU, MIG setups): the kernel log still has it
         return events
     except nv.NVMLError:
         return None
 
 
-def _drain(nv: Any, events: Any) -> list[NvmlXid]:
+def _drain(nv: Any, events: Any, known: dict[Any, tuple[str, str]]) -> list[NvmlXid]:
     if nv is None or events is None:
         return []
     found: list[NvmlXid] = []
@@ -281,28 +291,39 @@ def _drain(nv: Any, events: Any) -> list[NvmlXid]:
             data = nv.nvmlEventSetWait_v2(events, 0)
         except nv.NVMLError:
             return found  # a timeout: nothing more waiting
-        found.append(_xid(nv, data))
+        found.append(_xid(nv, data, known))
 
 
-def _xid(nv: Any, data: Any) -> NvmlXid:
+def _xid(nv: Any, data: Any, known: dict[Any, tuple[str, str]]) -> NvmlXid:
+    """The event's GPU as it was known when it answered: an Xid 79's GPU answers GPU_IS_LOST now."""
     handle = data.device
-    return NvmlXid(
-        uuid=read.text(read.ask(nv, lambda: nv.nvmlDeviceGetUUID(handle)) or ""),
-        pci_bus_id=read.text(read.ask(nv, lambda: nv.nvmlDeviceGetPciInfo(handle).busId) or ""),
-        xid=int(data.eventData),
-        when=dt.datetime.now(dt.UTC),
-    )
+    uuid, pci = known.get(read.handle_key(handle), ("", ""))
+    if not uuid:
+        try:
+            uuid, pci = read.text(nv.nvmlDeviceGetUUID(handle)), _pci(nv, handle)
+        except nv.NVMLError:
+            pass  # lost, and never seen: the event still counts, by its number
+    return NvmlXid(uuid=uuid, pci_bus_id=pci, xid=int(data.eventData), when=dt.datetime.now(dt.UTC))
+
+
+def _pci(nv: Any, handle: Any) -> str:
+    return read.text(read.ask(nv, lambda: nv.nvmlDeviceGetPciInfo(handle).busId) or "")
 
 
 def _sample(nv: Any) -> dict[str, Any]:
+    """One telemetry sample of every GPU that answers. A GPU that fell off the bus (GPU_IS_LOST) or fails
+    a query is left out of this sample, and the others are still sampled: the snapshots judge it lost."""
     sample: dict[str, Any] = {}
-    for index in range(nv.nvmlDeviceGetCount()):
+    try:
+        count = nv.nvmlDeviceGetCount()
+    except nv.NVMLError:
+        return sample
+    for index in range(count):
         try:
             h = nv.nvmlDeviceGetHandleByIndex(index)
-            uuid = read.text(nv.nvmlDeviceGetUUID(h))
+            sample[read.text(nv.nvmlDeviceGetUUID(h))] = _sample_gpu(nv, h)
         except nv.NVMLError:
             continue
-        sample[uuid] = _sample_gpu(nv, h)
     return sample
 
 

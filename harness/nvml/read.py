@@ -59,6 +59,7 @@ def _gpu(nv: Any, index: int) -> GpuHealth:
     power = ask(nv, lambda: nv.nvmlDeviceGetPowerUsage(h))
     limit = ask(nv, lambda: nv.nvmlDeviceGetEnforcedPowerLimit(h))
     persistence = ask(nv, lambda: nv.nvmlDeviceGetPersistenceMode(h))
+    mig = ask(nv, lambda: nv.nvmlDeviceGetMigMode(h))  # NotSupported on GPUs without MIG
     return GpuHealth(
         index=index,
         uuid=text(nv.nvmlDeviceGetUUID(h)),
@@ -84,6 +85,7 @@ def _gpu(nv: Any, index: int) -> GpuHealth:
         ),
         nvlinks=_nvlinks(nv, h),
         persistence=bool(persistence) if persistence is not None else None,
+        mig=mig[0] == nv.NVML_DEVICE_MIG_ENABLE if mig is not None else None,
     )
 
 
@@ -178,6 +180,17 @@ def ask(nv: Any, call: Callable[[], T]) -> T | None:
         if getattr(err, "value", None) == nv.NVML_ERROR_GPU_IS_LOST:
             raise
         return None
+
+
+def handle_key(handle: Any) -> Any:
+    """A device handle as a dict key: the index of a simulated GPU, the address behind a real one (nvidia-ml-py's
+    handles are ctypes pointers, and an event's `device` is a new pointer object to the same device)."""
+    try:
+        return int(handle)
+    except TypeError:
+        import ctypes  # only for the real binding's handles
+
+        return ctypes.cast(handle, ctypes.c_void_p).value
 
 
 def text(value: Any) -> str:

@@ -72,13 +72,14 @@ FIELDS: dict[str, str] = {
     "memory_clock_mhz": WHOLE,
     "nvlinks": LINKS,
     "persistence": FLAG,
+    "mig": FLAG,
     "unsupported": NAMES,
     **{name: "section" for name in SECTIONS},
 }
 """Every field a scenario's GPU may give: GpuHealth's (harness/nvml/snapshot.py), memory_bytes and unsupported."""
 TOP = {"driver", "cuda", "description", "expect", "gpus", "changes", "xids"}
 CHANGE = {"after", "during", "at", "until", "gpu", "set", "lost"}
-XID = {"gpu", "xid", "at", "after", "count"}
+XID = {"gpu", "xid", "at", "after", "during", "count"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,10 +110,14 @@ class Xid:
     after: str
     at: float | None = None
     count: int = 1
+    during: str = ""
+    """The test group while (or after) which it comes: an Xid of a burn."""
 
-    def due(self, finished: Collection[str], now_s: float | None) -> bool:
+    def due(self, finished: Collection[str], running: Collection[str], now_s: float | None) -> bool:
         if self.at is not None:
             return now_s is not None and self.at <= now_s
+        if self.during:
+            return self.during in running or self.during in finished
         return not self.after or self.after in finished
 
 
@@ -180,6 +185,7 @@ def default_gpu(index: int) -> dict[str, Any]:
             for link in range(18)
         ],
         "persistence": True,
+        "mig": False,
     }
 
 
@@ -258,13 +264,16 @@ class _Reader(Strict):
             raise self.fail(f"{where}.xid", "missing: the Xid's number")
         code = self.whole(given, "xid", where, low=1, high=MAX_XID)
         count = self.whole(given, "count", where, low=1, high=MAX_BURST) if "count" in given else 1
-        after = self.group(given, "after", where)
+        after, during = self.group(given, "after", where), self.group(given, "during", where)
+        if sum(key in given for key in ("after", "during", "at")) > 1:
+            raise self.fail(where, "give one of after, during and at")
         return Xid(
             gpu=self.index(given, "gpu", where, gpus),
             xid=code,
             after="" if after == NEVER else after,
             at=self.moment(given, "at", where),
             count=count,
+            during="" if during == NEVER else during,
         )
 
     def expect(self, data: dict[str, Any], gpus: int) -> tuple[str, ...]:

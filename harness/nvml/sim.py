@@ -14,6 +14,7 @@ NVML_ERROR_NOT_SUPPORTED. A scenario (docs/health.md):
     name = "NVIDIA H100 80GB HBM3"      # uuid, serial, pci_bus_id, memory_bytes: defaults per index
     ecc = { volatile_uncorrected = 0 }    # any field of the snapshot's GpuHealth, nested as there
     clock_events = ["gpu_idle"]
+    mig = true                            # MIG mode on
     unsupported = ["remap", "memory_temperature_c"]
 
     [[changes]]                           # applied once the named test group has run
@@ -30,7 +31,8 @@ NVML_ERROR_NOT_SUPPORTED. A scenario (docs/health.md):
     [[xids]]                              # delivered to an Xid event listener
     gpu = 1
     xid = 79
-    at = "3h"                             # optional: not before then (or after = "matmul")
+    at = "3h"                             # optional: not before then (or after = "matmul", or
+                                          # during = "matmul": from that burn's start on)
     count = 20                            # optional: a burst of this many events
 
 The file is read and checked whole before anything runs (harness/nvml/scenario.py): a
@@ -78,6 +80,8 @@ NVML_CLOCK_MEM = 2
 NVML_NVLINK_ERROR_DL_REPLAY = 0
 NVML_NVLINK_ERROR_DL_RECOVERY = 1
 NVML_NVLINK_ERROR_DL_CRC_FLIT = 2
+NVML_DEVICE_MIG_DISABLE = 0
+NVML_DEVICE_MIG_ENABLE = 1
 nvmlEventTypeXidCriticalError = 8
 
 
@@ -316,6 +320,11 @@ class Simulated:
         }[counter]
         return int(self._link(h, link).get(key) or 0)
 
+    def nvmlDeviceGetMigMode(self, h: int) -> list[int]:  # noqa: N802
+        """[current, pending], as nvidia-ml-py answers; a scenario's `mig` is both."""
+        mode = NVML_DEVICE_MIG_ENABLE if self._field(h, "mig") else NVML_DEVICE_MIG_DISABLE
+        return [mode, mode]
+
     def nvmlDeviceGetPersistenceMode(self, h: int) -> int:  # noqa: N802
         return NVML_FEATURE_ENABLED if self._field(h, "persistence") else NVML_FEATURE_DISABLED
 
@@ -330,7 +339,8 @@ class Simulated:
 
     def nvmlEventSetWait_v2(self, event_set: list[int], timeout_ms: int) -> _EventData:  # noqa: N802
         for n, xid in enumerate(self._xids):
-            if self._delivered.get(n, 0) < xid.count and xid.due(self.finished, self.now_s) and xid.gpu in event_set:
+            due = xid.due(self.finished, self.running, self.now_s)
+            if due and self._delivered.get(n, 0) < xid.count and xid.gpu in event_set:
                 self._delivered[n] = self._delivered.get(n, 0) + 1
                 return _EventData(device=xid.gpu, eventType=nvmlEventTypeXidCriticalError, eventData=xid.xid)
         raise _error(NVML_ERROR_TIMEOUT)  # the real call blocks this long; the monitor paces itself

@@ -185,6 +185,7 @@ def _xml_gpu(index: int, gpu: ET.Element) -> GpuHealth:
             width_max=_count(get("pci/pci_gpu_link_info/link_widths/max_link_width")),
         ),
         persistence=_flag(get("persistence_mode")),
+        mig=_flag(get("mig_mode/current_mig")),
     )
 
 
@@ -331,6 +332,7 @@ def _text_gpu(index: int, bus_id: str, gpu: _Node) -> GpuHealth:
             width_max=_count(get("pci/gpu_link_info/link_width/max")),
         ),
         persistence=_flag(get("persistence_mode")),
+        mig=_flag(get("mig_mode/current")),
     )
 
 

@@ -129,6 +129,8 @@ class GpuHealth:
     pcie: PcieLink = PcieLink()
     nvlinks: tuple[NvLink, ...] = ()
     persistence: bool | None = None
+    mig: bool | None = None
+    """MIG mode is on now (NVML's current mode, not the pending one): the GPU is split into slices."""
 
     @property
     def clock_event_names(self) -> tuple[str, ...]:

@@ -7,9 +7,10 @@ uncorrectable ECC errors while the run's products still happened to match.
 
 What each Xid means, and what NVIDIA says to do about it, is data (`harness/nvml/xid.toml`,
 from NVIDIA's Xid catalog), not code, so that a site can extend it or judge an Xid its
-own way (`load_table(extra=...)`) without a release. Only the Xids inside the run's own
-window count (`in_window`): a stale Xid from days ago must never fail a node, and one
-the log cannot date is reported, not judged.
+own way (`load_table(extra=...)`, harness/nvml/xid_table.py) without a release. Each
+event is judged in context, as the catalog says (harness/nvml/xid_rules.py). Only the
+Xids inside the run's own window count (`in_window`): a stale Xid from days ago must
+never fail a node, and one the log cannot date is reported, not judged.
 """
 
 from __future__ import annotations
@@ -17,222 +18,25 @@ from __future__ import annotations
 import dataclasses
 import re
 import subprocess
-import tomllib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta, tzinfo
-from importlib import resources
 from pathlib import Path
-from types import MappingProxyType
 from typing import Any
 
-from harness.errors import ConfigError
+from harness.nvml import xid_rules
+from harness.nvml.xid_rules import BUCKETS as BUCKETS
+from harness.nvml.xid_rules import UNKNOWN_XID as UNKNOWN_XID
+from harness.nvml.xid_rules import Judgement as Judgement
+from harness.nvml.xid_rules import Reading
+from harness.nvml.xid_table import PACKAGED_TABLE as PACKAGED_TABLE
+from harness.nvml.xid_table import SCHEMA_VERSION as SCHEMA_VERSION
+from harness.nvml.xid_table import XidInfo as XidInfo
+from harness.nvml.xid_table import XidTable as XidTable
+from harness.nvml.xid_table import load_table as load_table
 from harness.records import Code, Finding, Remediation, Severity
 
-SCHEMA_VERSION = 1
-PACKAGED_TABLE = "xid.toml"
 MAX_EVENTS_IN_DETAILS = 20
 """A GPU in trouble can log thousands of Xids; a finding keeps the first ones, and the count."""
-
-
-@dataclasses.dataclass(frozen=True)
-class Judgement:
-    """What one resolution bucket does to the verdict, and the words that tell a person what to do."""
-
-    severity: Severity
-    remediation: Remediation
-    action: str
-
-
-BUCKETS: Mapping[str, Judgement] = MappingProxyType(
-    {
-        "IGNORE": Judgement(Severity.INFO, Remediation.NONE, "no action (NVIDIA: ignore)"),
-        "RESTART_APP": Judgement(Severity.WARNING, Remediation.RESTART_APP, "restart the application"),
-        "RESET_GPU": Judgement(Severity.FAIL, Remediation.RESET_GPU, "reset the GPU"),
-        "RESTART_BM": Judgement(Severity.FAIL, Remediation.REBOOT_NODE, "reboot the node"),
-        "RESTART_VM": Judgement(Severity.FAIL, Remediation.REBOOT_NODE, "restart the VM (reboot the node)"),
-        "CONTACT_SUPPORT": Judgement(
-            Severity.FAIL, Remediation.REPLACE_GPU, "contact NVIDIA support (replace the GPU)"
-        ),
-        "WORKFLOW_XID_48": Judgement(
-            Severity.FAIL, Remediation.RESET_GPU, "reset the GPU (drain the node first if Xid 63 or 64 came with it)"
-        ),
-        "WORKFLOW_XID_45": Judgement(
-            Severity.WARNING,
-            Remediation.RESTART_APP,
-            "follow the Xid that came before it (alone: restart Fabric Manager)",
-        ),
-        "WORKFLOW_NVLINK_ERR": Judgement(
-            Severity.FAIL, Remediation.REBOOT_NODE, "reset the GPU or reboot the node (see nvidia-smi nvlink)"
-        ),
-        "WORKFLOW_NVLINK5_ERR": Judgement(Severity.FAIL, Remediation.RESET_GPU, "reset the GPU"),
-        "CHECK_MECHANICALS": Judgement(
-            Severity.FAIL, Remediation.REPLACE_GPU, "check the GPU's power cabling and seating"
-        ),
-        "UPDATE_SWFW": Judgement(Severity.FAIL, Remediation.CHECK_CONFIG, "update the driver and firmware"),
-        "XID_154": Judgement(Severity.FAIL, Remediation.REBOOT_NODE, "do the recovery action the message names"),
-        "CHECK_UVM": Judgement(Severity.FAIL, Remediation.REBOOT_NODE, "reboot the node (NVIDIA: check UVM)"),
-    }
-)
-"""NVIDIA's immediate-action buckets, as this harness judges them (see the header of xid.toml)."""
-
-UNKNOWN_XID = Judgement(Severity.FAIL, Remediation.REBOOT_NODE, "reboot the node")
-"""An Xid the table does not know: a new driver's fault is still a fault."""
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class XidInfo:
-    """One Xid as the table describes it."""
-
-    xid: int
-    name: str
-    """NVIDIA's mnemonic."""
-    description: str
-    bucket: str
-    """NVIDIA's immediate resolution bucket."""
-    investigatory: str = ""
-    """NVIDIA's investigatory bucket: what to do if the error persists."""
-    judge_as: str = ""
-    """A bucket this table judges the Xid as instead of NVIDIA's (the note says why)."""
-    note: str = ""
-    source: str = ""
-    """The table file this entry came from."""
-
-    @property
-    def judged_bucket(self) -> str:
-        return self.judge_as or self.bucket
-
-    @property
-    def judgement(self) -> Judgement:
-        return BUCKETS[self.judged_bucket]
-
-    @property
-    def label(self) -> str:
-        """Words for a message: NVIDIA's description, or its mnemonic where the catalog says "Unused"."""
-        return self.name if self.description.strip().lower() == "unused" else self.description
-
-
-@dataclasses.dataclass(frozen=True)
-class XidTable:
-    entries: Mapping[int, XidInfo]
-    sources: tuple[str, ...]
-    """The files merged into it, packaged table first."""
-
-    def get(self, xid: int) -> XidInfo | None:
-        return self.entries.get(xid)
-
-    def __contains__(self, xid: object) -> bool:
-        return xid in self.entries
-
-    def __len__(self) -> int:
-        return len(self.entries)
-
-
-def load_table(extra: Path | None = None) -> XidTable:
-    """The packaged table, with a user's table of the same format merged over it.
-
-    Each entry of `extra` replaces the packaged entry of its Xid whole (or adds one), so
-    what a site changed is visible in its own file. Both are parsed strictly: a mistyped
-    bucket would silently pass a broken GPU or fail a healthy one.
-    """
-    packaged = resources.files("harness.nvml").joinpath(PACKAGED_TABLE)
-    where = str(packaged)
-    try:
-        text = packaged.read_text(encoding="utf-8")
-    except OSError as err:
-        raise ConfigError("the packaged Xid table is missing from this install (package data)", file=where) from err
-    entries = _parse_text(text, where)
-    sources = [where]
-    if extra is not None:
-        entries.update(_parse_text(_read(extra), str(extra)))
-        sources.append(str(extra))
-    return XidTable(MappingProxyType(dict(sorted(entries.items()))), tuple(sources))
-
-
-def _read(path: Path) -> str:
-    try:
-        return path.read_bytes().decode("utf-8")
-    except OSError as err:
-        raise ConfigError(f"cannot read: {err.strerror}", file=path) from err
-    except UnicodeDecodeError as err:
-        raise ConfigError(f"not UTF-8 text: {err}", file=path) from err
-
-
-def _parse_text(text: str, where: str) -> dict[int, XidInfo]:
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as err:
-        raise ConfigError(f"not valid TOML: {err}", file=where) from err
-    return _TableParser(where).table(data)
-
-
-_XID_KEY = re.compile(r"^[1-9][0-9]{0,3}$")
-_ENTRY_KEYS = {"name", "description", "bucket", "investigatory", "judge_as", "note"}
-
-
-class _TableParser:
-    """Checks one table file; every error names the file and the field."""
-
-    def __init__(self, where: str):
-        self.where = where
-
-    def fail(self, field: str, problem: str) -> ConfigError:
-        return ConfigError(problem, file=self.where, field=field)
-
-    def table(self, data: dict[str, Any]) -> dict[int, XidInfo]:
-        self.only(data, "", {"schema_version", "xid"})
-        version = data.get("schema_version")
-        if version != SCHEMA_VERSION or isinstance(version, bool):
-            raise self.fail("schema_version", f"is {version!r}; this gpu-burnin reads version {SCHEMA_VERSION}")
-        entries = data.get("xid")
-        if not isinstance(entries, dict) or not entries:
-            raise self.fail("xid", "missing: list at least one [xid.NUMBER] table")
-        return {self.number(key): self.entry(key, value) for key, value in entries.items()}
-
-    def number(self, key: str) -> int:
-        if not _XID_KEY.match(key):
-            raise self.fail(f"xid.{key}", "an Xid is a whole number from 1 to 9999, without leading zeros")
-        return int(key)
-
-    def entry(self, key: str, value: Any) -> XidInfo:
-        where = f"xid.{key}"
-        if not isinstance(value, dict):
-            raise self.fail(where, "must be a table")
-        self.only(value, where, _ENTRY_KEYS)
-        return XidInfo(
-            xid=int(key),
-            name=self.text(value, "name", where),
-            description=self.text(value, "description", where),
-            bucket=self.bucket(value, "bucket", where),
-            investigatory=self.optional(value, "investigatory", where),
-            judge_as=self.bucket(value, "judge_as", where) if "judge_as" in value else "",
-            note=self.optional(value, "note", where),
-            source=self.where,
-        )
-
-    def bucket(self, data: dict[str, Any], key: str, where: str) -> str:
-        value = self.text(data, key, where)
-        if value not in BUCKETS:
-            raise self.fail(f"{where}.{key}", f"is {value!r}; expected one of {sorted(BUCKETS)}")
-        return value
-
-    def text(self, data: dict[str, Any], key: str, where: str) -> str:
-        value = data.get(key)
-        if not isinstance(value, str) or not value.strip():
-            shown = "missing" if key not in data else f"expected a non-empty string, got {value!r}"
-            raise self.fail(f"{where}.{key}", shown)
-        return value
-
-    def optional(self, data: dict[str, Any], key: str, where: str) -> str:
-        value = data.get(key, "")
-        if not isinstance(value, str):
-            raise self.fail(f"{where}.{key}", f"expected a string, got {value!r}")
-        return value
-
-    def only(self, data: dict[str, Any], where: str, allowed: set[str]) -> None:
-        for key in data:
-            if key not in allowed:
-                field = f"{where}.{key}" if where else key
-                raise self.fail(field, f"unknown key; expected one of {sorted(allowed)}")
 
 
 # --- the kernel log -------------------------------------------------------------------------------------------
@@ -293,8 +97,11 @@ def short_pci_bus_id(pci_bus_id: str) -> str:
 
 
 _XID_LINE = re.compile(
-    r"NVRM: Xid \((?P<pci>(?:PCI:)?[0-9A-Fa-f:.]+)\): (?P<xid>\d+)(?:,\s*(?P<rest>.*))?$",
+    r"NVRM: Xid \((?P<pci>(?:PCI:)?[0-9A-Fa-f:.]+)(?: GPU-I:\d+)?(?: GPU-CI:\d+)?\): "
+    r"(?P<xid>\d+)(?:,\s*(?P<rest>.*))?$",
 )
+"""The driver's `NVRM: Xid (PCI:%04x:%02x:%02x): %d, ...`; on a GPU in MIG mode it names the GPU instance
+and compute instance after the bus id (`PCI:0000:19:00 GPU-I:01 GPU-CI:00`): the Xid is still the GPU's."""
 _PID_NAME = re.compile(r"^pid=(?P<pid>[^,]*)(?:,\s*name=(?P<name>[^,]*))?(?:,\s*(?P<message>.*))?$")
 _ISO_TIME = re.compile(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(?:[.,]\d+)?(?:Z|[+-]\d{2}:?\d{2})?")
 _CTIME = re.compile(r"\[(?:[A-Z][a-z]{2} )?([A-Z][a-z]{2} +\d{1,2} \d{2}:\d{2}:\d{2} \d{4})\]")
@@ -494,7 +301,13 @@ def _first_line(text: str | None) -> str:
 
 
 def findings(
-    events: Iterable[XidEvent], gpus_by_pci: Mapping[str, str], table: XidTable, *, test: str = ""
+    events: Iterable[XidEvent],
+    gpus_by_pci: Mapping[str, str],
+    table: XidTable,
+    *,
+    test: str = "",
+    own_burn: bool = False,
+    earlier: Sequence[XidEvent] = (),
 ) -> list[Finding]:
     """One finding per (GPU, Xid): how often, when first and last, and what to do.
 
@@ -502,28 +315,52 @@ def findings(
     to GPU UUIDs; the bus ids of both may be in any form (NVML's, the driver's). An Xid on
     a bus id no GPU of the run has is still judged, with the bus id as its `gpu`: a GPU
     that fell off the bus is no longer listed by NVML.
+
+    Each event is judged in context (harness/nvml/xid_rules.py): by what its message decodes
+    to, by the Xids around it (`earlier`: events before these, read for causes and repeats,
+    not judged again), and, with `own_burn`, as the Xid of gpu-burnin's own known-good
+    workload. A finding takes the strictest of its events' judgements.
     """
+    listed = list(events)
+    context = xid_rules.Context(own_burn=own_burn, earlier=tuple(earlier))
     known = {_pci_or_raw(pci): uuid for pci, uuid in gpus_by_pci.items()}
     groups: dict[tuple[str, int], list[XidEvent]] = {}
-    for event in events:
+    for event in listed:
         groups.setdefault((_pci_or_raw(event.pci_bus_id), event.xid), []).append(event)
-    return [
-        _finding(pci, known.get(pci), table.get(xid), xid, group, test) for (pci, xid), group in sorted(groups.items())
-    ]
+    found = []
+    for (pci, number), group in sorted(groups.items()):
+        readings = [xid_rules.read(event, table, context, listed) for event in group]
+        found.append(_finding(pci, known.get(pci), table.get(number), number, group, readings, test))
+    return found
 
 
-def _finding(pci: str, uuid: str | None, info: XidInfo | None, xid: int, events: list[XidEvent], test: str) -> Finding:
-    judgement = info.judgement if info else UNKNOWN_XID
+def _finding(
+    pci: str,
+    uuid: str | None,
+    info: XidInfo | None,
+    xid: int,
+    events: list[XidEvent],
+    readings: list[Reading],
+    test: str,
+) -> Finding:
+    reading = max(reversed(readings), key=lambda r: xid_rules.strictness(r.judgement))  # the latest of the strictest
+    judgement = reading.judgement
     label = info.label if info else "not in the table"
     who = f"GPU {_short_or_raw(pci)} ({uuid})" if uuid else f"PCI {_short_or_raw(pci)} (not a GPU this run knows)"
+    why = f" ({reading.why})" if reading.why else ""
+    details = _details(pci, xid, info, events)
+    if info is not None:
+        details["judged_as"] = reading.bucket
+    whys = list(dict.fromkeys(r.why for r in readings if r.why))
+    details.update(decoded=whys[:MAX_EVENTS_IN_DETAILS], escalated=any(r.escalated for r in readings))
     return Finding(
         code=Code.XID,
         severity=judgement.severity,
         remediation=judgement.remediation,
         gpu=uuid or pci,
         test=test,
-        message=f"{who}: Xid {xid} ({label}) x{len(events)} in this run: {judgement.action}",
-        details=_details(pci, xid, info, events),
+        message=f"{who}: Xid {xid} ({label}) x{len(events)} in this run: {judgement.action}{why}",
+        details=details,
     )
 
 

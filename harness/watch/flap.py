@@ -32,8 +32,9 @@ policy; an ignored one cleared (nothing to set back)."""
 
 
 def key(finding: Finding) -> str:
-    if finding.code is Code.XID:
-        return f"XID:{finding.gpu}:{finding.details.get('xid', '')}"
+    if finding.code is Code.XID:  # an Xid judged stricter for repeating is news, acted on anew
+        repeated = ":repeated" if finding.details.get("escalated") else ""
+        return f"XID:{finding.gpu}:{finding.details.get('xid', '')}{repeated}"
     return f"{finding.code}:{finding.gpu}:{finding.remediation}"
 
 

@@ -11,7 +11,8 @@ model's baseline; the watch only chooses what to compare, as the suite does:
 - telemetry: the polls within `--window` during which a GPU was busy (not idle), once
   there are `--load-samples` of them: share of time slowed down, temperatures, the PCIe
   generation under load;
-- Xid: the events NVML delivered since the last poll, judged by the Xid table.
+- Xid: the events NVML delivered since the last poll, judged by the Xid table, in the context of
+  the last day's (an application's Xid 13 or 31 repeated in separate bursts on one GPU is the GPU's).
 
 The GPUs judged are those of the first snapshot, with those a journal remembers from
 earlier in this boot: a GPU lost before a restart is still missed after it.
@@ -26,7 +27,7 @@ from typing import Any
 from harness import health
 from harness.baselines import BaselineSet, HealthLimits
 from harness.devices import Device
-from harness.nvml import xid
+from harness.nvml import xid, xid_rules
 from harness.nvml.monitor import NvmlXid, summarize
 from harness.nvml.snapshot import GpuHealth, Snapshot
 from harness.records import Code, Finding, Severity
@@ -37,6 +38,8 @@ IDLE = 0x1
 NVML_EVENT = "an NVML Xid event"
 DELTA_KEPT = 20
 """Snapshots kept for the delta window: one per 1/20 of it (a bounded memory, whatever the interval)."""
+XIDS_KEPT = 10_000
+"""Xid events kept for a day's context: a bound on memory, whatever a GPU in trouble logs."""
 
 
 def busy(gpu: GpuHealth) -> bool:
@@ -67,6 +70,8 @@ class Judge:
         self.limits: dict[str, HealthLimits] = {}
         self._history: collections.deque[tuple[float, Snapshot]] = collections.deque()
         self._samples: dict[str, collections.deque[tuple[float, dict[str, Any]]]] = {}
+        self._xids: collections.deque[xid.XidEvent] = collections.deque(maxlen=XIDS_KEPT)
+        """The last day's Xid events: the context a new one is judged in (a cause, a repeat), never judged again."""
 
     def start(self, first: Snapshot, remembered: Iterable[Mapping[str, Any]] = ()) -> None:
         """The GPUs to judge: the first snapshot's, those NVML already reports lost, and those the
@@ -108,7 +113,9 @@ class Judge:
         if summary:
             during = f"the last {_minutes(self.window_s)} under load"
             found += health.telemetry(summary, self.devices, self.limits, test=TEST, during=during)
-        found += xid.findings(self._events(xids), self._by_pci(), self.table, test=TEST)
+        events = self._events(xids)
+        found += xid.findings(events, self._by_pci(), self.table, test=TEST, earlier=tuple(self._xids))
+        self._remember_xids(events)
         return [f for f in found if f.severity in (Severity.FAIL, Severity.WARNING)]
 
     def telemetry_summary(self, t: float) -> dict[str, dict[str, Any]]:
@@ -141,6 +148,12 @@ class Judge:
                 samples.popleft()
         ready = [s for samples in self._samples.values() if len(samples) >= self.load_samples for _, s in samples]
         return summarize(ready) if ready else {}
+
+    def _remember_xids(self, events: Sequence[xid.XidEvent]) -> None:
+        self._xids.extend(events)
+        newest = max((e.when for e in self._xids if e.when is not None), default=None)
+        while self._xids and newest is not None and (self._xids[0].when or newest) < newest - xid_rules.REPEAT_WINDOW:
+            self._xids.popleft()
 
     def _events(self, xids: Sequence[NvmlXid]) -> list[xid.XidEvent]:
         return [

@@ -321,7 +321,7 @@ class Watch:
         for index in range(nv.nvmlDeviceGetCount()):
             try:
                 handle = nv.nvmlDeviceGetHandleByIndex(index)
-                self._handles[_handle_key(handle)] = (read.text(nv.nvmlDeviceGetUUID(handle)), _pci(nv, handle))
+                self._handles[read.handle_key(handle)] = (read.text(nv.nvmlDeviceGetUUID(handle)), _pci(nv, handle))
                 nv.nvmlDeviceRegisterEvents(handle, nv.nvmlEventTypeXidCriticalError, self._events)
             except nv.NVMLError:
                 continue  # no event support on this GPU (some vGPU, MIG setups)
@@ -335,7 +335,7 @@ class Watch:
                 data = nv.nvmlEventSetWait_v2(self._events, 0)
             except nv.NVMLError:
                 return found  # a timeout: nothing more waiting
-            uuid, pci = self._handles.get(_handle_key(data.device), ("", ""))
+            uuid, pci = self._handles.get(read.handle_key(data.device), ("", ""))
             found.append(NvmlXid(uuid=uuid, pci_bus_id=pci, xid=int(data.eventData), when=self.wall()))
 
     def _count(self, xids: list[NvmlXid]) -> None:
@@ -372,16 +372,6 @@ def _unavailable(why: str) -> Finding:
 
 def _gpu_dict(device: Any) -> dict[str, Any]:
     return {"index": device.index, "uuid": device.uuid, "name": device.name, "pci_bus_id": device.pci_bus_id}
-
-
-def _handle_key(handle: Any) -> Any:
-    """A handle as a dict key: the index of a simulated GPU, the address behind a real one."""
-    try:
-        return int(handle)
-    except TypeError:
-        import ctypes  # only for the real binding's handles, which are ctypes pointers
-
-        return ctypes.cast(handle, ctypes.c_void_p).value
 
 
 def _pci(nv: Any, handle: Any) -> str:
