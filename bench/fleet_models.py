@@ -43,7 +43,14 @@ H100 = {
     "matmul.fp32.tflops": 51.0,
     "matmul.fp8.tflops": 1300.0,
     "memory.coverage": 0.887,
-    "memory.verify.gbps": 2600.0,
+    "memory.verify.gbps": 2950.0,
+    "memory.zeros.verify.gbps": 2950.0,
+    "memory.ones.verify.gbps": 2950.0,
+    "memory.checkerboard.verify.gbps": 2950.0,
+    "memory.walking_ones.verify.gbps": 2950.0,
+    "memory.moving_inversions.verify.gbps": 2950.0,
+    "memory.random.verify.gbps": 2950.0,
+    "memory.address.verify.gbps": 2950.0,
     "pcie.h2d.gbps": 53.0,
     "pcie.d2h.gbps": 54.0,
     "pcie.bidir.gbps": 95.0,
@@ -66,7 +73,14 @@ A100 = {
     "matmul.tf32.tflops": 125.0,
     "matmul.fp32.tflops": 18.8,
     "memory.coverage": 0.887,
-    "memory.verify.gbps": 1500.0,
+    "memory.verify.gbps": 1790.0,
+    "memory.zeros.verify.gbps": 1790.0,
+    "memory.ones.verify.gbps": 1790.0,
+    "memory.checkerboard.verify.gbps": 1790.0,
+    "memory.walking_ones.verify.gbps": 1790.0,
+    "memory.moving_inversions.verify.gbps": 1790.0,
+    "memory.random.verify.gbps": 1790.0,
+    "memory.address.verify.gbps": 1790.0,
     "pcie.h2d.gbps": 25.0,
     "pcie.d2h.gbps": 26.0,
     "pcie.bidir.gbps": 45.0,
@@ -82,7 +96,7 @@ UNITS = {"tflops": "TFLOP/s", "gbps": "GB/s", "busbw": "GB/s", "coverage": "frac
 
 
 def _model(medians: dict[str, float]) -> tuple[Truth, ...]:
-    """About 20 figures per GPU: matmul dtypes, memory, PCIe, NVLink (two peers each), NCCL sizes.
+    """About 27 figures per GPU: matmul dtypes, memory (each pattern's verify), PCIe, NVLink (two peers each), NCCL.
     Matmul: 0.6% GPU to GPU, 0.4% node to node; memory coverage hardly varies; the rest 1%."""
     truths = []
     for metric, median in medians.items():

@@ -2,24 +2,29 @@
 
     python bench/memory_bandwidth.py                       # cuda if present, else cpu
     python bench/memory_bandwidth.py --device cpu --mib 64 --rounds 8
+    python bench/memory_bandwidth.py --device cpu --fused  # the GPU's fused kernels, compiled for the CPU
 
 Three sides run in this process, in alternating rounds (their order rotates, so that
 clock and thermal drift fall on all of them):
 
-- verify: the test's own figure, through its worker functions (gputests.work.memory.burn
-  over `--mib` of memory in the test's chunks): the median of every pass's window,
-  bytes verified over the verify kernels' time;
+- verify: the test's round figure, through its worker functions (gputests.work.memory.burn
+  over `--mib` of memory in the test's chunks): bytes verified by every pass over the
+  verify kernels' time;
 - copy: `dst.copy_(src)` over buffers of the same size, bytes read plus written over
   the time of the loop;
 - read: a plain reduction (`src.view(float32).sum()`), bytes read over time.
 
 Each round pairs one run of each side; the ratio verify/copy is the median of the
 rounds' ratios, printed with their spread (the middle half of them), and so is the
-ratio verify/read, the one to compare with a test that reads once per verify. Also
-printed: the median verify GB/s of each pattern, and the wall time of one round of
-every pattern over the memory held. On CUDA, the coverage the test would reach on
-this GPU (90% of its free memory, measured before this script allocates) and how long
-one round of every pattern would take over it (the measured round, scaled by bytes).
+ratio verify/read, the one to compare with a test that reads once per verify. Then,
+per pattern, its median verify GB/s (the test's `memory.<pattern>.verify.gbps`) over the
+median copy and read: each verify reads the memory once, so a pattern well under the
+read is one whose verify costs more than a read. Also printed: on CUDA the time to
+compile the fused kernels of the generated patterns (before anything is timed), and
+the wall time of one round of every pattern over the memory held; and the coverage
+the test would reach on this GPU (90% of its free memory, measured before this script
+allocates) and how long one round of every pattern would take over it (the measured
+round, scaled by bytes).
 """
 
 from __future__ import annotations
@@ -36,24 +41,25 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout, installed or not
 
 from bench import rounds  # noqa: E402
-from gputests.work import memory  # noqa: E402
+from gputests.work import memory, memory_patterns  # noqa: E402
 
 FRACTION = 0.9
 """The share of free memory the test takes (harness.profiles: MemoryProfile.fraction)."""
 
 
 def verify(chunks: list[torch.Tensor], seconds: float, per_pattern: dict[str, list[float]]) -> float:
-    """The test's verify GB/s: the median of its windows over `seconds` of its patterns."""
-    windows: list[float] = []
+    """The test's verify GB/s over `seconds` of its patterns: bytes verified over verify time."""
+    verified = [0, 0.0]
 
     def collect(result: memory.PatternResult) -> None:
         if result.bad_words:
             raise RuntimeError(f"{result.bad_words} bad words in {result.pattern}: this device is not fit to measure")
-        windows.extend(result.windows)
+        verified[0] += result.bytes_verified
+        verified[1] += result.seconds
         per_pattern[result.pattern].extend(result.windows)
 
     memory.burn(chunks, memory.PATTERNS, duration_s=seconds, on_result=collect)
-    return statistics.median(windows)
+    return verified[0] / max(verified[1], 1e-12) / 1e9
 
 
 def copy(src: torch.Tensor, dst: torch.Tensor, seconds: float) -> float:
@@ -96,7 +102,14 @@ def main() -> int:
     parser.add_argument(
         "--threads", type=int, default=memory.CPU_THREADS, help="CPU threads (default: as the test's CPU worker)"
     )
+    parser.add_argument(
+        "--fused",
+        action="store_true",
+        help="on the CPU, run the generated patterns as the GPU does: fused kernels (torch.compile, C++ here)",
+    )
     args = parser.parse_args()
+    if args.fused:
+        memory_patterns.FUSED_ON = memory_patterns.FUSED_ON | {args.device}
     on_gpu = args.device == "cuda"
     device = rounds.device(args)
     mib = args.mib or (4096 if on_gpu else 64)
@@ -117,6 +130,10 @@ def main() -> int:
         f"memory bandwidth: {name}, {held.nbytes / 2**20:.0f} MiB in {len(held.chunks)} chunks{threads}, "
         f"{args.rounds} rounds of {seconds:g} s per side, torch {torch.__version__}"
     )
+    if device.type in memory_patterns.FUSED_ON:
+        began = time.perf_counter()
+        memory_patterns.FUSED.warm(held.chunks)
+        print(f"compiling the fused kernels: {time.perf_counter() - began:.1f} s")
     round_s = one_round(held.chunks)  # also the warm-up: every page touched, every kernel loaded
     print(f"one round of every pattern over {held.nbytes / 2**20:.0f} MiB: {round_s:.3f} s")
     print(f"{'round':>5}  {'verify':>10}  {'copy':>10}  {'read':>10}  {'v/copy':>7}  {'v/read':>7}   (GB/s)")
@@ -142,10 +159,10 @@ def main() -> int:
     print(f"median GB/s: verify {medians['verify']:.4g}, copy {medians['copy']:.4g}, read {medians['read']:.4g}")
     print(f"ratio verify/copy: {statistics.median(by_copy):.3f} (middle half {rounds.middle_half(by_copy)})")
     print(f"ratio verify/read: {statistics.median(by_read):.3f} (middle half {rounds.middle_half(by_read)})")
-    print(
-        "median verify GB/s by pattern: "
-        + ", ".join(f"{pattern} {statistics.median(values):.4g}" for pattern, values in per_pattern.items())
-    )
+    print(f"{'pattern':>18}  {'verify':>10}  {'v/copy':>7}  {'v/read':>7}   (median GB/s of its passes)")
+    for pattern, values in per_pattern.items():
+        median = statistics.median(values)
+        print(f"{pattern:>18}  {median:>10.4g}  {median / medians['copy']:>7.3f}  {median / medians['read']:>7.3f}")
     if on_gpu:
         take = min(int(free * FRACTION), free - memory.WORKSPACE_BYTES)
         print(

@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from gputests import summary
+from gputests import rootdir, summary
 from gputests.progress import ProgressLines
 from gputests.session import BurnIn
 from harness import options
@@ -62,6 +62,12 @@ class Judged(pytest.fail.Exception):  # type: ignore[misc,name-defined]
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     options.add_to_pytest(parser.getgroup("gpu", "gpu-burnin (GPU burn-in tests)"))
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_load_initial_conftests(early_config: pytest.Config, args: list[str]) -> None:
+    # `--gpu-results DIR` moved pytest's rootdir before this plugin's options were known.
+    rootdir.settle(early_config, args)
 
 
 @pytest.hookimpl(trylast=True)  # after the other plugins and conftests have registered their markers

@@ -6,10 +6,12 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from harness.compare import BEHIND_NODE, BELOW_LIMIT, OK, Assessment
-from harness.records import Code, Finding, Severity
+from harness.records import Code, Direction, Finding, Severity
 from harness.verdict import Verdict
 
-HEADER = ("device", "metric", "value", "floor", "vs best", "status")
+HEADER = ("device", "metric", "value", "limit", "vs best", "status")
+OVER_CEILING = "HIGH"
+"""The status of a figure over its ceiling (the comparison calls both misses BELOW_LIMIT)."""
 _SHOWN = (Severity.FAIL, Severity.INCOMPLETE, Severity.WARNING)
 _LAST = (Code.FAULT_INJECTED,)
 """Findings that only say how the run was set up go after those about the hardware."""
@@ -108,13 +110,18 @@ def _worst_by_metric(findings: Iterable[Finding]) -> dict[tuple[str, str], Findi
 def _row(a: Assessment, worst: dict[tuple[str, str], Finding]) -> tuple[str, str, str, str, str, str]:
     m = a.measurement
     device = a.device.label if a.device else m.gpu
-    floor = f"{a.spec.limit:.4g} {a.spec.unit}" if a.spec else "-"
+    limit = "-"
+    if a.spec:
+        limit = f"{'>=' if a.spec.direction is Direction.HIGHER else '<='} {a.spec.limit:.4g} {a.spec.unit}"
     ratio = f"{a.ratio:.3f}" if a.ratio is not None else "-"
     status = a.status
+    if status == BELOW_LIMIT and a.spec is not None and a.spec.direction is Direction.LOWER:
+        # A count of bad words over its ceiling is not low.
+        status = OVER_CEILING
     found = worst.get((m.gpu, m.metric))
     if status == OK and found is not None:  # a figure met its floor, but something else is wrong with it
         status = str(found.code)
-    return (device, m.metric, f"{m.value:.4g} {m.unit}", floor, ratio, status)
+    return (device, m.metric, f"{m.value:.4g} {m.unit}", limit, ratio, status)
 
 
 def _order(a: Assessment) -> tuple[int, str]:

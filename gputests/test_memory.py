@@ -2,8 +2,9 @@
 
 Zeros, ones, checkerboard, walking ones, moving inversions, seeded random and
 address-in-address are written and verified on the device, for the test's duration.
-Coverage, verify bandwidth and bad words per GPU are judged against the baseline when
-the test returns; every bad word is described in a DATA_MISMATCH finding.
+Coverage, each pattern's verify bandwidth and the whole round's, and bad words per GPU
+are judged against the baseline when the test returns; every bad word is described in
+a DATA_MISMATCH finding.
 """
 
 import pytest

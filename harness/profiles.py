@@ -34,6 +34,7 @@ METRICS: dict[str, Direction] = {
     "matmul.*.tflops": Direction.HIGHER,
     "memory.coverage": Direction.HIGHER,
     "memory.verify.gbps": Direction.HIGHER,
+    "memory.*.verify.gbps": Direction.HIGHER,  # each pattern's own (memory.random.verify.gbps)
     "memory.bad_words": Direction.LOWER,
     "pcie.*.gbps": Direction.HIGHER,
     "nvlink.*.gbps": Direction.HIGHER,

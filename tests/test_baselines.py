@@ -4,6 +4,8 @@ from pathlib import Path
 
 import pytest
 
+from gputests.work.memory import metric_name
+from gputests.work.memory_patterns import PATTERNS
 from harness import baselines, profiles, results
 from harness.errors import ConfigError
 from harness.records import Direction
@@ -68,7 +70,7 @@ def test_boards_built_with_nvlink_require_every_dtype_and_their_links(name):
     model = baselines.load_file(baselines.default_dir() / name)
     dtypes = ("bf16", "fp16", "tf32", "fp32") + (() if name.startswith("a100") else ("fp8",))  # no fp8 on Ampere
     matmul = {f"matmul.{d}.tflops" for d in dtypes}
-    memory = {"memory.coverage", "memory.verify.gbps", "memory.bad_words"}
+    memory = {"memory.coverage", "memory.verify.gbps", "memory.bad_words"} | {metric_name(p) for p in PATTERNS}
     pcie = {f"pcie.{d}.gbps" for d in ("h2d", "d2h", "bidir")}
     nvlink = {"nvlink.p2p.gbps", "nvlink.p2p.bidir.gbps"}
     large = {"nccl.allreduce.4gib.busbw", "nccl.allreduce.8gib.busbw"}
@@ -312,3 +314,24 @@ def test_health_is_judged_on_a_node_no_file_is_sized_for():
     assert packaged.for_health("cuda", h100, 1).gpus == 1
     assert packaged.for_health("cuda", h100, 16).gpus == 8
     assert packaged.for_health("cuda", "NVIDIA B200", 8) is None
+
+
+@pytest.mark.parametrize(
+    ("name", "peak"), [("h100-sxm-80gb.toml", 3350.0), ("h200-141gb.toml", 4800.0), ("a100-sxm-80gb.toml", 2039.0)]
+)
+def test_memory_verify_floors_sit_near_0_8_of_what_the_models_hbm_reads(name, peak):
+    """Every verify figure's floor is about 0.8 of what the model's HBM reads (about 0.88 of its
+    datasheet peak): memory at 75% of its speed fails, not only memory at a third of it."""
+    model = baselines.load_file(baselines.default_dir() / name)
+    verify = {n: spec for n, spec in model.metrics.items() if n.startswith("memory.") and n.endswith(".verify.gbps")}
+    assert set(verify) == {"memory.verify.gbps"} | {metric_name(p) for p in PATTERNS}
+    for spec in verify.values():
+        assert 0.68 * peak <= spec.limit <= 0.72 * peak, (spec.name, spec.limit)
+        assert spec.required and spec.provenance.kind == "estimate"
+
+
+def test_the_generated_baseline_files_are_up_to_date():
+    """The 1-GPU variants and the deploy/ copies come from `python -m baselines.generate`, never by hand."""
+    from baselines import generate
+
+    assert generate.main(["--check"]) == 0

@@ -159,7 +159,7 @@ def test_real_captures_give_what_their_content_supports(capture):
     assert judge_capture(CAPTURES / capture) == sorted(CAPTURE_FINDINGS.get(capture, []))
 
 
-H100 = load_dir(default_dir()).for_device("cuda", "NVIDIA H100 80GB HBM3").health
+H100 = load_dir(default_dir()).for_device("cuda", "NVIDIA H100 80GB HBM3", 8).health
 HGX_CAPTURES = ["gpud_8xH100_535.161.08_hw-slowdown-power-brake.txt", "gpud_8xH100_535.183.01_sw-thermal-slowdown.txt"]
 
 

@@ -2,11 +2,13 @@
 
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
 
-from gputests.work import memory
+from gputests.work import memory, memory_patterns
+from gputests.work.memory_patterns import RANDOM_PASSES, passes
 from harness.workers import Progress
 from harness.workers.devicetest import FaultFired, PhaseFailed
 from tests.helpers import REPO, local_context
@@ -19,7 +21,7 @@ PASSES = {
     "checkerboard": 2,
     "walking-ones": 32,
     "moving-inversions": 3,
-    "random": 1,
+    "random": RANDOM_PASSES["cpu"],
     "address": 2,
 }
 PLAIN = [pattern for pattern in memory.PATTERNS if pattern != "moving-inversions"]
@@ -36,8 +38,8 @@ def flip(chunk: torch.Tensor, offset: int, bit: int) -> None:
 def test_the_pattern_list_and_its_passes_are_as_documented():
     assert set(PASSES) == set(memory.PATTERNS)
     for pattern in PLAIN:
-        assert len(memory.passes(pattern, seed=1, round_=0)) == PASSES[pattern]
-    walking = memory.passes("walking-ones", seed=1, round_=0)
+        assert len(passes(pattern, seed=1, round_=0, random_passes=RANDOM_PASSES["cpu"])) == PASSES[pattern]
+    walking = passes("walking-ones", seed=1, round_=0)
     assert [fill.low for fill in walking] == [1 << bit for bit in range(32)]  # type: ignore[attr-defined]
 
 
@@ -55,7 +57,7 @@ def test_every_pattern_writes_and_verifies_clean(pattern):
 @pytest.mark.parametrize("pattern", PLAIN)
 def test_each_pass_writes_what_its_verify_expects_word_for_word(pattern):
     held = chunks(2)
-    for fill in memory.passes(pattern, seed=5, round_=1):
+    for fill in passes(pattern, seed=5, round_=1, random_passes=3):
         memory.write_pass(fill, held)
         for index, chunk in enumerate(held):
             assert torch.equal(chunk.long(), fill.expected(index, 0, chunk.numel(), CPU)), fill.name
@@ -63,16 +65,16 @@ def test_each_pass_writes_what_its_verify_expects_word_for_word(pattern):
 
 def test_the_checkerboard_alternates_words_and_its_inverse_swaps_them():
     held = chunks(1)
-    board, inverse = memory.passes("checkerboard", seed=0, round_=0)
+    board, inverse = passes("checkerboard", seed=0, round_=0)
     memory.write_pass(board, held)
     assert [w & 0xFFFFFFFF for w in held[0][:4].tolist()] == [0x55555555, 0xAAAAAAAA] * 2
     memory.write_pass(inverse, held)
     assert [w & 0xFFFFFFFF for w in held[0][:4].tolist()] == [0xAAAAAAAA, 0x55555555] * 2
 
 
-def _hash(seed: int, round_: int, chunk: int, index: int) -> int:
+def _hash(seed: int, round_: int, pass_: int, chunk: int, index: int) -> int:
     """The random pattern's word, in Python's exact integers, independent of torch."""
-    x = (index + memory._key(seed, round_, chunk)) & 0xFFFFFFFF
+    x = (index + memory_patterns.key(seed, round_, pass_, chunk)) & 0xFFFFFFFF
     for _ in range(2):
         x ^= x >> 16
         x = x * 0x45D9F3B & 0xFFFFFFFF
@@ -80,24 +82,26 @@ def _hash(seed: int, round_: int, chunk: int, index: int) -> int:
 
 
 def test_the_random_pattern_is_reproducible_from_its_seed_alone_and_differs_between_seeds_chunks_and_rounds():
-    words = memory.random_words(7, 0, 2, 1000, 5000, CPU)
-    assert torch.equal(words, memory.random_words(7, 0, 2, 1000, 5000, CPU))
-    assert torch.equal(words[10:20], memory.random_words(7, 0, 2, 1010, 1020, CPU))  # any slice regenerates alike
-    assert [w & 0xFFFFFFFF for w in words[:50].tolist()] == [_hash(7, 0, 2, 1000 + i) for i in range(50)]
+    random_words = memory_patterns.random_words
+    words = random_words(7, 0, 1, 2, 1000, 5000, CPU)
+    assert words.dtype == torch.int32 and torch.equal(words, random_words(7, 0, 1, 2, 1000, 5000, CPU))
+    assert torch.equal(words[10:20], random_words(7, 0, 1, 2, 1010, 1020, CPU))  # any slice regenerates alike
+    assert [w & 0xFFFFFFFF for w in words[:50].tolist()] == [_hash(7, 0, 1, 2, 1000 + i) for i in range(50)]
     for other in (
-        memory.random_words(8, 0, 2, 1000, 5000, CPU),
-        memory.random_words(7, 0, 3, 1000, 5000, CPU),
-        memory.random_words(7, 1, 2, 1000, 5000, CPU),
+        random_words(8, 0, 1, 2, 1000, 5000, CPU),
+        random_words(7, 0, 1, 3, 1000, 5000, CPU),
+        random_words(7, 1, 1, 2, 1000, 5000, CPU),
+        random_words(7, 0, 2, 2, 1000, 5000, CPU),
     ):
         assert (words != other).float().mean() > 0.99
-    assert words.min() >= -(1 << 31) and words.max() < 1 << 31  # int32 values: every bit, the sign bit too
+    assert bool((words < 0).any()) and bool((words > 0).any())  # every bit, the sign bit too
     bits = torch.stack([(words >> bit) & 1 for bit in range(32)]).float().mean(dim=1)
     assert ((bits > 0.45) & (bits < 0.55)).all(), bits
 
 
 def test_address_in_address_catches_a_swapped_pair_of_words():
     held = chunks(2)
-    fill = memory.passes("address", seed=0, round_=0)[0]
+    fill = passes("address", seed=0, round_=0)[0]
     memory.write_pass(fill, held)
     a, b = held[1][100].item(), held[1][70000].item()
     held[1][100], held[1][70000] = b, a
@@ -111,7 +115,7 @@ def test_address_in_address_catches_a_swapped_pair_of_words():
 
 def test_address_in_address_catches_a_chunk_that_reads_another():
     held = chunks(2)
-    fill = memory.passes("address", seed=0, round_=0)[1]
+    fill = passes("address", seed=0, round_=0)[1]
     memory.write_pass(fill, held)
     held[1].copy_(held[0])  # chunk 1's addresses decode to chunk 0
     assert memory.verify_pass(fill, held).bad_words == held[1].numel()
@@ -133,7 +137,7 @@ def test_an_injected_flip_is_found_with_its_chunk_offset_mask_and_class(pattern)
 @pytest.mark.parametrize("pattern", PLAIN)
 def test_a_flipped_high_bit_anywhere_is_found_where_it_is(pattern):
     held = chunks()
-    fill = memory.passes(pattern, seed=3, round_=0)[-1]
+    fill = passes(pattern, seed=3, round_=0, random_passes=2)[-1]
     memory.write_pass(fill, held)
     flip(held[1], 123457, 31)
     verified = memory.verify_pass(fill, held, pattern=pattern)
@@ -145,7 +149,7 @@ def test_a_flipped_high_bit_anywhere_is_found_where_it_is(pattern):
 
 def test_bad_words_are_counted_exactly_and_described_up_to_the_cap_per_chunk():
     held = chunks()
-    fill = memory.passes("zeros", seed=0, round_=0)[0]
+    fill = passes("zeros", seed=0, round_=0)[0]
     memory.write_pass(fill, held)
     held[0][1000:1100] = 4
     held[2][5] = -1
@@ -158,7 +162,7 @@ def test_bad_words_are_counted_exactly_and_described_up_to_the_cap_per_chunk():
 
 def test_bad_words_past_the_first_block_of_a_slice_are_found_where_they_are():
     held = chunks(1, mib=8)  # 2M words: two blocks of the CPU's 1M-word slices
-    fill = memory.passes("ones", seed=0, round_=0)[0]
+    fill = passes("ones", seed=0, round_=0)[0]
     memory.write_pass(fill, held)
     held[0][1_500_000:] = 0
     count, described = memory.describe(fill, held[0], 0, limit=3)
@@ -168,13 +172,13 @@ def test_bad_words_past_the_first_block_of_a_slice_are_found_where_they_are():
 
 def test_moving_inversions_marches_up_then_down_the_chunks(monkeypatch):
     seen = []
-    probe = memory.Constant.probe
+    probe = memory_patterns.Constant.probe
 
     def recording(self, chunk, index):
         seen.append((self.name, index))
         return probe(self, chunk, index)
 
-    monkeypatch.setattr(memory.Constant, "probe", recording)
+    monkeypatch.setattr(memory_patterns.Constant, "probe", recording)
     memory.run_pattern(chunks(3), "moving-inversions")
     up, down, final = "moving-inversions up", "moving-inversions down", "moving-inversions final"
     assert seen == [(up, 0), (up, 1), (up, 2), (down, 2), (down, 1), (down, 0), (final, 0), (final, 1), (final, 2)]
@@ -225,6 +229,7 @@ def test_allocation_respects_max_bytes_in_whole_chunks_and_whole_mib():
     assert held.total_bytes > held.nbytes
     assert memory.chunk_sizes(3 * MIB, 16 * MIB) == [3 * MIB]
     assert memory.chunk_sizes(5 * MIB // 2, 1000) == [MIB, MIB]  # chunks are at least, and whole, MiB
+    assert memory.chunk_sizes(10 << 30, (8 << 30) + 5) == [4 << 30, 4 << 30, 2 << 30]  # int32 indices: 2**30 words
     default = memory.allocate(CPU, fraction=0.9, chunk_bytes=16 * MIB, max_bytes=None)
     assert default.nbytes == memory.CPU_DEFAULT_BYTES
     more = memory.allocate(CPU, fraction=0.9, chunk_bytes=16 * MIB, max_bytes=memory.CPU_DEFAULT_BYTES + 16 * MIB)
@@ -264,7 +269,7 @@ def test_a_pattern_that_raises_is_reported_and_the_others_go_on():
     results: list[memory.PatternResult] = []
     memory.burn(held, ("zeros", "ones"), duration_s=0.2, context=context, on_result=results.append)
     failed = [m for m in sent.sent if isinstance(m, PhaseFailed)]
-    assert [(m.phase, m.metric) for m in failed] == [("zeros", "memory.verify.gbps")]  # once: left out after
+    assert [(m.phase, m.metric) for m in failed] == [("zeros", "memory.zeros.verify.gbps")]  # once: left out after
     assert {r.pattern for r in results} == {"ones"}
 
 
@@ -304,3 +309,86 @@ def test_memory_bandwidth_bench_prints_every_figure_and_the_ratios():
     assert done.returncode == 0, done.stderr
     for text in ("one round of every pattern over 2 MiB: ", "median GB/s: verify ", "ratio verify/copy: "):
         assert text in done.stdout, done.stdout
+    rows = {line.split()[0]: line.split()[1:] for line in done.stdout.splitlines() if line.strip()}
+    assert rows["pattern"] == ["verify", "v/copy", "v/read", "(median", "GB/s", "of", "its", "passes)"]
+    for pattern in memory.PATTERNS:  # each pattern's verify, and its ratios to the copy's and the read's
+        assert len(rows[pattern]) == 3 and all(float(x) > 0 for x in rows[pattern]), done.stdout
+
+
+# -- the generated patterns on a GPU: more random passes, fused kernels ------------------------
+
+
+def test_a_gpu_round_spends_as_many_passes_on_random_data_as_on_walking_ones():
+    gpu = passes("random", seed=1, round_=0)  # the default is a GPU's count
+    assert len(gpu) == RANDOM_PASSES["cuda"] == len(passes("walking-ones", seed=1, round_=0)) == 32
+    for chunk in (0, 5):
+        assert len({tuple(fill.params(chunk)) for fill in gpu}) == 32  # every pass writes its own data
+
+
+@pytest.fixture
+def fused_here(monkeypatch: pytest.MonkeyPatch) -> memory_patterns.Fused:
+    """The fused kernels compiled for the CPU (inductor's C++ backend), as they are for a GPU (Triton)."""
+    fused = memory_patterns.Fused()
+    monkeypatch.setattr(memory_patterns, "FUSED", fused)
+    monkeypatch.setattr(memory_patterns, "FUSED_ON", frozenset({"cpu", "cuda"}))
+    return fused
+
+
+@pytest.mark.slow
+def test_the_fused_kernels_write_and_count_exactly_what_the_plain_path_and_the_reference_do(fused_here):
+    held = memory.allocate(CPU, fraction=0.9, chunk_bytes=2 * MIB, max_bytes=5 * MIB).chunks  # two sizes of chunk
+    assert len({c.numel() for c in held}) == 2
+    fused_here.warm(held)  # once warm, a call that would compile again raises
+    for fill in passes("random", seed=9, round_=4, random_passes=2) + passes("address", seed=9, round_=4):
+        memory.write_pass(fill, held)  # fused
+        for index, chunk in enumerate(held):
+            assert torch.equal(chunk.long(), fill.expected(index, 0, chunk.numel(), CPU)), fill.name  # plain
+        if fill.name.startswith("random"):
+            first = [w & 0xFFFFFFFF for w in held[2][:20].tolist()]
+            assert first == [_hash(9, 4, int(fill.name[-1]), 2, i) for i in range(20)]
+        assert memory.verify_pass(fill, held).bad_words == 0
+        flip(held[2], 54321, 31)
+        held[0][7] = held[0][8]
+        verified = memory.verify_pass(fill, held, pattern="p")  # fused counts, plain describes
+        assert verified.bad_words == 2, fill.name
+        assert [(m.chunk, m.offset, m.bits) for m in verified.mismatches][1] == (2, 54321, (31,))
+        assert verified.mismatches[0].chunk == 0 and verified.mismatches[0].offset == 7
+
+
+def test_kernels_that_do_not_compile_fail_the_generated_patterns_by_name_while_the_others_run(fused_here, monkeypatch):
+    def broken(fn, **kwargs):
+        def compiled(*args):
+            raise RuntimeError("Failed to find C compiler")
+
+        return compiled
+
+    monkeypatch.setattr(torch, "compile", broken)
+    context, sent = local_context()
+    memory.worker(context, memory.Job(fraction=0.9, chunk_bytes=MIB, max_bytes=2 * MIB, duration_s=0.0))
+    failed = {m.phase: m for m in sent.sent if isinstance(m, PhaseFailed)}
+    assert list(failed) == [memory.COMPILING, "random", "address"]
+    assert "Failed to find C compiler" in failed[memory.COMPILING].error
+    assert all("failed on their first call" in failed[p].error for p in ("random", "address"))
+    assert failed["random"].metric == "memory.random.verify.gbps"
+    done = [m.pattern for m in sent.sent if isinstance(m, memory.PatternResult)]
+    assert done == ["zeros", "ones", "checkerboard", "walking-ones", "moving-inversions"]
+
+
+def test_a_long_compile_keeps_the_worker_alive(fused_here, monkeypatch):
+    context, sent = local_context()
+
+    def said() -> int:
+        return sum(isinstance(m, Progress) and m.phase.startswith("compiling") for m in sent.sent)
+
+    def slow(fn, **kwargs):
+        def compiled(*args):
+            deadline = time.monotonic() + 30
+            while said() < 3 and time.monotonic() < deadline:  # as long as it takes to hear from the keepalive
+                time.sleep(0.01)
+            return fn(*args)
+
+        return compiled
+
+    monkeypatch.setattr(torch, "compile", slow)
+    fused_here.warm(chunks(1), context.progress)
+    assert said() >= 3

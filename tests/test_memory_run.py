@@ -6,6 +6,7 @@ import time
 import pytest
 
 from gputests.work import memory, memory_run
+from gputests.work.memory_patterns import PATTERNS, RANDOM_PASSES
 from harness.profiles import MemoryProfile, quick
 from harness.records import Code, Direction, Severity
 from harness.workers.devicetest import Scope
@@ -14,7 +15,9 @@ from tests.helpers import cpus, only_result
 
 PROFILE = quick().for_cpu().with_overrides(duration_s=0.3)
 SMALL = dataclasses.replace(PROFILE, memory=MemoryProfile(fraction=0.9, chunk_mib=2, max_mib=8))
-METRICS = {"memory.coverage", "memory.verify.gbps", "memory.bad_words"}
+PER_PATTERN = {memory.metric_name(p) for p in PATTERNS}
+METRICS = {"memory.coverage", "memory.verify.gbps", "memory.bad_words"} | PER_PATTERN
+PASSES = {"walking-ones": 32, "checkerboard": 2, "moving-inversions": 3, "random": RANDOM_PASSES["cpu"], "address": 2}
 
 
 def run(devices, faults=None, profile=SMALL):
@@ -26,17 +29,22 @@ def figures(outcome, uuid):
     return {m.metric: m for m in outcome.measurements if m.gpu == uuid}
 
 
-def test_every_device_reports_coverage_bandwidth_and_bad_words(cpu):
+def test_every_device_reports_coverage_bad_words_and_each_patterns_bandwidth(cpu):
     devices = cpus(2, cpu)
     outcome = run(devices)
     assert outcome.findings == []
     assert {(m.gpu, m.metric) for m in outcome.measurements} == {(d.uuid, name) for d in devices for name in METRICS}
     for device in devices:
         found = figures(outcome, device.uuid)
-        coverage, gbps, bad = found["memory.coverage"], found["memory.verify.gbps"], found["memory.bad_words"]
+        coverage, bad = found["memory.coverage"], found["memory.bad_words"]
         assert 0 < coverage.value < 1 and coverage.unit == "fraction"  # 8 MiB of the host's memory
-        assert gbps.value > 0 and gbps.samples >= sum((1, 1, 2, 32, 3, 1, 2)) and gbps.low <= gbps.value <= gbps.high
         assert (bad.value, bad.samples, bad.direction, bad.unit) == (0.0, 1, Direction.LOWER, "words")
+        rounds = found["memory.verify.gbps"].samples  # a window per complete round
+        assert rounds >= 1
+        for pattern in PATTERNS:  # each pattern its own figure, a window per pass
+            gbps = found[memory.metric_name(pattern)]
+            assert gbps.value > 0 and gbps.unit == "GB/s" and gbps.low <= gbps.value <= gbps.high
+            assert gbps.samples >= PASSES.get(pattern, 1) * rounds
 
 
 def test_coverage_is_bytes_verified_over_the_devices_memory(cpu):
@@ -92,8 +100,11 @@ def test_a_crashed_or_failing_worker_is_a_test_error_not_a_verdict_on_the_hardwa
     assert all(f.severity is Severity.INCOMPLETE for f in found.values())
     assert "signal SIGSEGV" in found["CPU-0"].message
     assert "memory zeros raised" in found["CPU-1"].message and "injected fault: CUDA error" in found["CPU-1"].message
-    assert found["CPU-1"].metric == "memory.verify.gbps"
+    assert found["CPU-1"].metric == "memory.zeros.verify.gbps"
     assert {m.gpu for m in outcome.measurements} == {"CPU-1"}  # the other patterns ran; the crashed worker has none
+    ran = {m.metric for m in outcome.measurements}
+    assert memory.metric_name("ones") in ran and memory.metric_name("zeros") not in ran
+    assert "memory.verify.gbps" not in ran  # no round was complete: the error stands, no figure hides it
 
 
 def test_jobs_come_from_the_profile(cpu):
@@ -136,3 +147,26 @@ def test_one_flipped_bit_fails_the_memory_self_test(pytester, tmp_path):
     bad = {m["gpu"]: m["value"] for m in doc["measurements"] if m["metric"] == "memory.bad_words"}
     assert sorted(bad.values()) == [0.0, 1.0] and doc["verdict"]["status"] == "fail"
     assert bad[doc["devices"][0]["uuid"]] == 1.0  # the fault goes into device 0 only
+
+
+def result(pattern: str, round_: int, gb: float, seconds: float, passes: int = 1) -> memory.PatternResult:
+    per = gb * 1e9 / passes
+    return memory.PatternResult(
+        pattern=pattern,
+        round=round_,
+        windows=tuple(per / (seconds / passes) / 1e9 for _ in range(passes)),
+        bytes_verified=int(gb * 1e9),
+        seconds=seconds,
+        bad_words=0,
+    )
+
+
+def test_the_round_figure_weighs_each_pattern_by_the_time_it_takes_and_counts_complete_rounds_only():
+    tally = memory_run._Tally()
+    for r in (0, 1):
+        tally.add(result("walking-ones", r, 3200.0, 1.28, passes=32))  # 2500 GB/s
+        tally.add(result("random", r, 100.0, 1.0))  # 100 GB/s: a slow pattern, one pass of 33
+    tally.add(result("walking-ones", 2, 3200.0, 1.28, passes=32))  # the deadline came: round 2 has no random
+    assert tally.windows["random"] == [100.0] * 2 and tally.windows["walking-ones"] == [2500.0] * 96
+    # The median of every pass's window, the old figure, would be 2500: the slow pattern hidden.
+    assert tally.round_windows(("walking-ones", "random")) == [pytest.approx(3300 / 2.28)] * 2

@@ -57,7 +57,9 @@ def test_on_a_clean_fleet_the_proposal_lands_near_the_truth_and_fails_no_healthy
         assert change.median == pytest.approx(truth.median, rel=0.003)
         if change.old_tolerance is not None:
             ideal = sensitivity.tolerance_for(float(np.hypot(truth.spread, NOISE)), change.per_node, pair=change.pair)
-            assert abs(change.new_tolerance - ideal) <= sensitivity.TOLERANCE_STEP + 1e-9, change.metric
+            # Two steps: the within-node spread is estimated robustly (MAD, ~4% standard error on 840 GPUs),
+            # and with some 40 metrics one of them lands three standard errors out now and then.
+            assert abs(change.new_tolerance - ideal) <= 2 * sensitivity.TOLERANCE_STEP + 1e-9, change.metric
         checked += 1
     assert checked == len(TRUTH) - 1 and proposal.healthy_runs == 120
 

@@ -3,19 +3,17 @@
 The worker takes its share of the device's memory as chunks of int32 words
 (`allocate`), then writes and verifies patterns over all of it, on the device, for
 the test's duration (`burn`): every pattern once, then the set again while time
-remains. Each pass writes every chunk, then verifies every chunk with one cheap
-exact reduction per chunk; only a chunk that fails it is read word by word, to
-describe its bad words (`Mismatch`). Nothing is verified against a copy: every
-expected value is either a constant or regenerated from its word's address.
+remains. Each pass writes every chunk, then verifies every chunk with one exact
+reduction per chunk (one read of it); only a chunk that fails it is read word by word,
+to describe its bad words (`Mismatch`). Nothing is verified against a copy: every
+expected value is either a constant or regenerated from its word's address. The
+patterns, their passes and the fused kernels of the generated ones are in
+gputests/work/memory_patterns.py.
 
-The patterns (`PATTERNS`), with their passes per round:
-
-- zeros, ones: 1 pass each, every word 0x00000000 / 0xFFFFFFFF;
-- checkerboard: 2 passes, words alternating 0x55555555 / 0xAAAAAAAA, then the inverse;
-- walking-ones: 32 passes, one per bit: pass k sets bit k, and only bit k, in every word;
-- moving-inversions: a March test at chunk granularity (`_moving_inversions`), 3 verify passes;
-- random: 1 pass of a counter-based hash of (seed, round, chunk, word index) (`random_words`);
-- address: 2 passes, every word its own address (`address_words`), then the inverse.
+Each pass's verify is timed (CUDA events around its kernels): bytes verified over that
+time is the pass's window, and each pattern's windows make its own figure
+(`metric_name`), so a pattern that verifies slowly shows in its own figure instead of
+hiding in the median of all passes.
 
 It is plain functions of tensors: the test runs it in one worker per device
 (`worker`), bench/memory_bandwidth.py and tests/test_memory.py call it directly.
@@ -34,12 +32,14 @@ from typing import Any
 
 import torch
 
+from gputests.work import memory_patterns
+from gputests.work.memory_patterns import PATTERNS, RANDOM_PASSES, Constant, Fill, passes, slices
 from harness.workers import Message
 from harness.workers.devicetest import Context
 
 DEFAULT_SEED = 20261129
-PATTERNS = ("zeros", "ones", "checkerboard", "walking-ones", "moving-inversions", "random", "address")
 METRIC = "memory.verify.gbps"
+"""The whole round's figure: bytes verified by every pass of a round over their verify time."""
 MAX_PER_CHUNK = 64
 """Bad words described per chunk and pass; the rest are counted, not described."""
 MAX_RECORDS = 256
@@ -49,11 +49,12 @@ REPORT_S = 0.5
 WORD_BYTES = 4
 ALIGN_BYTES = 1 << 20
 """Chunks are whole MiB: a last, partial chunk is rounded down to one (and holds an even number of words)."""
-SLICE_WORDS = {"cuda": 32 << 20, "cpu": 1 << 20}
-"""Words per slice of a chunk for the generated patterns: their int64 arithmetic needs about 20 bytes of
-workspace per word of a slice (640 MiB on a GPU); on the CPU a small slice stays in cache."""
+MAX_CHUNK_BYTES = 1 << 32
+"""Chunks hold at most 2**30 words, whatever the profile asks: the generated patterns index and count
+their words in int32."""
 WORKSPACE_BYTES = 1 << 30
-"""Left free on a GPU beside the chunks, for the verify's workspace, whatever the fraction asks."""
+"""Left free on a GPU beside the chunks, for workspace (reductions, describing bad words), whatever
+the fraction asks."""
 CPU_DEFAULT_BYTES = 64 << 20
 """What the test takes on the CPU when the profile sets no cap: it never takes a share of host memory."""
 CPU_THREADS = 1
@@ -61,8 +62,16 @@ CPU_THREADS = 1
 little from more, and on a busy host OpenMP threads that wait on each other at every one of the many
 small operations made a round six times slower (2 threads on 2 busy vCPUs, torch 2.13.0+cpu)."""
 _M32 = 0xFFFFFFFF
-_HASH_MULTIPLIER = 0x45D9F3B
-"""Below 2**31, so a 32-bit value times it stays below 2**63 in int64 arithmetic."""
+
+
+GENERATED = frozenset({"random", "address"})
+"""The patterns computed from each word's index, by fused kernels on a GPU."""
+COMPILING = "compiling the fused memory kernels"
+
+
+def metric_name(pattern: str) -> str:
+    """A pattern's own verify figure: `memory.walking_ones.verify.gbps`."""
+    return f"memory.{pattern.replace('-', '_')}.verify.gbps"
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -140,6 +149,8 @@ class PatternResult(Message):
     """Verify GB/s of each pass: bytes verified over the verify kernels' time."""
     bytes_verified: int
     """Over all its passes."""
+    seconds: float
+    """The verify kernels' time, over all its passes."""
     bad_words: int
     """Exact, over all its passes; only the first `MAX_RECORDS` are described."""
     mismatches: tuple[Mismatch, ...] = ()
@@ -220,6 +231,7 @@ def allocate(
 
 def chunk_sizes(want: int, chunk_bytes: int) -> list[int]:
     """Byte sizes of the chunks that make up `want`: whole chunks, then the rest in whole MiB."""
+    chunk_bytes = min(chunk_bytes, MAX_CHUNK_BYTES)
     chunk_bytes = max(ALIGN_BYTES, chunk_bytes - chunk_bytes % ALIGN_BYTES)
     whole, rest = divmod(max(0, want), chunk_bytes)
     rest -= rest % ALIGN_BYTES
@@ -233,170 +245,6 @@ def _give_back_workspace(held: Held, device: torch.device) -> None:
     while len(held.chunks) > 1 and torch.cuda.mem_get_info(device)[0] < WORKSPACE_BYTES:
         held.chunks.pop()
         torch.cuda.empty_cache()
-
-
-# -- what a pass writes -----------------------------------------------------------------
-
-
-def _signed32(value: int) -> int:
-    value &= _M32
-    return value - (1 << 32) if value >> 31 else value
-
-
-def _signed64(value: int) -> int:
-    value &= (1 << 64) - 1
-    return value - (1 << 64) if value >> 63 else value
-
-
-def _to_signed32_(x: torch.Tensor) -> torch.Tensor:
-    """In place: int64 values in [0, 2**32) to the int32 values with the same bits."""
-    return x.add_(1 << 31).bitwise_and_(_M32).sub_(1 << 31)
-
-
-def _key(*parts: int) -> int:
-    """A 32-bit key from some integers, mixed on the host in the manner of splitmix64, exact."""
-    mixed = 0
-    for part in parts:
-        mixed = (mixed ^ (part & (1 << 64) - 1)) * 0x9E3779B97F4A7C15 & (1 << 64) - 1
-        mixed ^= mixed >> 30
-        mixed = mixed * 0xBF58476D1CE4E5B9 & (1 << 64) - 1
-        mixed ^= mixed >> 27
-    return mixed >> 32
-
-
-def random_words(seed: int, round_: int, chunk: int, start: int, stop: int, device: torch.device) -> torch.Tensor:
-    """Words [start, stop) of `chunk`'s random pattern, as int64 holding int32 values.
-
-    A counter-based hash: word i is a function of (seed, round, chunk, i) alone, computed on
-    the device in int64 arithmetic, so a verify regenerates it instead of keeping a copy, and
-    every device, run and reader of a report gets the same bits from the same seed."""
-    x = torch.arange(start, stop, dtype=torch.int64, device=device)
-    x.add_(_key(seed, round_, chunk)).bitwise_and_(_M32)
-    for _ in range(2):
-        x.bitwise_xor_(x >> 16)
-        x.mul_(_HASH_MULTIPLIER).bitwise_and_(_M32)
-    x.bitwise_xor_(x >> 16)
-    return _to_signed32_(x)
-
-
-ADDRESS_STRIDE = 0x9E3779B1
-"""Chunk c's address words start at c times this (mod 2**32): an odd stride spreads the chunks' ranges."""
-
-
-def address_words(chunk: int, start: int, stop: int, device: torch.device, *, invert: bool = False) -> torch.Tensor:
-    """Words [start, stop) of `chunk`'s address pattern: each word holds its own index in the
-    chunk plus `ADDRESS_STRIDE` times the chunk's index, mod 2**32 (inverted, for `invert`).
-
-    Within a chunk every word's value is its own, so a misdecoded or aliased address reads a
-    word that is not the one expected; across chunks the 32-bit values can coincide (a GPU
-    has more than 2**32 words), so aliasing between chunks is caught at all but those offsets."""
-    x = torch.arange(start, stop, dtype=torch.int64, device=device)
-    _to_signed32_(x.add_(chunk * ADDRESS_STRIDE & _M32).bitwise_and_(_M32))
-    return x.bitwise_not_() if invert else x
-
-
-class Fill:
-    """What one pass writes into every chunk, and what each word must read back."""
-
-    name: str
-
-    def write(self, chunk: torch.Tensor, index: int) -> None:
-        raise NotImplementedError
-
-    def probe(self, chunk: torch.Tensor, index: int) -> torch.Tensor:
-        """A device scalar (int64) that is 0 exactly when the chunk reads back as written: one read of it."""
-        raise NotImplementedError
-
-    def expected(self, index: int, start: int, stop: int, device: torch.device) -> torch.Tensor:
-        """Words [start, stop) of chunk `index`, as int64 holding int32 values: to describe bad words."""
-        raise NotImplementedError
-
-
-class Constant(Fill):
-    """Every even word `low`, every odd word `high` (equal for a uniform fill).
-
-    Written and verified as one 64-bit value (or one 32-bit value when uniform); the verify
-    is the chunk's minimum and maximum (`torch.aminmax`, one read, no workspace): a chunk holds
-    only the written value exactly when both are that value."""
-
-    def __init__(self, name: str, low: int, high: int | None = None):
-        self.name = name
-        self.low = low & _M32
-        self.high = self.low if high is None else high & _M32
-        self.uniform = self.low == self.high
-        self.value = _signed32(self.low) if self.uniform else _signed64(self.high << 32 | self.low)
-
-    def _words(self, chunk: torch.Tensor) -> torch.Tensor:
-        return chunk if self.uniform else chunk.view(torch.int64)  # little-endian: word 0 is the low half
-
-    def write(self, chunk: torch.Tensor, index: int) -> None:
-        self._words(chunk).fill_(self.value)
-
-    def probe(self, chunk: torch.Tensor, index: int) -> torch.Tensor:
-        return torch.stack(torch.aminmax(self._words(chunk))).ne(self.value).sum()
-
-    def expected(self, index: int, start: int, stop: int, device: torch.device) -> torch.Tensor:
-        odd = torch.arange(start, stop, dtype=torch.int64, device=device).bitwise_and_(1).bool()
-        return torch.where(odd, _signed32(self.high), _signed32(self.low))
-
-    def inverse(self, name: str) -> Constant:
-        return Constant(name, ~self.low, ~self.high)
-
-
-class Generated(Fill):
-    """Words computed from their address (`words(chunk, start, stop, device)`), a slice at a time.
-
-    The verify regenerates each slice and counts the words that differ: exact, and the
-    count is the probe's result."""
-
-    def __init__(self, name: str, words: Callable[[int, int, int, torch.device], torch.Tensor]):
-        self.name = name
-        self.words = words
-
-    def write(self, chunk: torch.Tensor, index: int) -> None:
-        for start, stop in _slices(chunk):
-            chunk[start:stop].copy_(self.words(index, start, stop, chunk.device))
-
-    def probe(self, chunk: torch.Tensor, index: int) -> torch.Tensor:
-        bad = torch.zeros((), dtype=torch.int64, device=chunk.device)
-        for start, stop in _slices(chunk):
-            bad += torch.ne(chunk[start:stop], self.words(index, start, stop, chunk.device)).sum()
-        return bad
-
-    def expected(self, index: int, start: int, stop: int, device: torch.device) -> torch.Tensor:
-        return self.words(index, start, stop, device)
-
-
-def _slices(chunk: torch.Tensor) -> Iterator[tuple[int, int]]:
-    step = SLICE_WORDS.get(chunk.device.type, SLICE_WORDS["cuda"])
-    for start in range(0, chunk.numel(), step):
-        yield start, min(start + step, chunk.numel())
-
-
-def passes(pattern: str, *, seed: int, round_: int) -> list[Fill]:
-    """The passes of a pattern in a round (all but moving-inversions, see `_moving_inversions`).
-
-    Walking ones is one pass per bit, all 32 bits every round: pass k writes 1 << k to every
-    word, so each bit of each word is set alone, with every other bit of the device clear."""
-    if pattern == "zeros":
-        return [Constant("zeros", 0)]
-    if pattern == "ones":
-        return [Constant("ones", _M32)]
-    if pattern == "checkerboard":
-        board = Constant("checkerboard", 0x55555555, 0xAAAAAAAA)
-        return [board, board.inverse("checkerboard inverted")]
-    if pattern == "walking-ones":
-        return [Constant(f"walking-ones bit {bit}", 1 << bit) for bit in range(32)]
-    if pattern == "moving-inversions":
-        raise ValueError("moving-inversions is a March test, not a list of passes: run_pattern runs it")
-    if pattern == "random":
-        return [Generated(f"random round {round_}", lambda c, a, b, d: random_words(seed, round_, c, a, b, d))]
-    if pattern == "address":
-        return [
-            Generated("address", lambda c, a, b, d: address_words(c, a, b, d)),
-            Generated("address inverted", lambda c, a, b, d: address_words(c, a, b, d, invert=True)),
-        ]
-    raise ValueError(f"unknown memory pattern {pattern!r}; expected one of {PATTERNS}")
 
 
 # -- writing and verifying ----------------------------------------------------------------
@@ -465,6 +313,7 @@ class Verified:
 
 
 def write_pass(fill: Fill, chunks: Sequence[torch.Tensor], reporter: _Reporter | None = None) -> None:
+    fill.prepare(len(chunks), chunks[0].device)
     for index, chunk in enumerate(chunks):
         fill.write(chunk, index)
         if reporter is not None:
@@ -475,6 +324,7 @@ def verify_pass(
     fill: Fill, chunks: Sequence[torch.Tensor], *, pattern: str = "", reporter: _Reporter | None = None
 ) -> Verified:
     """Probe every chunk (timed), read the flags back once, then describe the chunks that failed."""
+    fill.prepare(len(chunks), chunks[0].device)
     clock = _Clock(chunks[0].device)
     probes = []
     with clock.span():
@@ -502,7 +352,7 @@ def describe(
     hold and compares word by word."""
     limit = max(0, min(limit, MAX_PER_CHUNK))
     count, found = 0, list[Mismatch]()
-    for start, stop in _slices(chunk):
+    for start, stop in slices(chunk.numel()):
         expected = fill.expected(index, start, stop, chunk.device)
         wrong = torch.ne(chunk[start:stop], expected)
         bad = int(wrong.sum().item())
@@ -527,7 +377,7 @@ def _first(
 ) -> Iterator[tuple[int, int, int]]:
     """(offset, expected, read) of the first `limit` wrong words, looked for a block at a time, so
     that a slice where every word is wrong costs a block's indices, not the slice's."""
-    block = SLICE_WORDS["cpu"]
+    block = 1 << 20
     for start in range(0, wrong.numel(), block):
         where = wrong[start : start + block].nonzero().flatten()[:limit] + start
         yield from zip(where.tolist(), expected[where].tolist(), words[where].tolist(), strict=True)
@@ -569,14 +419,18 @@ def run_pattern(
     *,
     seed: int = DEFAULT_SEED,
     round_: int = 0,
+    random_passes: int | None = None,
     context: Context | None = None,
 ) -> PatternResult:
-    """Every pass of one pattern over every chunk: write, the fault point, verify."""
+    """Every pass of one pattern over every chunk: write, the fault point, verify. `random_passes`:
+    the random pattern's passes (default: `RANDOM_PASSES` for the chunks' device)."""
     reporter = _Reporter(context)
     if pattern == "moving-inversions":
         return _result(pattern, round_, _moving_inversions(chunks, context, reporter))
+    if random_passes is None:
+        random_passes = RANDOM_PASSES.get(chunks[0].device.type, RANDOM_PASSES["cuda"])
     verified = []
-    for fill in passes(pattern, seed=seed, round_=round_):
+    for fill in passes(pattern, seed=seed, round_=round_, random_passes=random_passes):
         write_pass(fill, chunks, reporter)
         if context is not None:
             context.fault_point(chunks[-1])
@@ -592,6 +446,7 @@ def _result(pattern: str, round_: int, verified: Sequence[Verified]) -> PatternR
         round=round_,
         windows=tuple(v.gbps for v in verified),
         bytes_verified=sum(v.nbytes for v in verified),
+        seconds=sum(v.seconds for v in verified),
         bad_words=sum(v.bad_words for v in verified),
         mismatches=tuple(classify(described)),
     )
@@ -677,7 +532,8 @@ def burn(
             if pattern in failed or (round_ and time.monotonic() >= deadline):
                 continue
             done = False
-            with context.phase(pattern, metric=METRIC) if context is not None else contextlib.nullcontext():
+            phase = context.phase(pattern, metric=metric_name(pattern)) if context else contextlib.nullcontext()
+            with phase:
                 on_result(run_pattern(chunks, pattern, seed=seed, round_=round_, context=context))
                 done = True
             if done:
@@ -700,6 +556,9 @@ def worker(context: Context, job: Job) -> None:
         max_bytes=job.max_bytes,
         context=context,
     )
+    if context.torch_device.type in memory_patterns.FUSED_ON and GENERATED.intersection(job.patterns):
+        with context.phase(COMPILING):  # fails alone: the generated patterns then fail at once, named
+            memory_patterns.FUSED.warm(held.chunks, context.progress)
     verified = burn(
         held.chunks, job.patterns, duration_s=job.duration_s, seed=job.seed, context=context, on_result=context.send
     )

@@ -4,8 +4,10 @@ Each worker sees every GPU of the node and works from its own. It first asks CUD
 which peers it can reach directly (`Ready`), then waits: the parent gives one pair
 at a time a `Copy` turn, so a figure is the pair's own link and not its share of a
 switch. One way is this GPU to the peer; both ways runs that and the peer back to
-this GPU at once, from this worker. Every copy is checked on the GPU it landed on
-(gputests/work/copies.py), and the buffers of a pair are freed before the next pair's.
+this GPU at once, from this worker, each way on `STREAMS` streams so that the pair's
+links are full. Every copy is checked on the GPU it landed on (gputests/work/copies.py),
+the warm-up's that enables peer access too, and the buffers of a pair are freed before
+the next pair's.
 The parent side is gputests/work/nvlink_run.py.
 
 On the CPU stand-in the "GPUs" are buffers in host memory: the orchestration, the
@@ -16,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import gc
-import time
 
 import torch
 
@@ -30,6 +31,9 @@ BOTH_WAYS = "nvlink.p2p.bidir.gbps"
 MIN_WINDOWS = 3
 WINDOW_S = 0.05
 SEED = 20261201
+STREAMS = 4
+"""Streams per direction: one copy engine's copy does not fill a pair's NVLink links (then a lost link
+or two would not show in the figure); four, on as many copy engines, do."""
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -88,31 +92,26 @@ def can_reach(source: torch.device, destination: torch.device) -> bool:
 
 
 def copy_pair(context: Context, peer: Device, both_ways: bool, job: Job, *, fault: bool) -> Copied:
-    """Timed, checked windows from this GPU to `peer` (and back at once, `both_ways`)."""
+    """Timed, checked windows from this GPU to `peer` (and back at once, `both_ways`), each way on
+    `STREAMS` streams; the warm-up and calibration copies (peer access enabled) are checked, not timed."""
     own, other = context.torch_device, context.torch_device_of(peer)
-    lanes = [copies.Lane(own, other, job.nbytes, seed=SEED)]
+    lanes = [copies.Lane(own, other, job.nbytes, seed=SEED, streams=STREAMS)]
     if both_ways:
-        lanes.append(copies.Lane(other, own, job.nbytes, seed=SEED + 10))
+        lanes.append(copies.Lane(other, own, job.nbytes, seed=SEED + 10, streams=STREAMS))
     label = f"{'both ways' if both_ways else 'to'} {peer.label}"
-    calibration = copies.window(lanes, 1)
-    per_window = max(1, round(WINDOW_S / max(calibration.seconds, 1e-6)))
-    began = time.monotonic()
-    while time.monotonic() - began < job.warmup_s:
-        copies.window(lanes, per_window)
-    results: list[copies.Window] = []
-    began = time.monotonic()
-    while len(results) < MIN_WINDOWS or time.monotonic() - began < job.seconds:
-        hit = context.fault_point if fault and not results else None
-        results.append(copies.window(lanes, per_window, fault=hit))
-        context.progress(label, gbps=results[-1].gbps, bad=float(sum(r.bad for r in results)))
+    measured = copies.measure(
+        lanes,
+        seconds=job.seconds,
+        warmup_s=job.warmup_s,
+        window_s=WINDOW_S,
+        min_windows=MIN_WINDOWS,
+        fault=context.fault_point if fault else None,
+        progress=lambda found, bad: context.progress(label, gbps=found.gbps, bad=float(bad)),
+    )
     del lanes
     _release(own)
     return Copied(
-        peer=peer.uuid,
-        both_ways=both_ways,
-        windows=tuple(round(r.gbps, 3) for r in results),
-        checked=sum(r.checked for r in results),
-        bad=sum(r.bad for r in results),
+        peer=peer.uuid, both_ways=both_ways, windows=measured.gbps, checked=measured.checked, bad=measured.bad
     )
 
 

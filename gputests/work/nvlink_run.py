@@ -25,8 +25,9 @@ from harness.workers.devicetest import DeviceRun, Outcome, Scope, nothing_to_tes
 
 METRICS = (nvlink.ONE_WAY, nvlink.BOTH_WAYS)
 ALLOWANCE_S = 5.0
-"""Per pair and mode, for what is not timed: allocating and filling the buffers, calibration,
-freeing (an estimate: 1.25 GiB of buffers per pair)."""
+"""Per pair and mode, for what is not timed: allocating and filling the buffers, the warm-up and
+calibration copies, freeing (an estimate: up to 5.5 GiB of buffers per pair both ways, 11 of 256 MiB
+each way; a few tens of ms of copies)."""
 
 
 def pairs(devices: tuple[Device, ...]) -> list[tuple[Device, Device, bool]]:

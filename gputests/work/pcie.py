@@ -6,8 +6,9 @@ quarter of the true figure), allocates its buffers, says `Ready`, and waits its
 turn: the parent measures one GPU at a time, so that GPUs behind one PCIe switch do
 not share it during a measurement. In its turn it measures host to device, device to
 host, and both at once, each as timed windows of back-to-back copies
-(gputests/work/copies.py: every copy into device memory is checked, and the last copy of
-each window into host memory). The parent side is gputests/work/pcie_run.py.
+(gputests/work/copies.py: every copy is checked, on the GPU beside the copies, or on
+the host between bursts of copies into host memory). The parent side is
+gputests/work/pcie_run.py.
 
 On the CPU stand-in, "host" and "device" are two buffers in host memory: the
 orchestration, timing and checks run, the figure is memcpy's.
@@ -17,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import time
 
 import torch
 
@@ -30,7 +30,7 @@ DIRECTIONS = ("h2d", "d2h", "bidir")
 """Host to device, device to host, and both at once (their bytes added up)."""
 MIN_WINDOWS = 3
 WINDOW_S = 0.1
-"""The aim for one timed window; its copies are counted from a first, untimed window."""
+"""The aim for one timed window; its copies are counted from warm, untimed ones."""
 SEED = 20261130
 
 
@@ -99,26 +99,23 @@ def lanes(device: torch.device, nbytes: int) -> dict[str, list[copies.Lane]]:
 def measure(
     direction: str, lanes: list[copies.Lane], job: Job, context: Context | None = None, *, fault_point: bool = False
 ) -> Measured:
-    """Timed windows of one direction for `job.seconds`, after `job.warmup_s` (and a first window) untimed."""
-    calibration = copies.window(lanes, 1)
-    per_window = max(1, round(WINDOW_S / max(calibration.seconds, 1e-6)))
-    began = time.monotonic()
-    while time.monotonic() - began < job.warmup_s:
-        copies.window(lanes, per_window)
-    results: list[copies.Window] = []
-    began = time.monotonic()
-    while len(results) < MIN_WINDOWS or time.monotonic() - began < job.seconds:
-        hit = context.fault_point if context is not None and fault_point and not results else None
-        found = copies.window(lanes, per_window, fault=hit)
-        results.append(found)
-        if context is not None:
-            context.progress(direction, gbps=found.gbps, bad=float(sum(r.bad for r in results)))
+    """Timed windows of one direction for `job.seconds`, after the sizing and `job.warmup_s` untimed
+    (checked all the same)."""
+    measured = copies.measure(
+        lanes,
+        seconds=job.seconds,
+        warmup_s=job.warmup_s,
+        window_s=WINDOW_S,
+        min_windows=MIN_WINDOWS,
+        fault=context.fault_point if context is not None and fault_point else None,
+        progress=lambda found, bad: context.progress(direction, gbps=found.gbps, bad=float(bad)) if context else None,
+    )
     return Measured(
         direction=direction,
-        windows=tuple(round(r.gbps, 3) for r in results),
-        copies=sum(r.copies for r in results),
-        checked=sum(r.checked for r in results),
-        bad=sum(r.bad for r in results),
+        windows=measured.gbps,
+        copies=measured.copies,
+        checked=measured.checked,
+        bad=measured.bad,
     )
 
 
