@@ -348,11 +348,31 @@ CLUSTER_ADMIN = [
         "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "oncall"}],
     },
 ]
+READ_EVERYTHING = [
+    # A common shape for scanners and inventory tools: read every resource of every group (so
+    # also gpu-burnin.dev/nodemarks, with the standard verbs), and here label nodes too.
+    {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRole",
+        "metadata": {"name": "inventory"},
+        "rules": [
+            {"apiGroups": ["*"], "resources": ["*"], "verbs": ["get", "list", "watch"]},
+            {"apiGroups": [""], "resources": ["nodes"], "verbs": ["patch"]},
+        ],
+    },
+    {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRoleBinding",
+        "metadata": {"name": "inventory"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "inventory"},
+        "subjects": [{"kind": "ServiceAccount", "name": "inventory", "namespace": "tools"}],
+    },
+]
 
 
 @pytest.fixture(scope="module")
 def with_admins(base) -> list[Manifest]:
-    return [*base, *CLUSTER_ADMIN]
+    return [*base, *CLUSTER_ADMIN, *READ_EVERYTHING]
 
 
 @pytest.mark.parametrize(
@@ -363,8 +383,16 @@ def with_admins(base) -> list[Manifest]:
         ("system:node:gpu-node-7", ["system:nodes", "system:authenticated"]),
         ("system:serviceaccount:kube-system:node-controller", admission.service_account_groups("kube-system")),
         ("system:serviceaccount:gpu-burnin:default", admission.service_account_groups("gpu-burnin")),
+        ("system:serviceaccount:tools:inventory", admission.service_account_groups("tools")),
     ],
-    ids=["cluster-admin", "system:masters", "the kubelet", "a controller", "the namespace's default account"],
+    ids=[
+        "cluster-admin",
+        "system:masters",
+        "the kubelet",
+        "a controller",
+        "the namespace's default account",
+        "a tool that reads everything, watch included",
+    ],
 )
 def test_the_policies_leave_people_and_the_cluster_alone(with_admins, user, groups):
     old = unhealthy()

@@ -358,7 +358,7 @@ def node_agent_may(namespace: str, component: str) -> set[Grant]:
     return {
         *NODE_AGENT_MAY,
         Grant(namespace, "", "events", "create"),
-        Grant("", "gpu-burnin.dev", "nodemarks", component),
+        Grant("", "gpu-burnin.dev", "nodemarks", f"as-{component}"),
     }
 
 
@@ -376,7 +376,7 @@ def remediator_may(namespace: str) -> set[Grant]:
         Grant(namespace, "coordination.k8s.io", "leases", "create"),
         Grant(namespace, "coordination.k8s.io", "leases", "update"),
         Grant(namespace, "", "events", "create"),
-        Grant("", "gpu-burnin.dev", "nodemarks", "remediator"),
+        Grant("", "gpu-burnin.dev", "nodemarks", "as-remediator"),
     }
 
 
