@@ -265,6 +265,11 @@ DENIED = [
     deny("remediator", unhealthy, labels(health="failing"), HEALTH, "unhealthy lowered to failing"),
     deny("remediator", unhealthy, labels(health=None), HEALTH, "the health label removed"),
     deny("remediator", in_service, take_out, HEALTH, "a take-out nobody asked for"),
+    deny("remediator", in_service, cordon(True), "only a node labelled", "a cordon nobody asked for"),
+    deny("remediator", bare, add_taint("gpu-burnin/unhealthy"), "only a node labelled", "a taint nobody asked for"),
+    deny(
+        "remediator", in_service, annotate("gpu-burnin/cordoned", CORDONED), "only a node labelled", "cordoned, unasked"
+    ),
     deny("remediator", unhealthy, remove_taint("gpu-burnin/unhealthy"), "never removes the taint", "its taint removed"),
     deny("remediator", unhealthy, annotate("gpu-burnin/cordoned", None), "never removes the", "cordoned removed"),
     deny("remediator", failing, labels(severity="critical"), LABELS, "the severity"),
