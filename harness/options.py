@@ -306,7 +306,8 @@ OPTIONS: tuple[Option, ...] = (
         type=nvml_spec,
         metavar="real|sim:FILE",
         help="where health data comes from: the driver's NVML (default), or a simulated NVML scenario "
-        "(docs/health.md); a simulated run never passes",
+        "(docs/health.md); a simulated run can pass, with a SIMULATED warning, but says nothing about this "
+        "machine, and preflight and periodic refuse it",
     ),
     Option(
         name="xid_table",
