@@ -33,7 +33,13 @@ def single_gpu(source: Path, model: str, what: str) -> str:
     """The 1-GPU variant of an 8-GPU file, as text."""
     board = baselines.load_file(source)
     metrics = {name: spec for name, spec in board.metrics.items() if not name.startswith(BETWEEN_GPUS)}
-    health = dataclasses.replace(board.health, nvlink_links=None, nvlink_errors_delta_max=None)
+    health = dataclasses.replace(
+        board.health,
+        nvlink_links=None,
+        nvlink_recovery_delta_max=None,
+        nvlink_replay_delta_max=None,
+        nvlink_crc_per_s_max=None,
+    )
     one = dataclasses.replace(
         board,
         model=model,

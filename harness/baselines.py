@@ -41,6 +41,11 @@ class Provenance:
     date: str = ""
     card: str = ""
     driver: str = ""
+    reference: float | None = None
+    """The figure the limit was derived from (a healthy card's sustained figure, a published one), in
+    the metric's unit."""
+    margin: float | None = None
+    """How far below `reference` the floor sits, as a fraction: what a healthy card has to spare."""
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -94,8 +99,14 @@ class HealthLimits:
     """The PCIe link width the link must have."""
     nvlink_links: int | None = None
     """Active NVLink links each GPU must have."""
-    nvlink_errors_delta_max: int | None = None
-    """NVLink CRC, replay and recovery errors a GPU may gain during one stress test."""
+    nvlink_recovery_delta_max: int | None = None
+    """Recoveries one NVLink link may go through during one stress test (DCGM fails any)."""
+    nvlink_replay_delta_max: int | None = None
+    """Replays (retransmissions after a CRC error) one link may have during one test before a warning:
+    a few are the link doing its job."""
+    nvlink_crc_per_s_max: float | None = None
+    """CRC errors per second one link may average over a test: NVIDIA's driver team tells DCGM they
+    matter only at 100 a second and more."""
     provenance: Provenance | None = None
 
 
@@ -109,7 +120,13 @@ HEALTH_FIELDS: dict[str, type] = {
     "pcie_gen": int,
     "pcie_width": int,
     "nvlink_links": int,
-    "nvlink_errors_delta_max": int,
+    "nvlink_recovery_delta_max": int,
+    "nvlink_replay_delta_max": int,
+    "nvlink_crc_per_s_max": float,
+}
+RETIRED_HEALTH_FIELDS = {
+    "nvlink_errors_delta_max": "nvlink_recovery_delta_max, nvlink_replay_delta_max and nvlink_crc_per_s_max, "
+    "per link and per test: one replay error among 144 links is not a broken GPU",
 }
 
 
@@ -281,6 +298,9 @@ class _Parser:
             return HealthLimits()
         if not isinstance(data, dict):
             raise self.fail("health", "must be a table")
+        for key, instead in RETIRED_HEALTH_FIELDS.items():
+            if key in data:
+                raise self.fail(f"health.{key}", f"is no longer read; use {instead}")
         self.only(data, "health", {*HEALTH_FIELDS, "provenance"})
         values: dict[str, Any] = {}
         for key, kind in HEALTH_FIELDS.items():
@@ -324,6 +344,16 @@ class _Parser:
         tolerance = self.number(spec, "node_tolerance", where) if "node_tolerance" in spec else None
         if tolerance is not None and not 0.0 <= tolerance < 1.0:
             raise self.fail(f"{where}.node_tolerance", f"is {tolerance}; expected a fraction from 0 to below 1")
+        provenance = self.provenance(spec.get("provenance"), f"{where}.provenance")
+        reference, margin = provenance.reference, provenance.margin
+        if reference is not None and margin is not None and direction is Direction.HIGHER:
+            derived = reference * (1.0 - margin)
+            if abs(limit - derived) > 0.01 * reference:
+                raise self.fail(
+                    f"{where}.provenance.margin",
+                    f"the floor {limit:g} is not {margin:g} below the reference {reference:g} ({derived:.4g}): "
+                    "say the margin the floor really leaves",
+                )
         return MetricSpec(
             name=name,
             unit=self.text(spec, "unit", f"{where}.unit"),
@@ -331,13 +361,13 @@ class _Parser:
             limit=limit,
             node_tolerance=tolerance,
             required=self.get(spec, "required", bool, where=where),
-            provenance=self.provenance(spec.get("provenance"), f"{where}.provenance"),
+            provenance=provenance,
         )
 
     def provenance(self, data: Any, where: str) -> Provenance:
         if not isinstance(data, dict):
             raise self.fail(where, "missing: say where this threshold came from (kind, source; date, card, driver)")
-        self.only(data, where, {"kind", "source", "date", "card", "driver"})
+        self.only(data, where, {"kind", "source", "date", "card", "driver", "reference", "margin"})
         kind = self.get(data, "kind", str, where=where)
         if kind not in PROVENANCE_KINDS:
             raise self.fail(f"{where}.kind", f"is {kind!r}; expected one of {list(PROVENANCE_KINDS)}")
@@ -347,7 +377,11 @@ class _Parser:
             date=self.get(data, "date", str, default="", where=where),
             card=self.get(data, "card", str, default="", where=where),
             driver=self.get(data, "driver", str, default="", where=where),
+            reference=self.number(data, "reference", where) if "reference" in data else None,
+            margin=self.number(data, "margin", where) if "margin" in data else None,
         )
+        if found.margin is not None and not found.margin < 1.0:
+            raise self.fail(f"{where}.margin", f"is {found.margin}; expected a fraction from 0 to below 1")
         if kind == "measured":
             for field in ("date", "card", "driver"):
                 if not getattr(found, field):

@@ -144,7 +144,16 @@ def propose(measurements: pd.DataFrame, baseline: Baseline, rule: Rule, now: dt.
         change, new = _metric(spec, by_metric.get(name, empty), fleet_by_metric.get(name, empty), spreads, rule)
         if change.changed:
             source = _source(change, rule, spec.provenance)
-            provenance = Provenance(kind="measured", source=source, date=f"{now:%Y-%m-%d}", card=cards, driver=drivers)
+            reference, margin = _reference(change, new)
+            provenance = Provenance(
+                kind="measured",
+                source=source,
+                date=f"{now:%Y-%m-%d}",
+                card=cards,
+                driver=drivers,
+                reference=reference,
+                margin=margin,
+            )
             new = dataclasses.replace(new, provenance=provenance)
         changes.append(change)
         specs[name] = new
@@ -269,3 +278,10 @@ def _lenient(value: float, lower: bool) -> float:
 
 def _share(value: float | None) -> str:
     return "none" if value is None else f"{value:.1%}"
+
+
+def _reference(change: Change, spec: MetricSpec) -> tuple[float | None, float | None]:
+    """The fleet median a proposed floor derives from, and the margin it leaves below it."""
+    if change.median is None or change.median <= 0 or spec.direction is not Direction.HIGHER:
+        return None, None
+    return round(change.median, 4), round(max(0.0, 1.0 - spec.limit / change.median), 4)

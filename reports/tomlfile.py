@@ -79,6 +79,9 @@ def _provenance(provenance: Provenance) -> list[str]:
     for field in ("date", "card", "driver"):
         if getattr(provenance, field):
             lines.append(f"{field} = {_string(getattr(provenance, field))}")
+    for field in ("reference", "margin"):
+        if getattr(provenance, field) is not None:
+            lines.append(f"{field} = {_number(getattr(provenance, field))}")
     return lines
 
 

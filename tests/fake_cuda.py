@@ -107,4 +107,3 @@ class FakeCuda:
                 return _real(source, non_blocking=non_blocking)
 
             buffer.copy_ = copy
-

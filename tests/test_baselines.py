@@ -280,9 +280,13 @@ def test_one_gpu_of_an_8_gpu_model_has_its_own_file_that_asks_nothing_between_gp
         # The GPU is the same: every figure of one GPU is judged alike on both (a guard against drift).
         for metric, spec in one.metrics.items():
             assert spec == eight.metrics[metric], metric
-        assert dataclasses.replace(one.health, nvlink_links=None, nvlink_errors_delta_max=None) == dataclasses.replace(
-            eight.health, nvlink_links=None, nvlink_errors_delta_max=None
-        )
+        links = {
+            "nvlink_links": None,
+            "nvlink_recovery_delta_max": None,
+            "nvlink_replay_delta_max": None,
+            "nvlink_crc_per_s_max": None,
+        }
+        assert dataclasses.replace(one.health, **links) == dataclasses.replace(eight.health, **links)
 
 
 def test_a_lone_gpu_has_nothing_to_test_between_gpus_and_is_not_held_for_it():
@@ -335,3 +339,31 @@ def test_the_generated_baseline_files_are_up_to_date():
     from baselines import generate
 
     assert generate.main(["--check"]) == 0
+
+
+def test_every_floor_of_a_shipped_gpu_baseline_says_what_it_derives_from_and_the_margin_it_leaves():
+    for baseline in baselines.load_dir(baselines.default_dir()).baselines:
+        if baseline.device != "cuda":
+            continue
+        for spec in baseline.metrics.values():
+            if spec.direction is Direction.HIGHER and spec.limit > 0:
+                where = (baseline.path.name, spec.name)
+                assert spec.provenance.reference and spec.provenance.margin is not None, where
+                assert spec.limit == pytest.approx(spec.provenance.reference * (1 - spec.provenance.margin), rel=0.01)
+
+
+def test_a_margin_the_floor_does_not_leave_is_an_error_naming_it(tmp_path):
+    claimed = GOOD.replace('kind = "measured"\n', 'kind = "measured"\nreference = 125.0\nmargin = 0.3\n', 1)
+    assert "reference = 125.0" in claimed
+    with pytest.raises(ConfigError) as caught:
+        baselines.load_file(write(tmp_path, claimed))
+    assert caught.value.field == "metrics.'matmul.bf16.tflops'.provenance.margin"
+    honest = claimed.replace("margin = 0.3", "margin = 0.2")
+    assert baselines.load_file(write(tmp_path, honest)).metrics["matmul.bf16.tflops"].provenance.margin == 0.2
+
+
+def test_the_retired_nvlink_error_total_is_an_error_saying_what_replaces_it(tmp_path):
+    old = GOOD + '\n[health]\nnvlink_errors_delta_max = 0\n[health.provenance]\nkind = "estimate"\nsource = "x"\n'
+    with pytest.raises(ConfigError, match="nvlink_recovery_delta_max") as caught:
+        baselines.load_file(write(tmp_path, old))
+    assert caught.value.field == "health.nvlink_errors_delta_max"

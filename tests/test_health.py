@@ -234,9 +234,7 @@ def test_counters_nobody_reported_do_not_fire():
     assert health.state(unread, [device], {}) == []
     assert health.delta(snapshot, unread, [device], {}, test="t", during="matmul") == []
     gone = Snapshot(source="nvml", taken_at=dt.datetime.now(dt.UTC), gpu_count=1)  # NVML answered: no GPU
-    assert [f.code for f in health.delta(snapshot, gone, [device], {}, test="t", during="matmul")] == [
-        Code.GPU_MISSING
-    ]
+    assert [f.code for f in health.delta(snapshot, gone, [device], {}, test="t", during="matmul")] == [Code.GPU_MISSING]
 
 
 def _no_nvidia_smi(*args, **kwargs):
@@ -403,3 +401,43 @@ def test_a_low_pcie_figure_is_told_the_gpus_pcie_link():
     assert f"gen {gpu.pcie.gen_max} x{gpu.pcie.width_max}" in told.message
     other = dataclasses.replace(low, metric="matmul.bf16.tflops", test="t::matmul")
     assert "PCIe link" not in watch.explain(other).message
+
+
+def _links(crc=0, replay=0, recovery=0, count=18):
+    return tuple(
+        NvLink(link=n, active=True, crc_errors=crc, replay_errors=replay, recovery_errors=recovery)
+        for n in range(count)
+    )
+
+
+def _burn(before_links, after_links, seconds=60.0):
+    """Eight GPUs of an HGX board, before and after a burn of `seconds`; GPU 3's links change."""
+    devices = [Device(index=i, kind="cuda", name="NVIDIA H100 80GB HBM3", uuid=f"GPU-{i}") for i in range(8)]
+    start = dt.datetime(2026, 12, 7, tzinfo=dt.UTC)
+    gpus = tuple(GpuHealth(index=i, uuid=f"GPU-{i}", nvlinks=before_links) for i in range(8))
+    before = Snapshot(source="nvml", taken_at=start, gpus=gpus)
+    changed = tuple(dataclasses.replace(g, nvlinks=after_links) if g.index == 3 else g for g in gpus)
+    after = Snapshot(source="nvml", taken_at=start + dt.timedelta(seconds=seconds), gpus=changed)
+    limits = {d.uuid: H100 for d in devices}
+    return health.delta(before, after, devices, limits, test="t", during="matmul")
+
+
+def test_nvlink_errors_are_judged_link_by_link_as_dcgm_judges_them():
+    clean = _links()
+    one_replay = clean[:5] + (dataclasses.replace(clean[5], replay_errors=1),) + clean[6:]
+    assert _burn(clean, one_replay) == []  # one replay among 144 links: the link corrected itself
+    many_replays = clean[:5] + (dataclasses.replace(clean[5], replay_errors=50),) + clean[6:]
+    [replays] = _burn(clean, many_replays)
+    assert (replays.code, replays.severity, replays.gpu) == (Code.NVLINK_ERRORS, Severity.WARNING, "GPU-3")
+    recovered = clean[:7] + (dataclasses.replace(clean[7], recovery_errors=1),) + clean[8:]
+    [recovery] = _burn(clean, recovered)
+    assert (recovery.severity, recovery.remediation) == (Severity.FAIL, Remediation.RESET_GPU)
+    assert "link 7: 1" in recovery.message
+    # CRC errors count by their rate: 600 in a minute is 10 a second, noise; 60,000 is 1,000 a second.
+    assert _burn(clean, _links(crc=600)) == []
+    [crc] = _burn(clean, clean[:1] + (dataclasses.replace(clean[1], crc_errors=60_000),) + clean[2:])
+    assert (crc.code, crc.severity, crc.remediation) == (
+        Code.NVLINK_ERRORS,
+        Severity.FAIL,
+        Remediation.INSPECT_HARDWARE,
+    )

@@ -19,9 +19,7 @@ def project(pytester: pytest.Pytester) -> pytest.Pytester:
 
 
 @pytest.mark.parametrize("form", ["separate", "with ="])
-def test_an_existing_results_directory_outside_the_project_leaves_rootdir_and_testpaths_alone(
-    project, tmp_path, form
-):
+def test_an_existing_results_directory_outside_the_project_leaves_rootdir_and_testpaths_alone(project, tmp_path, form):
     results = tmp_path / "results"  # outside the project, and already there (a second run into it)
     results.mkdir()
     flags = ["--gpu-results", str(results)] if form == "separate" else [f"--gpu-results={results}"]
