@@ -366,9 +366,13 @@ class FakeApiServer:
         unschedulable: bool = False,
         conditions: Iterable[Mapping[str, Any]] | None = None,
         created: str | None = None,
+        status: Mapping[str, Any] | None = None,
+        managed_fields: Iterable[Mapping[str, Any]] | None = None,
     ) -> dict[str, Any]:
         """A Node as a kubelet registers one: standard labels and annotations under the given ones, a Ready
-        condition unless one is given, 8 GPUs in capacity. Raises ValueError for what the server would reject."""
+        condition unless one is given, 8 GPUs in capacity; `status`'s fields over those (images, nodeInfo),
+        and `managed_fields` as server-side apply keeps them. Raises ValueError for what the server would
+        reject."""
         stamp = created or _now()
         merged: list[dict[str, Any]] = [
             {
@@ -413,8 +417,11 @@ class FakeApiServer:
                 "allocatable": dict(resources),
                 "conditions": merged,
                 "addresses": [{"type": "Hostname", "address": name}],
+                **copy.deepcopy(dict(status or {})),
             },
         }
+        if managed_fields is not None:
+            node["metadata"]["managedFields"] = [copy.deepcopy(dict(f)) for f in managed_fields]
         node = _normalized_node(node)
         errors = _node_errors(node)
         if errors:
@@ -443,6 +450,11 @@ class FakeApiServer:
             node["metadata"]["resourceVersion"] = self._next_revision()
             self._nodes[name] = node
             self._record("MODIFIED", before, node)
+
+    def together(self) -> threading.RLock:
+        """`with server.together():` changes made inside land as one burst: requests (watches included)
+        wait until the block ends."""
+        return self._lock
 
     def lease(self, namespace: str, name: str) -> dict[str, Any] | None:
         with self._lock:
@@ -825,44 +837,47 @@ class FakeApiServer:
         def shown(node: dict[str, Any]) -> dict[str, Any]:
             return parts.partial(node, shape.version) if partial else copy.deepcopy(node)
 
+        def bookmark(revision: int) -> dict[str, Any]:
+            kind = "PartialObjectMetadata" if partial else "Node"
+            group = f"meta.k8s.io/{shape.version}" if partial else "v1"
+            meta = {"resourceVersion": str(revision)}
+            return {"type": "BOOKMARK", "object": {"kind": kind, "apiVersion": group, "metadata": meta}}
+
         def events() -> Iterator[dict[str, Any]]:
+            """Each event is chosen under the lock and sent without it: a slow reader holds up no one."""
             with self._lock:
-                if since in ("", "0"):
-                    start = self._revision
-                    initial = [shown(n) for _, n in sorted(self._nodes.items()) if selected(n)]
-                else:
-                    start = int(since)
-                    initial = []
-                    if start < self._floor:
-                        yield _expired(start, self._revision)
-                        return
+                expired = since not in ("", "0") and int(since) < self._floor
+                start = self._revision if since in ("", "0") else int(since)
+                initial = (
+                    [shown(n) for _, n in sorted(self._nodes.items()) if selected(n)] if since in ("", "0") else []
+                )
+                current = self._revision
+            if expired:
+                yield _expired(int(since), current)
+                return
             for node in initial:
                 yield {"type": "ADDED", "object": node}
             deadline = parts.now().timestamp() + timeout
             while not self._stopping.is_set():
+                mark = None
                 with self._lock:
                     if start < self._floor:
-                        yield _expired(start, self._revision)
-                        return
+                        expired, current = True, self._revision
                     found = [entry for entry in self._history if entry[0] > start]
-                    if not found:
+                    if not found and not expired:
                         left = deadline - parts.now().timestamp()
                         if left <= 0:
                             return
-                        woke = self._changed.wait(min(left, self.bookmark_s) if bookmarks else left)
-                        if not woke and bookmarks and self._revision > start:
-                            start = self._revision
-                            kind = "PartialObjectMetadata" if partial else "Node"
-                            group = f"meta.k8s.io/{shape.version}" if partial else "v1"
-                            yield {
-                                "type": "BOOKMARK",
-                                "object": {
-                                    "kind": kind,
-                                    "apiVersion": group,
-                                    "metadata": {"resourceVersion": str(start)},
-                                },
-                            }
-                        continue
+                        if not self._changed.wait(min(left, self.bookmark_s) if bookmarks else left):
+                            # Quiet for a while: a bookmark, but only if no change of a node is left to send.
+                            quiet = not any(entry[0] > start for entry in self._history)
+                            if bookmarks and quiet and self._revision > start and start >= self._floor:
+                                start = mark = self._revision
+                if expired:
+                    yield _expired(start, current)
+                    return
+                if mark is not None:
+                    yield bookmark(mark)
                 for revision, kind, before, after in found:
                     start = revision
                     was, now = selected(before), selected(after)

@@ -70,6 +70,8 @@ class Remediator:
         self.columns_at: dt.datetime | None = None
         self.errors = 0
         """API calls that failed for good in the last pass."""
+        self.done: dict[str, int] = {}
+        """What the last pass did: nodes taken out, braked requests announced, pods evicted."""
         self._said_braked = 0
 
     def begin(self) -> None:
@@ -87,6 +89,7 @@ class Remediator:
         counted, and the pass goes on with the others."""
         now = self.wall()
         self.errors = 0
+        self.done = {"taken out": 0, "braked": 0, "evicted": 0}
         seen = self.view.snapshot()
         if self.inherited is None:
             self.inherited = {n.name for n in seen if n.health}
@@ -105,6 +108,13 @@ class Remediator:
             if node.health == unhealthy:
                 self._guarded(node, self.follow)
         self._forget({n.name for n in self.view.snapshot() if n.health})
+        if any(self.done.values()) or self.errors:
+            did = ", ".join(f"{count} {what}" for what, count in self.done.items())
+            failed = f"; {self.errors} API call(s) failed, tried again at the next pass" if self.errors else ""
+            self.say(
+                f"pass done: {did}; {plan.out_after} of {plan.in_service} GPU nodes in service out "
+                f"(limit {plan.limit}){failed}"
+            )
         self.metrics.passes.inc()
         self.metrics.fleet(self.view.snapshot(), plan, unhealthy)
         self.metrics.drain_states(_count(self.drain_state.values()))
@@ -147,6 +157,7 @@ class Remediator:
         with self.view.lock:
             seen.health, seen.taken_text, seen.unschedulable = self.marks.unhealthy_label.value, taken, True
         self.metrics.take_outs.inc()
+        self.done["taken out"] += 1
         was = nodes.json_annotation(annotations, nodes.CORDONED).get("was_cordoned")
         before = " (it was cordoned already, and stays so after a retest)" if was else ""
         requested = nodes.json_annotation(annotations, nodes.REQUESTED)
@@ -161,7 +172,8 @@ class Remediator:
     def brake(self, seen: Seen) -> None:
         since = self._since(seen, seen.requested_text)
         message = f"not taken out: the brake holds ({self._brake_words()}); the request of {since} waits, oldest first"
-        self._announce(seen, "False", BRAKED, message, since, event=("GPUBurnInBraked", since, True))
+        if self._announce(seen, "False", BRAKED, message, since, event=("GPUBurnInBraked", since, True)):
+            self.done["braked"] += 1
 
     def follow(self, seen: Seen) -> None:
         """A node out of service by gpu-burnin: its take-out finished, its drain carried on."""
@@ -218,6 +230,7 @@ class Remediator:
                 continue
             self.metrics.evictions.labels(result="evicted" if evicted else "gone").inc()
             if evicted:
+                self.done["evicted"] += 1
                 self._event(
                     seen, "GPUBurnInEvicted", uid, f"evicted {namespace}/{name} (its GPUs are failing)", warning=True
                 )
@@ -259,18 +272,19 @@ class Remediator:
         *,
         event: tuple[str, str, bool] | None = None,
         node: dict[str, Any] | None = None,
-    ) -> None:
+    ) -> bool:
         """The condition (and first its Event) for this state of the node, unless the node shows it: known
-        from this replica's own writes, or, for a node it did not see through, read from the node once."""
+        from this replica's own writes, or, for a node it did not see through, read from the node once.
+        Whether it wrote."""
         wanted = (status, reason, since)
         if self.shown.get(seen.name) == wanted:
-            return
+            return False
         if seen.name not in self.shown and self.inherited is not None and seen.name in self.inherited:
             current = nodes.condition(node or self.api.get_node(seen.name), nodes.REMEDIATION_CONDITION) or {}
             found = (str(current.get("status")), str(current.get("reason")), str(current.get("lastTransitionTime")))
             self.shown[seen.name] = found
             if found == wanted:
-                return
+                return False
         if event is not None:
             event_reason, key, warning = event
             self._event(seen, event_reason, key, message, warning=warning)
@@ -289,6 +303,7 @@ class Remediator:
         }
         self.api.patch_node_status(seen.name, body)
         self.shown[seen.name] = wanted
+        return True
 
     def _event(self, seen: Seen, reason: str, key: str, message: str, *, warning: bool) -> None:
         target = {"metadata": {"name": seen.name, "uid": seen.uid}}

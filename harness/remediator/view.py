@@ -58,8 +58,10 @@ class View:
         self._watch: Watch | None = None
         self._stopped = threading.Event()
 
-    def relist(self) -> None:
+    def relist(self, *, quiet: bool = False) -> None:
         found, version = self.api.node_metadata(self.selector, lambda m: seen_from(m, self.marks))
+        if not quiet:
+            self.say(f"listed {len(found)} GPU nodes ({self.selector}) at resourceVersion {version}")
         with self.lock:
             columns = {name: (n.ready, n.unschedulable) for name, n in self.nodes.items()}
             self.nodes = {}
