@@ -20,7 +20,14 @@ import collections
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest, start_http_server
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    disable_created_metrics,
+    generate_latest,
+    start_http_server,
+)
 
 from harness.errors import ConfigError
 from harness.outputs import is_stream, write_output
@@ -57,6 +64,7 @@ class Exporter:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        disable_created_metrics()  # a `_created` series beside each counter says nothing a restart does not
 
     def gauge(self, name: str, text: str, labels: Sequence[str] = ()) -> Gauge:
         return Gauge(name, text, list(labels), registry=self.registry)
@@ -67,9 +75,9 @@ class Exporter:
     def text(self) -> str:
         return generate_latest(self.registry).decode()
 
-    def serve(self, port: int, address: str = "0.0.0.0") -> Callable[[], None]:
-        """Serve /metrics on `port` from a thread; the function that stops it. ConfigError when the port
-        cannot be had (in use, or below 1024 without the right)."""
+    def serve(self, port: int, address: str = "0.0.0.0") -> tuple[int, Callable[[], None]]:
+        """Serve /metrics on `port` (0: any free one) from a thread: the port, and the function that stops
+        it. ConfigError when the port cannot be had (in use, or below 1024 without the right)."""
         try:
             server, thread = start_http_server(port, addr=address, registry=self.registry)
         except OSError as err:
@@ -80,7 +88,7 @@ class Exporter:
             server.server_close()
             thread.join()
 
-        return stop
+        return int(server.server_address[1]), stop
 
 
 def write(path: Path, doc: ResultDocument) -> Path:

@@ -858,6 +858,7 @@ class FakeApiServer:
             for node in initial:
                 yield {"type": "ADDED", "object": node}
             deadline = parts.now().timestamp() + timeout
+            sent = start  # the newest version the client has been told of
             while not self._stopping.is_set():
                 mark = None
                 with self._lock:
@@ -869,18 +870,22 @@ class FakeApiServer:
                         if left <= 0:
                             return
                         if not self._changed.wait(min(left, self.bookmark_s) if bookmarks else left):
-                            # Quiet for a while: a bookmark, but only if no change of a node is left to send.
+                            # Quiet for a while: a bookmark, if the version moved on (changes outside the
+                            # selection, other objects) and no change of a node is left to send.
                             quiet = not any(entry[0] > start for entry in self._history)
-                            if bookmarks and quiet and self._revision > start and start >= self._floor:
+                            if bookmarks and quiet and self._revision > sent and start >= self._floor:
                                 start = mark = self._revision
                 if expired:
                     yield _expired(start, current)
                     return
                 if mark is not None:
+                    sent = mark
                     yield bookmark(mark)
                 for revision, kind, before, after in found:
                     start = revision
                     was, now = selected(before), selected(after)
+                    if was or now:
+                        sent = revision
                     if kind == "DELETED" and was:
                         yield {"type": "DELETED", "object": shown(after or before or {})}
                     elif was and now:

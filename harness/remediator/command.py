@@ -166,7 +166,11 @@ class Process:
         return int(ExitCode.INCOMPLETE) if self.remediator.errors else 0
 
     def serve(self, stop: threading.Event) -> int:
-        stop_http = self.metrics.exporter.serve(self.config.metrics_port) if self.config.metrics_port else None
+        """Run until `stop` is set: 0."""
+        stop_http = None
+        if self.config.metrics_port:
+            port, stop_http = self.metrics.exporter.serve(self.config.metrics_port)
+            self.say(f"serving /metrics on port {port}")
         renew = threading.Thread(target=self._renew, args=(stop,), name="gpu-burnin-lease", daemon=True)
         follow = threading.Thread(target=self.view.follow, name="gpu-burnin-view", daemon=True)
         renew.start()
