@@ -1,4 +1,4 @@
-"""The "who may do what" of /work/wt/notes/I17_CONTRACT.md (docs/kubernetes.md), as a Python admission
+"""The "who may do what" of docs/kubernetes.md (the contract of issue 17), as a Python admission
 hook for the fake API server: every node write and every Event of the flows tests is checked against it,
 so that a flow that writes what the admission policies would refuse fails here first.
 
