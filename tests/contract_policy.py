@@ -2,16 +2,20 @@
 hook for the fake API server: every node write and every Event of the flows tests is checked against it,
 so that a flow that writes what the admission policies would refuse fails here first.
 
-The deploy/ policies (CEL, evaluated with cel-python in tests/test_deploy.py) are the real thing; this is
+The deploy/ policies (CEL, evaluated with cel-python by tests/admission.py) are the real thing; this is
 the contract they and the code share, written once more from the code's side. A component is known here
 by its service account's name, as the fake's identities give it (the real policies ask the authorizer).
+Where tests/admission.py and kubectl are at hand, `install` enforces deploy/'s policies themselves, and
+a write on which the two disagree fails the test: neither side can drift from the contract unseen.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 import json
-from collections.abc import Mapping
+import shutil
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from tests.kube_fake import FakeApiServer
@@ -57,8 +61,35 @@ def user(component: str) -> str:
 
 
 def install(server: FakeApiServer) -> None:
-    """Check every node write and Event of `server` against the contract."""
-    server.admission = admit
+    """Check every node write and Event of `server` against the contract (and deploy/'s policies)."""
+    server.admission = _deploy_policies() or admit
+
+
+@functools.cache
+def _deploy_policies() -> Callable[..., str | None] | None:
+    """deploy/'s ValidatingAdmissionPolicies through cel-python, cross-checked with `admit`; None where they
+    cannot be evaluated here (no tests/admission.py, no kubectl to render deploy/)."""
+    try:
+        from tests import admission  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    if shutil.which("kubectl") is None:
+        return None
+    docs = admission.render()
+
+    def both(
+        who: Mapping[str, Any], old: dict[str, Any] | None, new: dict[str, Any], resource: str, sub: str
+    ) -> str | None:
+        namespace = new.get("metadata", {}).get("namespace", "") if resource == "events" else ""
+        operation = "CREATE" if old is None else "UPDATE"
+        groups, extra = who["groups"], who["extra"]
+        denied = admission.admit(docs, who["username"], groups, extra, operation, resource, sub, old, new, namespace)
+        mine = admit(who, old, new, resource, sub)
+        if (denied is None) != (mine is None):
+            raise AssertionError(f"deploy/'s policies ({denied}) and the contract's model ({mine}) disagree")
+        return None if denied is None else f"ValidatingAdmissionPolicy '{denied[0]}' denied request: {denied[1]}"
+
+    return both
 
 
 def agent_token(server: FakeApiServer, component: str, node: str) -> str:
