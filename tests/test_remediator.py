@@ -189,7 +189,7 @@ def test_a_roll_out_failing_everywhere_at_once_takes_out_only_the_brakes_number(
         assert events(server, name) == [(name, "GPUBurnInFailing"), (name, expected)]
 
 
-def test_when_the_brake_lifts_the_oldest_request_goes_first(server, tmp_path, person_api=None):
+def test_when_the_brake_lifts_the_oldest_request_goes_first(server, tmp_path):
     gpu_nodes(server, 20)
     out(server, "n19")
     ask(server, "n05", minutes=30)
