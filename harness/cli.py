@@ -2,10 +2,11 @@
 
     gpu-burnin run         the suite, here; exit = verdict
     gpu-burnin preflight   the suite, then release or hold this node (the DaemonSet)
-    gpu-burnin periodic    the suite, then keep or take out this node (the CronJob)
+    gpu-burnin periodic    the suite, then report on this node, asking for it to be taken out on a failure (the CronJob)
     gpu-burnin retest      put a repaired node back in preflight
     gpu-burnin status      GPU nodes by state
     gpu-burnin watch       watch this node's GPUs through NVML, all the time (the watch DaemonSet)
+    gpu-burnin remediator  take failing nodes out, under the fleet's brake, and drain critical ones (the Deployment)
     gpu-burnin report      review many result files: statistics, outliers, coverage; an HTML report
     gpu-burnin baseline propose   new floors and tolerances for a baseline, from the fleet
 
@@ -29,6 +30,7 @@ from harness.errors import ConfigError
 from harness.kube.actions import Fleet
 from harness.kube.api import Patience
 from harness.kube.node import PREFIX, Label, Marks, Taint, check_node_name, check_prefix
+from harness.remediator import command as remediator_command
 from harness.verdict import ExitCode
 from harness.watch import command as watch_command
 from reports import cli as report_cli
@@ -39,8 +41,8 @@ FLEET = Fleet()
 MARK_FLAGS = (
     ("--preflight-taint", "taint", DEFAULTS.preflight_taint, "the taint new nodes join with"),
     ("--preflight-label", "label", DEFAULTS.preflight_label, "the label new nodes join with"),
-    ("--unhealthy-taint", "taint", DEFAULTS.unhealthy_taint, "the taint periodic puts on a failing node"),
-    ("--unhealthy-label", "label", DEFAULTS.unhealthy_label, "the label periodic puts on a failing node"),
+    ("--unhealthy-taint", "taint", DEFAULTS.unhealthy_taint, "the taint the remediator puts on a failing node"),
+    ("--unhealthy-label", "label", DEFAULTS.unhealthy_label, "the health label (KEY=its value once taken out)"),
 )
 MARK_FIELDS = {flag.removeprefix("--").replace("-", "_"): flag for flag, *_ in MARK_FLAGS}
 """Marks field (and argparse dest) -> its flag."""
@@ -111,15 +113,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     periodic = commands.add_parser(
         "periodic",
-        help="run the suite on this node, then take it out of service on a failure (the CronJob's entrypoint)",
+        help="run the suite on this node, then ask for it to be taken out on a failure (the CronJob's entrypoint)",
         description="Run the suite; write the result; then on a pass refresh the node's condition, and on a "
-        "failure cordon and taint it, unless too much of the fleet is out already (the brake).",
+        "failure label the node gpu-burnin/health=failing with its severity: a request the remediator serves "
+        "under the fleet's brake. It writes only its own node.",
         epilog="Arguments after `--` go to pytest unchanged.",
     )
     _suite_arguments(periodic)
     _node_arguments(periodic)
-    _fleet_arguments(periodic)
-    _brake_argument(periodic)
     periodic.add_argument(
         "--incomplete-limit",
         type=options.count,
@@ -159,17 +160,30 @@ def build_parser() -> argparse.ArgumentParser:
 
     watch = commands.add_parser(
         "watch",
-        help="watch this node's GPUs through NVML without taking them, and act on what the suite would fail",
+        help="watch this node's GPUs through NVML without taking them, and report what the suite would fail",
         description="Poll NVML health and listen for Xid events, judge them with the suite's health rules and "
-        "the baselines' thresholds, and record, cordon (brake permitting) or evict, once per finding, each "
-        "action journaled first. Exit 0 when stopped, 2 when the GPUs or the node cannot be reached, 4 for "
-        "bad options.",
+        "the baselines' thresholds, and record each finding, or ask for the node to be taken out, once per "
+        "finding, each action journaled first; it writes only its own node. Exit 0 when stopped, 2 when the "
+        "GPUs or the node cannot be reached, 4 for bad options.",
     )
     _node_arguments(watch)
-    _fleet_arguments(watch)
-    _brake_argument(watch)
     watch_command.add_arguments(watch)
     watch.set_defaults(handler=_watch)
+
+    remediator = commands.add_parser(
+        "remediator",
+        help="take out the nodes that ask for it, under the fleet's brake, and drain critical ones (the Deployment)",
+        description="Keep a metadata-only view of the GPU nodes; for each node labelled gpu-burnin/health=failing, "
+        "oldest request first, cordon it, taint it gpu-burnin/unhealthy:NoSchedule and label it unhealthy, as "
+        "long as the brake allows (--max-unhealthy-share and --max-unhealthy-nodes; always at least one); evict "
+        "the GPU pods of critical ones through the Eviction API. One replica acts, holding a Lease. Exit 0 when "
+        "stopped; --once: one pass, exit 0, or 2 when it could not be carried out whole.",
+    )
+    _kube_arguments(remediator)
+    _fleet_arguments(remediator)
+    _brake_argument(remediator)
+    remediator_command.add_arguments(remediator)
+    remediator.set_defaults(handler=_remediator)
     report_cli.add_commands(commands)  # report, baseline propose: their logic is in reports/
     return parser
 
@@ -244,13 +258,14 @@ def _node_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _brake_argument(parser: argparse.ArgumentParser) -> None:
+    share = remediator_command.DEFAULTS.max_share
     parser.add_argument(
         "--max-unhealthy-share",
         type=_share,
-        default=FLEET.max_unhealthy_share,
+        default=share,
         metavar="FRACTION",
-        help="never cordon if, counting this node, more than this share of GPU nodes would be unhealthy "
-        f"(default {FLEET.max_unhealthy_share})",
+        help="take out at most this share of the GPU nodes in service, counting those out for any reason "
+        f"(always at least one; default {share})",
     )
 
 
@@ -303,8 +318,12 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _watch(args: argparse.Namespace) -> int:
-    fleet = Fleet(gpu_selector=args.gpu_node_selector, max_unhealthy_share=args.max_unhealthy_share)
-    return watch_command.main(args, entrypoints.node_from(args.node), _marks(args), fleet)
+    return watch_command.main(args, entrypoints.node_from(args.node), _marks(args))
+
+
+def _remediator(args: argparse.Namespace) -> int:
+    config = remediator_command.config_from(args, _marks(args), args.gpu_node_selector, args.max_unhealthy_share)
+    return remediator_command.main(args, config)
 
 
 def _access(args: argparse.Namespace) -> entrypoints.Access:
@@ -325,7 +344,6 @@ def _values(args: argparse.Namespace, *, node: bool = False) -> dict[str, object
 def _node_command(args: argparse.Namespace, **extra: object) -> entrypoints.NodeCommand:
     fleet = Fleet(
         gpu_selector=getattr(args, "gpu_node_selector", FLEET.gpu_selector),
-        max_unhealthy_share=getattr(args, "max_unhealthy_share", FLEET.max_unhealthy_share),
         incomplete_limit=getattr(args, "incomplete_limit", FLEET.incomplete_limit),
     )
     return entrypoints.NodeCommand(

@@ -2,8 +2,10 @@
 retest and status (for a person).
 
 preflight and periodic run the suite exactly as `gpu-burnin run` does, then act on
-the node. The result file is on disk, whole, before anything on the node changes;
-the metrics file too. If the node cannot be updated, the command exits non-zero
+their own node only: preflight releases or holds it, periodic reports and, on a
+failure, requests its take-out (the remediator decides). The result file is on
+disk, whole, before anything on the node changes; the metrics file too. If the
+node cannot be updated, the command exits non-zero
 and the next attempt of preflight reuses the recent result on disk instead of
 burning again.
 """
@@ -22,7 +24,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from harness import lock, metrics, options, results, runner
+from harness import lock, metrics, options, results, runner, severity
 from harness.devices import node_name
 from harness.errors import ConfigError
 from harness.kube import actions
@@ -115,7 +117,7 @@ def periodic(
             done = actions.periodic(api, command.node, outcome(doc), command.marks, command.fleet, results.utcnow())
         except KubeError as err:
             return _not_updated(command.node, doc, err)
-    print(f"gpu-burnin: {done.message}", file=sys.stderr if done.braked else sys.stdout)
+    print(f"gpu-burnin: {done.message}")
     return done.exit_code
 
 
@@ -248,6 +250,7 @@ def outcome(doc: ResultDocument) -> Outcome:
         remediation,
         doc.ended_at or doc.started_at,
         doc.entrypoint,
+        critical=severity.any_critical(deciding),
     )
 
 

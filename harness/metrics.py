@@ -10,22 +10,31 @@ The file is written whole (harness.outputs: a temporary file renamed over it), s
 collector never reads half of one; a link is written through to its target, and a device
 or a FIFO is written, never replaced. This module is the only one that
 imports prometheus_client: the watch's textfile (harness/watch/metrics.py) is built
-with its `Textfile`.
+with its `Textfile`, the remediator's /metrics (harness/remediator/metrics.py) with its
+`Exporter`.
 """
 
 from __future__ import annotations
 
 import collections
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from prometheus_client import CollectorRegistry, Gauge, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    disable_created_metrics,
+    generate_latest,
+    start_http_server,
+)
 
 from harness.errors import ConfigError
 from harness.outputs import is_stream, write_output
 from harness.results import ResultDocument
 from harness.verdict import Status
 
-__all__ = ["Gauge", "Textfile", "write"]
+__all__ = ["Counter", "Exporter", "Gauge", "Textfile", "write"]
 
 
 class Textfile:
@@ -48,6 +57,38 @@ class Textfile:
             ) from err
         write_output(path, generate_latest(self.registry), option="--metrics-textfile")
         return path
+
+
+class Exporter:
+    """Gauges and counters served over HTTP, for Prometheus to scrape (any path answers the metrics)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        disable_created_metrics()  # a `_created` series beside each counter says nothing a restart does not
+
+    def gauge(self, name: str, text: str, labels: Sequence[str] = ()) -> Gauge:
+        return Gauge(name, text, list(labels), registry=self.registry)
+
+    def counter(self, name: str, text: str, labels: Sequence[str] = ()) -> Counter:
+        return Counter(name, text, list(labels), registry=self.registry)
+
+    def text(self) -> str:
+        return generate_latest(self.registry).decode()
+
+    def serve(self, port: int, address: str = "0.0.0.0") -> tuple[int, Callable[[], None]]:
+        """Serve /metrics on `port` (0: any free one) from a thread: the port, and the function that stops
+        it. ConfigError when the port cannot be had (in use, or below 1024 without the right)."""
+        try:
+            server, thread = start_http_server(port, addr=address, registry=self.registry)
+        except OSError as err:
+            raise ConfigError(f"cannot serve metrics on port {port}: {err.strerror}", option="--metrics-port") from err
+
+        def stop() -> None:
+            server.shutdown()
+            server.server_close()
+            thread.join()
+
+        return int(server.server_address[1]), stop
 
 
 def write(path: Path, doc: ResultDocument) -> Path:

@@ -4,15 +4,21 @@ The harness's Kubernetes code is tested against this rather than against mocks o
 the client's own serialisation, content types, error handling and retries are exercised as they are
 against a cluster. It models the documented kube-apiserver semantics for what the harness uses: nodes
 and nodes/status (get, list with label and field selectors, strategic merge, JSON merge and JSON
-patches, update), core/v1 events (create, get, list), pods (list by field selector, as the watch
-lists its node's pods) and their eviction subresource (PodDisruptionBudgets refuse with 429, the
-pod is deleted gracefully), optimistic concurrency on resourceVersion,
-bearer-token authentication, RBAC denials, and Status objects for every error. Tests script the rest
-of the world through it: injected failures, other writers, forbidden verbs.
+patches, update), lists of nodes as PartialObjectMetadata or as a server-side Table (the Accept
+header's `as`), watches of nodes (chunked JSON lines from a resourceVersion, label and field
+selectors, ADDED/MODIFIED/DELETED as objects enter, change in and leave the selection, bookmarks,
+410 Expired for a version compacted away), core/v1 events (create, get, list), pods (list by field
+selector, delete) and their eviction subresource (PodDisruptionBudgets refuse with 429, the pod is
+deleted gracefully), coordination.k8s.io/v1 leases (get, create, update; MicroTime strictness),
+optimistic concurrency on resourceVersion, bearer tokens each with its own user, groups and node
+claim (and, where given, its RBAC rights), RBAC denials, an admission hook on every write of a node
+and every event created (as ValidatingAdmissionPolicies see them), and Status objects for every
+error. Tests script the rest of the world through it: injected failures, other writers, forbidden verbs.
 """
 
 from __future__ import annotations
 
+import collections
 import copy
 import json
 import random
@@ -21,7 +27,7 @@ import socket
 import threading
 import traceback
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from email.message import Message
@@ -29,6 +35,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Self, TypeVar
 from urllib.parse import parse_qsl, unquote, urlsplit
+
+from tests import kube_fake_parts as parts
+from tests.kube_fake_parts import Identity
 
 DEFAULT_USER = "system:serviceaccount:gpu-burnin:gpu-burnin"
 """Who the token authenticates as: RBAC denials name this user."""
@@ -38,7 +47,10 @@ DEFAULT_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease"
 JSON_PATCH = "application/json-patch+json"
 MERGE_PATCH = "application/merge-patch+json"
 STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
-VERBS = frozenset({"get", "list", "create", "update", "patch"})
+VERBS = frozenset({"get", "list", "watch", "create", "update", "patch", "delete"})
+Admission = Callable[[dict[str, Any], "dict[str, Any] | None", dict[str, Any], str, str], "str | None"]
+"""(userInfo, the object before or None, the object after, resource, subresource) -> None to admit, or the
+message of a denial (a ValidatingAdmissionPolicy's "ValidatingAdmissionPolicy 'p' denied request: ...")."""
 
 _CONFLICT = (
     'Operation cannot be fulfilled on {resource} "{name}": the object has been modified; '
@@ -50,6 +62,7 @@ _REASONS = {
     403: "Forbidden",
     404: "NotFound",
     405: "MethodNotAllowed",
+    406: "NotAcceptable",
     409: "Conflict",
     410: "Expired",
     415: "UnsupportedMediaType",
@@ -101,6 +114,9 @@ _EVENTS_PATH = re.compile(r"/api/v1(?:/namespaces/([^/]+))?/events")
 _EVENT_PATH = re.compile(r"/api/v1/namespaces/([^/]+)/events/([^/]+)")
 _PODS_PATH = re.compile(r"/api/v1(?:/namespaces/([^/]+))?/pods")
 _EVICTION_PATH = re.compile(r"/api/v1/namespaces/([^/]+)/pods/([^/]+)/eviction")
+_POD_PATH = re.compile(r"/api/v1/namespaces/([^/]+)/pods/([^/]+)")
+_LEASES_PATH = re.compile(r"/apis/coordination\.k8s\.io/v1/namespaces/([^/]+)/leases(?:/([^/]+))?")
+LEASES = "leases.coordination.k8s.io"
 _POD_FIELDS = frozenset({"metadata.name", "metadata.namespace", "spec.nodeName", "status.phase"})
 _PDB_MESSAGE = "Cannot evict pod as it would violate the pod's disruption budget."
 
@@ -150,6 +166,11 @@ class _Response:
     code: int
     body: Any
     headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class _Stream(_Response):
+    """A watch: `body` yields its events, each sent as one JSON line of a chunked answer."""
 
 
 class _ApiError(Exception):
@@ -213,9 +234,14 @@ class FakeApiServer:
         user: str = DEFAULT_USER,
         namespaces: Iterable[str] = DEFAULT_NAMESPACES,
         seed: int = 0,
+        history: int = 5000,
+        bookmark_s: float = 0.2,
     ) -> None:
         self.token = token
         self.user = user
+        self._identities: dict[str, Identity] = {token: Identity(user, groups=("system:authenticated",))}
+        self.admission: Admission | None = None
+        """Called on every node update or patch (status included) and every event created; dry runs too."""
         self._namespaces = frozenset(namespaces)
         self._random = random.Random(seed)  # uids and generated names: the same on every run
         self._lock = threading.RLock()  # re-entrant: edit_node's change may read the server
@@ -224,6 +250,16 @@ class FakeApiServer:
         self._events: dict[tuple[str, str], dict[str, Any]] = {}
         self._pods: dict[tuple[str, str], dict[str, Any]] = {}
         self._budgets: dict[tuple[str, str], str] = {}
+        self._leases: dict[tuple[str, str], dict[str, Any]] = {}
+        self._history: collections.deque[tuple[int, str, dict[str, Any] | None, dict[str, Any] | None]] = (
+            collections.deque(maxlen=history)
+        )
+        """Changes of nodes, oldest first: (revision, type, before, after), for watches."""
+        self._floor = 0
+        """Watches from a revision below this are answered 410 Expired (their changes are no longer kept)."""
+        self._changed = threading.Condition(self._lock)
+        self.bookmark_s = bookmark_s
+        """A watch that asked for bookmarks gets one after this long without events."""
         self._requests: list[Request] = []
         self._failures: list[_Failure] = []
         self._before: list[_Hook] = []
@@ -296,6 +332,28 @@ class FakeApiServer:
         target.write_text(json.dumps(document, indent=2))  # JSON is YAML: the client's loader reads it
         return target
 
+    def identity(
+        self,
+        token: str,
+        user: str,
+        *,
+        groups: Iterable[str] = ("system:serviceaccounts", "system:authenticated"),
+        node: str = "",
+        rights: frozenset[tuple[str, str, str]] | None = None,
+    ) -> Identity:
+        """Another bearer token, for another user: `node` is its node claim (a pod's bound token), `rights` what
+        RBAC allows it (tests.kube_fake_parts.rights; None: everything). Write its kubeconfig with
+        `kubeconfig(path, token=token)`."""
+        found = Identity(user, groups=tuple(groups), node=node, rights=rights)
+        with self._lock:
+            self._identities[token] = found
+        return found
+
+    def revoke(self, token: str) -> None:
+        """The token is no longer valid (its pod was deleted): every request with it is 401 from now on."""
+        with self._lock:
+            self._identities.pop(token, None)
+
     # -- state, as the test sees and changes it --------------------------------------------
 
     def add_node(
@@ -308,9 +366,13 @@ class FakeApiServer:
         unschedulable: bool = False,
         conditions: Iterable[Mapping[str, Any]] | None = None,
         created: str | None = None,
+        status: Mapping[str, Any] | None = None,
+        managed_fields: Iterable[Mapping[str, Any]] | None = None,
     ) -> dict[str, Any]:
         """A Node as a kubelet registers one: standard labels and annotations under the given ones, a Ready
-        condition unless one is given, 8 GPUs in capacity. Raises ValueError for what the server would reject."""
+        condition unless one is given, 8 GPUs in capacity; `status`'s fields over those (images, nodeInfo),
+        and `managed_fields` as server-side apply keeps them. Raises ValueError for what the server would
+        reject."""
         stamp = created or _now()
         merged: list[dict[str, Any]] = [
             {
@@ -355,8 +417,11 @@ class FakeApiServer:
                 "allocatable": dict(resources),
                 "conditions": merged,
                 "addresses": [{"type": "Hostname", "address": name}],
+                **copy.deepcopy(dict(status or {})),
             },
         }
+        if managed_fields is not None:
+            node["metadata"]["managedFields"] = [copy.deepcopy(dict(f)) for f in managed_fields]
         node = _normalized_node(node)
         errors = _node_errors(node)
         if errors:
@@ -367,6 +432,7 @@ class FakeApiServer:
             node["metadata"]["uid"] = self._uid()
             node["metadata"]["resourceVersion"] = self._next_revision()
             self._nodes[name] = node
+            self._record("ADDED", None, node)
             return copy.deepcopy(node)
 
     def node(self, name: str) -> dict[str, Any]:
@@ -374,13 +440,33 @@ class FakeApiServer:
             return copy.deepcopy(self._nodes[name])
 
     def edit_node(self, name: str, change: Callable[[dict[str, Any]], None]) -> None:
-        """Another writer: `change` mutates the stored node, which then gets a new resourceVersion."""
+        """Another writer: `change` mutates a copy of the stored node, which then replaces it with a new
+        resourceVersion (watchers see it change)."""
         with self._lock:
-            node = self._nodes[name]
+            before = self._nodes[name]
+            node = copy.deepcopy(before)
             change(node)
             node = _normalized_node(node)
             node["metadata"]["resourceVersion"] = self._next_revision()
             self._nodes[name] = node
+            self._record("MODIFIED", before, node)
+
+    def together(self) -> threading.RLock:
+        """`with server.together():` changes made inside land as one burst: requests (watches included)
+        wait until the block ends."""
+        return self._lock
+
+    def lease(self, namespace: str, name: str) -> dict[str, Any] | None:
+        with self._lock:
+            found = self._leases.get((namespace, name))
+            return copy.deepcopy(found) if found is not None else None
+
+    def compact(self) -> None:
+        """etcd compacted its history (and the watch cache moved on): a watch from any resourceVersion before
+        now is answered 410 Expired, and open watches end with that error."""
+        with self._lock:
+            self._floor = self._revision + 1
+            self._changed.notify_all()
 
     def add_pod(
         self,
@@ -451,8 +537,10 @@ class FakeApiServer:
     def remove_node(self, name: str) -> None:
         """The node is deleted (drained and removed, say): later requests for it are 404."""
         with self._lock:
-            del self._nodes[name]
-            self._next_revision()
+            before = self._nodes.pop(name)
+            gone = copy.deepcopy(before)
+            gone["metadata"]["resourceVersion"] = self._next_revision()
+            self._record("DELETED", before, gone)
 
     @property
     def events(self) -> list[dict[str, Any]]:
@@ -575,47 +663,70 @@ class FakeApiServer:
     def _serve(self, method: str, path: str, query: dict[str, str], headers: Message, raw: bytes) -> _Response:
         """Authenticate, route, authorize, handle: the order of kube-apiserver's filter chain."""
         try:
-            if headers.get("Authorization") != f"Bearer {self.token}":
+            token = (headers.get("Authorization") or "").removeprefix("Bearer ")
+            with self._lock:
+                who = (
+                    self._identities.get(token) if (headers.get("Authorization") or "").startswith("Bearer ") else None
+                )
+            if who is None:
                 raise _ApiError(401, "Unauthorized", "Unauthorized")
             content_type = (headers.get("Content-Type") or "").split(";")[0].strip().lower()
+            accept = headers.get("Accept")
             if path == "/api/v1/nodes":
                 self._check(method, {"GET"})
-                _refuse_watch(query)
-                self._authorize("list", "nodes")
-                return self._list_nodes(query)
+                watching = query.get("watch") in ("true", "1")
+                self._authorize(who, "watch" if watching else "list", "nodes")
+                shape = parts.accepted(accept, listing=True, watching=watching)
+                if shape is None:
+                    raise _not_acceptable(accept)
+                if watching:
+                    return self._watch_nodes(query, shape)
+                return self._list_nodes(query, shape)
             if match := _NODE_PATH.fullmatch(path):
                 name, subresource = match[1], match[2] or ""
                 self._check(method, {"GET", "PATCH", "PUT"})
                 verb = {"GET": "get", "PATCH": "patch", "PUT": "update"}[method]
-                self._authorize(verb, "nodes", subresource, name=name)
+                self._authorize(who, verb, "nodes", subresource, name=name)
                 if method == "GET":
-                    return self._get_node(name)
+                    return self._get_node(name, parts.accepted(accept, listing=False, watching=False))
                 if method == "PATCH":
-                    return self._patch_node(name, subresource, content_type, raw, _dry_run(query, "PatchOptions"))
-                return self._replace_node(name, subresource, content_type, raw, _dry_run(query, "UpdateOptions"))
+                    return self._patch_node(name, subresource, content_type, raw, _dry_run(query, "PatchOptions"), who)
+                return self._replace_node(name, subresource, content_type, raw, _dry_run(query, "UpdateOptions"), who)
             if match := _EVENTS_PATH.fullmatch(path):
                 namespace = match[1] or ""
                 self._check(method, {"GET", "POST"} if namespace else {"GET"})
                 if method == "GET":
                     _refuse_watch(query)
-                    self._authorize("list", "events", namespace=namespace)
+                    self._authorize(who, "list", "events", namespace=namespace)
                     return self._list_events(namespace, query)
-                self._authorize("create", "events", namespace=namespace)
-                return self._create_event(namespace, content_type, raw, _dry_run(query, "CreateOptions"))
+                self._authorize(who, "create", "events", namespace=namespace)
+                return self._create_event(namespace, content_type, raw, _dry_run(query, "CreateOptions"), who)
             if match := _PODS_PATH.fullmatch(path):
                 self._check(method, {"GET"})
                 _refuse_watch(query)
-                self._authorize("list", "pods", namespace=match[1] or "")
+                self._authorize(who, "list", "pods", namespace=match[1] or "")
                 return self._list_pods(match[1] or "", query)
             if match := _EVICTION_PATH.fullmatch(path):
                 self._check(method, {"POST"})
-                self._authorize("create", "pods", "eviction", name=match[2], namespace=match[1])
+                self._authorize(who, "create", "pods", "eviction", name=match[2], namespace=match[1])
                 return self._evict(match[1], match[2], content_type, raw)
+            if match := _POD_PATH.fullmatch(path):
+                self._check(method, {"DELETE"})
+                self._authorize(who, "delete", "pods", name=match[2], namespace=match[1])
+                return self._delete_pod(match[1], match[2])
             if match := _EVENT_PATH.fullmatch(path):
                 namespace, name = match[1], match[2]
                 self._check(method, {"GET"})
-                self._authorize("get", "events", name=name, namespace=namespace)
+                self._authorize(who, "get", "events", name=name, namespace=namespace)
                 return self._get_event(namespace, name)
+            if match := _LEASES_PATH.fullmatch(path):
+                namespace, name = match[1], match[2] or ""
+                self._check(method, {"GET", "PUT"} if name else {"POST"})
+                verb = {"GET": "get", "PUT": "update", "POST": "create"}[method]
+                self._authorize(who, verb, "leases", name=name, namespace=namespace, group="coordination.k8s.io")
+                if method == "GET":
+                    return self._get_lease(namespace, name)
+                return self._write_lease(namespace, name, content_type, raw, create=method == "POST")
             raise _ApiError(404, "NotFound", _MESSAGES[404], details={})
         except _ApiError as error:
             return error.response()
@@ -626,42 +737,177 @@ class FakeApiServer:
             raise _ApiError(405, "MethodNotAllowed", _MESSAGES[405], details={})
 
     def _authorize(
-        self, verb: str, resource: str, subresource: str = "", *, name: str = "", namespace: str = ""
+        self,
+        who: Identity,
+        verb: str,
+        resource: str,
+        subresource: str = "",
+        *,
+        name: str = "",
+        namespace: str = "",
+        group: str = "",
     ) -> None:
         """RBAC's answer for a denied request: the message names the user, verb, resource and scope."""
+        full = f"{resource}/{subresource}" if subresource else resource
         with self._lock:
-            denied = (verb, resource, subresource) in self._forbidden
+            denied = (verb, resource, subresource) in self._forbidden or not who.allows(verb, full, namespace)
         if not denied:
             return
-        full = f"{resource}/{subresource}" if subresource else resource
         scope = f'in the namespace "{namespace}"' if namespace else "at the cluster scope"
-        who = f'{resource} "{name}"' if name else resource
-        message = f'{who} is forbidden: User "{self.user}" cannot {verb} resource "{full}" in API group "" {scope}'
+        kind = f"{resource}.{group}" if group else resource
+        target = f'{kind} "{name}"' if name else kind
+        message = (
+            f'{target} is forbidden: User "{who.user}" cannot {verb} resource "{full}" in API group "{group}" {scope}'
+        )
         raise _ApiError(403, "Forbidden", message, details=_details(name, resource))
+
+    def _admit(
+        self, who: Identity, old: dict[str, Any] | None, new: dict[str, Any], resource: str, subresource: str = ""
+    ) -> None:
+        """The admission hook, as ValidatingAdmissionPolicies deny: 422 Invalid, "... is forbidden: <message>"."""
+        hook = self.admission
+        if hook is None:
+            return
+        denied = hook(who.info(), copy.deepcopy(old), copy.deepcopy(new), resource, subresource)
+        if denied:
+            name = new.get("metadata", {}).get("name", "")
+            message = f'{resource} "{name}" is forbidden: {denied}'
+            details = {**_details(name, resource), "causes": [{"message": denied}]}
+            raise _ApiError(422, "Invalid", message, details=details)
 
     # -- nodes ---------------------------------------------------------------------------------
 
-    def _get_node(self, name: str) -> _Response:
+    def _get_node(self, name: str, shape: parts.Shape | None) -> _Response:
+        if shape is None:
+            raise _not_acceptable("")
         with self._lock:
             if name not in self._nodes:
                 raise _not_found("nodes", name)
-            return _Response(200, copy.deepcopy(self._nodes[name]))
+            node = copy.deepcopy(self._nodes[name])
+        if shape.kind == "PartialObjectMetadata":
+            return _Response(200, parts.partial(node, shape.version))
+        if shape.kind == "Table":
+            return _Response(
+                200, parts.node_table([node], node["metadata"]["resourceVersion"], "Metadata", parts.now())
+            )
+        return _Response(200, node)
 
-    def _list_nodes(self, query: dict[str, str]) -> _Response:
+    def _list_nodes(self, query: dict[str, str], shape: parts.Shape) -> _Response:
         labels = _label_selector(query.get("labelSelector", ""))
         fields = _field_selector(query.get("fieldSelector", ""), _NODE_FIELDS)
+        include = query.get("includeObject", "Metadata")
+        if include not in ("None", "Metadata", "Object"):
+            error = _FieldError(
+                "includeObject", "FieldValueNotSupported", include, 'supported values: "None", "Metadata", "Object"'
+            )
+            raise _invalid("TableOptions.meta.k8s.io", "", [error])
         with self._lock:
-            items = [
-                _list_item(node)
-                for _, node in sorted(self._nodes.items())
-                if _selected(node, labels, fields, _node_fields(node))
+            chosen = [
+                node for _, node in sorted(self._nodes.items()) if _selected(node, labels, fields, _node_fields(node))
             ]
             revision = str(self._revision)
+            if shape.kind == "PartialObjectMetadataList":
+                return _Response(200, parts.partial_list(chosen, revision, shape.version))
+            if shape.kind == "Table":
+                return _Response(200, parts.node_table(chosen, revision, include, parts.now(), shape.version))
+            items = [_list_item(node) for node in chosen]
         return _Response(
             200, {"kind": "NodeList", "apiVersion": "v1", "metadata": {"resourceVersion": revision}, "items": items}
         )
 
-    def _patch_node(self, name: str, subresource: str, content_type: str, raw: bytes, dry_run: bool) -> _Response:
+    def _watch_nodes(self, query: dict[str, str], shape: parts.Shape) -> _Response:
+        """A watch: ADDED for every selected node first when it starts from no version (or "0"), then every
+        change after the version, each as the selection sees it; 410 Expired (as an ERROR event, the way the
+        watch cache answers) for a version compacted away."""
+        labels = _label_selector(query.get("labelSelector", ""))
+        fields = _field_selector(query.get("fieldSelector", ""), _NODE_FIELDS)
+        since = query.get("resourceVersion", "")
+        if since and not since.isdigit():
+            raise _bad_request(f'invalid resource version "{since}"')
+        try:
+            timeout = float(query.get("timeoutSeconds") or 1800)
+        except ValueError:
+            raise _bad_request(f'invalid timeoutSeconds "{query["timeoutSeconds"]}"') from None
+        bookmarks = query.get("allowWatchBookmarks") in ("true", "1")
+        partial = shape.kind == "PartialObjectMetadata"
+
+        def selected(node: dict[str, Any] | None) -> bool:
+            return node is not None and _selected(node, labels, fields, _node_fields(node))
+
+        def shown(node: dict[str, Any]) -> dict[str, Any]:
+            return parts.partial(node, shape.version) if partial else copy.deepcopy(node)
+
+        def bookmark(revision: int) -> dict[str, Any]:
+            kind = "PartialObjectMetadata" if partial else "Node"
+            group = f"meta.k8s.io/{shape.version}" if partial else "v1"
+            meta = {"resourceVersion": str(revision)}
+            return {"type": "BOOKMARK", "object": {"kind": kind, "apiVersion": group, "metadata": meta}}
+
+        def events() -> Iterator[dict[str, Any]]:
+            """Each event is chosen under the lock and sent without it: a slow reader holds up no one."""
+            with self._lock:
+                expired = since not in ("", "0") and int(since) < self._floor
+                start = self._revision if since in ("", "0") else int(since)
+                initial = (
+                    [shown(n) for _, n in sorted(self._nodes.items()) if selected(n)] if since in ("", "0") else []
+                )
+                current = self._revision
+            if expired:
+                yield _expired(int(since), current)
+                return
+            for node in initial:
+                yield {"type": "ADDED", "object": node}
+            deadline = parts.now().timestamp() + timeout
+            sent = start  # the newest version the client has been told of
+            while not self._stopping.is_set():
+                mark = None
+                with self._lock:
+                    if start < self._floor:
+                        expired, current = True, self._revision
+                    found = [entry for entry in self._history if entry[0] > start]
+                    if not found and not expired:
+                        left = deadline - parts.now().timestamp()
+                        if left <= 0:
+                            return
+                        if not self._changed.wait(min(left, self.bookmark_s) if bookmarks else left):
+                            # Quiet for a while: a bookmark, if the version moved on (changes outside the
+                            # selection, other objects) and no change of a node is left to send.
+                            quiet = not any(entry[0] > start for entry in self._history)
+                            if bookmarks and quiet and self._revision > sent and start >= self._floor:
+                                start = mark = self._revision
+                if expired:
+                    yield _expired(start, current)
+                    return
+                if mark is not None:
+                    sent = mark
+                    yield bookmark(mark)
+                for revision, kind, before, after in found:
+                    start = revision
+                    was, now = selected(before), selected(after)
+                    if was or now:
+                        sent = revision
+                    if kind == "DELETED" and was:
+                        yield {"type": "DELETED", "object": shown(after or before or {})}
+                    elif was and now:
+                        yield {"type": "MODIFIED", "object": shown(after or {})}
+                    elif now:
+                        yield {"type": "ADDED", "object": shown(after or {})}
+                    elif was:  # it left the selection: the watch cache says DELETED
+                        yield {"type": "DELETED", "object": shown(after or {})}
+
+        return _Stream(200, events())
+
+    def _record(self, kind: str, before: dict[str, Any] | None, after: dict[str, Any] | None) -> None:
+        """A change of a node, for the watches (the caller holds the lock)."""
+        revision = int((after or before or {})["metadata"]["resourceVersion"])
+        if len(self._history) == self._history.maxlen:
+            self._floor = max(self._floor, self._history[0][0])  # that change is forgotten now
+        self._history.append((revision, kind, before, after))
+        self._changed.notify_all()
+
+    def _patch_node(
+        self, name: str, subresource: str, content_type: str, raw: bytes, dry_run: bool, who: Identity
+    ) -> _Response:
         appliers: dict[str, Callable[[Any, Any], Any]] = {
             JSON_PATCH: _json_patch,
             MERGE_PATCH: _merge_patch_document,
@@ -670,20 +916,23 @@ class FakeApiServer:
         apply = appliers.get(content_type)
         if apply is None:
             raise _unsupported_media_type(appliers)
-        return self._update_node(name, subresource, lambda current: apply(current, _parse_json(raw)), dry_run)
+        return self._update_node(name, subresource, lambda current: apply(current, _parse_json(raw)), dry_run, who)
 
-    def _replace_node(self, name: str, subresource: str, content_type: str, raw: bytes, dry_run: bool) -> _Response:
+    def _replace_node(
+        self, name: str, subresource: str, content_type: str, raw: bytes, dry_run: bool, who: Identity
+    ) -> _Response:
         _require_json(content_type)
         body = _parse_json(raw)
         if not isinstance(body, dict):
             raise _bad_request(f"json: cannot unmarshal {_go_type(body)} into Go value of type v1.Node")
         _check_type(body, "Node")
-        return self._update_node(name, subresource, lambda current: body, dry_run)
+        return self._update_node(name, subresource, lambda current: body, dry_run, who)
 
     def _update_node(
-        self, name: str, subresource: str, compute: Callable[[dict[str, Any]], Any], dry_run: bool
+        self, name: str, subresource: str, compute: Callable[[dict[str, Any]], Any], dry_run: bool, who: Identity
     ) -> _Response:
-        """The registry's update path, shared by PATCH and PUT: precondition, strategy, validation, store."""
+        """The registry's update path, shared by PATCH and PUT: precondition, strategy, validation, validating
+        admission (on a write that changes nothing and on a dry run too), store."""
         with self._lock:
             stored = self._nodes.get(name)
             if stored is None:
@@ -718,10 +967,12 @@ class FakeApiServer:
             errors += _node_errors(updated)
             if errors:
                 raise _invalid("Node", name, errors)
+            self._admit(who, stored, updated, "nodes", subresource)
             if _canonical(updated) == _canonical(stored) or dry_run:
                 return _Response(200, updated)  # no write: the resourceVersion stays
             updated["metadata"]["resourceVersion"] = self._next_revision()
             self._nodes[name] = updated
+            self._record("MODIFIED", stored, updated)
             return _Response(200, copy.deepcopy(updated))
 
     # -- events ----------------------------------------------------------------------------------
@@ -747,7 +998,7 @@ class FakeApiServer:
             200, {"kind": "EventList", "apiVersion": "v1", "metadata": {"resourceVersion": revision}, "items": items}
         )
 
-    def _create_event(self, namespace: str, content_type: str, raw: bytes, dry_run: bool) -> _Response:
+    def _create_event(self, namespace: str, content_type: str, raw: bytes, dry_run: bool, who: Identity) -> _Response:
         _require_json(content_type)
         event = _parse_json(raw)
         if not isinstance(event, dict) or not isinstance(event.get("metadata", {}), dict):
@@ -765,6 +1016,7 @@ class FakeApiServer:
                 raise _invalid("Event", name, errors)
             if namespace not in self._namespaces:
                 raise _not_found("namespaces", namespace)
+            self._admit(who, None, {**event, "metadata": {**metadata, "name": name, "namespace": namespace}}, "events")
             if (namespace, name) in self._events:
                 raise _ApiError(
                     409, "AlreadyExists", f'events "{name}" already exists', details=_details(name, "events")
@@ -829,6 +1081,94 @@ class FakeApiServer:
                 pod["metadata"]["resourceVersion"] = self._next_revision()
         return _Response(201, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201})
 
+    def _delete_pod(self, namespace: str, name: str) -> _Response:
+        """A graceful delete: the pod gets its deletionTimestamp (the kubelet finishes it, `finish_deletions`)."""
+        with self._lock:
+            pod = self._pods.get((namespace, name))
+            if pod is None:
+                raise _not_found("pods", name)
+            if not pod["metadata"].get("deletionTimestamp"):
+                pod["metadata"]["deletionTimestamp"] = _now()
+                pod["metadata"]["deletionGracePeriodSeconds"] = pod["spec"].get("terminationGracePeriodSeconds", 30)
+                pod["metadata"]["resourceVersion"] = self._next_revision()
+            return _Response(200, copy.deepcopy(pod))
+
+    # -- leases ----------------------------------------------------------------------------------
+
+    def _get_lease(self, namespace: str, name: str) -> _Response:
+        with self._lock:
+            lease = self._leases.get((namespace, name))
+            if lease is None:
+                raise _not_found(LEASES, name)
+            return _Response(200, copy.deepcopy(lease))
+
+    def _write_lease(self, namespace: str, name: str, content_type: str, raw: bytes, *, create: bool) -> _Response:
+        """Create (POST) or update (PUT) a Lease. An update must carry the resourceVersion it replaces (Leases
+        allow no unconditional update); a MicroTime without its six fractional digits does not decode."""
+        _require_json(content_type)
+        body = _parse_json(raw)
+        if not isinstance(body, dict) or not isinstance(body.get("metadata", {}), dict):
+            raise _bad_request(f"json: cannot unmarshal {_go_type(body)} into Go value of type v1.Lease")
+        if body.get("kind") not in (None, "", "Lease") or body.get("apiVersion") not in (
+            None,
+            "",
+            "coordination.k8s.io/v1",
+        ):
+            raise _bad_request(f"the body is {body.get('apiVersion')}, Kind={body.get('kind')}, not a v1 Lease")
+        if problem := parts.micro_time_error(body):
+            raise _bad_request(problem)
+        metadata = body.setdefault("metadata", {})
+        if metadata.get("namespace") not in (None, "", namespace):
+            raise _bad_request("the namespace of the provided object does not match the namespace sent on the request")
+        name = name or str(metadata.get("name") or "")
+        if metadata.get("name") not in (None, "", name):
+            raise _bad_request(
+                f"the name of the object ({metadata.get('name')}) does not match the name on the URL ({name})"
+            )
+        errors = [_FieldError(path, reason, value, detail) for path, reason, value, detail in parts.lease_errors(body)]
+        if not name:
+            errors.insert(
+                0, _FieldError("metadata.name", "FieldValueRequired", detail="name or generateName is required")
+            )
+        with self._lock:
+            if namespace not in self._namespaces:
+                raise _not_found("namespaces", namespace)
+            stored = self._leases.get((namespace, name))
+            if create and stored is not None:
+                raise _ApiError(
+                    409, "AlreadyExists", f'{LEASES} "{name}" already exists', details=_details(name, "leases")
+                )
+            if not create:
+                if stored is None:
+                    raise _not_found(LEASES, name)
+                version = str(metadata.get("resourceVersion") or "")
+                if not version:
+                    errors.append(
+                        _FieldError(
+                            "metadata.resourceVersion", "FieldValueInvalid", "0x0", "must be specified for an update"
+                        )
+                    )
+                elif version != stored["metadata"]["resourceVersion"]:
+                    conflict = _CONFLICT.format(resource=LEASES, name=name)
+                    raise _ApiError(409, "Conflict", conflict, details=_details(name, "leases"))
+            if errors:
+                raise _invalid("Lease", name, errors)
+            lease = {
+                "kind": "Lease",
+                "apiVersion": "coordination.k8s.io/v1",
+                "metadata": {
+                    **metadata,
+                    "name": name,
+                    "namespace": namespace,
+                    "uid": stored["metadata"]["uid"] if stored else self._uid(),
+                    "creationTimestamp": stored["metadata"]["creationTimestamp"] if stored else _now(),
+                    "resourceVersion": self._next_revision(),
+                },
+                "spec": copy.deepcopy(body.get("spec") or {}),
+            }
+            self._leases[(namespace, name)] = lease = _pruned(lease)
+            return _Response(201 if create else 200, copy.deepcopy(lease))
+
     # -- helpers that need the state ---------------------------------------------------------------
 
     def _next_revision(self) -> str:
@@ -885,6 +1225,9 @@ class _Handler(BaseHTTPRequestHandler):
         raw = self.rfile.read(length) if length else b""
         query = dict(parse_qsl(url.query, keep_blank_values=True))
         response = self.server.fake._respond(self.command, unquote(url.path), query, self.headers, raw)
+        if isinstance(response, _Stream):
+            self._stream(response)
+            return
         payload = json.dumps(response.body).encode()
         self.send_response(response.code)
         self.send_header("Content-Type", "application/json")
@@ -893,6 +1236,23 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(key, value)
         self.end_headers()
         self.wfile.write(payload)
+
+    def _stream(self, response: _Stream) -> None:
+        """A watch's answer: chunked, one event a line, flushed as it comes; the connection closes after it."""
+        self.send_response(response.code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        try:
+            for event in response.body:
+                line = json.dumps(event).encode() + b"\n"
+                self.wfile.write(f"{len(line):x}\r\n".encode() + line + b"\r\n")
+                self.wfile.flush()
+            self.wfile.write(b"0\r\n\r\n")
+            self.wfile.flush()
+        except OSError:
+            pass  # the client went away (it stopped watching)
+        self.close_connection = True
 
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = _answer
 
@@ -927,6 +1287,17 @@ def _injected_status(failure: _Failure) -> dict[str, Any]:
         f"the server responded with the status code {failure.status} but did not return more information",
     )
     return _status(failure.status, _REASONS.get(failure.status, ""), message, details)
+
+
+def _expired(start: int, current: int) -> dict[str, Any]:
+    status = _status(410, "Expired", f"too old resource version: {start} ({current})", None)
+    return {"type": "ERROR", "object": status}
+
+
+def _not_acceptable(accept: str | None) -> _ApiError:
+    return _ApiError(
+        406, "NotAcceptable", f"only the following media types are accepted: application/json, given {accept}"
+    )
 
 
 def _details(name: str, kind: str) -> dict[str, Any]:

@@ -1,5 +1,6 @@
 """The benchmark scripts still run (their figures are read by people, not asserted here)."""
 
+import json
 import os
 import subprocess
 import sys
@@ -43,3 +44,13 @@ def test_nccl_compare_without_nccl_tests_says_so_and_exits_4(tmp_path):
         ["bash", str(REPO / "bench" / "nccl_compare.sh"), str(tmp_path)], capture_output=True, text=True, env=env
     )
     assert done.returncode == 4 and "all_reduce_perf not found" in done.stderr
+
+
+@pytest.mark.slow
+def test_the_remediator_scale_bench_runs_small_and_meets_its_goal(tmp_path):
+    out = tmp_path / "figures.json"
+    argv = [sys.executable, str(REPO / "bench" / "remediator_scale.py"), "--nodes", "200", "--failing", "30"]
+    done = subprocess.run([*argv, "--max-nodes", "5", "--out", str(out)], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    figures = json.loads(out.read_text())
+    assert (figures["taken_out"], figures["braked_events"], figures["exact"]) == (5, 25, True)

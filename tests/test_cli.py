@@ -97,7 +97,11 @@ def test_auto_means_the_gpus_wherever_a_driver_is_installed(tmp_path, monkeypatc
         (["status", "--bogus"], "unrecognized arguments: --bogus (see gpu-burnin status --help)"),
         (["baseline", "propose", "r", "--baseline", "b", "-y"], ": -y (see gpu-burnin baseline propose --help)"),
         (["preflight", "--preflight-taint", "bad"], "argument --preflight-taint: 'bad' is not KEY[=VALUE]:NoSchedule"),
-        (["periodic", "--max-unhealthy-share", "2"], "argument --max-unhealthy-share: expected a fraction from 0 to 1"),
+        (["remediator", "--max-unhealthy-share", "2"], "argument --max-unhealthy-share: expected a fraction from 0 to"),
+        # The brake is the remediator's alone: the node agents take no part in it.
+        (["periodic", "--max-unhealthy-share", "0.05"], "unrecognized arguments: --max-unhealthy-share"),
+        (["watch", "--max-unhealthy-share", "0.05"], "unrecognized arguments: --max-unhealthy-share 0.05"),
+        (["watch", "--on-critical", "evict"], "argument --on-critical: invalid choice: 'evict'"),
         (["preflight", "--device", "cpu"], "--node: name the node: --node NAME, or NODE_NAME from the downward API"),
         (
             ["preflight", "--device", "cuda", "--node", "n1", "--kubeconfig", "no-such"],

@@ -14,6 +14,7 @@ import pytest
 from harness import lock
 from harness.baselines import default_dir
 from harness.kube import node as nodes
+from tests import contract_policy
 from tests.helpers import ON_GPU_BOX, REPO, documents
 from tests.kube_fake import FakeApiServer
 
@@ -167,11 +168,14 @@ def test_an_unreachable_or_refusing_api_leaves_the_node_and_the_next_attempt_reu
     assert len(documents(tmp_path / "results")) == 1
 
 
-def test_periodic_cordons_a_failing_node_and_a_pass_adds_only_the_condition(server, tmp_path):
+def test_periodic_asks_for_a_failing_node_to_go_and_the_remediator_takes_it_out(server, tmp_path):
+    """The CronJob's pod as periodic's service account on n1 (the node agents' rights: no list, no cordon;
+    every write checked against the contract), then the remediator's one pass, each a real process."""
+    contract_policy.install(server)
     server.add_node("n1", labels=GPU_NODE, taints=[GPU])
     for i in range(2, 21):
         server.add_node(f"n{i}", labels=GPU_NODE)
-    kubeconfig = server.kubeconfig(tmp_path)
+    kubeconfig = server.kubeconfig(tmp_path / "periodic", token=contract_policy.agent_token(server, "periodic", "n1"))
     before = server.node("n1")
     passed = gpu_burnin("periodic", tmp_path, kubeconfig)
     assert passed.returncode == 0, passed.stderr
@@ -181,9 +185,18 @@ def test_periodic_cordons_a_failing_node_and_a_pass_adds_only_the_condition(serv
     failed = gpu_burnin("periodic", tmp_path, kubeconfig, "--baseline-dir", str(unreachable_floors(tmp_path)))
     assert failed.returncode == 1, failed.stderr
     node = server.node("n1")
+    assert "unschedulable" not in node["spec"] and node["spec"]["taints"] == [GPU]
+    labels = node["metadata"]["labels"]
+    assert (labels["gpu-burnin/health"], labels["gpu-burnin/severity"]) == ("failing", "fail")
+    assert [d["entrypoint"] for d in documents(tmp_path / "results")] == ["periodic", "periodic"]
+    assert all(r.status < 300 for r in server.requests)  # nothing refused: RBAC and the contract's admission
+    remediator = server.kubeconfig(tmp_path / "remediator", token=contract_policy.remediator_token(server))
+    argv = [sys.executable, "-m", "harness.cli", "remediator", "--kubeconfig", str(remediator), "--once"]
+    once = subprocess.run(argv, capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert once.returncode == 0, once.stderr
+    node = server.node("n1")
     assert node["spec"]["unschedulable"] is True and node["spec"]["taints"] == [GPU, UNHEALTHY]
     assert node["metadata"]["labels"]["gpu-burnin/health"] == "unhealthy"
-    assert [d["entrypoint"] for d in documents(tmp_path / "results")] == ["periodic", "periodic"]
 
 
 def test_retest_and_status_for_a_person(server, tmp_path):

@@ -14,7 +14,7 @@ import pytest
 from harness.kube import actions
 from harness.kube import node as nodes
 from harness.kube.api import connect
-from harness.kube.node import Label, Marks, Outcome, Taint
+from harness.kube.node import Key, Label, Marks, Outcome, Taint
 
 KUBECONFIG = os.environ.get("GPU_BURNIN_E2E_KUBECONFIG", "")
 NODE = os.environ.get("GPU_BURNIN_E2E_NODE", "")
@@ -28,6 +28,7 @@ MARKS = Marks(
     preflight_label=Label("gpu-burnin/e2e-preflight", "pending"),
     unhealthy_taint=Taint("gpu-burnin/e2e-unhealthy", "", "PreferNoSchedule"),
     unhealthy_label=Label("gpu-burnin/e2e-health", "unhealthy"),
+    severity=Key("gpu-burnin/e2e-severity"),
 )
 
 

@@ -221,7 +221,7 @@ def test_forbidding_a_subresource_leaves_the_resource_allowed(api: FakeApiServer
     api.forbid("patch", "nodes", subresource="status")
     assert patch(core, {"metadata": {"labels": {"a": "1"}}})["metadata"]["labels"]["a"] == "1"
     with pytest.raises(ValueError, match="verb must be one of"):
-        api.forbid("delete", "nodes")
+        api.forbid("deletecollection", "nodes")
 
 
 def test_unknown_paths_are_404_and_unknown_methods_405_with_a_status(api: FakeApiServer, core: client.CoreV1Api):
@@ -327,7 +327,10 @@ def test_list_filters_by_field_selector(fleet: FakeApiServer, core: client.CoreV
         (lambda core: core.list_node(field_selector="metadata.name"), "can't understand 'metadata.name'"),
         (lambda core: core.list_node(field_selector=r"metadata.name=a\x"), "invalid escape sequence"),
         (lambda core: core.list_node(field_selector="metadata.name=a=b"), "unescaped literal '='"),
-        (lambda core: core.list_node(watch=True, _preload_content=False), "does not serve watches"),
+        (
+            lambda core: core.list_namespaced_event("default", watch=True, _preload_content=False),
+            "does not serve watches",
+        ),
     ],
 )
 def test_field_selectors_and_watches_the_server_cannot_serve_are_400(

@@ -1,6 +1,10 @@
-"""The node lifecycle (harness/kube/actions.py) through the real client, against the fake API server."""
+"""The node lifecycle (harness/kube/actions.py) through the real client, against the fake API server:
+preflight and periodic as node agents (their own node only, every write checked against the contract's
+admission rules, tests/contract_policy.py), retest and status as a person."""
 
+import dataclasses
 import datetime as dt
+import json
 
 import pytest
 
@@ -8,6 +12,7 @@ from harness.kube import actions
 from harness.kube import node as nodes
 from harness.kube.api import KubeError, Patience, connect
 from harness.kube.node import Marks, Outcome
+from tests import contract_policy
 from tests.kube_fake import FakeApiServer
 
 MARKS = Marks()
@@ -17,19 +22,27 @@ PREFLIGHT = {"key": "gpu-burnin/preflight", "effect": "NoSchedule"}
 UNHEALTHY = {"key": "gpu-burnin/unhealthy", "effect": "NoSchedule"}
 GPU_NODE = {"nvidia.com/gpu.present": "true"}
 NODE = "/api/v1/nodes/n1"
+EVENTS = "/api/v1/namespaces/gpu-burnin/events"
 
 
 def outcome(verdict: str, codes=(), summary="every test passed") -> Outcome:
     return Outcome(run_id="r1", verdict=verdict, codes=tuple(codes), summary=summary, when=NOW, command="preflight")
 
 
-FAILED = outcome("fail", ["DATA_MISMATCH"], "DATA_MISMATCH: GPU 3 (GPU-x): 2 bad products (remediation: replace-gpu)")
+FAILED = dataclasses.replace(
+    outcome("fail", ["DATA_MISMATCH"], "DATA_MISMATCH: GPU 3 (GPU-x): 2 bad products (remediation: replace-gpu)"),
+    critical=True,
+)
+SLOW = outcome(
+    "fail", ["LOW_THROUGHPUT"], "LOW_THROUGHPUT: GPU 1: 612 TFLOPS, floor 700 (remediation: inspect-hardware)"
+)
 INCOMPLETE = outcome("incomplete", ["HANG"], "HANG: GPU 1: worker did not start (remediation: reset-gpu)")
 
 
 @pytest.fixture
 def server():
     with FakeApiServer() as fake:
+        contract_policy.install(fake)  # every node write and Event of a node agent, checked
         yield fake
 
 
@@ -48,12 +61,29 @@ class VirtualTime:
         return self.now
 
 
-@pytest.fixture
-def api(server, tmp_path):
+def connected(server, tmp_path, token=None):
     time = VirtualTime()
-    made = connect(server.kubeconfig(tmp_path), patience=Patience(total_s=20), sleep=time.sleep, clock=time.clock)
+    config = server.kubeconfig(tmp_path / f"kubeconfig-{token or 'person'}", token=token)
+    made = connect(config, patience=Patience(total_s=20), sleep=time.sleep, clock=time.clock)
     made.waits = time.waits
     return made
+
+
+@pytest.fixture
+def api(server, tmp_path):
+    """preflight's pod on n1: its own service account, its node claim, the node agents' rights."""
+    return connected(server, tmp_path, contract_policy.agent_token(server, "preflight", "n1"))
+
+
+@pytest.fixture
+def periodic_api(server, tmp_path):
+    return connected(server, tmp_path, contract_policy.agent_token(server, "periodic", "n1"))
+
+
+@pytest.fixture
+def person(server, tmp_path):
+    """Someone with their own credentials (retest, status): no policy matches them."""
+    return connected(server, tmp_path)
 
 
 def joining(server, name="n1", **extra):
@@ -95,7 +125,7 @@ def test_a_pass_removes_exactly_the_preflight_taint_and_label(server, api):
         ("GET", NODE),
         ("PATCH", NODE),
         ("PATCH", f"{NODE}/status"),
-        ("POST", "/api/v1/namespaces/default/events"),
+        ("POST", EVENTS),
     ]
 
 
@@ -175,10 +205,10 @@ def test_the_condition_never_turns_true_while_the_taint_is_still_there(server, a
     assert condition(server) is None and PREFLIGHT in server.node("n1")["spec"]["taints"]
 
 
-def test_periodic_pass_adds_nothing_but_the_condition_and_annotation(server, api):
+def test_periodic_pass_adds_nothing_but_the_condition_and_annotation(server, periodic_api):
     in_service(server, "n1")
     before = server.node("n1")
-    assert actions.periodic(api, "n1", outcome("pass"), MARKS, actions.Fleet(), NOW).exit_code == 0
+    assert actions.periodic(periodic_api, "n1", outcome("pass"), MARKS, actions.Fleet(), NOW).exit_code == 0
     after = server.node("n1")
     assert after["spec"] == before["spec"] and after["metadata"]["labels"] == before["metadata"]["labels"]
     assert set(after["metadata"]["annotations"]) - set(before["metadata"]["annotations"]) == {nodes.LAST_RESULT}
@@ -193,96 +223,187 @@ def fleet(server, unhealthy: int, total: int = 20):
     server.add_node("cpu-only", labels={"team": "web"})  # not a GPU node: not counted
 
 
-def test_periodic_failure_cordons_and_taints_with_the_brake_clear(server, api):
+def test_a_periodic_failure_asks_for_the_node_to_be_taken_out_and_touches_nothing_else(server, periodic_api):
+    """Periodic reports on its own node only: the request (health failing, severity, when and why), its
+    condition and an Event in the tool's namespace. It neither lists the fleet nor cordons nor taints, and
+    every write passes the contract's admission rules for periodic."""
     fleet(server, unhealthy=0)
-    done = actions.periodic(api, "n1", FAILED, MARKS, actions.Fleet(), NOW)
+    done = actions.periodic(periodic_api, "n1", FAILED, MARKS, actions.Fleet(), NOW)
     node = server.node("n1")
-    assert done.exit_code == 1 and not done.braked
-    assert node["spec"]["unschedulable"] is True and node["spec"]["taints"] == [GPU, UNHEALTHY]
-    assert node["metadata"]["labels"]["gpu-burnin/health"] == "unhealthy"
-    assert nodes.CORDONED in node["metadata"]["annotations"]
-    assert condition(server)["status"] == "False" and server.events[0]["reason"] == "GPUBurnInUnhealthy"
-
-
-def test_the_brake_refuses_to_cordon_when_too_much_of_the_fleet_is_out(server, api):
-    fleet(server, unhealthy=2)
-    done = actions.periodic(api, "n1", FAILED, MARKS, actions.Fleet(), NOW)
-    node = server.node("n1")
-    assert done.exit_code == 1 and done.braked
+    assert done.exit_code == 1 and "gpu-burnin/health=failing, severity critical" in done.message
     assert "unschedulable" not in node["spec"] and node["spec"]["taints"] == [GPU]
+    labels, annotations = node["metadata"]["labels"], node["metadata"]["annotations"]
+    assert (labels["gpu-burnin/health"], labels["gpu-burnin/severity"]) == ("failing", "critical")
+    requested = json.loads(annotations[nodes.REQUESTED])
+    assert requested == {
+        "by": "gpu-burnin preflight",  # the outcome's command (periodic's in production)
+        "reason": FAILED.summary,
+        "codes": ["DATA_MISMATCH"],
+        "time": "2026-11-28T12:00:00Z",
+    }
+    assert nodes.CORDONED not in annotations
+    assert (condition(server)["status"], condition(server)["reason"]) == ("False", "DATA_MISMATCH")
     [event] = server.events
-    assert (event["type"], event["reason"]) == ("Warning", "GPUBurnInBrake")
-    assert "3 of 20 GPU nodes (15%)" in event["message"] and "5%" in event["message"]
-    assert condition(server)["status"] == "False"
+    assert (event["reason"], event["metadata"]["namespace"]) == ("GPUBurnInFailing", "gpu-burnin")
+    assert not [r for r in server.requests if r.path == "/api/v1/nodes"]  # never lists the fleet
+    assert all(r.status < 300 for r in server.requests)  # nothing refused by RBAC or admission
 
 
-def test_incomplete_runs_leave_the_node_in_service_until_the_limit(server, api):
+def test_periodic_never_lists_nodes_even_with_the_whole_fleet_out(server, periodic_api):
+    """The brake is the remediator's now: periodic's failure is the same request whatever the fleet shows
+    (before, every periodic pod listed every GPU node, whole, to decide the brake by itself)."""
+    fleet(server, unhealthy=10)
+    server.forbid("list", "nodes")
+    done = actions.periodic(periodic_api, "n1", SLOW, MARKS, actions.Fleet(), NOW)
+    assert done.exit_code == 1
+    labels = server.node("n1")["metadata"]["labels"]
+    assert (labels["gpu-burnin/health"], labels["gpu-burnin/severity"]) == ("failing", "fail")
+
+
+def test_a_request_is_never_lowered_nor_written_over_the_remediators_mark(server, periodic_api):
+    in_service(server, "n1")
+    actions.periodic(periodic_api, "n1", FAILED, MARKS, actions.Fleet(), NOW)
+    first = server.node("n1")["metadata"]["annotations"][nodes.REQUESTED]
+    later = dataclasses.replace(SLOW, when=NOW + dt.timedelta(hours=6))
+    actions.periodic(periodic_api, "n1", later, MARKS, actions.Fleet(), NOW)
+    node = server.node("n1")
+    assert node["metadata"]["labels"]["gpu-burnin/severity"] == "critical"  # never lowered
+    assert node["metadata"]["annotations"][nodes.REQUESTED] == first  # the first request keeps its place
+    server.edit_node("n1", lambda n: n["metadata"]["labels"].update({"gpu-burnin/health": "unhealthy"}))
+    actions.periodic(periodic_api, "n1", later, MARKS, actions.Fleet(), NOW)
+    assert server.node("n1")["metadata"]["labels"]["gpu-burnin/health"] == "unhealthy"
+
+
+def test_a_critical_failure_raises_a_fail_request(server, periodic_api):
+    in_service(server, "n1")
+    actions.periodic(periodic_api, "n1", SLOW, MARKS, actions.Fleet(), NOW)
+    assert server.node("n1")["metadata"]["labels"]["gpu-burnin/severity"] == "fail"
+    actions.periodic(periodic_api, "n1", FAILED, MARKS, actions.Fleet(), NOW)
+    assert server.node("n1")["metadata"]["labels"]["gpu-burnin/severity"] == "critical"
+
+
+def test_incomplete_runs_leave_the_node_in_service_until_the_limit(server, periodic_api):
     fleet(server, unhealthy=0)
     for expected in (2, 2):
-        assert actions.periodic(api, "n1", INCOMPLETE, MARKS, actions.Fleet(), NOW).exit_code == expected
-        assert "unschedulable" not in server.node("n1")["spec"]
+        assert actions.periodic(periodic_api, "n1", INCOMPLETE, MARKS, actions.Fleet(), NOW).exit_code == expected
+        assert "gpu-burnin/health" not in server.node("n1")["metadata"]["labels"]
     assert nodes.incomplete_streak(server.node("n1")) == 2
-    done = actions.periodic(api, "n1", INCOMPLETE, MARKS, actions.Fleet(), NOW)
-    assert done.exit_code == 1 and server.node("n1")["spec"]["unschedulable"] is True
+    done = actions.periodic(periodic_api, "n1", INCOMPLETE, MARKS, actions.Fleet(), NOW)
+    assert done.exit_code == 1 and server.node("n1")["metadata"]["labels"]["gpu-burnin/health"] == "failing"
     assert nodes.last_result(server.node("n1"))["codes"][0] == "INCOMPLETE_STREAK"
-    actions.periodic(api, "n1", outcome("pass"), MARKS, actions.Fleet(), NOW)
+    actions.periodic(periodic_api, "n1", outcome("pass"), MARKS, actions.Fleet(), NOW)
     assert nodes.incomplete_streak(server.node("n1")) == 0
 
 
-def test_retest_puts_a_repaired_node_back_in_preflight(server, api):
-    fleet(server, unhealthy=0)
-    actions.periodic(api, "n1", FAILED, MARKS, actions.Fleet(), NOW)
-    done = actions.retest(api, "n1", MARKS, NOW)
+def taken_out(server, name="n1", *, was_cordoned=False, severity="critical"):
+    """A node as the remediator leaves it after a take-out."""
+    record = {"by": "gpu-burnin remediator", "was_cordoned": was_cordoned, "time": "2026-11-28T11:00:00Z"}
+    requested = {"by": "gpu-burnin watch", "reason": "x", "codes": ["XID"], "time": "2026-11-28T10:59:00Z"}
+    labels = {**GPU_NODE, "gpu-burnin/health": "unhealthy", "gpu-burnin/severity": severity}
+    annotations = {nodes.CORDONED: json.dumps(record), nodes.REQUESTED: json.dumps(requested)}
+    remediation = {"type": "GPUBurnInRemediation", "status": "True", "reason": "TakenOut", "message": "x"}
+    return server.add_node(
+        name,
+        labels=labels,
+        annotations=annotations,
+        taints=[GPU, UNHEALTHY],
+        unschedulable=True,
+        conditions=[remediation],
+    )
+
+
+def test_retest_puts_a_repaired_node_back_in_preflight(server, person):
+    taken_out(server)
+    done = actions.retest(person, "n1", MARKS, NOW)
     node = server.node("n1")
     assert done.exit_code == 0 and "unschedulable" not in node["spec"]
     assert node["spec"]["taints"] == [GPU, PREFLIGHT]
-    assert node["metadata"]["labels"]["gpu-burnin/preflight"] == "pending"
-    assert (
-        "gpu-burnin/health" not in node["metadata"]["labels"] and nodes.CORDONED not in node["metadata"]["annotations"]
-    )
+    labels, annotations = node["metadata"]["labels"], node["metadata"]["annotations"]
+    assert labels["gpu-burnin/preflight"] == "pending"
+    assert "gpu-burnin/health" not in labels and "gpu-burnin/severity" not in labels
+    assert nodes.CORDONED not in annotations and nodes.REQUESTED not in annotations
     assert condition(server)["status"] == "Unknown"
+    assert nodes.condition(node, nodes.REMEDIATION_CONDITION) is None  # the remediator's state goes with it
 
 
-def test_retest_leaves_a_cordon_it_did_not_set(server, api):
+def test_retest_leaves_a_cordon_it_did_not_set(server, person):
     server.add_node("n1", labels=GPU_NODE, taints=[GPU], unschedulable=True)
-    done = actions.retest(api, "n1", MARKS, NOW)
+    done = actions.retest(person, "n1", MARKS, NOW)
     assert server.node("n1")["spec"]["unschedulable"] is True and "stays cordoned" in done.message
 
 
-def test_status_lists_gpu_nodes_by_state_and_calls_out_stuck_preflights(server, api):
+def test_retest_leaves_an_admins_cordon_the_remediator_found_in_place(server, person):
+    taken_out(server, was_cordoned=True)
+    done = actions.retest(person, "n1", MARKS, NOW)
+    assert server.node("n1")["spec"]["unschedulable"] is True and "stays cordoned" in done.message
+
+
+def test_retest_does_not_lift_a_cordon_recorded_without_saying_who_cordoned_first(server, person):
+    """A record of gpu-burnin's earlier cordon path ({by, run_id, time}, written even on a node an administrator
+    had cordoned) cannot tell whose cordon it is: the cordon stays (before, retest lifted any cordon it found
+    such a record on)."""
+    old = {"by": "gpu-burnin periodic", "run_id": "r0", "time": "2026-11-20T00:00:00Z"}
+    labels = {**GPU_NODE, "gpu-burnin/health": "unhealthy"}
+    server.add_node(
+        "n1", labels=labels, annotations={nodes.CORDONED: json.dumps(old)}, taints=[GPU], unschedulable=True
+    )
+    actions.retest(person, "n1", MARKS, NOW)
+    node = server.node("n1")
+    assert node["spec"]["unschedulable"] is True and "gpu-burnin/health" not in node["metadata"]["labels"]
+
+
+def test_status_lists_gpu_nodes_by_state_and_calls_out_stuck_preflights(server, api, person):
     long_ago = "2026-11-28T08:00:00Z"
     server.add_node("new", labels={**GPU_NODE, "gpu-burnin/preflight": "pending"}, taints=[PREFLIGHT], created=long_ago)
     server.add_node("fresh", labels={**GPU_NODE, "gpu-burnin/preflight": "pending"}, created="2026-11-28T11:30:00Z")
     in_service(server, "bad", **{"gpu-burnin/health": "unhealthy"})
+    in_service(server, "asking", **{"gpu-burnin/health": "failing"})
     in_service(server, "never")
-    joining(server, "good")
-    actions.preflight(api, "good", outcome("pass"), MARKS, NOW)
+    joining(server, "n1")
+    actions.preflight(api, "n1", outcome("pass"), MARKS, NOW)
     server.add_node("cpu-only", labels={"team": "web"})
-    found = {s.name: s for s in actions.status(api, MARKS, actions.Fleet(), pending_limit_s=7200, now=NOW)}
-    assert set(found) == {"new", "fresh", "bad", "never", "good"}
+    found = {s.name: s for s in actions.status(person, MARKS, actions.Fleet(), pending_limit_s=7200, now=NOW)}
+    assert set(found) == {"new", "fresh", "bad", "asking", "never", "n1"}
     assert found["new"].state == "preflight-pending" and found["new"].stuck and found["new"].for_s == 4 * 3600
     assert not found["fresh"].stuck
-    assert (found["bad"].state, found["never"].state, found["good"].state) == ("unhealthy", "never-tested", "healthy")
-    assert found["good"].run_id == "r1"
+    assert (found["bad"].state, found["asking"].state) == ("unhealthy", "failing")
+    assert (found["never"].state, found["n1"].state) == ("never-tested", "healthy")
+    assert found["n1"].run_id == "r1"
     assert [r.method for r in server.requests[-1:]] == ["GET"] and "labelSelector" in server.requests[-1].query
 
 
 @pytest.mark.parametrize("flow", ["periodic", "preflight"])
-def test_a_failure_never_leaves_a_node_out_of_service_that_reads_as_passed(server, api, flow):
-    """Killed between its writes (here: the condition's write refused), a failing node must not
-    end cordoned or tainted while its GPUBurnIn condition still says True."""
+def test_a_failure_never_leaves_a_node_asking_to_go_out_that_reads_as_passed(server, tmp_path, flow):
+    """Killed between its writes (here: the condition's write refused), a failing node must not end
+    tainted or asking to be taken out while its GPUBurnIn condition still says True."""
     fleet(server, unhealthy=0)
-    actions.periodic(api, "n1", outcome("pass"), MARKS, actions.Fleet(), NOW)
+    agent = connected(server, tmp_path, contract_policy.agent_token(server, flow, "n1"))
+    actions.periodic(agent, "n1", outcome("pass"), MARKS, actions.Fleet(), NOW)
     assert condition(server)["status"] == "True"
     server.forbid("patch", "nodes", subresource="status")
     with pytest.raises(KubeError):
         if flow == "periodic":
-            actions.periodic(api, "n1", FAILED, MARKS, actions.Fleet(), NOW)
+            actions.periodic(agent, "n1", FAILED, MARKS, actions.Fleet(), NOW)
         else:
-            actions.preflight(api, "n1", FAILED, MARKS, NOW)
+            actions.preflight(agent, "n1", FAILED, MARKS, NOW)
     node = server.node("n1")
     taints = node["spec"]["taints"]
-    out = node["spec"].get("unschedulable") or UNHEALTHY in taints or PREFLIGHT in taints
+    out = "gpu-burnin/health" in node["metadata"]["labels"] or PREFLIGHT in taints
     assert not (out and condition(server)["status"] == "True"), node
     statuses = [r.path for r in server.requests if r.method == "PATCH"]
     assert statuses[-1].endswith("/status")  # the condition is written first
+
+
+def test_an_admission_denial_is_said_as_such_not_retried_as_a_conflict(server, periodic_api):
+    """422 is the API server's validation or an admission policy refusing the write: said at once, with the
+    policy's words (before, it was taken for a JSON Patch test that failed, and retried five times)."""
+    in_service(server, "n1")
+    server.admission = lambda who, old, new, resource, sub: (
+        "ValidatingAdmissionPolicy 'gpu-burnin-periodic' denied request: no"
+        if resource == "nodes" and not sub
+        else None
+    )
+    with pytest.raises(KubeError) as caught:
+        actions.periodic(periodic_api, "n1", SLOW, MARKS, actions.Fleet(), NOW)
+    assert caught.value.status == 422 and "denied request: no" in str(caught.value)
+    assert len([r for r in server.requests if r.method == "PATCH" and r.path == NODE]) == 1

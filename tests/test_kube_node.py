@@ -68,11 +68,31 @@ def test_the_condition_moves_its_transition_time_only_when_its_status_changes():
     assert moved["lastTransitionTime"] == "2026-11-28T13:00:00Z"
 
 
-def test_an_event_names_the_node_and_fits_the_api():
-    event = nodes.event(a_node(), warning=True, reason="GPUBurnInFailed", message="x" * 5000, now=NOW)
-    assert event["involvedObject"] == {"apiVersion": "v1", "kind": "Node", "name": "n1", "uid": "u-1"}
-    assert event["type"] == "Warning" and len(event["message"]) == 1024
-    assert event["metadata"]["namespace"] == "default" and event["metadata"]["name"].startswith("n1.")
+def event(key="r1", reason="GPUBurnInFailed", **extra):
+    given = {"namespace": "gpu-ops", "key": key, "warning": True, "reason": reason, "message": "x", "now": NOW}
+    return nodes.event(a_node(), **{**given, **extra})
+
+
+def test_an_event_names_the_node_in_the_tools_namespace_and_fits_the_api():
+    found = event(message="x" * 5000)
+    # The API server accepts an Event about an object without a namespace only in "default": the involved
+    # Node carries the Event's own namespace, so that the tool's Events stay in the tool's namespace.
+    assert found["involvedObject"] == {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "name": "n1",
+        "uid": "u-1",
+        "namespace": "gpu-ops",
+    }
+    assert found["type"] == "Warning" and len(found["message"]) == 1024
+    assert found["metadata"]["namespace"] == "gpu-ops" and found["metadata"]["name"].startswith("n1.")
+    assert found["reportingComponent"] == found["source"]["component"] == "gpu-burnin"
+
+
+def test_an_events_name_follows_what_it_announces_so_a_retry_is_not_a_second_event():
+    assert event()["metadata"]["name"] == event(message="other words")["metadata"]["name"]
+    assert event()["metadata"]["name"] != event(key="r2")["metadata"]["name"]
+    assert event()["metadata"]["name"] != event(reason="GPUBurnInPassed")["metadata"]["name"]
 
 
 def test_the_last_result_annotation_reads_back():

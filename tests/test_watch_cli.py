@@ -52,14 +52,14 @@ def node_writes(server: FakeApiServer) -> list[tuple[str, str]]:
 
 def test_the_watch_process_acts_exits_0_on_sigterm_and_never_imports_torch(server, tmp_path):
     kubeconfig = server.kubeconfig(tmp_path)
-    fast = ["--interval", "0.2", "--hold", "2", "--window", "2", "--max-unhealthy-share", "0.5"]
+    fast = ["--interval", "0.2", "--hold", "2", "--window", "2"]
     command = [sys.executable, "-X", "importtime", "-m", "harness.cli"]
     command += args(tmp_path, kubeconfig, "--nvml", f"sim:{SCENARIOS / 'row-remap-pending.toml'}", *fast)
     log = tmp_path / "stderr.log"  # a file: the import log would fill a pipe and block the child
     with log.open("w") as stderr:
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=stderr, text=True)
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not server.node("n1")["spec"].get("unschedulable"):
+    while time.monotonic() < deadline and "gpu-burnin/health" not in server.node("n1")["metadata"]["labels"]:
         time.sleep(0.1)
     time.sleep(0.5)
     process.send_signal(signal.SIGTERM)
@@ -73,10 +73,10 @@ def test_the_watch_process_acts_exits_0_on_sigterm_and_never_imports_torch(serve
     assert "harness" in imported and "kubernetes" in imported  # the import log is complete...
     assert "torch" not in imported  # ...and the GPUs are never touched through torch
     node = server.node("n1")
-    assert node["spec"]["unschedulable"] is True
+    assert node["metadata"]["labels"]["gpu-burnin/health"] == "failing" and not node["spec"].get("unschedulable")
     assert (nodes.condition(node, nodes.WATCH_CONDITION) or {})["reason"] == "ROW_REMAP_PENDING"
     ops = [json.loads(line)["op"] for line in (tmp_path / "state" / "journal.jsonl").read_text().splitlines()]
-    assert ops[0] == "start" and ops.count("cordon") == 2  # begin and done
+    assert ops[0] == "start" and ops.count("request") == 2  # begin and done
     assert "gpu_burnin_watch_up" in (tmp_path / "metrics" / "watch.prom").read_text()
 
 

@@ -162,9 +162,9 @@ def test_a_watch_with_an_unreadable_journal_moves_it_aside_says_so_on_the_node_a
     log = fleet.logs["n1"].getvalue()
     assert "warning:" in log and str(aside) in log and "line 1: id" in log
     fleet.run(1800)  # and goes on watching: the finding is acted on as ever
-    assert server.node("n1")["spec"]["unschedulable"] is True
+    assert server.node("n1")["metadata"]["labels"]["gpu-burnin/health"] == "failing"
     fleet.restart("n1")  # said once
-    assert events(server) == [("n1", "GPUBurnInWatchJournal"), ("n1", "GPUBurnInUnhealthy")]
+    assert events(server) == [("n1", "GPUBurnInWatchJournal"), ("n1", "GPUBurnInFailing")]
 
 
 def test_an_event_the_api_server_refused_is_said_at_the_next_start(server, tmp_path):
@@ -172,7 +172,7 @@ def test_an_event_the_api_server_refused_is_said_at_the_next_start(server, tmp_p
     journal = tmp_path / "n1" / "journal.jsonl"
     journal.parent.mkdir()
     journal.write_text('{"boot":"boot-1","v":1,"op":"record","phase":"begin","id":1,"data":{"findings":"XID"}}\n')
-    server.fail("POST", "/api/v1/namespaces/default/events", 403, times=1000)
+    server.fail("POST", "/api/v1/namespaces/gpu-burnin/events", 403, times=1000)
     with pytest.raises(KubeError):
         fleet.add("n1", SCENARIOS / "healthy.toml")
     server.heal()

@@ -8,7 +8,7 @@ import pytest
 
 from harness.watch.config import Policy
 from tests.kube_fake import FakeApiServer
-from tests.watch_fleet import DATA, GPU_NODE, SCENARIOS, Nodes
+from tests.watch_fleet import DATA, SCENARIOS, Nodes
 
 NODE_PATH = "/api/v1/nodes/n1"
 
@@ -41,12 +41,12 @@ def test_a_finding_is_said_when_it_appears_holds_is_acted_on_and_clears(server, 
     assert [s.split(":")[0] for s in said] == [
         "appeared (fail)",
         "held 3 polls in a row",
-        "pend done",
-        "cordon done",
+        "request done",
         "clear done",
     ]
-    assert "a row remap is pending" in said[0] and said[1].endswith(": cordon")
-    assert said[4].startswith("clear done: absent 3 polls in a row")
+    assert "a row remap is pending" in said[0] and said[1].endswith(": request")
+    assert said[2] == "request done: gpu-burnin/health=failing"
+    assert said[3].startswith("clear done: absent 3 polls in a row")
     assert len(lines(fleet)) == len(said)  # and nothing else: the quiet polls between said nothing
 
 
@@ -71,40 +71,8 @@ def test_an_xid_is_said_with_its_number(server, tmp_path):
     fleet.add("n1", DATA / "xid-burst.toml")
     fleet.run(3 * 3600)
     said = about(fleet, "XID 48", 0)
-    assert said[0].startswith("appeared (fail): Xid 48") and said[1] == "held 40 Xid events: cordon"
-    assert [s.split(":")[0] for s in said[2:]] == ["pend done", "cordon done"]
-
-
-def test_a_braked_cordon_is_said_as_braked(server, tmp_path):
-    fleet = Nodes(server, tmp_path, share=0.1)  # 11 GPU nodes: one may be out
-    fleet.add("a", SCENARIOS / "row-remap-pending.toml")
-    fleet.run(600)
-    fleet.add("b", SCENARIOS / "row-remap-pending.toml")
-    fleet.run(600)
-    assert about(fleet, "ROW_REMAP_PENDING", 0, "a")[-1].startswith("cordon done")
-    braked = about(fleet, "ROW_REMAP_PENDING", 0, "b")[-1]
-    assert braked.startswith("cordon braked") and "the node stays in service" in braked
-
-
-def test_an_eviction_blocked_by_a_disruption_budget_is_said_once_then_done(server, tmp_path):
-    fleet = Nodes(server, tmp_path, policy=Policy(critical="evict"))
-    server.add_node("n1", labels=GPU_NODE)
-    server.add_pod("ml", "train-0", node="n1", gpus=8, owner="ReplicaSet")
-    server.protect("ml", "train-0")
-    fleet.add("n1", SCENARIOS / "row-remap-failure.toml")
-    fleet.run(1200)  # the eviction is refused at every poll from the cordon on
-    server.unprotect("ml", "train-0")
-    fleet.run(60)
-    said = about(fleet, "ROW_REMAP_FAILURE", 1)
-    assert [s.split(":")[0] for s in said] == [
-        "appeared (fail)",
-        "held 3 polls in a row",
-        "pend done",
-        "cordon done",
-        "evict blocked",
-        "evict done",
-    ]
-    assert "a disruption budget refuses ml/train-0" in said[4] and said[5].endswith("ml/train-0")
+    assert said[0].startswith("appeared (fail): Xid 48") and said[1] == "held 40 Xid events: request"
+    assert [s.split(":")[0] for s in said[2:]] == ["request done"]
 
 
 def test_an_action_the_api_server_refuses_is_said_as_failed_and_again_when_done(server, tmp_path):
@@ -112,17 +80,16 @@ def test_an_action_the_api_server_refuses_is_said_as_failed_and_again_when_done(
     fleet.add("n1", SCENARIOS / "row-remap-pending.toml")
     fleet.run(60)  # seen twice
     server.fail("PATCH", "/api/v1/nodes/n1(/status)?", 503, times=1000)
-    fleet.run(60)  # held: its pend fails, twice
+    fleet.run(60)  # held: its request fails, twice
     server.heal()
     fleet.run(60)
     said = about(fleet, "ROW_REMAP_PENDING", 0)
     assert [s.split(":")[0] for s in said] == [
         "appeared (fail)",
-        "held 3 polls in a row",  # once, though the pend is decided again at the next poll
-        "pend failed",
-        "pend failed",
-        "pend done",
-        "cordon done",
+        "held 3 polls in a row",  # once, though the request is decided again at the next poll
+        "request failed",
+        "request failed",
+        "request done",
     ]
     assert "tried again at the next poll" in said[2] and "503" in said[2]
 
@@ -148,4 +115,4 @@ def test_a_restarted_watch_says_what_it_found_open_in_its_journal(server, tmp_pa
     fleet.add("n1", SCENARIOS / "row-remap-pending.toml")
     fleet.run(1800)
     fleet.restart("n1")
-    assert about(fleet, "ROW_REMAP_PENDING", 0) == ["open from the journal (acted: cordon)"]
+    assert about(fleet, "ROW_REMAP_PENDING", 0) == ["open from the journal (acted: request)"]

@@ -1,7 +1,9 @@
 """A fleet of watches for the tests: simulated NVML per node, one fake API server, one virtual clock.
 
 Each node's watch is the real thing (harness/watch/loop.py) with the real Kubernetes
-client; only time is virtual, so hours of polling take seconds.
+client, as its own service account bound to its node (every write checked against the
+contract's admission rules, tests/contract_policy.py); only time is virtual, so hours of
+polling take seconds.
 """
 
 from __future__ import annotations
@@ -12,12 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from harness import baselines
-from harness.kube.actions import Fleet
 from harness.kube.api import Api, Patience, connect
 from harness.kube.node import Marks
 from harness.nvml import binding, xid
 from harness.watch import act, loop
 from harness.watch.config import Policy, WatchConfig
+from tests import contract_policy
 from tests.kube_fake import FakeApiServer
 
 DATA = Path(__file__).parent / "data" / "watch"
@@ -43,20 +45,18 @@ class Clock:
 class Nodes:
     """Watches on nodes of one fake API server, polled in step."""
 
-    def __init__(
-        self, server: FakeApiServer, tmp: Path, *, share: float = 0.5, bystanders: int = 9, **config: Any
-    ) -> None:
+    def __init__(self, server: FakeApiServer, tmp: Path, *, bystanders: int = 9, **config: Any) -> None:
         self.server = server
         self.tmp = tmp
         self.clock = Clock()
-        self.share = share
         self.config = config
+        contract_policy.install(server)
         self.watches: dict[str, loop.Watch] = {}
         self.scenarios: dict[str, Path] = {}
         self.logs: dict[str, io.StringIO] = {}
         self.baselines = baselines.load_dir(baselines.default_dir())
         self.table = xid.load_table()
-        self.api: Api = connect(server.kubeconfig(tmp), patience=Patience(total_s=0.3, first_backoff_s=0.01))
+        self.apis: dict[str, Api] = {}
         for n in range(bystanders):  # healthy GPU nodes without a watch here: the brake's denominator
             server.add_node(f"other-{n}", labels=GPU_NODE)
 
@@ -81,7 +81,7 @@ class Nodes:
             **settings,
         )
         self.logs[name] = io.StringIO()
-        writer = act.NodeWriter(self.api, name, Marks(), Fleet(max_unhealthy_share=self.share))
+        writer = act.NodeWriter(self.api(name), name, Marks(), boot="boot-1")
         watch = loop.Watch(
             config,
             nv=binding.load(config.nvml),
@@ -94,6 +94,14 @@ class Nodes:
         )
         self.watches[name] = watch
         return watch
+
+    def api(self, name: str) -> Api:
+        """The watch pod's client on `name`: the watch's service account, its token bound to that node."""
+        if name not in self.apis:
+            token = contract_policy.agent_token(self.server, "watch", name)
+            config = self.server.kubeconfig(self.tmp / f"kubeconfig-{name}", token=token)
+            self.apis[name] = connect(config, patience=Patience(total_s=0.3, first_backoff_s=0.01))
+        return self.apis[name]
 
     def restart(self, name: str) -> loop.Watch:
         watch = self.build(name)

@@ -1,17 +1,22 @@
-"""The node lifecycle: what preflight, periodic and retest do to a node, and what status reads.
+"""The node lifecycle of the node agents (preflight, periodic) and of a person (retest, status).
+
+A node agent writes only its own node, and only reports: preflight releases its node on a
+pass (its own taint and label, nothing else) and holds it otherwise; periodic, on a
+failure, *requests* that the node be taken out (the health label `failing`, the severity,
+`gpu-burnin/requested`): the remediator (harness/remediator/), the one holder of
+fleet-wide rights, decides under the brake and takes it out. No agent lists nodes,
+cordons, taints for health or evicts.
 
 Each flow costs about one read and one patch of the node, one status patch and one
-event; only the brake and status list nodes. The order of writes never leaves a
-node that reads as passed when it has not: the GPUBurnIn condition turns True only
-after the preflight taint is gone, and a failure's taint and label are written
-before its condition.
+event. The order of writes never leaves a node that reads as passed when it has not:
+the GPUBurnIn condition turns True only after the preflight taint is gone, and a
+failure's condition is written before its taint, label or request.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import json
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -26,11 +31,9 @@ ATTEMPTS = 5
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Fleet:
-    """How periodic judges a failure against the rest of the fleet."""
+    """How the GPU nodes are found, and how periodic counts incomplete runs."""
 
     gpu_selector: str = "nvidia.com/gpu.present=true"
-    max_unhealthy_share: float = 0.05
-    """The brake: never cordon if, counting this node, a larger share of GPU nodes would be out."""
     incomplete_limit: int = 3
     """Incomplete runs in a row that count as a failure: a node that never finishes a test is not healthy."""
 
@@ -41,7 +44,6 @@ class Done:
 
     exit_code: int
     message: str
-    braked: bool = False
 
 
 def read_node(api: Api, name: str) -> Node:
@@ -63,8 +65,8 @@ def update(api: Api, name: str, compute: Callable[[Node], Patch | None], *, read
     for attempt in range(ATTEMPTS):
         node = read if read is not None and attempt == 0 else api.get_node(name)
         body = compute(node)
-        if body is None:
-            return node
+        if body is None or not nodes.metadata_changes(body):
+            return node  # nothing to change: no write
         try:
             return api.patch_node(name, body)
         except Conflict:
@@ -88,7 +90,7 @@ def preflight(api: Api, name: str, outcome: Outcome, marks: Marks, now: dt.datet
         )
         message = f"run {outcome.run_id}: every test passed; {marks.preflight_taint} removed"
         _condition(api, node, "True", "Passed", message, now)
-        _event(api, node, warning=False, reason="GPUBurnInPassed", message=message, now=now)
+        _event(api, node, outcome.run_id, warning=False, reason="GPUBurnInPassed", message=message, now=now)
         return Done(exit_code=0, message=f"node {name} released: {message}")
     state = "failed" if outcome.verdict == "fail" else "incomplete"
     status, reason = ("False", _reason(outcome.codes)) if state == "failed" else ("Unknown", "Incomplete")
@@ -107,13 +109,14 @@ def preflight(api: Api, name: str, outcome: Outcome, marks: Marks, now: dt.datet
         ),
         read=current,
     )
-    _event(api, node, warning=True, reason=f"GPUBurnIn{state.title()}", message=message, now=now)
+    reason_event = f"GPUBurnIn{state.title()}"
+    _event(api, node, outcome.run_id, warning=True, reason=reason_event, message=message, now=now)
     code = 1 if state == "failed" else 2
     return Done(exit_code=code, message=f"node {name} kept out of service ({marks.preflight_label.key}={state})")
 
 
 def periodic(api: Api, name: str, outcome: Outcome, marks: Marks, fleet: Fleet, now: dt.datetime) -> Done:
-    """Refresh a healthy node's condition; take a failing one out of service, brake permitting."""
+    """Refresh a healthy node's condition; on a failure, request that the node be taken out."""
     current = api.get_node(name)
     streak = nodes.incomplete_streak(current) + 1 if outcome.verdict == "incomplete" else 0
     if outcome.verdict == "incomplete" and streak >= fleet.incomplete_limit:
@@ -142,80 +145,61 @@ def periodic(api: Api, name: str, outcome: Outcome, marks: Marks, fleet: Fleet, 
             read=current,
         )
         _condition(api, node, "Unknown", "Incomplete", message, now)
-        _event(api, node, warning=True, reason="GPUBurnInIncomplete", message=message, now=now)
+        _event(api, node, outcome.run_id, warning=True, reason="GPUBurnInIncomplete", message=message, now=now)
         return Done(exit_code=2, message=f"node {name} left in service: incomplete {streak} time(s) in a row")
-    return take_out(api, name, outcome, marks, fleet, now, read=current, also={nodes.INCOMPLETE_STREAK: None})
-
-
-def take_out(
-    api: Api,
-    name: str,
-    outcome: Outcome,
-    marks: Marks,
-    fleet: Fleet,
-    now: dt.datetime,
-    *,
-    read: Node | None = None,
-    also: dict[str, str | None] | None = None,
-    kind: str = nodes.CONDITION,
-) -> Done:
-    """A failing node out of service, brake permitting: cordon, the unhealthy taint and label, a False
-    condition (`kind`: periodic's, or the watch's) and a Warning Event. Periodic's failure and the
-    watch's take this one path. Over the brake, the node keeps serving: its condition and one
-    GPUBurnInBrake Event say why. `also`: more annotations to write with the cordon."""
-    result = nodes.last_result_value(outcome)
-    message = f"run {outcome.run_id}: {outcome.verdict}: {outcome.summary}"
-    out, total = _unhealthy_share(api, name, marks, fleet)
-    if (out + 1) / total > fleet.max_unhealthy_share:
-        share = f"{out + 1} of {total} GPU nodes ({(out + 1) / total:.0%})"
-        brake = (
-            f"not cordoned: that would take {share} out of service, over the limit of "
-            f"{fleet.max_unhealthy_share:.0%} (--max-unhealthy-share); check the baseline before the nodes. {message}"
-        )
-        node = update(api, name, lambda n: nodes.patch(n, set_annotations={nodes.LAST_RESULT: result}), read=read)
-        _condition(api, node, "False", _reason(outcome.codes), message, now, kind=kind)
-        _event(api, node, warning=True, reason="GPUBurnInBrake", message=brake, now=now)
-        return Done(exit_code=1, message=f"node {name} failed but was {brake}", braked=True)
-    cordoned = json.dumps({"by": f"gpu-burnin {outcome.command}", "run_id": outcome.run_id, "time": nodes.stamp(now)})
-    # The failure's condition before the cordon: killed in between, the node never reads healthy while out.
-    current = _condition(api, read or api.get_node(name), "False", _reason(outcome.codes), message, now, kind=kind)
+    severity = nodes.CRITICAL if outcome.critical else nodes.FAIL
+    current = _condition(api, current, "False", _reason(outcome.codes), message, now)
     node = update(
         api,
         name,
-        lambda n: nodes.patch(
-            n,
-            add=[marks.unhealthy_taint],
-            set_labels={marks.unhealthy_label.key: marks.unhealthy_label.value},
-            set_annotations={nodes.LAST_RESULT: result, nodes.CORDONED: cordoned, **(also or {})},
-            unschedulable=True,
-        ),
+        lambda n: request_patch(n, marks, outcome, also={nodes.LAST_RESULT: result, nodes.INCOMPLETE_STREAK: None}),
         read=current,
     )
-    _event(api, node, warning=True, reason="GPUBurnInUnhealthy", message=f"cordoned: {message}", now=now)
-    return Done(exit_code=1, message=f"node {name} cordoned and tainted {marks.unhealthy_taint}")
+    said = f"asked to be taken out of service ({severity}): {message}"
+    _event(api, node, outcome.run_id, warning=True, reason="GPUBurnInFailing", message=said, now=now)
+    shown = nodes.labels_of(node).get(marks.unhealthy_label.key)
+    return Done(exit_code=1, message=f"node {name} failed: {marks.unhealthy_label.key}={shown}, severity {severity}")
+
+
+def request_patch(n: Node, marks: Marks, outcome: Outcome, *, also: dict[str, str | None] | None = None) -> Patch:
+    """A node agent's request to take its node out, from a failing outcome (periodic's, or the watch's)."""
+    requested: dict[str, Any] = {
+        "by": f"gpu-burnin {outcome.command}",
+        "reason": outcome.summary[:1024],
+        "codes": list(outcome.codes)[:20],
+        "time": nodes.stamp(outcome.when),
+    }
+    return nodes.request_patch(n, marks, critical=outcome.critical, requested=requested, annotations=also)
 
 
 def retest(api: Api, name: str, marks: Marks, now: dt.datetime) -> Done:
-    """Back to preflight after a repair: the preflight taint and pending label, this tool's
-    unhealthy marks removed, and the cordon lifted only if this tool set it."""
+    """Back to preflight after a repair: the preflight taint and pending label; the health marks (the
+    request, the severity, the unhealthy taint and label, the remediator's record) removed; the cordon
+    lifted only if gpu-burnin set it (its record says the node was not cordoned before)."""
     lifted: list[bool] = []
 
     def compute(n: Node) -> Patch:
-        ours = nodes.CORDONED in nodes.annotations_of(n)
+        ours = nodes.cordoned_by_us(nodes.annotations_of(n))
         lifted[:] = [ours]
         return nodes.patch(
             n,
             add=[marks.preflight_taint],
             remove=[marks.unhealthy_taint],
-            set_labels={marks.preflight_label.key: marks.preflight_label.value, marks.unhealthy_label.key: None},
-            set_annotations={nodes.PENDING_SINCE: nodes.stamp(now), nodes.CORDONED: None},
+            set_labels={
+                marks.preflight_label.key: marks.preflight_label.value,
+                marks.unhealthy_label.key: None,
+                marks.severity.key: None,
+            },
+            set_annotations={nodes.PENDING_SINCE: nodes.stamp(now), nodes.CORDONED: None, nodes.REQUESTED: None},
             unschedulable=False if ours else None,
         )
 
     node = update(api, name, compute)
     message = "retest requested: back in preflight"
-    _condition(api, node, "Unknown", "RetestRequested", message, now)
-    _event(api, node, warning=False, reason="GPUBurnInRetest", message=message, now=now)
+    body = nodes.status_patch(node, "Unknown", "RetestRequested", message, now)
+    body["status"]["conditions"].append({"type": nodes.REMEDIATION_CONDITION, "$patch": "delete"})
+    node = api.patch_node_status(name, body)
+    _event(api, node, nodes.stamp(now), warning=False, reason="GPUBurnInRetest", message=message, now=now)
     still = bool(node.get("spec", {}).get("unschedulable")) and not lifted[0]
     note = "; it stays cordoned: something other than gpu-burnin cordoned it" if still else ""
     return Done(exit_code=0, message=f"node {name} is back in preflight ({marks.preflight_label}){note}")
@@ -225,7 +209,8 @@ def retest(api: Api, name: str, marks: Marks, now: dt.datetime) -> Done:
 class NodeState:
     name: str
     state: str
-    """preflight-pending, preflight-failed, preflight-incomplete, unhealthy, incomplete, healthy, never-tested."""
+    """preflight-pending, preflight-failed, preflight-incomplete, unhealthy, failing (a request the remediator
+    has not acted on: braked, or not yet seen), incomplete, healthy, never-tested."""
     since: str
     """When it entered the state, RFC 3339, or ""."""
     for_s: float | None
@@ -241,7 +226,7 @@ class NodeState:
 def status(api: Api, marks: Marks, fleet: Fleet, *, pending_limit_s: float, now: dt.datetime) -> list[NodeState]:
     """Every GPU node by state, read-only: one list call."""
     found = [_state(n, marks, pending_limit_s, now) for n in api.list_nodes(fleet.gpu_selector)]
-    order = ["preflight-pending", "preflight-failed", "preflight-incomplete", "unhealthy", "incomplete"]
+    order = ["preflight-pending", "preflight-failed", "preflight-incomplete", "unhealthy", "failing", "incomplete"]
     return sorted(found, key=lambda s: (order.index(s.state) if s.state in order else len(order), s.name))
 
 
@@ -253,11 +238,21 @@ def outcome_of(
     remediation: str,
     when: dt.datetime,
     command: str,
+    *,
+    critical: bool = False,
 ) -> Outcome:
     summary = reasons[0] if reasons else "every test passed"
     if remediation and remediation != "none":
         summary += f" (remediation: {remediation})"
-    return Outcome(run_id=run_id, verdict=verdict, codes=tuple(codes), summary=summary, when=when, command=command)
+    return Outcome(
+        run_id=run_id,
+        verdict=verdict,
+        codes=tuple(codes),
+        summary=summary,
+        when=when,
+        command=command,
+        critical=critical,
+    )
 
 
 def _state(n: Node, marks: Marks, pending_limit_s: float, now: dt.datetime) -> NodeState:
@@ -267,6 +262,8 @@ def _state(n: Node, marks: Marks, pending_limit_s: float, now: dt.datetime) -> N
         state = f"preflight-{preflight}"
     elif labels.get(marks.unhealthy_label.key) == marks.unhealthy_label.value:
         state = "unhealthy"
+    elif labels.get(marks.unhealthy_label.key) == nodes.FAILING:
+        state = "failing"
     elif cond.get("status") == "True":
         state = "healthy"
     elif cond:
@@ -289,26 +286,6 @@ def _state(n: Node, marks: Marks, pending_limit_s: float, now: dt.datetime) -> N
     )
 
 
-CORDON_PENDING = "CordonPending"
-"""The watch's condition reason while a finding waits its last poll before a cordon: the brake counts
-such nodes as out, so that watches failing at the same moment (a bad driver roll-out) see each other."""
-
-
-def _unhealthy_share(api: Api, name: str, marks: Marks, fleet: Fleet) -> tuple[int, int]:
-    """(other GPU nodes already out or about to be, GPU nodes in all, this one counted)."""
-    fleet_nodes = api.list_nodes(fleet.gpu_selector)
-    names = {n["metadata"]["name"] for n in fleet_nodes}
-    out = sum(1 for n in fleet_nodes if n["metadata"]["name"] != name and _out(n, marks))
-    return out, len(names | {name})
-
-
-def _out(n: Node, marks: Marks) -> bool:
-    if nodes.labels_of(n).get(marks.unhealthy_label.key) == marks.unhealthy_label.value:
-        return True
-    watch = nodes.condition(n, nodes.WATCH_CONDITION) or {}
-    return watch.get("status") == "False" and watch.get("reason") == CORDON_PENDING
-
-
 def _condition(
     api: Api, node: Node, status: str, reason: str, message: str, now: dt.datetime, *, kind: str = nodes.CONDITION
 ) -> Node:
@@ -318,8 +295,11 @@ def _condition(
     )
 
 
-def _event(api: Api, node: Node, *, warning: bool, reason: str, message: str, now: dt.datetime) -> None:
-    api.create_event(nodes.event(node, warning=warning, reason=reason, message=message, now=now))
+def _event(api: Api, node: Node, key: str, *, warning: bool, reason: str, message: str, now: dt.datetime) -> None:
+    event = nodes.event(
+        node, namespace=api.namespace, key=key, warning=warning, reason=reason, message=message, now=now
+    )
+    api.create_event(event)
 
 
 def _reason(codes: Sequence[str]) -> str:

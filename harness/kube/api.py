@@ -1,13 +1,14 @@
 """The Kubernetes API, through the official client. The only module that imports `kubernetes`.
 
-It offers the few calls the entrypoints make (read, list and patch nodes, patch
-node status, create events; for the watch, list a node's pods and evict them), on
-plain JSON dicts, with one discipline for every
-call: 429 waits as long as Retry-After says; 5xx answers, timeouts and refused
-connections are retried with exponential backoff and jitter, bounded in total time;
-409 and 422 (a stale resourceVersion, a failed JSON Patch test) raise `Conflict`
-for the caller to re-read and retry; 401, 403 and 404 raise at once with what was
-missing. Every error the client raises becomes a `KubeError` here and nowhere else.
+It offers the few calls gpu-burnin makes, on plain JSON dicts: for the node agents, read and
+patch their own node, patch its status, create Events; for the remediator, metadata-only
+lists and watches of the GPU nodes, their Ready and cordon columns as a server-side Table,
+its Lease, the pods of one node, evictions. One discipline for every call: 429 waits as long
+as Retry-After says; 5xx answers, timeouts and refused connections are retried with
+exponential backoff and jitter, bounded in total time; 409 raises `Conflict` for the caller
+to re-read and retry; 422 (the API server's validation or an admission policy refused the
+write) raises `Invalid` at once, as do 401, 403 and 404, with what was missing. Every error
+the client raises becomes a `KubeError` here and nowhere else.
 """
 
 from __future__ import annotations
@@ -16,22 +17,32 @@ import dataclasses
 import json
 import os
 import random
+import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 import urllib3
 
 from harness.errors import ConfigError
+from harness.kube import stream
 
 if TYPE_CHECKING:
     from kubernetes.client.exceptions import ApiException
 
+T = TypeVar("T")
 STRATEGIC = "application/strategic-merge-patch+json"
-EVENTS_NAMESPACE = "default"
-"""Events about a Node, which has no namespace, go where the kubelet puts its own."""
+TOOL_NAMESPACE = "gpu-burnin"
+"""Where the tool's Events (about Nodes) and the remediator's Lease live, unless the pod's own namespace
+(POD_NAMESPACE, from the downward API) says otherwise."""
+METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1, application/json"
+METADATA_WATCH = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1, application/json"
+TABLE = "application/json;as=Table;g=meta.k8s.io;v=v1, application/json"
+"""What client-go's metadata client and kubectl ask for; plain JSON last, as they do, for a server without."""
+LEASES = "/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases"
+_NAMESPACE = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 
 
 class KubeError(Exception):
@@ -45,12 +56,21 @@ class KubeError(Exception):
 
 
 class Conflict(KubeError):
-    """The node changed between our read and our write (409), or a JSON Patch test failed (422)."""
+    """The object changed between our read and our write, or already exists (409)."""
+
+
+class Invalid(KubeError):
+    """The API server refused the write as invalid (422): its validation, or an admission policy. Trying
+    again cannot help: it is said as it is."""
 
 
 class Blocked(KubeError):
     """An eviction refused for now (429): a PodDisruptionBudget allows no disruption at the moment, or
     the API server is shedding load. Not an error: the caller tries again later, not in a loop here."""
+
+
+class Expired(KubeError):
+    """A watch asked to start from a resourceVersion the API server no longer keeps (410): list again."""
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -65,6 +85,47 @@ class Patience:
     """Per request: a server that accepts the connection and then says nothing is a timeout."""
 
 
+@dataclasses.dataclass(frozen=True)
+class Columns:
+    """A node's Ready and cordon state, from the Status column of the server's Table."""
+
+    ready: bool
+    unschedulable: bool
+
+
+class Watch:
+    """An open watch: its events as they come, until the server ends it or `stop` is called."""
+
+    def __init__(self, what: str, response: Any):
+        self.what = what
+        self._response = response
+
+    def events(self) -> Iterator[tuple[str, dict[str, Any]]]:
+        """(type, object) of each event: ADDED, MODIFIED, DELETED, BOOKMARK. Raises Expired for a
+        resourceVersion too old (an ERROR event with a 410 Status), KubeError for any other error."""
+        try:
+            for event in stream.lines(self._response.stream(1 << 16, decode_content=True)):
+                kind, obj = str(event.get("type", "")), event.get("object") or {}
+                if kind == "ERROR":
+                    code = int(obj.get("code") or 0)
+                    problem = f"HTTP {code}: {obj.get('message') or obj.get('reason') or 'watch error'}"
+                    raise (Expired if code == 410 else KubeError)(self.what, problem, status=code)
+                yield kind, obj
+        except stream.Malformed as err:
+            raise KubeError(self.what, str(err)) from None
+        except (urllib3.exceptions.HTTPError, OSError) as err:
+            raise KubeError(self.what, f"the watch broke off: {type(err).__name__}: {err}") from None
+        finally:
+            self._response.release_conn()
+
+    def stop(self) -> None:
+        """End the watch from another thread: its `events` stop."""
+        try:
+            self._response.shutdown()
+        except (OSError, AttributeError):
+            pass
+
+
 class Api:
     """The calls gpu-burnin makes, each with the retry discipline above."""
 
@@ -72,21 +133,28 @@ class Api:
         self,
         api_client: Any,
         *,
+        namespace: str = TOOL_NAMESPACE,
         patience: Patience = Patience(),
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
         jitter: Callable[[], float] = random.random,
     ):
+        self._client = api_client
         self._core = _client().CoreV1Api(api_client)
+        self.namespace = namespace
+        """The tool's namespace: its Events and the remediator's Lease."""
         self.patience = patience
         self._sleep = sleep
         self._clock = clock
         self._jitter = jitter
 
+    # -- nodes -------------------------------------------------------------------------------------
+
     def get_node(self, name: str) -> dict[str, Any]:
         return self._json(f'get node "{name}"', lambda t: self._core.read_node(name, **t))
 
     def list_nodes(self, selector: str) -> list[dict[str, Any]]:
+        """Whole Node objects (for `status`, run by a person): the remediator reads metadata only."""
         found = self._json(f'list nodes "{selector}"', lambda t: self._core.list_node(label_selector=selector, **t))
         items: list[dict[str, Any]] = found.get("items", [])
         return items
@@ -103,6 +171,79 @@ class Api:
             f'patch node "{name}" status',
             lambda t: self._core.patch_node_status(name, body, _content_type=STRATEGIC, **t),
         )
+
+    def node_metadata(self, selector: str, keep: Callable[[dict[str, Any]], T]) -> tuple[list[T], str]:
+        """The metadata of the nodes `selector` selects, from the API server's watch cache (resourceVersion=0,
+        PartialObjectMetadata): `keep` of each, and the list's resourceVersion, to watch from. The answer is
+        read a node at a time, never held whole."""
+        what = f'list node metadata "{selector}"'
+
+        def attempt(t: dict[str, Any]) -> tuple[list[T], str]:
+            response = self._core.list_node(
+                label_selector=selector, resource_version="0", _headers={"Accept": METADATA_LIST}, **t
+            )
+            kept: list[T] = []
+            version = ""
+            for name, value in self._members(what, response, "items"):
+                if name == "items":
+                    kept.append(keep(value.get("metadata") or {}))
+                elif name == "metadata":
+                    version = str((value or {}).get("resourceVersion") or "")
+            return kept, version
+
+        return self._attempt(what, attempt)
+
+    def watch_node_metadata(self, selector: str, resource_version: str, timeout_s: int) -> Watch:
+        """Changes to the selected nodes' metadata from `resource_version`, for at most `timeout_s` (the
+        server ends the watch then; bookmarks keep the resourceVersion moving on a quiet fleet)."""
+        what = f'watch node metadata "{selector}" from {resource_version}'
+        timeouts = (self.patience.request_timeout_s, timeout_s + self.patience.request_timeout_s)
+        response = self._attempt(
+            what,
+            lambda t: self._core.list_node(
+                label_selector=selector,
+                watch=True,
+                resource_version=resource_version,
+                allow_watch_bookmarks=True,
+                timeout_seconds=timeout_s,
+                _headers={"Accept": METADATA_WATCH},
+                **{**t, "_request_timeout": timeouts},
+            ),
+        )
+        return Watch(what, response)
+
+    def node_columns(self, selector: str) -> dict[str, Columns]:
+        """Each selected node's Ready condition and cordon, from the Status column of the server-side
+        Table ("Ready", "NotReady,SchedulingDisabled"; includeObject=None): what metadata cannot say,
+        without reading whole nodes. A server that answers plain JSON instead gives whole nodes, read
+        one at a time."""
+        what = f'list node status columns "{selector}"'
+
+        def attempt(t: dict[str, Any]) -> dict[str, Columns]:
+            path = "/api/v1/nodes"
+            query = [("labelSelector", selector), ("resourceVersion", "0"), ("includeObject", "None")]
+            response = self._raw("GET", path, query=query, accept=TABLE, request_timeout=t["_request_timeout"])
+            columns: list[str] = []
+            rows: list[list[Any]] = []
+            found: dict[str, Columns] = {}
+            for name, value in self._members(what, response, "rows"):
+                if name == "columnDefinitions":
+                    columns = [str(c.get("name", "")) for c in value or []]
+                elif name == "rows":
+                    rows.append(list(value.get("cells") or []))
+                elif name == "items":  # no Table here: a whole node
+                    found[value["metadata"]["name"]] = _columns_of(value)
+            if rows and not {"Name", "Status"} <= set(columns):
+                raise KubeError(what, f"the Table has no Name and Status columns: {columns}")
+            for cells in rows:
+                row = dict(zip(columns, cells, strict=False))
+                words = str(row.get("Status", "")).split(",")
+                found[str(row["Name"])] = Columns(ready="Ready" in words, unschedulable="SchedulingDisabled" in words)
+            return found
+
+        return self._attempt(what, attempt)
+
+    # -- pods ---------------------------------------------------------------------------------------
 
     def list_pods_on_node(self, node: str) -> list[dict[str, Any]]:
         """Every pod bound to `node`, in every namespace (a field selector: the API server filters)."""
@@ -130,32 +271,124 @@ class Api:
             raise
         return True
 
-    def create_event(self, event: dict[str, Any]) -> dict[str, Any]:
-        namespace = event.get("metadata", {}).get("namespace", EVENTS_NAMESPACE)
+    def delete_pod(self, namespace: str, name: str) -> bool:
+        """Delete the pod, past any disruption budget (its own grace period still applies). False when it
+        is gone already."""
+        try:
+            self._json(
+                f'delete pod "{namespace}/{name}"', lambda t: self._core.delete_namespaced_pod(name, namespace, **t)
+            )
+        except KubeError as err:
+            if err.status == 404:
+                return False
+            raise
+        return True
+
+    # -- events -------------------------------------------------------------------------------------
+
+    def create_event(self, event: dict[str, Any]) -> bool:
+        """Create the Event in its namespace (the tool's). False when one of that name exists already: the
+        names are derived from what they announce, so a retried Event is not posted twice."""
+        namespace = event.get("metadata", {}).get("namespace") or self.namespace
         model = _client().CoreV1Event.from_dict(event)
         if model is None:
             raise ValueError("an event needs a body")
-        return self._json(
-            f'create event in namespace "{namespace}"',
-            lambda t: self._core.create_namespaced_event(namespace, model, **t),
+        try:
+            self._json(
+                f'create event in namespace "{namespace}"',
+                lambda t: self._core.create_namespaced_event(namespace, model, **t),
+            )
+        except Conflict:
+            return False
+        return True
+
+    # -- leases -------------------------------------------------------------------------------------
+
+    def get_lease(self, name: str) -> dict[str, Any] | None:
+        """The Lease in the tool's namespace, or None when there is none."""
+        path = f"{LEASES.format(namespace=self.namespace)}/{name}"
+        try:
+            return self._raw_json(f'get lease "{self.namespace}/{name}"', "GET", path)
+        except KubeError as err:
+            if err.status == 404:
+                return None
+            raise
+
+    def create_lease(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Create it; `Conflict` when another replica created it first."""
+        name = body["metadata"]["name"]
+        return self._raw_json(
+            f'create lease "{self.namespace}/{name}"', "POST", LEASES.format(namespace=self.namespace), body=body
         )
+
+    def update_lease(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Replace it, preconditioned on the resourceVersion in `body`: `Conflict` when it moved."""
+        name = body["metadata"]["name"]
+        path = f"{LEASES.format(namespace=self.namespace)}/{name}"
+        return self._raw_json(f'update lease "{self.namespace}/{name}"', "PUT", path, body=body)
+
+    # -- the discipline -------------------------------------------------------------------------------
+
+    def _raw(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: list[tuple[str, str]] | None = None,
+        body: dict[str, Any] | None = None,
+        accept: str = "application/json",
+        request_timeout: Any = None,
+    ) -> Any:
+        """A request through the client's own transport, its body sent as given: the typed models would
+        write a Lease's MicroTime without its microseconds, which the API server refuses."""
+        from kubernetes.client.exceptions import ApiException
+
+        headers = {"Accept": accept}
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+        request = self._client.param_serialize(
+            method, path, query_params=query or [], header_params=headers, body=body, auth_settings=["BearerToken"]
+        )
+        response = self._client.call_api(*request, _request_timeout=request_timeout)
+        if not 200 <= response.status <= 299:
+            response.read()
+            raise ApiException.from_response(http_resp=response, body=None, data=None)
+        return response.response
+
+    def _raw_json(self, what: str, method: str, path: str, *, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        return self._json(what, lambda t: self._raw(method, path, body=body, request_timeout=t["_request_timeout"]))
+
+    def _members(self, what: str, response: Any, streamed: str) -> Iterator[tuple[str, Any]]:
+        try:
+            yield from stream.members(response.stream(1 << 16, decode_content=True), streamed)
+        except stream.Malformed as err:
+            raise KubeError(what, str(err)) from None
+        finally:
+            response.release_conn()
 
     def _json(
         self, what: str, call: Callable[[dict[str, Any]], Any], *, blocked_on_429: bool = False
     ) -> dict[str, Any]:
         """Make the call under the discipline; the answer's JSON body. `blocked_on_429`: raise `Blocked`
         on 429 instead of waiting (an eviction a disruption budget refuses may stay refused for hours)."""
+
+        def attempt(t: dict[str, Any]) -> dict[str, Any]:
+            body: dict[str, Any] = json.loads(call(t).data or b"{}")
+            return body
+
+        return self._attempt(what, attempt, blocked_on_429=blocked_on_429)
+
+    def _attempt(self, what: str, attempt: Callable[[dict[str, Any]], T], *, blocked_on_429: bool = False) -> T:
+        """Run `attempt` (a request and the reading of its answer) until it succeeds, under the discipline."""
         from kubernetes.client.exceptions import ApiException
 
         began = self._clock()
         backoff = self.patience.first_backoff_s
-        attempt = 0
+        tries = 0
         while True:
-            attempt += 1
+            tries += 1
             try:
-                response = call({"_preload_content": False, "_request_timeout": self.patience.request_timeout_s})
-                body: dict[str, Any] = json.loads(response.data or b"{}")
-                return body
+                return attempt({"_preload_content": False, "_request_timeout": self.patience.request_timeout_s})
             except ApiException as err:
                 if blocked_on_429 and err.status == 429:
                     raise Blocked(what, f"HTTP 429: {_message(err)}", status=429) from None
@@ -166,15 +399,17 @@ class Api:
                 last = f"{type(err).__name__}: {err}"
             spent = self._clock() - began
             if spent + wait > self.patience.total_s:
-                raise KubeError(what, f"gave up after {attempt} attempts in {spent:.0f} s; last: {last}")
+                raise KubeError(what, f"gave up after {tries} attempts in {spent:.0f} s; last: {last}")
             self._sleep(wait)
             backoff = min(backoff * 2, self.patience.max_backoff_s)
 
     def _after_api_error(self, what: str, err: ApiException, backoff: float) -> float:
         """How long to wait before trying again; raises for what waiting cannot fix."""
         status = int(err.status or 0)
-        if status in (409, 422):
-            raise Conflict(what, f"HTTP {status}: {_message(err)}", status=status)
+        if status == 409:
+            raise Conflict(what, f"HTTP 409: {_message(err)}", status=status)
+        if status == 422:
+            raise Invalid(what, f"HTTP 422, refused as invalid: {_message(err)}", status=status)
         if status == 401:
             raise KubeError(
                 what,
@@ -185,11 +420,19 @@ class Api:
             raise KubeError(what, f"HTTP 403 Forbidden: {_message(err)}; grant it as deploy/rbac.yaml does", status=403)
         if status == 404:
             raise KubeError(what, f"HTTP 404: {_message(err)}", status=404)
+        if status == 410:
+            raise Expired(what, f"HTTP 410: {_message(err)}", status=410)
         if status == 429:
             return _retry_after(err, default=backoff)
         if status >= 500:
             return backoff * (0.5 + self._jitter())  # jitter: a fleet of pods must not retry in step
         raise KubeError(what, f"HTTP {status}: {_message(err)}", status=status)
+
+
+def _columns_of(node: dict[str, Any]) -> Columns:
+    conditions = (node.get("status") or {}).get("conditions") or []
+    ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+    return Columns(ready=ready, unschedulable=bool((node.get("spec") or {}).get("unschedulable")))
 
 
 def connect(
@@ -198,10 +441,18 @@ def connect(
     patience: Patience = Patience(),
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
+    namespace: str | None = None,
 ) -> Api:
     """From `kubeconfig`, else $KUBECONFIG or ~/.kube/config, else the pod's service account.
-    A missing or broken configuration is a ConfigError naming the file: nothing has run yet."""
+    A missing or broken configuration is a ConfigError naming the file: nothing has run yet.
+    `namespace`: the tool's (Events, the Lease); default $POD_NAMESPACE, else gpu-burnin."""
     from kubernetes import client, config
+
+    chosen = namespace or os.environ.get("POD_NAMESPACE") or TOOL_NAMESPACE
+    if not _NAMESPACE.fullmatch(chosen) or len(chosen) > 63:
+        shown = chosen[:80].encode("unicode_escape").decode("ascii")
+        source = "--namespace" if namespace else "POD_NAMESPACE"
+        raise ConfigError(f"{shown!r} is not a namespace name (lower-case letters, digits and '-')", option=source)
 
     configuration = client.Configuration()
     if kubeconfig is not None:
@@ -219,7 +470,7 @@ def connect(
         _load_in_cluster(configuration)
     _check_server(configuration.host, kubeconfig or os.environ.get("KUBECONFIG") or "the in-cluster configuration")
     configuration.retries = False  # the retries are ours, with backoff and a time bound
-    return Api(client.ApiClient(configuration), patience=patience, sleep=sleep, clock=clock)
+    return Api(client.ApiClient(configuration), namespace=chosen, patience=patience, sleep=sleep, clock=clock)
 
 
 def _load_kubeconfig(path: Path, configuration: Any, *, option: str) -> None:

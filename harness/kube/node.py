@@ -6,17 +6,19 @@ overwritten. Taints are an atomic list: a patch that touches them writes the who
 list, built from the list just read with only this tool's taint added or removed,
 so another writer's taint read with it survives, and one added after the read makes
 the patch fail and be recomputed. Only this tool's taints, labels (gpu-burnin/...),
-annotations, the GPUBurnIn condition and, when it cordons, spec.unschedulable are
-ever written.
+annotations, its conditions and, when the remediator takes a node out,
+spec.unschedulable are ever written. Who may write which is fixed in
+docs/kubernetes.md ("Who may do what"): a node agent only requests (`request_patch`),
+the remediator only takes out (`take_out_patch`), a person releases (retest).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import hashlib
 import json
 import re
-import secrets
 from collections.abc import Sequence
 from typing import Any
 
@@ -26,12 +28,24 @@ CONDITION = "GPUBurnIn"
 WATCH_CONDITION = "GPUBurnInWatch"
 """The passive watch's condition (harness/watch/): True while it sees nothing wrong, False with the
 finding codes, Unknown when it cannot read the GPUs; its heartbeat shows the watch is alive."""
+REMEDIATION_CONDITION = "GPUBurnInRemediation"
+"""The remediator's condition: True while it holds the node out (TakenOut, Draining, Drained, DrainOverdue,
+DrainBlocked), False when the brake kept a failing node in service (Braked)."""
+FAILING = "failing"
+"""The value of the health label a node agent sets: a request to take the node out."""
+FAIL, CRITICAL = "fail", "critical"
+"""The severity label's values: critical failures are drained (the remediator's --drain)."""
 LAST_RESULT = "gpu-burnin/last-result"
 """Annotation: the last run's id, verdict, finding codes and time, as JSON."""
 INCOMPLETE_STREAK = "gpu-burnin/incomplete-streak"
 """Annotation: how many periodic runs in a row were incomplete."""
 CORDONED = "gpu-burnin/cordoned"
-"""Annotation: set when gpu-burnin cordoned the node, so retest uncordons only what it cordoned."""
+"""Annotation, the remediator's: {by, was_cordoned, time} of its take-out, so that retest lifts only a cordon
+gpu-burnin set (was_cordoned false), and the drain deadline runs from `time`."""
+REQUESTED = "gpu-burnin/requested"
+"""Annotation, a node agent's: {by, reason, codes, time} of its request to take the node out; the remediator
+serves the oldest first."""
+REMEDIATOR = "gpu-burnin remediator"
 PENDING_SINCE = "gpu-burnin/pending-since"
 """Annotation: when retest put the node back in preflight."""
 COMPONENT = "gpu-burnin"
@@ -136,6 +150,16 @@ class Label:
         return f"{self.key}={self.value}"
 
 
+@dataclasses.dataclass(frozen=True)
+class Key:
+    """A label key whose values the code decides (the severity: fail, critical)."""
+
+    key: str
+
+    def __str__(self) -> str:
+        return self.key
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Marks:
     """This tool's taints and labels on a node, as configured."""
@@ -144,6 +168,8 @@ class Marks:
     preflight_label: Label = Label(f"{PREFIX}preflight", "pending")
     unhealthy_taint: Taint = Taint(f"{PREFIX}unhealthy", "", "NoSchedule")
     unhealthy_label: Label = Label(f"{PREFIX}health", "unhealthy")
+    """The health label: `failing` (a node agent's request), or this value (the remediator took it out)."""
+    severity: Key = Key(f"{PREFIX}severity")
 
     @classmethod
     def under(cls, prefix: str) -> Marks:
@@ -178,6 +204,8 @@ class Outcome:
     """One line: the first reason, with its remediation."""
     when: dt.datetime
     command: str
+    critical: bool = False
+    """A failure whose jobs are dead or wrong (harness/severity.py): the node is to be drained."""
 
 
 # -- reading a node ---------------------------------------------------------------------
@@ -241,7 +269,78 @@ def incomplete_streak(node: Node) -> int:
         return 0
 
 
+def json_annotation(annotations: dict[str, str], key: str) -> dict[str, Any]:
+    """An annotation holding a JSON object, or {} when it is absent or not one."""
+    try:
+        value = json.loads(annotations.get(key, "{}"))
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def requested_at(annotations: dict[str, str]) -> dt.datetime | None:
+    """When a node agent asked for the node to be taken out (None: no request, or one without a time)."""
+    return parse_stamp(str(json_annotation(annotations, REQUESTED).get("time", "")))
+
+
+def cordoned_by_us(annotations: dict[str, str]) -> bool:
+    """Whether the remediator set the node's cordon: its record says the node was not cordoned before.
+    Anything else (no record, a record that cannot be read, was_cordoned true or missing) is someone
+    else's cordon, which only they lift."""
+    record = json_annotation(annotations, CORDONED)
+    return record.get("by") == REMEDIATOR and record.get("was_cordoned") is False
+
+
+def severity_rank(value: str | None) -> int:
+    return {FAIL: 1, CRITICAL: 2}.get(value or "", 0)
+
+
 # -- patches ------------------------------------------------------------------------------
+
+
+def request_patch(
+    node: Node,
+    marks: Marks,
+    *,
+    critical: bool,
+    requested: dict[str, Any],
+    annotations: dict[str, str | None] | None = None,
+) -> Patch:
+    """A node agent's request to take its node out: the health label `failing` only where there is none
+    (never over `unhealthy`), `requested` only with it, the severity only raised (fail -> critical), and
+    the agent's own `annotations`. Never a taint, never the cordon."""
+    labels = labels_of(node)
+    set_labels: dict[str, str | None] = {}
+    set_annotations: dict[str, str | None] = dict(annotations or {})
+    if marks.unhealthy_label.key not in labels:
+        set_labels[marks.unhealthy_label.key] = FAILING
+        set_annotations[REQUESTED] = json.dumps(requested, separators=(",", ":"))
+    wanted = CRITICAL if critical else FAIL
+    if severity_rank(wanted) > severity_rank(labels.get(marks.severity.key)):
+        set_labels[marks.severity.key] = wanted
+    return patch(node, set_labels=set_labels, set_annotations=set_annotations)
+
+
+def take_out_patch(node: Node, marks: Marks, now: dt.datetime) -> Patch | None:
+    """The remediator's take-out of a node that requests it (health `failing`): cordon, the unhealthy taint,
+    health `unhealthy`, and the record of whether the node was cordoned already. None when the node no
+    longer requests it (released, or taken out already)."""
+    if labels_of(node).get(marks.unhealthy_label.key) != FAILING:
+        return None
+    was = bool(node.get("spec", {}).get("unschedulable"))
+    record = {"by": REMEDIATOR, "was_cordoned": was, "time": stamp(now)}
+    return patch(
+        node,
+        add=[marks.unhealthy_taint],
+        set_labels={marks.unhealthy_label.key: marks.unhealthy_label.value},
+        set_annotations={CORDONED: json.dumps(record, separators=(",", ":"))},
+        unschedulable=True,
+    )
+
+
+def metadata_changes(body: Patch) -> bool:
+    """Whether a patch from `patch` changes anything beyond its resourceVersion precondition."""
+    return bool(body.get("spec")) or len(body.get("metadata", {})) > 1
 
 
 def patch(
@@ -276,10 +375,17 @@ def patch(
 
 
 def status_patch(
-    node: Node, status: str, reason: str, message: str, now: dt.datetime, *, kind: str = CONDITION
+    node: Node,
+    status: str,
+    reason: str,
+    message: str,
+    now: dt.datetime,
+    *,
+    kind: str = CONDITION,
+    since: dt.datetime | None = None,
 ) -> Patch:
-    """The GPUBurnIn condition (or the watch's), for nodes/status; its transition time moves only when
-    its status does."""
+    """The GPUBurnIn condition (or the watch's, or the remediator's), for nodes/status; its transition time
+    moves only when its status does (to `since`, when given, else now)."""
     previous = condition(node, kind) or {}
     moved = previous.get("status") != status
     return {
@@ -291,21 +397,36 @@ def status_patch(
                     "reason": reason,
                     "message": message,
                     "lastHeartbeatTime": stamp(now),
-                    "lastTransitionTime": stamp(now) if moved else previous.get("lastTransitionTime", stamp(now)),
+                    "lastTransitionTime": (
+                        stamp(since or now) if moved else previous.get("lastTransitionTime", stamp(since or now))
+                    ),
                 }
             ]
         }
     }
 
 
-def event(node: Node, *, warning: bool, reason: str, message: str, now: dt.datetime) -> dict[str, Any]:
-    """A core/v1 Event on the Node, as kubectl describe node shows them."""
+def event(
+    node: Node, *, namespace: str, key: str, warning: bool, reason: str, message: str, now: dt.datetime
+) -> dict[str, Any]:
+    """A core/v1 Event about the Node, in the tool's namespace. `key` names what it announces (a run id, a
+    journal entry, a take-out's time): the Event's name is derived from it and the reason, so that posting
+    it again is refused (409) instead of posted twice. The API server accepts an Event about an object
+    without a namespace only in `default` (its validation of core/v1 Events), so the involved object
+    carries the Event's own namespace."""
     name = node["metadata"]["name"]
+    digest = hashlib.sha256(f"{reason}/{key}".encode()).hexdigest()[:16]
     return {
         "apiVersion": "v1",
         "kind": "Event",
-        "metadata": {"name": f"{name}.{secrets.token_hex(8)}", "namespace": "default"},
-        "involvedObject": {"apiVersion": "v1", "kind": "Node", "name": name, "uid": node["metadata"].get("uid", "")},
+        "metadata": {"name": f"{name[:236]}.{digest}", "namespace": namespace},
+        "involvedObject": {
+            "apiVersion": "v1",
+            "kind": "Node",
+            "name": name,
+            "uid": node["metadata"].get("uid", ""),
+            "namespace": namespace,
+        },
         "type": "Warning" if warning else "Normal",
         "reason": reason,
         "message": message[:1024],

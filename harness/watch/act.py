@@ -1,34 +1,33 @@
-"""What the watch writes to its node: its condition, Events, the cordon (periodic's path, brake
-included: harness/kube/actions.take_out) and evictions. No API call is made elsewhere in the watch.
+"""What the watch writes to its node: its condition, Events, and its request that the node be taken
+out. No API call is made elsewhere in the watch, and none about another node: the watch never lists
+the fleet, never cordons, never evicts. The remediator (harness/remediator/) decides on the request,
+under the fleet's brake, and drains critical nodes.
 
 The condition `GPUBurnInWatch` shows every finding open on the node: True with reason
-NoFindings (or Warnings), False with the finding codes (or CordonPending for the one
-poll between a finding holding and its cordon), Unknown when NVML cannot be read. Its
-heartbeat is the only write a quiet node makes, at most every `--heartbeat`.
+NoFindings (or Warnings), False with the finding codes, Unknown when NVML cannot be read.
+Its heartbeat is the only write a quiet node makes, at most every `--heartbeat`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import json
 from collections.abc import Sequence
 from typing import Any
 
+from harness import severity
 from harness.kube import actions
 from harness.kube import node as nodes
-from harness.kube.api import Api, Blocked
+from harness.kube.api import Api
 from harness.kube.node import Marks, Node
 from harness.records import Code, Finding, Severity
 
 EVENT_RECORD = "GPUBurnInWatch"
+EVENT_REQUEST = "GPUBurnInFailing"
 EVENT_CLEARED = "GPUBurnInWatchCleared"
-EVENT_EVICTED = "GPUBurnInEvicted"
 EVENT_JOURNAL = "GPUBurnInWatchJournal"
 """The watch's journal could not be read: moved aside, a new one begun."""
 MESSAGE_MAX = 1000
-GPU_RESOURCE = "nvidia.com/gpu"
-MIRROR = "kubernetes.io/config.mirror"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,7 +35,6 @@ class Shown:
     """A finding as the condition shows it."""
 
     finding: Finding
-    pending: bool = False
 
 
 def condition_for(shown: Sequence[Shown], gpus: int) -> tuple[str, str, str]:
@@ -49,8 +47,6 @@ def condition_for(shown: Sequence[Shown], gpus: int) -> tuple[str, str, str]:
     failing = [s.finding for s in shown if s.finding.severity is Severity.FAIL]
     if any(s.finding.code is Code.HEALTH_UNAVAILABLE for s in shown) and not failing:
         return "Unknown", "NvmlUnavailable", message
-    if any(s.pending for s in shown):
-        return "False", actions.CORDON_PENDING, message
     if failing:
         return "False", codes(failing), message
     return "True", "Warnings", message
@@ -63,15 +59,15 @@ def codes(findings: Sequence[Finding]) -> str:
 class NodeWriter:
     """The watch's node, as last read or written, and every write the watch makes to it."""
 
-    def __init__(self, api: Api, name: str, marks: Marks, fleet: actions.Fleet):
+    def __init__(self, api: Api, name: str, marks: Marks, *, boot: str = ""):
         self.api = api
         self.name = name
         self.marks = marks
-        self.fleet = fleet
+        self.boot = boot
+        """This boot's id: with a journal entry's id and time, it names the entry's Event."""
         self.node: Node = {}
         self.written_at: dt.datetime | None = None
         """When the condition was last written (or found fresh on the node at start)."""
-        self.evicted: list[str] = []
 
     def read(self) -> Node:
         self.node = self.api.get_node(self.name)
@@ -81,8 +77,8 @@ class NodeWriter:
         return nodes.condition(self.node, nodes.WATCH_CONDITION) or {}
 
     def fresh(self, wanted: tuple[str, str, str], now: dt.datetime, heartbeat_s: float) -> bool:
-        """The node already shows this condition (status and reason: a cordon's message is worded by
-        periodic's path) with a recent heartbeat: a restart need not write."""
+        """The node already shows this condition (status and reason) with a recent heartbeat: a restart
+        need not write."""
         found = self.current()
         beat = nodes.parse_stamp(str(found.get("lastHeartbeatTime", "")))
         same = (found.get("status"), found.get("reason")) == wanted[:2]
@@ -98,87 +94,57 @@ class NodeWriter:
         found = self.current()
         self.condition((str(found.get("status")), str(found.get("reason")), str(found.get("message"))), now)
 
-    def event(self, reason: str, message: str, now: dt.datetime, *, warning: bool = True) -> None:
-        self.api.create_event(nodes.event(self.node, warning=warning, reason=reason, message=message, now=now))
+    def event(self, reason: str, message: str, now: dt.datetime, *, key: str, warning: bool = True) -> None:
+        """An Event about this node; `key` names what it announces (a journal entry), so that a retried
+        Event is refused as a duplicate rather than posted twice."""
+        body = nodes.event(
+            self.node,
+            namespace=self.api.namespace,
+            key=f"{self.boot}/{key}",
+            warning=warning,
+            reason=reason,
+            message=message,
+            now=now,
+        )
+        self.api.create_event(body)
 
-    def out(self) -> bool:
-        """Already out of service by this tool's marks (periodic's, or an earlier finding's)."""
-        labels = nodes.labels_of(self.node)
-        return labels.get(self.marks.unhealthy_label.key) == self.marks.unhealthy_label.value
+    def requested(self) -> bool:
+        """The node carries a health mark already: a request (periodic's, or an earlier finding's), or the
+        remediator took it out."""
+        return self.marks.unhealthy_label.key in nodes.labels_of(self.node)
 
-    def cordon(self, failing: Sequence[Finding], wanted: tuple[str, str, str], now: dt.datetime, run_id: str) -> bool:
-        """Out of service, brake permitting: periodic's path. True when braked (the node keeps serving).
-        `run_id` names this cordon: a cordon that landed before a restart is finished, not repeated."""
+    def request(
+        self, failing: Sequence[Finding], wanted: tuple[str, str, str], now: dt.datetime, key: str, asked: dt.datetime
+    ) -> str:
+        """Ask for the node to be taken out: the condition first, then the health label `failing` (where
+        there is no health mark yet), the severity (only raised), `gpu-burnin/requested` (`asked`: when the
+        action began, the same when it is carried on after a restart), then a Warning Event. What the
+        node's health label says after it."""
         self.read()
-        if self.out():
+        mine = nodes.json_annotation(nodes.annotations_of(self.node), nodes.REQUESTED)
+        before = self.requested() and (mine.get("by"), mine.get("time")) != ("gpu-burnin watch", nodes.stamp(asked))
+        shown = self.current()
+        if (shown.get("status"), shown.get("reason"), shown.get("message")) != wanted:  # not after a restart
             self.condition(wanted, now)
-            if self.cordoned_by() == run_id:  # ours, cut short before its Event
-                self.event("GPUBurnInUnhealthy", f"cordoned: {wanted[2]}", now)
-            else:  # the cordon stands: say what else was found, once
-                self.event(EVENT_RECORD, f"already out of service; the watch also found: {wanted[2]}", now)
-            return False
         first = failing[0]
         remediation = f" (remediation: {first.remediation})" if str(first.remediation) != "none" else ""
         outcome = nodes.Outcome(
-            run_id=run_id,
+            run_id=key,
             verdict="fail",
             codes=tuple(dict.fromkeys(str(f.code) for f in failing)),
             summary=f"{first.message}{remediation}",
-            when=now,
+            when=asked,
             command="watch",
+            critical=severity.any_critical(failing),
         )
-        done = actions.take_out(
-            self.api, self.name, outcome, self.marks, self.fleet, now, read=self.node, kind=nodes.WATCH_CONDITION
+        self.node = actions.update(
+            self.api, self.name, lambda n: actions.request_patch(n, self.marks, outcome), read=self.node
         )
-        self.read()  # what take_out wrote, for the heartbeat
+        grade = nodes.CRITICAL if outcome.critical else nodes.FAIL
+        if before:
+            said = f"already asked to be taken out, or out; the watch also found ({grade}): {wanted[2]}"
+            self.event(EVENT_RECORD, said, now, key=key)
+        else:
+            self.event(EVENT_REQUEST, f"asked to be taken out of service ({grade}): {wanted[2]}", now, key=key)
         self.written_at = now
-        return done.braked
-
-    def cordoned_by(self) -> str:
-        """The run id in the node's gpu-burnin/cordoned annotation, if any."""
-        try:
-            found = json.loads(nodes.annotations_of(self.node).get(nodes.CORDONED, "{}"))
-        except ValueError:
-            return ""
-        return str(found.get("run_id", "")) if isinstance(found, dict) else ""
-
-    def gpu_pods(self) -> list[dict[str, Any]]:
-        """The pods on this node that hold GPUs and would go if evicted (not DaemonSets', not mirror pods,
-        not those finished or already going)."""
-        found = []
-        for pod in self.api.list_pods_on_node(self.name):
-            meta, status = pod.get("metadata", {}), pod.get("status", {})
-            owners = [o.get("kind") for o in meta.get("ownerReferences") or [] if o.get("controller")]
-            if meta.get("deletionTimestamp") or status.get("phase") in ("Succeeded", "Failed"):
-                continue
-            if "DaemonSet" in owners or MIRROR in (meta.get("annotations") or {}):
-                continue
-            if _gpus(pod) > 0:
-                found.append(pod)
-        return found
-
-    def evict(self) -> tuple[list[str], list[str]]:
-        """Evict the node's GPU pods: (evicted now, blocked by a disruption budget for now)."""
-        evicted, blocked = [], []
-        for pod in self.gpu_pods():
-            namespace, name = pod["metadata"]["namespace"], pod["metadata"]["name"]
-            try:
-                if self.api.evict_pod(namespace, name):
-                    evicted.append(f"{namespace}/{name}")
-            except Blocked:
-                blocked.append(f"{namespace}/{name}")
-        self.evicted += evicted
-        return evicted, blocked
-
-
-def _gpus(pod: dict[str, Any]) -> int:
-    spec = pod.get("spec", {})
-    most = 0
-    for container in [*(spec.get("containers") or []), *(spec.get("initContainers") or [])]:
-        resources = container.get("resources") or {}
-        for part in ("limits", "requests"):
-            try:
-                most = max(most, int(str((resources.get(part) or {}).get(GPU_RESOURCE, "0"))))
-            except ValueError:
-                most = max(most, 1)  # a quantity we do not parse is still a GPU request
-    return most
+        return str(nodes.labels_of(self.node).get(self.marks.unhealthy_label.key, ""))

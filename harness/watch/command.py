@@ -18,7 +18,6 @@ from typing import Any
 from harness import baselines as baseline_files
 from harness import options
 from harness.errors import ConfigError
-from harness.kube.actions import Fleet
 from harness.kube.api import KubeError, Patience, connect
 from harness.kube.node import Marks
 from harness.nvml import binding, xid
@@ -34,7 +33,7 @@ POLICY = Policy()
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The watch's own options (the node, API and fleet options are the CLI's shared ones)."""
+    """The watch's own options (the node and API options are the CLI's shared ones)."""
     parser.add_argument(
         "--nvml",
         type=options.nvml_spec,
@@ -61,8 +60,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(flag, type=kind, default=default, metavar="N", help=f"{what} (default {default:g})")
     for severity, allowed in (
         ("warning", (cfg.IGNORE, cfg.RECORD)),
-        ("fail", (cfg.RECORD, cfg.CORDON)),
-        ("critical", (cfg.RECORD, cfg.CORDON, cfg.EVICT)),
+        ("fail", (cfg.RECORD, cfg.REQUEST)),
+        ("critical", (cfg.RECORD, cfg.REQUEST)),
     ):
         default = getattr(POLICY, severity)
         parser.add_argument(
@@ -93,7 +92,7 @@ def config_from(args: argparse.Namespace, node: str) -> WatchConfig:
     )
 
 
-def main(args: argparse.Namespace, node: str, marks: Marks, fleet: Fleet) -> int:
+def main(args: argparse.Namespace, node: str, marks: Marks) -> int:
     """Everything checked first (exit 4 on ConfigError, raised to the CLI), then watch until stopped."""
     config = config_from(args, node)
     if config.metrics_textfile is not None:
@@ -112,7 +111,7 @@ def main(args: argparse.Namespace, node: str, marks: Marks, fleet: Fleet) -> int
     table = xid.load_table(args.xid_table)
     nv = binding.load(config.nvml) if config.nvml != binding.REAL else _real_nvml()
     api = connect(args.kubeconfig, patience=Patience(total_s=args.api_timeout))
-    writer = act.NodeWriter(api, config.node, marks, fleet)
+    writer = act.NodeWriter(api, config.node, marks, boot=config.boot_id)
     watch = loop.Watch(config, nv=nv, writer=writer, baselines=found, table=table)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):

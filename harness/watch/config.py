@@ -7,9 +7,12 @@ from pathlib import Path
 
 from harness.errors import ConfigError
 
-IGNORE, RECORD, CORDON, EVICT = "ignore", "record", "cordon", "evict"
-ACTIONS = (IGNORE, RECORD, CORDON, EVICT)
-"""From least to most: each includes the ones before it (an eviction cordons first)."""
+IGNORE, RECORD, REQUEST = "ignore", "record", "request"
+ACTIONS = (IGNORE, RECORD, REQUEST)
+"""From least to most: each includes the ones before it (a request is recorded too)."""
+CORDON, EVICT = "cordon", "evict"
+LEGACY = (CORDON, EVICT)
+"""What earlier watches cordoned or evicted by themselves, found in a journal of this boot: now requests."""
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -18,18 +21,18 @@ class Policy:
 
     warning: str = RECORD
     """A warning (ECC disabled, an Xid NVIDIA says to restart the application for): `ignore` or `record`."""
-    fail: str = CORDON
-    """A failing finding (uncorrectable ECC, a pending remap, an Xid to reset for, sustained slowdown):
-    `record` or `cordon`."""
-    critical: str = CORDON
-    """The most severe (a GPU lost, a row remap failure, Xid 79): `record`, `cordon` or `evict` (the node's
-    GPU pods, through the Eviction API; needs deploy/watch-eviction)."""
+    fail: str = REQUEST
+    """A failing finding (a pending remap, sustained slowdown, links down): `record`, or `request` that the
+    remediator take the node out (severity fail)."""
+    critical: str = REQUEST
+    """A critical one (harness/severity.py: uncorrectable ECC, a row remap failure, a GPU lost, an Xid to
+    reset or reboot for): `record`, or `request` (severity critical: the remediator drains the node)."""
 
     def __post_init__(self) -> None:
         for name, allowed in (
             ("warning", (IGNORE, RECORD)),
-            ("fail", (RECORD, CORDON)),
-            ("critical", (RECORD, CORDON, EVICT)),
+            ("fail", (RECORD, REQUEST)),
+            ("critical", (RECORD, REQUEST)),
         ):
             value = getattr(self, name)
             if value not in allowed:
@@ -41,7 +44,7 @@ class WatchConfig:
     """Every option of `gpu-burnin watch`; the defaults are the command line's."""
 
     node: str
-    """The node this watch runs on and acts on."""
+    """The node this watch runs on and reports on (the only node it writes)."""
     journal: Path
     """The JSON Lines journal of actions, on the node's disk (it must outlive the pod)."""
     nvml: str = "real"

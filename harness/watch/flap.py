@@ -3,10 +3,10 @@
 A finding is known by its key (code, GPU, and what tells two findings of one code apart:
 the remediation, or the Xid). A state finding must be seen in `hold` polls in a row;
 one poll without it starts the count again, so a flapping counter never acts. Xid events
-count one by one, `xid_hold` of them. A finding is acted on once: after that it only
-clears, when it has been absent for `hold` polls (an Xid: not come again for
-`xid_clear_s`). A finding bound for a cordon is first marked pending for one poll, so
-that watches failing together (a bad driver roll-out) see each other at the brake.
+count one by one, `xid_hold` of them. A finding is acted on once: recorded, or a request
+that the node be taken out (the remediator decides, under the fleet's brake); after that
+it only clears, when it has been absent for `hold` polls (an Xid: not come again for
+`xid_clear_s`).
 
 The tracker only decides; the loop acts, journals, and then `mark`s what was done, so
 an action that failed is decided again at the next poll.
@@ -17,15 +17,16 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable, Sequence
 
+from harness import severity
 from harness.records import Code, Finding, Severity
 from harness.watch import config as cfg
 from harness.watch.config import Policy, WatchConfig
 from harness.watch.journal import DONE, Entry
 
-WATCHING, PENDING, ACTED = "watching", "pending", "acted"
-CRITICAL_XIDS = frozenset({79})
-"""Xids that mean the GPU is gone: "GPU has fallen off the bus"."""
-RECORD, PEND, CORDON, EVICT, CLEAR = "record", "pend", "cordon", "evict", "clear"
+WATCHING, ACTED = "watching", "acted"
+RECORD, REQUEST, CLEAR = "record", "request", "clear"
+PEND, CORDON, EVICT = "pend", "cordon", "evict"
+"""Ops of earlier watches that acted by themselves, still read from a journal of this boot."""
 APPEARED, GONE, IGNORED, FORGOTTEN = "appeared", "gone", "ignored", "forgotten"
 """What `observe` notes for the log: a finding first seen; gone before it held; held, and ignored by the
 policy; an ignored one cleared (nothing to set back)."""
@@ -38,19 +39,19 @@ def key(finding: Finding) -> str:
     return f"{finding.code}:{finding.gpu}:{finding.remediation}"
 
 
-def critical(finding: Finding) -> bool:
-    """GPU lost, a row remap failure, Xid 79: the jobs on it are already dead."""
-    if finding.code is Code.XID:
-        return finding.details.get("xid") in CRITICAL_XIDS
-    return finding.code in (Code.GPU_MISSING, Code.ROW_REMAP_FAILURE)
-
-
 def action_for(finding: Finding, policy: Policy) -> str:
     if finding.code is Code.HEALTH_UNAVAILABLE:
         return cfg.RECORD  # whatever --on-warning says: unknown must never read as healthy
     if finding.severity is not Severity.FAIL:
         return policy.warning
-    return policy.critical if critical(finding) else policy.fail
+    return policy.critical if severity.critical(finding) else policy.fail
+
+
+def current_action(action: str, finding: Finding, policy: Policy) -> str:
+    """An action read from a journal: an earlier watch's cordon or eviction is a request now."""
+    if action in cfg.LEGACY:
+        return cfg.REQUEST
+    return action or action_for(finding, policy)
 
 
 @dataclasses.dataclass
@@ -67,8 +68,6 @@ class Track:
     """What it leads to (config's ignore, record, cordon, evict), once decided."""
     resume: bool = False
     """An action begun before a restart and never finished: decided again, present or not."""
-    cordoned: bool = False
-    """Bound for an eviction, and the cordon before it is done: only the eviction is left."""
 
     @property
     def xid(self) -> bool:
@@ -76,8 +75,8 @@ class Track:
 
     @property
     def open(self) -> bool:
-        """Shown on the node: acted on or pending, and not ignored."""
-        return self.stage in (PENDING, ACTED) and self.action != cfg.IGNORE
+        """Shown on the node: acted on (or its action begun before a restart), and not ignored."""
+        return (self.stage == ACTED or self.resume) and self.action != cfg.IGNORE
 
 
 @dataclasses.dataclass(frozen=True)
@@ -145,12 +144,10 @@ class Tracker:
                 by_op.setdefault(op, []).append(track)
         if clear:
             by_op[CLEAR] = clear
-        order = (CLEAR, RECORD, PEND, CORDON, EVICT)
+        order = (CLEAR, RECORD, REQUEST)
         return [Decision(op, tuple(by_op[op])) for op in order if op in by_op]
 
     def _op(self, track: Track) -> str:
-        if track.stage == PENDING:
-            return track.action  # held, and marked pending a poll ago: cordon or evict now
         if track.stage != WATCHING:
             return ""
         need = self.config.xid_hold if track.xid else self.config.hold
@@ -162,19 +159,14 @@ class Tracker:
             track.stage = ACTED  # nothing to write, ever
             self.notes.append((IGNORED, track))
             return ""
-        return RECORD if action == cfg.RECORD else PEND
+        return RECORD if action == cfg.RECORD else REQUEST
 
-    def mark(self, decision: Decision, *, cordoned_only: bool = False) -> None:
-        """The decision was carried out (and journaled); `cordoned_only`: an eviction's cordon is done,
-        its eviction is not (a disruption budget refuses it for now)."""
+    def mark(self, decision: Decision) -> None:
+        """The decision was carried out (and journaled)."""
         for track in decision.tracks:
             track.resume = False
             if decision.op == CLEAR:
                 self.tracks.pop(track.key, None)
-            elif decision.op == PEND:
-                track.stage = PENDING
-            elif cordoned_only:
-                track.cordoned = True
             else:
                 track.stage = ACTED
 
@@ -182,9 +174,11 @@ class Tracker:
         return sorted((t for t in self.tracks.values() if t.open), key=lambda t: t.key)
 
     def restore(self, entries: Iterable[Entry], open_actions: Sequence[Entry]) -> None:
-        """The state a journal leaves: what was done stays done; what was begun is resumed."""
+        """The state a journal leaves: what was done stays done; what was begun is resumed. An earlier
+        watch's pending cordon (pend done) is resumed as a request; its cordon or eviction, done, stands."""
+        policy = self.config.policy
         for entry in entries:
-            if entry.phase != DONE or entry.op not in (RECORD, PEND, CORDON, EVICT, CLEAR):
+            if entry.phase != DONE or entry.op not in (RECORD, REQUEST, PEND, CORDON, EVICT, CLEAR):
                 continue
             for k, data in zip(entry.keys, entry.data.get("findings", ()), strict=False):
                 if entry.op == CLEAR:
@@ -193,18 +187,15 @@ class Tracker:
                 finding = Finding.from_dict(data)
                 track = self.tracks.setdefault(k, Track(key=k, finding=finding, first_t=entry.t, last_t=entry.t))
                 track.finding, track.last_t = finding, entry.t
-                track.action = str(entry.data.get("actions", {}).get(k, "")) or action_for(finding, self.config.policy)
-                evicting = entry.op == CORDON and track.action == cfg.EVICT and not entry.data.get("braked")
-                track.stage = PENDING if entry.op == PEND or evicting else ACTED
-                track.cordoned = evicting
+                track.action = current_action(str(entry.data.get("actions", {}).get(k, "")), finding, policy)
+                track.stage = WATCHING if entry.op == PEND else ACTED
+                track.resume = entry.op == PEND
         for entry in open_actions:
-            if entry.op not in (RECORD, PEND, CORDON, EVICT):
+            if entry.op not in (RECORD, REQUEST, PEND, CORDON, EVICT):
                 continue
             for k, data in zip(entry.keys, entry.data.get("findings", ()), strict=False):
                 finding = Finding.from_dict(data)
                 track = self.tracks.setdefault(k, Track(key=k, finding=finding, first_t=entry.t, last_t=entry.t))
                 track.resume = True
-                track.action = str(entry.data.get("actions", {}).get(k, "")) or action_for(finding, self.config.policy)
-                if entry.op in (CORDON, EVICT):
-                    track.stage = PENDING
-                    track.cordoned = entry.op == EVICT
+                track.stage = WATCHING
+                track.action = current_action(str(entry.data.get("actions", {}).get(k, "")), finding, policy)

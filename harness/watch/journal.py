@@ -32,13 +32,14 @@ from typing import Any
 from harness.baselines import Strict
 from harness.errors import ConfigError
 from harness.records import Code, Finding, Remediation, Severity
-from harness.watch.config import ACTIONS
+from harness.watch.config import ACTIONS, LEGACY
 
 SCHEMA = 1
 BEGIN, DONE = "begin", "done"
 ASIDE = "aside"
 """The journal before this one was unreadable and moved aside: the watch says so on the node (an Event)."""
-OPS = ("start", "record", "pend", "cordon", "evict", "clear", ASIDE)
+OPS = ("start", "record", "request", "clear", ASIDE, "pend", "cordon", "evict")
+"""The last three are an earlier watch's, which cordoned by itself: read, never written now."""
 FINDING_FIELDS = tuple(f.name for f in dataclasses.fields(Finding))
 ENTRY_START = b'{"boot":'
 """How every line begins: the keys are sorted."""
@@ -47,7 +48,7 @@ ENTRY_START = b'{"boot":'
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Entry:
     op: str
-    """start, record, pend, cordon, evict, clear."""
+    """start, record, request, clear, aside (and, from earlier watches, pend, cordon, evict)."""
     phase: str
     """begin or done (start: done)."""
     id: int
@@ -309,7 +310,7 @@ class _Lines(Strict):
         for n, finding in enumerate(findings):
             self.finding(finding, f"data.findings[{n}]")
         for key, action in self.get(data, "actions", dict, default={}, where="data").items():
-            if action not in ACTIONS:
+            if action not in ACTIONS + LEGACY:
                 raise self.fail(f"data.actions.{key}", f"is {action!r}; expected one of {', '.join(ACTIONS)}")
         for n, gpu in enumerate(self.get(data, "gpus", list, default=[], where="data")):
             where = f"data.gpus[{n}]"

@@ -2,9 +2,8 @@
 logs its problems, and nothing for a quiet poll.
 
     gpu-burnin watch: node n1: GPU 0 (GPU-5141...): ROW_REMAP_PENDING: appeared (fail): GPU 0 ... pending
-    gpu-burnin watch: node n1: GPU 0 (GPU-5141...): ROW_REMAP_PENDING: held 3 polls in a row: cordon
-    gpu-burnin watch: node n1: GPU 0 (GPU-5141...): ROW_REMAP_PENDING: pend done: CordonPending, the cordon next poll
-    gpu-burnin watch: node n1: GPU 0 (GPU-5141...): ROW_REMAP_PENDING: cordon done: cordoned, tainted, Warning Event
+    gpu-burnin watch: node n1: GPU 0 (GPU-5141...): ROW_REMAP_PENDING: held 3 polls in a row: request
+    gpu-burnin watch: node n1: GPU 0 (GPU-5141...): ROW_REMAP_PENDING: request done: gpu-burnin/health=failing
     gpu-burnin watch: node n1: GPU 0 (GPU-5141...): ROW_REMAP_PENDING: cleared: absent 3 polls; the node stays as it is
 
 Every line names the node, the GPU (index and UUID, or `node-wide`) and the finding's code.
@@ -19,17 +18,12 @@ from typing import TextIO
 
 from harness.devices import Device
 from harness.records import NODE, Code, Finding
-from harness.watch.flap import APPEARED, CORDON, EVICT, FORGOTTEN, GONE, IGNORED, PEND, RECORD, Decision, Track
+from harness.watch.flap import APPEARED, FORGOTTEN, GONE, IGNORED, RECORD, REQUEST, Decision, Track
 
 FLAP_QUIET_S = 600.0
 """A finding that appeared and went is not said again for this long (it is counted)."""
-DONE, BRAKED, BLOCKED, FAILED = "done", "braked", "blocked", "failed"
-_DONE = {
-    RECORD: "the condition and a Warning Event",
-    PEND: "the condition says CordonPending; the cordon comes at the next poll",
-    CORDON: "cordoned, tainted and labelled unhealthy, with a Warning Event",
-    EVICT: "the node's GPU pods evicted",
-}
+DONE, FAILED = "done", "failed"
+_DONE = {RECORD: "the condition and a Warning Event"}
 
 
 class Log:
@@ -40,7 +34,6 @@ class Log:
         """By UUID: the GPUs judged, to name a finding's GPU by its index too."""
         self._said_at: dict[str, float] = {}
         self._hushed: dict[str, int] = {}
-        self._blocked = ""
         self._held: set[str] = set()
         """Findings whose holding is said: an action retried after a failed call does not say it again."""
 
@@ -88,18 +81,12 @@ class Log:
         for track in decision.tracks:
             if track.resume:
                 self.finding(track.finding, f"{decision.op} begun before a restart: carried on")
-            elif decision.op in (RECORD, PEND) and track.key not in self._held:
+            elif decision.op in (RECORD, REQUEST) and track.key not in self._held:
                 self._held.add(track.key)
                 self.finding(track.finding, f"held {_seen(track)}: {track.action}")
 
     def acted(self, op: str, tracks: Iterable[Track], result: str, detail: str = "") -> None:
-        """After an action (or a step of one): done, braked, blocked (a disruption budget), failed."""
-        if op == EVICT and result == BLOCKED:
-            if detail == self._blocked:
-                return  # said already; the next poll tries again, quietly until something changes
-            self._blocked = detail
-        elif op == EVICT:
-            self._blocked = ""
+        """After an action: done, or failed (the API server refused: tried again at the next poll)."""
         text = detail or (_DONE.get(op, "") if result == DONE else "")
         for track in tracks:
             self.finding(track.finding, f"{op} {result}" + (f": {text}" if text else ""))

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Any, TextIO, TypeVar
 
 from harness.baselines import BaselineSet
+from harness.kube import node as nodes
 from harness.kube.api import KubeError
 from harness.nvml import read, xid
 from harness.nvml.monitor import NvmlXid
@@ -28,7 +29,7 @@ from harness.watch import metrics as watch_metrics
 from harness.watch.config import WatchConfig
 from harness.watch.flap import Decision, Tracker
 from harness.watch.journal import ASIDE, Entry, Journal
-from harness.watch.log import BLOCKED, BRAKED, DONE, FAILED, Log
+from harness.watch.log import DONE, FAILED, Log
 
 T = TypeVar("T")
 
@@ -126,7 +127,7 @@ class Watch:
                     f"the watch's journal could not be read ({reason}): moved aside to {moved} on the node, and a "
                     "new one begun; findings open before are judged afresh"
                 )
-                self.writer.event(act.EVENT_JOURNAL, message, self.wall())
+                self.writer.event(act.EVENT_JOURNAL, message, self.wall(), key=f"{begun.id}/{begun.time}")
                 self.journal.done(begun, self.clock(), self.wall())
                 self.say.line(f"warning: said on the node (Event {act.EVENT_JOURNAL}): the journal moved aside")
 
@@ -182,62 +183,27 @@ class Watch:
 
     def _carry_out(self, decision: Decision, t: float) -> None:
         op, now = decision.op, self.wall()
-        if op in (flap.CORDON, flap.EVICT):
-            self._cordon(decision, t)
-            return
-        begun = self._begin(op, decision, t)
-        if op == flap.PEND and self.writer.out():  # nothing to wait for: the cordon stands already
+        begun = self._open(op, decision) or self._begin(op, decision, t)
+        key = f"{begun.id}/{begun.time}"
+        if op == flap.REQUEST:
+            failing = [track.finding for track in decision.tracks]
+            asked = nodes.parse_stamp(begun.time) or now
+            health = self.writer.request(failing, self._wanted(decision), now, key, asked)
             self._done(begun, decision, t)
-            self.say.acted(op, decision.tracks, DONE, "the node is out of service already: nothing to wait for")
+            self.say.acted(op, decision.tracks, DONE, f"{self.writer.marks.unhealthy_label.key}={health}")
             return
         self.writer.condition(self._wanted(decision), now)
         messages = "; ".join(track.finding.message for track in decision.tracks)
         if op == flap.RECORD:
-            self.writer.event(act.EVENT_RECORD, messages, now)
+            self.writer.event(act.EVENT_RECORD, messages, now, key=key)
         elif op == flap.CLEAR:
-            self.writer.event(act.EVENT_CLEARED, f"cleared (the node stays as it is): {messages}", now, warning=False)
+            said = f"cleared (the node stays as it is): {messages}"
+            self.writer.event(act.EVENT_CLEARED, said, now, key=key, warning=False)
         self._done(begun, decision, t)
         if op == flap.CLEAR:
             self.say.cleared(decision.tracks, self.config.hold, self.config.xid_clear_s)
         else:
             self.say.acted(op, decision.tracks, DONE)
-
-    def _cordon(self, decision: Decision, t: float) -> None:
-        """Cordon (and, for an eviction, then evict). A blocked eviction stays open for the next poll."""
-        evicting = decision.op == flap.EVICT
-        if not all(track.cordoned for track in decision.tracks):
-            self._doing = flap.CORDON
-            begun = self._open(flap.CORDON, decision) or self._begin(
-                flap.CORDON, decision, t, run_id=f"watch-{self.wall():%Y%m%dT%H%M%SZ}"
-            )
-            run_id = str(begun.data.get("run_id", ""))
-            failing = [track.finding for track in decision.tracks]
-            braked = self.writer.cordon(failing, self._wanted(decision), self.wall(), run_id)
-            self.journal.done(begun, self.clock(), self.wall(), braked=braked)
-            self._counted(flap.CORDON if not braked else "brake")
-            if braked:
-                why = "the fleet's share of nodes out (--max-unhealthy-share) is reached: the node stays in service"
-                self.say.acted(flap.CORDON, decision.tracks, BRAKED, why)
-            else:
-                self.say.acted(flap.CORDON, decision.tracks, DONE)
-            if braked or not evicting:
-                self.tracker.mark(decision)
-                return
-            self.tracker.mark(decision, cordoned_only=True)
-        self._doing = flap.EVICT
-        begun = self._open(flap.EVICT, decision) or self._begin(flap.EVICT, decision, t)
-        evicted, blocked = self.writer.evict()
-        if blocked:
-            refused = f"a disruption budget refuses {', '.join(blocked)} for now; tried again at each poll"
-            self.say.acted(flap.EVICT, decision.tracks, BLOCKED, refused)
-            self._counted("eviction_blocked")
-            return  # begun, not done: the next poll tries again
-        names = ", ".join(self.writer.evicted) or "none"
-        self.writer.event(act.EVENT_EVICTED, f"evicted the node's GPU pods: {names}", self.wall())
-        self.journal.done(begun, self.clock(), self.wall(), evicted=list(self.writer.evicted))
-        self.tracker.mark(decision)
-        self._counted(flap.EVICT)
-        self.say.acted(flap.EVICT, decision.tracks, DONE, f"evicted the node's GPU pods: {names}")
 
     def _begin(self, op: str, decision: Decision, t: float, **data: Any) -> Entry:
         return self.journal.begin(
@@ -251,8 +217,8 @@ class Watch:
         )
 
     def _open(self, op: str, decision: Decision) -> Entry | None:
-        """This action, begun and not finished (a failed call, a blocked eviction, a restart): it goes on
-        under the same entry, so a retry adds no line and a landed cordon is recognised as ours."""
+        """This action, begun and not finished (a failed call, a restart): it goes on under the same entry,
+        so a retry adds no line and its Event, named by the entry, is not posted twice."""
         return next((e for e in self.journal.open_actions() if e.op == op and e.keys == decision.keys), None)
 
     def _done(self, begun: Entry, decision: Decision, t: float) -> None:
@@ -266,18 +232,13 @@ class Watch:
     def _shown(self, decision: Decision | None = None) -> list[act.Shown]:
         """What the node is to show once `decision` is carried out."""
         tracks = {track.key: track for track in self.tracker.open()}
-        pending = {track.key for track in tracks.values() if track.stage == flap.PENDING and not track.cordoned}
         if decision is not None:
             for track in decision.tracks:
                 if decision.op == flap.CLEAR:
                     tracks.pop(track.key, None)
                 else:
                     tracks[track.key] = track
-                    if decision.op == flap.PEND:
-                        pending.add(track.key)
-                    else:
-                        pending.discard(track.key)
-        return [act.Shown(track.finding, track.key in pending) for _, track in sorted(tracks.items())]
+        return [act.Shown(track.finding) for _, track in sorted(tracks.items())]
 
     def _wanted(self, decision: Decision | None = None) -> tuple[str, str, str]:
         return act.condition_for(self._shown(decision), len(self.judge.devices))
