@@ -19,6 +19,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from harness import files
 from harness.errors import ConfigError
 from harness.profiles import METRICS, direction_of
 from harness.records import Direction
@@ -223,10 +224,10 @@ def default_dir() -> Path:
 
 
 def load_dir(directory: Path) -> BaselineSet:
-    if not directory.is_dir():
+    if not files.is_dir(directory):
         raise ConfigError("not a directory", file=directory)
-    files = sorted(directory.glob("*.toml"))
-    return BaselineSet(tuple(load_file(path) for path in files), source=directory)
+    found = sorted(directory.glob("*.toml"))
+    return BaselineSet(tuple(load_file(path) for path in found), source=directory)
 
 
 def load_one(path: Path) -> BaselineSet:
@@ -234,13 +235,12 @@ def load_one(path: Path) -> BaselineSet:
 
 
 def load_file(path: Path) -> Baseline:
+    raw = files.read_regular(path)
     try:
-        raw = path.read_bytes()
         data = tomllib.loads(raw.decode("utf-8"))
-    except OSError as err:
-        raise ConfigError(f"cannot read: {err.strerror}", file=path) from err
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
-        raise ConfigError(f"not valid TOML: {err}", file=path) from err
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError, ValueError, RecursionError) as err:
+        # ValueError: an integer of thousands of digits; RecursionError: tables nested thousands deep
+        raise ConfigError(f"not valid TOML: {type(err).__name__}: {str(err)[:200]}", file=path) from None
     return dataclasses.replace(_Parser(path).baseline(data), sha256=hashlib.sha256(raw).hexdigest())
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import sys
 import traceback
 from collections.abc import Callable, Sequence
@@ -31,6 +32,7 @@ from harness.kube.actions import Fleet
 from harness.kube.api import Patience
 from harness.kube.node import PREFIX, Label, Marks, Taint, check_node_name, check_prefix
 from harness.remediator import command as remediator_command
+from harness.terminal import printable, shortened
 from harness.verdict import ExitCode
 from harness.watch import command as watch_command
 from reports import cli as report_cli
@@ -50,8 +52,8 @@ MARK_FIELDS = {flag.removeprefix("--").replace("-", "_"): flag for flag, *_ in M
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
-        """One line, one prefix, exit 4: as every gpu-burnin error."""
-        self.exit(int(ExitCode.USAGE), f"gpu-burnin: error: {message} (see {self.prog} --help)\n")
+        """One line, one prefix, exit 4: as every gpu-burnin error (what the user typed shown escaped)."""
+        self.exit(int(ExitCode.USAGE), f"gpu-burnin: error: {printable(message)} (see {self.prog} --help)\n")
 
 
 class _CommandParser(_Parser):
@@ -193,15 +195,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
     except SystemExit as stop:  # --help, --version, or a usage error already printed
         return stop.code if isinstance(stop.code, int) else int(ExitCode.USAGE)
+    except OSError as err:  # a flag's check that looked at the filesystem and could not: still a usage error
+        print(f"gpu-burnin: error: {printable(shortened(str(err.filename or '')))}: {err.strerror}", file=sys.stderr)
+        return int(ExitCode.USAGE)
     try:
         return int(args.handler(args))
     except ConfigError as err:
-        print(f"gpu-burnin: error: {options.explain(err, 'cli')}", file=sys.stderr)
+        print(f"gpu-burnin: error: {printable(options.explain(err, 'cli'))}", file=sys.stderr)
         return int(ExitCode.USAGE)
-    except Exception:  # noqa: BLE001 - a crash here says nothing about the GPUs: incomplete, never fail
-        traceback.print_exc()
-        print("gpu-burnin: internal error; the run is incomplete", file=sys.stderr)
-        return int(ExitCode.INCOMPLETE)
+    except OSError as err:
+        if err.errno not in USAGE_ERRNOS:
+            return _internal(err)
+        # A path given that cannot even be looked up: nothing has run.
+        print(f"gpu-burnin: error: {printable(shortened(str(err.filename or '')))}: {err.strerror}", file=sys.stderr)
+        return int(ExitCode.USAGE)
+    except Exception as err:  # noqa: BLE001 - a crash here says nothing about the GPUs: incomplete, never fail
+        return _internal(err)
+
+
+USAGE_ERRNOS = frozenset({errno.ENAMETOOLONG, errno.ELOOP})
+"""Errors only a path the user gave can cause: a name too long to look up, a loop of links."""
+
+
+def _internal(err: BaseException) -> int:
+    traceback.print_exception(err)
+    print("gpu-burnin: internal error; the run is incomplete", file=sys.stderr)
+    return int(ExitCode.INCOMPLETE)
 
 
 def _suite_arguments(parser: argparse.ArgumentParser) -> None:

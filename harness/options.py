@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime as dt
+import functools
 import json
 import math
 import os
@@ -236,7 +237,24 @@ class Option:
         for key in ("type", "choices", "metavar"):
             if getattr(self, key) is not None:
                 kwargs[key] = getattr(self, key)
+        if self.type is not None:
+            kwargs["type"] = guarded(self.type)
         return kwargs
+
+
+def guarded(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    """An argparse type whose look at the filesystem (a name too long to look up, a path it may not
+    enter) fails as a usage error naming the value, never as a traceback."""
+
+    @functools.wraps(parse)
+    def checked(text: str) -> Any:
+        try:
+            return parse(text)
+        except OSError as err:
+            shown = text if len(text) <= 80 else f"{text[:40]}...{text[-20:]}"
+            raise argparse.ArgumentTypeError(f"{shown}: {err.strerror}") from None
+
+    return checked
 
 
 OPTIONS: tuple[Option, ...] = (

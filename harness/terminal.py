@@ -8,6 +8,11 @@ lines or move the cursor. Every character that is not printable is shown escaped
 from __future__ import annotations
 
 
+def shortened(text: str, limit: int = 120) -> str:
+    """A long value (a path of thousands of characters) cut in the middle, for one line."""
+    return text if len(text) <= limit else f"{text[: limit // 2]}...{text[-limit // 4 :]}"
+
+
 def printable(text: object) -> str:
     """`text` with control and other non-printable characters escaped, as Python's repr escapes them."""
     shown = str(text)

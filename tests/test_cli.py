@@ -474,3 +474,31 @@ def test_status_escapes_what_nodes_carry_before_it_reaches_a_terminal():
     text = "\n".join(entrypoints.status_table([hostile], 7200))
     assert "\x1b" not in text and "\x07" not in text and "\u202e" not in text
     assert "\\x1b]0;owned\\x07" in text and "X\\x1b[2J" in text and "\\u202egnp.exe" in text
+
+
+LONG = "9" * 400  # longer than any file name a filesystem takes: looking it up fails with ENAMETOOLONG
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["run", "--baseline", "/dev/zero"], "/dev/zero: is not a regular file (a character device)"),
+        (["run", "--device", "cpu", "--xid-table", "/dev/zero"], "/dev/zero: is not a regular file"),
+        (["run", "--device", "cpu", "--metrics-textfile", LONG], "File name too long"),
+        (["run", "--device", "cpu", "--baseline-dir", LONG], "File name too long"),
+        (["status", "--kubeconfig", LONG], "File name too long"),
+        (["report", ".", "--baseline-dir", LONG], "File name too long"),
+        (["run", "--device", "cpu", "--metrics-textfile", "\x1b[2J"], "\\x1b[2J is a directory"),
+        (["retest", "--node", "\x1b]0;owned\x07"], "\\x1b]0;owned\\x07"),
+    ],
+)
+def test_hostile_paths_and_names_are_one_escaped_line_exit_4(args, message, tmp_path, monkeypatch, capsys):
+    """A device named as a file is never read (it would never end), a name too long to look up is a usage
+    error, not a traceback, and what the user typed reaches the terminal escaped."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "\x1b[2J").mkdir()  # a directory whose name clears the screen
+    monkeypatch.setattr(runner, "run_for", lambda request: pytest.fail("the suite ran"))
+    assert cli.main(args) == 4
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("gpu-burnin: error: ") and message in err, err
+    assert "\x1b" not in err and "\x07" not in err and "Traceback" not in err

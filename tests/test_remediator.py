@@ -105,7 +105,7 @@ def test_a_fault_the_watch_finds_is_taken_out_by_the_remediator_within_one_pass(
     assert events(server, "n1") == [("n1", "GPUBurnInFailing"), ("n1", "GPUBurnInTakenOut")]
     refused = [(r.method, r.path, r.status) for r in server.requests if r.status >= 300]
     assert refused == [("GET", LEASE, 404)]  # no Lease yet; nothing refused by RBAC or the contract's admission
-    assert 'gpu_burnin_remediator_take_outs_total 1.0' in replica.metrics
+    assert "gpu_burnin_remediator_take_outs_total 1.0" in replica.metrics
 
 
 def test_the_remediators_reads_are_label_selected_metadata_from_the_watch_cache(server, tmp_path):
@@ -149,7 +149,7 @@ def test_two_of_twenty_out_brakes_the_third_with_one_event_not_one_per_pass(serv
         "wait, oldest first: n00. A bad baseline or driver roll-out looks like this: check it before the nodes"
     ]
     assert "gpu_burnin_remediator_brake_held 1.0" in replica.metrics
-    assert 'gpu_burnin_remediator_braked_nodes 1.0' in replica.metrics
+    assert "gpu_burnin_remediator_braked_nodes 1.0" in replica.metrics
     # One condition write for the braked node, not one a pass.
     assert len([r for r in server.requests if r.path == "/api/v1/nodes/n00/status"]) == 1
 
@@ -209,9 +209,7 @@ def test_when_the_brake_lifts_the_oldest_request_goes_first(server, tmp_path):
     ]
 
 
-def test_a_node_cordoned_by_an_administrator_is_taken_out_at_no_cost_and_stays_cordoned_after_retest(
-    server, tmp_path
-):
+def test_a_node_cordoned_by_an_administrator_is_taken_out_at_no_cost_and_stays_cordoned_after_retest(server, tmp_path):
     from harness.kube import actions
     from harness.kube.api import connect
 

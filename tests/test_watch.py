@@ -144,7 +144,7 @@ def test_an_application_xid_repeated_on_one_gpu_is_the_gpus(server, fleet):
     found = (("XID", gpu(1)),)
     assert done_actions(fleet) == [("record", found), ("request", found)]
     node = server.node("n1")
-    assert node["metadata"]["labels"]["gpu-burnin/health"] == "failing"  # asked to be taken out; the watch cordons nothing
+    assert node["metadata"]["labels"]["gpu-burnin/health"] == "failing"  # a request: the watch cordons nothing
     assert not node["spec"].get("unschedulable")
     assert "separate bursts of it on this GPU" in watch_condition(server)["message"]
 

@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 
 import urllib3
 
+from harness import files
 from harness.errors import ConfigError
 from harness.kube import stream
 
@@ -479,10 +480,10 @@ def _load_kubeconfig(path: Path, configuration: Any, *, option: str) -> None:
     import yaml
     from kubernetes import config
 
-    if not path.is_file():
+    if not files.is_file(path, option=option):
         raise ConfigError("no such kubeconfig file", file=path, option=option)
     try:
-        text = path.read_bytes().decode("utf-8")
+        text = files.read_regular(path, option=option).decode("utf-8")
         document = yaml.safe_load(text)  # safe: a !!python/object tag is refused, never run
     except OSError as err:
         raise ConfigError(f"cannot read the kubeconfig: {err.strerror}", file=path, option=option) from None

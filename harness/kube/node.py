@@ -98,8 +98,7 @@ def check_value(value: str, *, option: str) -> str:
 def check_node_name(name: str, *, option: str = "--node") -> str:
     """A node name as Kubernetes allows one (a DNS subdomain): checked before any API call."""
     if len(name) > 253 or not _SUBDOMAIN.fullmatch(name):
-        shown = name[:80].encode("unicode_escape").decode("ascii")
-        raise ConfigError(f"{shown!r} is not a node name (lower-case letters, digits, '-' and '.')", option=option)
+        raise ConfigError(f"{name[:80]!r} is not a node name (lower-case letters, digits, '-' and '.')", option=option)
     return name
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from harness import files
 from harness.errors import ConfigError
 from harness.nvml.xid_rules import BUCKETS, Judgement, Nvlink5Row
 
@@ -103,9 +104,7 @@ def load_table(extra: Path | None = None) -> XidTable:
 
 def _read(path: Path) -> str:
     try:
-        return path.read_bytes().decode("utf-8")
-    except OSError as err:
-        raise ConfigError(f"cannot read: {err.strerror}", file=path) from err
+        return files.read_regular(path).decode("utf-8")
     except UnicodeDecodeError as err:
         raise ConfigError(f"not UTF-8 text: {err}", file=path) from err
 
