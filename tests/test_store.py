@@ -263,3 +263,18 @@ def test_only_harness_store_imports_fsspec_or_a_stores_client():
                 if any(n.split(".")[0] in {"fsspec", "s3fs", "gcsfs", "adlfs", "boto3", "botocore"} for n in names):
                     owners.add(str(path.relative_to(REPO)))
     assert owners == {"harness/store.py"}
+
+
+def test_json_prints_the_result_document_as_one_line_for_log_pipelines(tmp_path, capsys):
+    """Fluent Bit and Vector read a log line by line: the document must be one of them."""
+    from harness import runner
+
+    result(tmp_path)
+    path = results.path_for(tmp_path, NODE, "20261127T130000Z-a1b2c3")
+    with runner.documents_on_stdout():
+        print("a message for a person")
+        runner._print_document(path)
+    out, err = capsys.readouterr()
+    assert out.count("\n") == 1 and json.loads(out) == json.loads(path.read_text())
+    assert list(json.loads(out)) == list(json.loads(path.read_text()))  # the file's own order
+    assert err == "a message for a person\n"
