@@ -25,6 +25,7 @@ import dataclasses
 import glob
 import os
 import re
+import threading
 from collections.abc import Iterator, Sequence
 from typing import Any
 from urllib.parse import urlsplit
@@ -42,6 +43,10 @@ FETCH_WORKERS = 32
 """Objects fetched at once when reading: the time is the network's round trips, not this process."""
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 _SECRET_NAMES = re.compile(r"SECRET|PASSWORD|TOKEN|CREDENTIAL|_KEY$|^AZURE_STORAGE_KEY|CONNECTION_STRING", re.I)
+_CLIENT_ENVIRONMENT = ("AWS_", "GOOGLE_", "GCS", "AZURE_", "FSSPEC_")
+"""Variables a store's client reads: a client is kept for one set of their values."""
+_CLIENTS: dict[tuple[str, str, tuple[tuple[str, str], ...]], Any] = {}
+_CLIENTS_LOCK = threading.Lock()
 _MIN_SECRET = 6
 """Shorter values are not blanked from messages: they would blank ordinary words."""
 
@@ -117,15 +122,13 @@ def list_results(
         return list(pool.map(_list_one, sources))
 
 
-def fetch(remote: Remote, limit: int, fs: Any = None) -> bytes:
+def fetch(remote: Remote, limit: int) -> bytes:
     """The object's bytes, at most `limit` + 1 of them (so that a reader can tell one that is too large).
-    `fs`: a client of its store to reuse. StoreError if it cannot be read."""
+    StoreError if it cannot be read."""
     if remote.size == 0:
         return b""  # listed empty: a range request of an empty object is refused (416)
     try:
-        path = fs._strip_protocol(remote.url) if fs is not None else None
-        if fs is None or path is None:
-            fs, path = _filesystem(remote.url)
+        fs, path = _filesystem(remote.url)
         return bytes(fs.cat_file(path, start=0, end=limit + 1))
     except Exception as err:  # noqa: BLE001 - as in put
         raise StoreError(describe(err)) from None
@@ -137,17 +140,10 @@ def fetch_all(
     """Each object's bytes (or why not), in the order given, fetched `workers` at a time; at most a few
     windows of objects are held at once, however many there are."""
     window = 4 * workers
-    clients: dict[str, Any] = {}  # one client per scheme and bucket: making one costs more than a GET
     with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
         pending: list[tuple[Remote, concurrent.futures.Future[bytes]]] = []
         for remote in remotes:
-            bucket = _bucket_of(remote.url)
-            if bucket not in clients:
-                try:
-                    clients[bucket] = _filesystem(bucket)[0]
-                except Exception:  # noqa: BLE001 - each fetch then makes its own, and says why it fails
-                    clients[bucket] = None
-            pending.append((remote, pool.submit(fetch, remote, limit, clients[bucket])))
+            pending.append((remote, pool.submit(fetch, remote, limit)))
             if len(pending) < window:
                 continue
             yield _outcome(*pending.pop(0))
@@ -224,24 +220,28 @@ def _list_one(source: str) -> tuple[list[Remote], ConfigError | None]:
 
 
 def _filesystem(url: str) -> tuple[Any, str]:
-    """A fresh client for `url` (no listing cache: a report reads what is there now) and the path in it."""
-    scheme = url.split("://", 1)[0].lower()
-    options: dict[str, Any] = {"skip_instance_cache": True, "use_listings_cache": False}
-    if EXTRAS.get(scheme) == "s3":
-        options["config_kwargs"] = {
-            "connect_timeout": CONNECT_S,
-            "read_timeout": READ_S,
-            "retries": {"mode": "standard", "total_max_attempts": 1},
-        }
-    fs, path = fsspec.core.url_to_fs(url, **options)
-    if hasattr(fs, "retries"):
-        fs.retries = 1  # s3fs's own loop over network errors: one attempt here, harness/outbox.py retries
-    return fs, path
-
-
-def _bucket_of(url: str) -> str:
+    """A client for `url`'s store and the path in it. One client per scheme, bucket and environment
+    is kept (making one costs more than a request), without a listing cache (a report reads what is
+    there now); a changed environment (another endpoint, other keys) gets a new one."""
     scheme, rest = url.split("://", 1)
-    return f"{scheme}://{rest.split('/', 1)[0]}"
+    environment = tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith(_CLIENT_ENVIRONMENT)))
+    key = (scheme.lower(), rest.split("/", 1)[0], environment)
+    with _CLIENTS_LOCK:
+        fs = _CLIENTS.get(key)
+        if fs is None:
+            options: dict[str, Any] = {"skip_instance_cache": True, "use_listings_cache": False}
+            if EXTRAS.get(scheme.lower()) == "s3":
+                options["config_kwargs"] = {
+                    "connect_timeout": CONNECT_S,
+                    "read_timeout": READ_S,
+                    "retries": {"mode": "standard", "total_max_attempts": 1},
+                    "max_pool_connections": FETCH_WORKERS,
+                }
+            fs = fsspec.filesystem(scheme.lower(), **options)
+            if hasattr(fs, "retries"):
+                fs.retries = 1  # s3fs's own loop over network errors: one attempt here, harness/outbox.py retries
+            _CLIENTS[key] = fs
+    return fs, fs._strip_protocol(url)
 
 
 def _schemes() -> str:
