@@ -32,12 +32,10 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import functools
-import glob
 import math
 import operator
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -47,10 +45,13 @@ import pandas as pd
 from harness.errors import ConfigError
 from harness.records import Direction
 from harness.results import ResultDocument, RunState
-from reports.resultfile import MAX_BYTES, check_size, is_job, parse, read, short
+from reports.resultfile import is_job, short
+from reports.sources import contents, result_files
 
 if TYPE_CHECKING:
     from harness.store import Remote
+
+__all__ = ["Loaded", "load_files", "load_results", "result_files"]
 
 RUN_COLUMNS = [
     "run_id",
@@ -137,38 +138,6 @@ class Loaded:
     """Files whose run (node and run id) was already read from another file: counted once."""
 
 
-def result_files(sources: Iterable[Source]) -> tuple[list[Path | Remote], list[ConfigError]]:
-    """Every result file that `sources` name: files, directories (all *.json below) and globs, and
-    objects: URLs of a store, read as directories (all *.json under the prefix) or globs."""
-    given = [os.fspath(source) for source in sources]
-    urls = [text for text in given if _is_url(text)]
-    listed: dict[str, tuple[list[Remote], ConfigError | None]] = {}
-    if urls:
-        from harness import store
-
-        listed = dict(zip(urls, store.list_results(urls), strict=True))  # listed in parallel
-    found: list[Path | Remote] = []
-    errors: list[ConfigError] = []
-    for text in given:
-        path = Path(text)
-        if text in listed:
-            remotes, error = listed[text]
-            found += remotes
-            errors += [error] if error is not None else []
-        elif path.is_dir():  # anything but a directory is listed, so that a FIFO or a device is reported
-            found += sorted(p for p in path.rglob("*.json") if not p.is_dir())
-        elif glob.has_magic(text):
-            matches = sorted(Path(p) for p in glob.glob(text, recursive=True) if not Path(p).is_dir())
-            if not matches:
-                errors.append(ConfigError("no file matches this pattern", file=text))
-            found += matches
-        elif path.exists() or path.is_symlink():
-            found.append(path)
-        else:
-            errors.append(ConfigError("no such file or directory", file=text))
-    return list(dict.fromkeys(found)), errors
-
-
 def load_results(*sources: Source, progress: Progress | None = None) -> Loaded:
     paths, errors = result_files(sources)
     return load_files(paths, errors, progress=progress)
@@ -209,7 +178,7 @@ def load_files(
         runs.append(_run_row(doc, path))
         findings.append(_finding_rows(doc))
 
-    for done, (path, read_one) in enumerate(_contents(paths), 1):
+    for done, (path, read_one) in enumerate(contents(paths), 1):
         try:
             found, job = read_one(), is_job(path)
         except ConfigError as err:
@@ -238,47 +207,6 @@ def load_files(
             if column in frame:
                 frame[column] = pd.to_datetime(frame[column], utc=True)
     return Loaded(*tables, errors=errors, files=named, duplicates=duplicates)
-
-
-Parsed = list[tuple[ResultDocument, list[dict[str, Any]]]]
-
-
-def _contents(items: list[Path | Remote]) -> Iterator[tuple[Path | str, Callable[[], Parsed]]]:
-    """Each item's name and how to read it, in order: a file is read when asked, the objects are
-    fetched ahead by the store's pool of threads (an object over MAX_BYTES is never fetched)."""
-    remotes = [item for item in items if not isinstance(item, Path)]
-    fetched: Iterator[tuple[Remote, bytes | Exception]] = iter(())
-    if remotes:
-        from harness import store
-
-        fetched = store.fetch_all([r for r in remotes if r.size <= MAX_BYTES], MAX_BYTES)
-    for item in items:
-        if isinstance(item, Path):
-            yield item, functools.partial(read, item)
-            continue
-        name = str(item)
-        if item.size > MAX_BYTES:
-            yield name, functools.partial(_too_large, item.size, name)
-            continue
-        _, data = next(fetched)
-        yield name, functools.partial(_parse_fetched, data, name)
-
-
-def _too_large(size: int, name: str) -> Parsed:
-    check_size(size, name)
-    return []
-
-
-def _parse_fetched(data: bytes | Exception, name: str) -> Parsed:
-    if isinstance(data, Exception):
-        raise ConfigError(f"cannot read: {data}", file=name)
-    return parse(data, name)
-
-
-def _is_url(text: str) -> bool:
-    from harness.store import is_url
-
-    return is_url(text)
 
 
 def _rank(doc: ResultDocument, own: bool) -> tuple[bool, bool]:

@@ -8,7 +8,7 @@ import pytest
 
 from bench.fleet import FleetSpec, write_fleet
 from harness.cli import main
-from reports import load, resultfile
+from reports import resultfile, sources
 from reports.load import load_results
 
 NOW = "2026-11-28T00:00:00Z"
@@ -74,7 +74,7 @@ def test_a_torn_foreign_or_oversized_object_is_counted_and_skipped(fleet, s3, mo
     api.put_object(Bucket=s3.name, Key="fleet/n/big.json", Body=data + b" " * len(data))
     api.put_object(Bucket=s3.name, Key="fleet/n/notes.txt", Body=b"not a result: not listed")
     limit = len(data) + 100  # the size limit, as for a file: the big one is over it
-    monkeypatch.setattr(load, "MAX_BYTES", limit)
+    monkeypatch.setattr(sources, "MAX_BYTES", limit)
     monkeypatch.setattr(resultfile, "MAX_BYTES", limit)
     fetched = []
     from harness import store
