@@ -9,6 +9,7 @@
     gpu-burnin remediator  take failing nodes out, under the fleet's brake, and drain critical ones (the Deployment)
     gpu-burnin report      review many result files: statistics, outliers, coverage; an HTML report
     gpu-burnin baseline propose   new floors and tolerances for a baseline, from the fleet
+    gpu-burnin results push       send the results waiting in the outbox to object storage
 
 Exit status, for every subcommand: 0 pass, 1 fail, 2 incomplete, 4 usage or
 configuration error (nothing was run, nothing on the node was changed).
@@ -26,7 +27,7 @@ from pathlib import Path
 from typing import NoReturn, TypeVar
 
 import harness
-from harness import devices, entrypoints, metrics, options, results, runner
+from harness import devices, entrypoints, metrics, options, outbox, results, runner
 from harness.errors import ConfigError
 from harness.kube.actions import Fleet
 from harness.kube.api import Patience
@@ -82,11 +83,6 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Arguments after `--` go to pytest unchanged.",
     )
     _suite_arguments(run)
-    run.add_argument(
-        "--json",
-        action="store_true",
-        help="print the final result document on stdout (everything else goes to stderr), for scripts",
-    )
     run.set_defaults(handler=_run)
 
     preflight = commands.add_parser(
@@ -187,6 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     remediator_command.add_arguments(remediator)
     remediator.set_defaults(handler=_remediator)
     report_cli.add_commands(commands)  # report, baseline propose: their logic is in reports/
+    outbox.add_commands(commands)  # results push
     return parser
 
 
@@ -238,6 +235,12 @@ def _suite_arguments(parser: argparse.ArgumentParser) -> None:
         type=options.output_file,
         metavar="FILE",
         help="also write the result as Prometheus metrics here, for node-exporter's textfile collector",
+    )
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print the final result document on stdout as one JSON line (everything else goes to stderr), "
+        "for scripts and log pipelines",
     )
     parser.add_argument("pytest_args", nargs="*", metavar="-- PYTEST-ARGS", help=argparse.SUPPRESS)
 
@@ -312,7 +315,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.metrics_textfile is not None and code != ExitCode.USAGE:
         path = results.path_for(chosen.results_dir, devices.node_name(), chosen.run_id)
         try:
-            metrics.write(args.metrics_textfile, results.load(path))
+            metrics.write(args.metrics_textfile, results.load(path), outbox=outbox.waiting(chosen.results_dir))
         except ConfigError as err:
             print(f"gpu-burnin: warning: {options.explain(err, 'cli')}", file=sys.stderr)
     return code
@@ -320,11 +323,13 @@ def _run(args: argparse.Namespace) -> int:
 
 def _preflight(args: argparse.Namespace) -> int:
     command = _node_command(args, stay=args.stay, reuse_within_s=args.reuse_within)
-    return entrypoints.preflight(command, _values(args, node=True), args.pytest_args, args.timeout)
+    with runner.documents_on_stdout(args.json):
+        return entrypoints.preflight(command, _values(args, node=True), args.pytest_args, args.timeout)
 
 
 def _periodic(args: argparse.Namespace) -> int:
-    return entrypoints.periodic(_node_command(args), _values(args, node=True), args.pytest_args, args.timeout)
+    with runner.documents_on_stdout(args.json):
+        return entrypoints.periodic(_node_command(args), _values(args, node=True), args.pytest_args, args.timeout)
 
 
 def _retest(args: argparse.Namespace) -> int:

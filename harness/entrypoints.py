@@ -24,7 +24,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from harness import lock, metrics, options, results, runner, severity
+from harness import lock, metrics, options, outbox, results, runner, severity
 from harness.devices import node_name
 from harness.errors import ConfigError
 from harness.kube import actions
@@ -92,7 +92,7 @@ def preflight(
             code, doc = _run(chosen, values, pytest_args, timeout_s)
             if doc is None:
                 return code
-        _metrics(command, doc)
+        _metrics(command, doc, chosen.results_dir)
         try:
             done = actions.preflight(api, command.node, outcome(doc), command.marks, results.utcnow())
         except KubeError as err:
@@ -112,7 +112,7 @@ def periodic(
         code, doc = _run(chosen, values, pytest_args, timeout_s)
         if doc is None:
             return code
-        _metrics(command, doc)
+        _metrics(command, doc, chosen.results_dir)
         try:
             done = actions.periodic(api, command.node, outcome(doc), command.marks, command.fleet, results.utcnow())
         except KubeError as err:
@@ -305,11 +305,11 @@ def _run(
     return code, doc
 
 
-def _metrics(command: NodeCommand, doc: ResultDocument) -> None:
+def _metrics(command: NodeCommand, doc: ResultDocument, results_dir: Path) -> None:
     if command.metrics_textfile is None:
         return
     try:
-        metrics.write(command.metrics_textfile, doc)
+        metrics.write(command.metrics_textfile, doc, outbox=outbox.waiting(results_dir))
     except ConfigError as err:  # the node's verdict does not depend on its metrics
         print(f"gpu-burnin: warning: {options.explain(err, 'cli')}", file=sys.stderr)
 

@@ -5,6 +5,7 @@
     gpu_burnin_run_duration_seconds          how long it took
     gpu_burnin_findings{node,severity,code}  how many findings of each kind
     gpu_burnin_measurement{node,gpu,metric,unit}  every figure (the median of its windows)
+    gpu_burnin_results_outbox{node}          results waiting to be sent to object storage
 
 The file is written whole (harness.outputs: a temporary file renamed over it), so the
 collector never reads half of one; a link is written through to its target, and a device
@@ -91,7 +92,8 @@ class Exporter:
         return int(server.server_address[1]), stop
 
 
-def write(path: Path, doc: ResultDocument) -> Path:
+def write(path: Path, doc: ResultDocument, *, outbox: int | None = None) -> Path:
+    """The result's gauges, and (`outbox`) how many results wait to be sent (harness/outbox.py)."""
     textfile = Textfile()
     registry = textfile.registry
     node = doc.node
@@ -123,4 +125,11 @@ def write(path: Path, doc: ResultDocument) -> Path:
     )
     for m in doc.measurements:
         measurement.labels(node=node, gpu=m.gpu, metric=m.metric, unit=m.unit).set(m.value)
+    if outbox is not None:
+        Gauge(
+            "gpu_burnin_results_outbox",
+            "Results on this node waiting to be sent to object storage (--results-url)",
+            ["node"],
+            registry=registry,
+        ).labels(node=node).set(outbox)
     return textfile.write(path)

@@ -119,6 +119,16 @@ def output_file(text: str) -> Path:
     return target
 
 
+def results_url(text: str) -> str:
+    """Where results also go: an object store's URL (harness/store.py), checked without a request."""
+    from harness import store
+
+    try:
+        return store.check_url(text)
+    except ConfigError as err:
+        raise argparse.ArgumentTypeError(err.problem) from None
+
+
 def count(text: str) -> int:
     """A whole number of at least 1."""
     try:
@@ -219,6 +229,9 @@ class Option:
     """The flag on both sides when it is not derived from the name (pytest's own `-m`)."""
     pytest_builtin: bool = False
     """pytest declares it itself: the plugin reads it but does not add it."""
+    child: bool = True
+    """A gpu-burnin command hands it to its pytest child; False for what the command does itself
+    once the child has ended (sending the result to a store: once, from one process)."""
 
     def flag_for(self, front: Front) -> str:
         if self.flag:
@@ -296,6 +309,15 @@ OPTIONS: tuple[Option, ...] = (
         type=given_path,
         metavar="DIR",
         help=f"where the JSON result file goes (default: ./{DEFAULT_RESULTS})",
+    ),
+    Option(
+        name="results_url",
+        type=results_url,
+        metavar="URL",
+        child=False,
+        help="also put each result in object storage, as URL/<node>/<run id>.json (s3://, gs://, az://; "
+        "credentials from the environment or the pod's identity); one the store does not take waits in "
+        "RESULTS/outbox for the next run (docs/results.md)",
     ),
     Option(name="expect_gpus", type=count, metavar="N", help="fail unless exactly N GPUs are visible"),
     Option(
@@ -378,6 +400,8 @@ class RunOptions:
     dcgm_level: int | None = None
     rendezvous_address: str = ""
     """Under MPI: where rank 0 hosts the all-reduce's meeting place; "" to find it."""
+    results_url: str | None = None
+    """Where each result also goes (harness/outbox.py), or None."""
 
     @property
     def front(self) -> Front:
@@ -454,7 +478,7 @@ def child_argv(values: Mapping[str, Any]) -> list[str]:
     """pytest flags that carry `values` to a child pytest process."""
     argv: list[str] = []
     for option in OPTIONS:
-        if not option.pytest:
+        if not option.pytest or not option.child:
             continue
         given = values.get(option.name)
         for value in (given or []) if option.many else [given]:
@@ -516,6 +540,7 @@ def resolve(values: Mapping[str, Any], *, markers: Collection[str] = ()) -> RunO
         xid_table=values.get("xid_table"),
         dcgm_level=values.get("dcgm_level"),
         rendezvous_address=values.get("rendezvous_address") or "",
+        results_url=values.get("results_url") or None,
     )
 
 

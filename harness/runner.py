@@ -20,11 +20,11 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
-from harness import lock, options, results
+from harness import lock, options, outbox, results
 from harness.devices import node_name
 from harness.errors import ConfigError
 from harness.options import RunOptions
@@ -96,16 +96,21 @@ def run_for(request: RunRequest) -> Ended:
     with contextlib.ExitStack() as held:
         if not request.lock_held:
             held.enter_context(lock.hold(chosen.results_dir, chosen.run_id))
-        return _watch_over(request, _Run(path, chosen.run_id, results.utcnow(), chosen.device))
+        ended = _watch_over(request, _Run(path, chosen.run_id, results.utcnow(), chosen.device))
+        if chosen.results_url and ended.code != ExitCode.USAGE:  # the file is final: now the store, bounded
+            url, stopped = chosen.results_url, bool(ended.stopped_by)
+            outbox.deliver(chosen.results_dir, node_name(), chosen.run_id, url, send=not stopped)
+        return ended
 
 
 def _watch_over(request: RunRequest, this: _Run) -> Ended:
     chosen = request.options
     internal = options.Internal(run_id=chosen.run_id, entrypoint=chosen.entrypoint, gpu_node=chosen.gpu_node)
+    as_json = request.json or _DOCUMENTS.stream is not None
     child = subprocess.Popen(
         list(request.argv),
         start_new_session=True,
-        stdout=sys.stderr if request.json else None,
+        stdout=sys.stderr if as_json else None,
         preexec_fn=_die_with(os.getpid()),
         env={**os.environ, **internal.to_env()},
     )
@@ -140,7 +145,7 @@ def _watch_over(request: RunRequest, this: _Run) -> Ended:
         return Ended(code=int(ExitCode.USAGE))
     else:
         verdict = _settle(this, code, stopping)
-    if request.json:
+    if as_json:
         _print_document(this.path)
     return Ended(code=verdict, stopped_by=signal.Signals(stopping[0][0]).name if stopping else "")
 
@@ -196,11 +201,41 @@ def _abandon(this: _Run, code: Code, message: str) -> int:
     return int(verdict.exit_code)
 
 
-def _print_document(path: Path) -> None:
+@dataclasses.dataclass
+class _Documents:
+    stream: TextIO | None = None
+    """Where result documents go while `documents_on_stdout` holds: the stdout it found."""
+
+
+_DOCUMENTS = _Documents()
+
+
+@contextlib.contextmanager
+def documents_on_stdout(wanted: bool = True) -> Iterator[None]:
+    """While it holds (when `wanted`): stdout carries the run's result document, as one JSON line, and
+    nothing else; every other line printed here, and the test process's output, goes to stderr.
+    For the log pipelines (Fluent Bit, Vector) of preflight and periodic: `--json`."""
+    if not wanted:
+        yield
+        return
+    _DOCUMENTS.stream = sys.stdout
     try:
-        print(path.read_text(encoding="utf-8"), end="", flush=True)
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        _DOCUMENTS.stream = None
+
+
+def _print_document(path: Path) -> None:
+    """The result document as one JSON line, in the file's own order."""
+    stream = _DOCUMENTS.stream or sys.stdout
+    try:
+        line = json.dumps(json.loads(path.read_text(encoding="utf-8")), separators=(",", ":"))
     except OSError as err:
-        print(json.dumps({"error": f"{path}: {err.strerror}"}), flush=True)
+        line = json.dumps({"error": f"{path}: {err.strerror}"})
+    except ValueError as err:
+        line = json.dumps({"error": f"{path}: not a JSON document: {err}"})
+    print(line, file=stream, flush=True)
 
 
 def _die_with(parent: int) -> Callable[[], None]:

@@ -98,7 +98,7 @@ def run_report(args: argparse.Namespace) -> int:
     directory = args.baseline_dir or baselines.default_dir()
     paths, missing = load.result_files(args.results)
     wanted = {"--output": args.output, "--json": args.json, "--csv": args.csv, "--parquet": args.parquet}
-    outputs.check_outputs(wanted, [*paths, *sorted(directory.glob("*.toml"))])
+    outputs.check_outputs(wanted, [*_local(paths), *sorted(directory.glob("*.toml"))])
     found = baselines.load_dir(directory)
     loaded = load.load_files(paths, missing, progress=_progress(args))
     settings = review.Settings(
@@ -126,7 +126,7 @@ def run_propose(args: argparse.Namespace) -> int:
     target = args.output or (args.baseline if args.write else None)
     paths, missing = load.result_files(args.results)
     if target is not None:
-        outputs.check_outputs({"--output" if args.output else "--baseline": target}, paths)
+        outputs.check_outputs({"--output" if args.output else "--baseline": target}, _local(paths))
         if _replaces(target) and not args.write:
             raise ConfigError("exists; pass --write to replace it (nothing was written)", file=target)
     loaded = load.load_files(paths, missing, progress=_progress(args))
@@ -227,7 +227,10 @@ class Progress:
 
 
 def _sources(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("results", nargs="+", metavar="RESULTS", help="result files, directories and globs")
+    parser.add_argument(
+        "results", nargs="+", metavar="RESULTS",
+        help="result files, directories and globs; URLs of object storage (s3://, gs://, az://) read as directories",
+    )  # fmt: skip
     parser.add_argument(
         "--now", type=options.moment, default=None, metavar="TIME",
         help=f"what coverage and dates are measured from, ISO 8601 from {options.EARLIEST:%Y} to "
@@ -257,7 +260,15 @@ def _rule_of(args: argparse.Namespace) -> Rule:
 
 
 def _path(text: str) -> Path:
-    """A file or directory name; an empty one is a mistake (it would mean the current directory)."""
+    """A file or directory name; an empty one is a mistake (it would mean the current directory), and
+    so is a URL: results may be read from a store, but what is written (and a baseline) is local."""
     if not text:
         raise argparse.ArgumentTypeError("expected a file name, got ''")
+    if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", text):
+        raise argparse.ArgumentTypeError(f"{text} is a URL; this is a local file (only results are read from a store)")
     return Path(text)
+
+
+def _local(found: list[Any]) -> list[Path]:
+    """The inputs that are files here: an output, always local, can only ever be one of those."""
+    return [p for p in found if isinstance(p, Path)]

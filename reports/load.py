@@ -3,6 +3,7 @@
     from reports import load_results
     found = load_results("gpu-burnin-results/")              # a directory (searched recursively)
     found = load_results("/data/results/**/*.json", "extra.json")  # globs, paths, strings
+    found = load_results("s3://fleet-results/burnin")             # a store's objects, as a directory
     found.measurements.groupby(["gpu_name", "metric"])["value"].median()
 
 Files that cannot be read (another schema, a newer version, a torn copy, a missing
@@ -20,19 +21,23 @@ column: every part of a document but its measurements is parsed into the typed
 `ResultDocument` (as `harness.results.load` does), and the measurements, the bulk,
 are checked per file as columns and go into one table whose repeated strings are
 pandas categoricals.
+
+A URL (s3://, gs://, az://: harness/store.py) is read as a directory is: every *.json object
+under it, or a glob's matches; the objects are listed and fetched by a pool of threads (the time
+is the network's), and each is checked exactly as a file is (reports/resultfile.py: the same size
+limit, the same types), so a torn or foreign object is listed in `errors` and skipped.
 """
 
 from __future__ import annotations
 
 import collections
 import dataclasses
-import glob
 import math
 import operator
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -40,7 +45,13 @@ import pandas as pd
 from harness.errors import ConfigError
 from harness.records import Direction
 from harness.results import ResultDocument, RunState
-from reports.resultfile import is_job, read, short
+from reports.resultfile import is_job, short
+from reports.sources import contents, result_files
+
+if TYPE_CHECKING:
+    from harness.store import Remote
+
+__all__ = ["Loaded", "load_files", "load_results", "result_files"]
 
 RUN_COLUMNS = [
     "run_id",
@@ -127,46 +138,27 @@ class Loaded:
     """Files whose run (node and run id) was already read from another file: counted once."""
 
 
-def result_files(sources: Iterable[Source]) -> tuple[list[Path], list[ConfigError]]:
-    """Every result file that `sources` name: files, directories (all *.json below) and globs."""
-    found: list[Path] = []
-    errors: list[ConfigError] = []
-    for source in sources:
-        text = os.fspath(source)
-        path = Path(text)
-        if path.is_dir():  # anything but a directory is listed, so that a FIFO or a device is reported
-            found += sorted(p for p in path.rglob("*.json") if not p.is_dir())
-        elif glob.has_magic(text):
-            matches = sorted(Path(p) for p in glob.glob(text, recursive=True) if not Path(p).is_dir())
-            if not matches:
-                errors.append(ConfigError("no file matches this pattern", file=text))
-            found += matches
-        elif path.exists() or path.is_symlink():
-            found.append(path)
-        else:
-            errors.append(ConfigError("no such file or directory", file=text))
-    return list(dict.fromkeys(found)), errors
-
-
 def load_results(*sources: Source, progress: Progress | None = None) -> Loaded:
     paths, errors = result_files(sources)
     return load_files(paths, errors, progress=progress)
 
 
-def load_files(paths: list[Path], errors: list[ConfigError], progress: Progress | None = None) -> Loaded:
+def load_files(
+    paths: list[Path | Remote], errors: list[ConfigError], progress: Progress | None = None
+) -> Loaded:
     """Read `paths` (from `result_files`); `errors` are the sources already found wrong (each a file named)."""
     named = len(paths) + len(errors)
     errors = list(errors)
     table = _Columns()
     runs: list[dict[str, Any]] = []
     findings: list[list[dict[str, object]]] = []
-    copies: list[tuple[Path, ResultDocument, list[dict[str, Any]]]] = []
+    copies: list[tuple[str | Path, ResultDocument, list[dict[str, Any]]]] = []
     chosen: dict[tuple[str, str], int] = {}
     """Each run read, by node and run id: its position in `runs`."""
     dropped: set[int] = set()
     duplicates: list[str] = []
 
-    def take(path: Path, doc: ResultDocument, measurements: list[dict[str, Any]], own: bool) -> None:
+    def take(path: Path | str, doc: ResultDocument, measurements: list[dict[str, Any]], own: bool) -> None:
         key = (doc.node, doc.run_id)
         before = chosen.get(key)
         if before is not None and _rank(doc, own) <= _rank_of(runs[before]):
@@ -180,15 +172,15 @@ def load_files(paths: list[Path], errors: list[ConfigError], progress: Progress 
             return
         if before is not None:
             dropped.add(before)
-            if not is_job(Path(runs[before]["file"])):
+            if not is_job(runs[before]["file"]):
                 duplicates.append(runs[before]["file"])
         chosen[key] = len(runs)
         runs.append(_run_row(doc, path))
         findings.append(_finding_rows(doc))
 
-    for done, path in enumerate(paths, 1):
+    for done, (path, read_one) in enumerate(contents(paths), 1):
         try:
-            found, job = read(path), is_job(path)
+            found, job = read_one(), is_job(path)
         except ConfigError as err:
             errors.append(err)
             found, job = [], False
@@ -223,7 +215,7 @@ def _rank(doc: ResultDocument, own: bool) -> tuple[bool, bool]:
 
 
 def _rank_of(row: dict[str, Any]) -> tuple[bool, bool]:
-    return row["state"] == str(RunState.FINISHED), not is_job(Path(row["file"]))
+    return row["state"] == str(RunState.FINISHED), not is_job(row["file"])
 
 
 @dataclasses.dataclass
@@ -241,7 +233,7 @@ class _Columns:
         )
     )
 
-    def add(self, doc: ResultDocument, measurements: list[dict[str, Any]], path: Path) -> None:
+    def add(self, doc: ResultDocument, measurements: list[dict[str, Any]], path: Path | str) -> None:
         """Check one file's measurements as columns, then keep them; a bad one keeps nothing of the file."""
         try:
             required: list[tuple[Any, ...]] = list(zip(*map(_REQUIRED, measurements), strict=True)) or [()] * 5
@@ -319,7 +311,7 @@ def _finite(value: Any) -> bool:
         return False
 
 
-def _first_bad(measurements: list[Any], path: Path) -> ConfigError:
+def _first_bad(measurements: list[Any], path: Path | str) -> ConfigError:
     """The first measurement field that is missing or of the wrong type, as an error naming it."""
     kinds: dict[str, tuple[type, ...]] = {
         "metric": (str,),
@@ -354,7 +346,7 @@ def _first_bad(measurements: list[Any], path: Path) -> ConfigError:
     return ConfigError("malformed measurements", file=path, field="measurements")
 
 
-def _run_row(doc: ResultDocument, path: Path) -> dict[str, object]:
+def _run_row(doc: ResultDocument, path: Path | str) -> dict[str, object]:
     return {
         "run_id": doc.run_id,
         "node": doc.node,

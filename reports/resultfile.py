@@ -16,7 +16,7 @@ import json
 import math
 import os
 import stat
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from harness import results
@@ -40,33 +40,40 @@ def read(path: Path) -> list[tuple[ResultDocument, list[dict[str, Any]]]]:
     Refuses what `harness.results.load` refuses, and also measurements whose fields have the
     wrong type or whose value is not a finite number (a report must not average a string),
     anything but a regular file of at most MAX_BYTES, NaN and Infinity, and nesting too deep."""
-    raw = _read_bytes(path)
+    return parse(_read_bytes(path), path)
+
+
+def parse(raw: bytes, name: Path | str) -> list[tuple[ResultDocument, list[dict[str, Any]]]]:
+    """The bytes of a result file or object (`name`, for errors) as `read` returns them, by the same
+    rules: an object from a store (reports.load) is checked exactly as a file is."""
+    if len(raw) > MAX_BYTES:
+        raise ConfigError(f"is larger than {MAX_BYTES // 2**20} MiB: not a result file", file=name)
     try:
         data = json.loads(raw, parse_constant=_refuse_constant)
     except _NotFinite as err:
         raise ConfigError(
             f"{err.args[0]} is not a JSON number (result files hold finite numbers only)",
-            file=path,
+            file=name,
             field=_not_finite_at(raw),
         ) from None
     except RecursionError:
-        raise ConfigError("nested too deeply to be a result file", file=path) from None
+        raise ConfigError("nested too deeply to be a result file", file=name) from None
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ConfigError(f"not a JSON document: {err}", file=path) from err
+        raise ConfigError(f"not a JSON document: {err}", file=name) from err
     if isinstance(data, dict) and data.get("schema") == results.JOB_SCHEMA:
         nodes = data.get("nodes")
         if not isinstance(nodes, list):
-            raise ConfigError("expected a list", file=path, field="nodes")
-        return [_document(n["result"], path) for n in nodes if isinstance(n, dict) and n.get("result")]
-    return [_document(data, path)]
+            raise ConfigError("expected a list", file=name, field="nodes")
+        return [_document(n["result"], name) for n in nodes if isinstance(n, dict) and n.get("result")]
+    return [_document(data, name)]
 
 
-def is_job(path: Path) -> bool:
-    """Whether a result file is an MPI job's (every node's result in one file)."""
-    return path.parent.name == "jobs"
+def is_job(path: Path | str) -> bool:
+    """Whether a result file (or object, by its URL) is an MPI job's (every node's result in one file)."""
+    return PurePosixPath(os.fspath(path)).parent.name == "jobs"
 
 
-def _document(data: Any, path: Path) -> tuple[ResultDocument, list[dict[str, Any]]]:
+def _document(data: Any, path: Path | str) -> tuple[ResultDocument, list[dict[str, Any]]]:
     if not isinstance(data, dict) or data.get("schema") != results.SCHEMA:
         raise ConfigError(f"not a gpu-burnin result (schema is not {results.SCHEMA!r})", file=path, field="schema")
     version = data.get("schema_version")
@@ -89,7 +96,7 @@ def _document(data: Any, path: Path) -> tuple[ResultDocument, list[dict[str, Any
     return doc, measurements
 
 
-def _check_document(doc: ResultDocument, path: Path) -> None:
+def _check_document(doc: ResultDocument, path: Path | str) -> None:
     """What from_dict takes on trust: the types of the fields the report uses, and times a clock can show."""
     _check_fields(doc, path, "")
     for name in ("devices", "findings", "tests"):
@@ -108,7 +115,7 @@ def _check_document(doc: ResultDocument, path: Path) -> None:
             )
 
 
-def _check_fields(record: Any, path: Path, where: str) -> None:
+def _check_fields(record: Any, path: Path | str, where: str) -> None:
     for name, allowed in _typed_fields(type(record)):
         value = getattr(record, name)
         if type(value) not in allowed or not _fits(value):
@@ -150,8 +157,6 @@ def _read_bytes(path: Path) -> bytes:
             raw = source.read(MAX_BYTES + 1)
     except OSError as err:
         raise ConfigError(f"cannot read: {err.strerror or err}", file=path) from err
-    if len(raw) > MAX_BYTES:
-        raise ConfigError(f"is larger than {MAX_BYTES // 2**20} MiB: not a result file", file=path)
     return raw
 
 
@@ -161,10 +166,14 @@ def _regular(found: os.stat_result, path: Path) -> None:
                  (stat.S_ISSOCK, "a socket"), (stat.S_ISDIR, "a directory"))  # fmt: skip
         kind = next((name for test, name in kinds if test(found.st_mode)), "not a file")
         raise ConfigError(f"is {kind}, not a regular file: only result files are read", file=path)
-    if found.st_size > MAX_BYTES:
-        raise ConfigError(
-            f"is {found.st_size / 2**20:.0f} MiB, larger than {MAX_BYTES // 2**20} MiB: not a result file", file=path
-        )
+    check_size(found.st_size, path)
+
+
+def check_size(size: int, name: Path | str) -> None:
+    """A file's or an object's size, known before it is read: ConfigError over MAX_BYTES."""
+    if size > MAX_BYTES:
+        limit = MAX_BYTES // 2**20
+        raise ConfigError(f"is {size / 2**20:.0f} MiB, larger than {limit} MiB: not a result file", file=name)
 
 
 class _NotFinite(ValueError):

@@ -20,6 +20,7 @@ SAMPLES = {
     "baseline": ["--baseline", str(CPU_BASELINE)],
     "baseline_dir": ["--baseline-dir", str(default_dir())],
     "results": ["--results", "RESULTS"],
+    "results_url": ["--results-url", "s3://fleet-results/burnin"],
     "expect_gpus": ["--expect-gpus", "8"],
     "cpu_devices": ["--device", "cpu", "--cpu-devices", "3"],
     "hang_timeout": ["--hang-timeout", "30"],
@@ -37,7 +38,7 @@ def test_every_option_has_a_sample_and_help():
     assert all(o.cli == (SAMPLES[o.name] is not None) for o in options.OPTIONS)
 
 
-@pytest.mark.parametrize("name", [o.name for o in options.OPTIONS if o.cli and o.pytest])
+@pytest.mark.parametrize("name", [o.name for o in options.OPTIONS if o.cli and o.pytest and o.child])
 def test_an_option_reaches_the_child_as_the_user_gave_it(name, pytester, tmp_path):
     scenario = tmp_path / "scenario.toml"
     scenario.write_text("[[gpus]]\n")
@@ -64,6 +65,7 @@ BAD = {
     "baseline": "",
     "baseline_dir": "",
     "results": "",
+    "results_url": "ftp://fleet/results",
     "expect_gpus": "0",
     "cpu_devices": "9",
     "hang_timeout": "1e-6",
@@ -82,6 +84,15 @@ def test_a_bad_value_is_refused_by_both_front_ends_naming_their_own_flag(name, p
     assert f"gpu-burnin: error: argument {option.flag_for('cli')}: " in capsys.readouterr().err
     with pytest.raises(pytest.UsageError, match=f"argument {option.flag_for('pytest')}: "):
         pytester.parseconfig(option.flag_for("pytest"), BAD[name])
+
+
+@pytest.mark.parametrize("name", [o.name for o in options.OPTIONS if o.cli and o.pytest and not o.child])
+def test_an_option_the_command_acts_on_itself_is_parsed_by_both_front_ends_and_kept_from_the_child(name, pytester):
+    given = SAMPLES[name]
+    values = options.values_from(cli.build_parser().parse_args(["run", *given]))
+    assert not set(given) & set(runner.pytest_argv(values))
+    from_pytest = options.values_from(pytester.parseconfig(options.BY_NAME[name].flag_for("pytest"), given[-1]).option)
+    assert from_pytest[name] == values[name] == given[-1]
 
 
 def test_the_flags_follow_one_rule():
