@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from harness import lock, metrics, options, results, runner
+from harness import lock, options, results, runner
 from harness.devices import node_name
 from harness.errors import ConfigError
 from harness.kube import actions
@@ -305,6 +305,8 @@ def _run(
 def _metrics(command: NodeCommand, doc: ResultDocument) -> None:
     if command.metrics_textfile is None:
         return
+    from harness import metrics  # prometheus_client: only where a metrics file is written
+
     try:
         metrics.write(command.metrics_textfile, doc)
     except ConfigError as err:  # the node's verdict does not depend on its metrics
