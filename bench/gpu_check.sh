@@ -48,8 +48,9 @@
 # must pass with nvlink.* and nccl.* figures.
 #
 # Time: GPU_CHECK_BUDGET_S (default 340 s on a GPU, 600 on the CPU) is shared by the steps in
-# order; a step starts only if its estimate fits in what is left, and its limit is at most
-# what is left, so the script ends in time whatever a step does. A step that does not fit is
+# order; a step starts only if its estimate fits in what is left, and its limit (each step's
+# own, three times as long in the dry run) is at most what is left, so the script ends in time
+# whatever a step does. A step that does not fit is
 # SKIPPED-for-time, which like an UNEXPECTED step makes the exit status 1. Each step's line
 # says how long it took against its estimate; the last lines the total.
 #
@@ -134,9 +135,14 @@ cat "$summary"
 status=0
 counts=(0 0 0)  # as expected, UNEXPECTED, SKIPPED-for-time
 expect=()
-# step NAME ESTIMATE LIMIT KIND COMMAND...: run COMMAND if ESTIMATE fits in the budget, for at
-# most LIMIT seconds (or what is left), then judge it with `bench.expect KIND` and "${expect[@]}":
-# KIND `result` reads the step's results directory ($work/NAME), `log` its log ($work/NAME.log).
+scale=$(pick 1 3)  # the CPU stand-ins of the dry run share a machine that other work may load
+allowed() {  # allowed LIMIT: a step's limit in seconds (scaled on the CPU), at most what is left of the budget
+  local limit=$(($1 * scale)) left=$((budget - (SECONDS - began)))
+  echo $((limit < left ? limit : left))
+}
+# step NAME ESTIMATE LIMIT KIND COMMAND...: run COMMAND if ESTIMATE fits in what is left of the
+# budget, for at most LIMIT seconds (from `allowed`), then judge it with `bench.expect KIND` and
+# "${expect[@]}": KIND `result` reads the step's results directory ($work/NAME), `log` its log.
 step() {
   local name=$1 estimate=$2 limit=$3 kind=$4
   shift 4
@@ -146,7 +152,7 @@ step() {
     counts[2]=$((counts[2] + 1)); status=1
     return
   fi
-  [ "$limit" -le "$left" ] || limit=$left
+  [ "$limit" -ge 1 ] || limit=1  # `timeout 0` would mean no limit at all
   local t0=$SECONDS
   timeout -k 10 "$limit" "$@" >"$work/$name.log" 2>&1
   local code=$?
@@ -167,7 +173,8 @@ step() {
   [ "$verdict" = ok ] || tail -n 20 "$work/$name.log"
 }
 burn() {  # burn NAME ESTIMATE LIMIT GPU-BURNIN-RUN-ARGS...: a `gpu-burnin run` step, judged by its result file
-  local name=$1 estimate=$2 limit=$3
+  local name=$1 estimate=$2 limit
+  limit=$(allowed "$3")
   shift 3
   # Its own watchdog first (it records the run as abandoned), the step's limit after.
   step "$name" "$estimate" "$limit" result env PYTHONPATH="$blocked" "$py" -m harness.cli run "${run[@]}" "$@" \
@@ -176,7 +183,7 @@ burn() {  # burn NAME ESTIMATE LIMIT GPU-BURNIN-RUN-ARGS...: a `gpu-burnin run` 
 
 # -- first: can anything run at all?
 expect=(--line '^ok: ')
-step imports 8 60 log "$py" -m bench.expect imports --device "$device"
+step imports 8 "$(allowed 60)" log "$py" -m bench.expect imports --device "$device"
 grep '^  ' "$work/imports.log" >>"$summary"  # the packages and their versions (on the screen already if UNEXPECTED)
 if [[ $(tail -n 1 "$work/imports.log") == ok:* ]]; then grep '^  ' "$work/imports.log"; else
   say "gpu_check: stopped: $(tail -n 1 "$work/imports.log")"
@@ -193,7 +200,7 @@ burn memcorrupt 28 75 -m memory --duration "$(pick 2 1)" --inject memory.corrupt
 expect=(--verdict fail --codes HANG@0)
 burn memhang 30 75 -m memory --duration "$(pick 2 1)" --inject memory.hang --hang-timeout "$(pick 6 4)"
 expect=(--line '^xid events: registered on ([1-9][0-9]*) of \1 GPUs; ')
-step xid 4 30 log env PYTHONPATH="$blocked" "$py" bench/xid_events.py --nvml "$(pick real sim:harness/nvml/scenarios/healthy.toml)"
+step xid 4 "$(allowed 30)" log env PYTHONPATH="$blocked" "$py" bench/xid_events.py --nvml "$(pick real sim:harness/nvml/scenarios/healthy.toml)"
 expect=(--verdict pass --measured 'pcie.*' --health "$health" --telemetry)
 burn pcie 24 60 -m pcie --duration "$(pick 4 1)"
 if [ "$gpus" -ge 2 ]; then
@@ -212,14 +219,14 @@ expect=(--verdict fail --codes HANG@0)
 burn hang 27 75 -m matmul --duration "$(pick 2.5 1)" --inject matmul.hang --hang-timeout "$(pick 6 4)"
 # The GPU must compute right once the hung kernels' processes are gone; on the CPU it says there is no GPU.
 expect=(--want-exit "$(pick 0 2)" --line "$(pick ': usable$' '^no CUDA device$')")
-step usable 15 45 log env PYTHONPATH="$blocked" "$py" bench/gpu_usable.py
+step usable 15 "$(allowed 45)" log env PYTHONPATH="$blocked" "$py" bench/gpu_usable.py
 
 # -- the benches: the test's figures against plain loops
 expect=(--line '^median TFLOP/s: ' '^ratio harness/bare: ' '^duty cycle')
-step bench 14 60 log "$py" bench/matmul_overhead.py --device "$device" --rounds 2 --seconds 0.75 \
+step bench 14 "$(allowed 60)" log "$py" bench/matmul_overhead.py --device "$device" --rounds 2 --seconds 0.75 \
   $(pick "" "--size 256")
 expect=(--line "$(pick '^compiling the fused kernels: ' '^one round')" '^median GB/s: ' '^ratio verify/copy: ' '^ +random ')
-step membench 16 60 log "$py" bench/memory_bandwidth.py --device "$device" --rounds 2 --seconds 0.75
+step membench 16 "$(allowed 60)" log "$py" bench/memory_bandwidth.py --device "$device" --rounds 2 --seconds 0.75
 
 # -- gpu-burnin's own tests that touch a device, from this checkout (uninstalled, as here)
 expect=(--line '^[0-9]+ passed')
@@ -228,8 +235,7 @@ if on_gpu; then
 else
   tests=(tests/test_devices.py)
 fi
-left=$((budget - (SECONDS - began)))
-step tests 22 $((left > 22 ? left : 22)) log "$py" -m pytest "${tests[@]}" -q -p no:cacheprovider -m "not slow"
+step tests 22 "$(allowed 600)" log "$py" -m pytest "${tests[@]}" -q -p no:cacheprovider -m "not slow"
 
 if command -v nvidia-smi >/dev/null; then
   nvidia-smi --query-gpu=name,temperature.gpu,power.draw,clocks.sm,clocks_event_reasons.active --format=csv 2>&1 |
