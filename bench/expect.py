@@ -2,17 +2,17 @@
 
     python -m bench.expect result DIR --exit N --verdict fail --codes DATA_MISMATCH@0 OVER_LIMIT@0
     python -m bench.expect result DIR --exit N --verdict pass --measured 'memory.*' --health nvml --telemetry
-    python -m bench.expect log FILE --exit N --want-exit 0 --line '^usable: yes'
+    python -m bench.expect log FILE --exit N --want-exit 0 --line ': usable$'
     python -m bench.expect imports --device cuda
 
 A Python traceback exits 1, as a run that failed does, so an exit code alone reads a step
-that never ran as "failed as expected". Each mode prints one line, `ok: ...` or
+that never ran as "failed as expected". Each mode ends with one line, `ok: ...` or
 `UNEXPECTED: ...` (what differs, and the run's findings that stop a pass), and exits 0 when
 the step is as expected, 1 when not, 4 for bad arguments.
 
 - `result`: the newest result file in DIR (each step has a results directory of its own),
   which must be readable, `finished`, with the verdict asked for and an exit code equal to
-  its verdict's; every expected finding `CODE[@GPU][=SEVERITY]` in it (GPU: the CUDA index);
+  its verdict's; every expected finding `CODE[@GPU][=SEVERITY]` in it (GPU: the device's index);
   and no finding that fails or stops the run other than those expected (the record of an
   injected fault, `FAULT_INJECTED`, is expected wherever a fault was injected). `--measured`:
   figures that must be there (shell patterns), printed on the ok line; `--health SOURCE`:

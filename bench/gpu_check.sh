@@ -50,9 +50,9 @@
 # Time: GPU_CHECK_BUDGET_S (default 340 s on a GPU, 600 on the CPU) is shared by the steps in
 # order; a step starts only if its estimate fits in what is left, and its limit (each step's
 # own, three times as long in the dry run) is at most what is left, so the script ends in time
-# whatever a step does. A step that does not fit is
-# SKIPPED-for-time, which like an UNEXPECTED step makes the exit status 1. Each step's line
-# says how long it took against its estimate; the last lines the total.
+# whatever a step does. A step that does not fit is SKIPPED-for-time, which like an UNEXPECTED
+# step makes the exit status 1. Each step's line says how long it took against its estimate;
+# the last lines give the total.
 #
 # Judging: `python -m bench.expect` (bench/expect.py): for a run, the newest result file in the
 # step's own results directory must be finished, with the verdict and the finding codes (and
