@@ -60,6 +60,18 @@ def test_a_run_needs_neither_prometheus_client_nor_the_kubernetes_client(tmp_pat
     )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert "Traceback" not in done.stderr and only_result(results)["verdict"]["status"] == "pass"
+    # Where prometheus_client is there, the metrics file asked for is written as before.
+    metrics = tmp_path / "m.prom"
+    done = subprocess.run(
+        [sys.executable, "-m", "harness.cli", *args, "--results", str(tmp_path / "again")]
+        + ["--metrics-textfile", str(metrics)],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=REPO,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert 'status="pass"} 1.0' in metrics.read_text()
 
 
 def test_a_metrics_file_without_prometheus_client_is_a_usage_error_before_anything_runs(tmp_path, without_clients):
