@@ -1,92 +1,242 @@
 #!/usr/bin/env bash
-# The real-GPU check: the whole suite (PCIe, NVLink and NCCL included; with one GPU the two
-# that need a pair run apart, incomplete as they should be), the fault injections, the overhead
-# benchmark, the memory bench and gpu-burnin's own tests that touch a device, in one script that fits
-# a lent GPU machine's lease (under 6 minutes on one H100/H200). `bench/gpu_probe.py`, the survey of
-# the card that guided the tests built since, runs by hand.
+# The real-GPU check, in one script that fits a lent GPU machine's lease: under 6 minutes on
+# one H100 or H200 by its own clock, what has never run on a GPU first, and every step judged
+# by what it left behind (its result file's verdict and findings, or its log), never by its
+# exit code alone: a Python traceback exits 1, as a failed run does.
 #
-#   bench/gpu_check.sh [OUT_DIR]          # default: $OUT (the device tool's output folder)
-#   GPU_CHECK_DEVICE=cpu bench/gpu_check.sh /tmp/check   # a dry run on a machine without a GPU
+#   bench/gpu_check.sh [OUT_DIR]                          # default: $OUT (the device tool's output folder)
+#   GPU_CHECK_DEVICE=cpu bench/gpu_check.sh /tmp/check    # the dry run, on a machine without a GPU
 #
-# Nothing is installed: it runs from the checkout with the machine's python3, which must
-# have torch, pytest, numpy and pandas (nvidia-ml-py for serials and the driver version).
-# It leaves two files in OUT_DIR, summary.txt and gpu_check.tgz (every step's log, the
-# result files), since the device tool brings back at most 8 files.
-# Commit both, unpacked, under bench/results/<date>-<card>/ with the command that ran it.
+# Through the device tool: run with command `bench/gpu_check.sh "$OUT"` and timeout_s 420 (the
+# script ends within its budget, 340 s, plus a step's 10 s grace to die; the rest is margin).
+#
+# Steps, in order, with the estimate of each on one H100 (seconds, from the H200 runs of
+# 2026-11-28 in bench/results/2026-11-28-h200*: a `gpu-burnin run` step costs about 16 s
+# besides its burn, for starting its processes and CUDA; the memory test's first run also
+# compiles its fused kernels, cold: the least known figure, 30 s assumed; its later runs
+# find them in torch's cache):
+#
+#   step          what it runs                                                  expects                               est
+#   imports       the packages (torch that sees a GPU, numpy, pytest, pandas,    all essential ones there: else stop     8
+#                 nvidia-ml-py, triton); prometheus_client and kubernetes named
+#   memory        -m "health or memory", 6 s, real NVML                          pass, memory.* figures, snapshots      58
+#                                                                                from nvml, telemetry during the burn
+#   memcorrupt    -m memory --inject memory.corrupt, 2 s                         fail: DATA_MISMATCH, OVER_LIMIT (GPU0) 28
+#   memhang       -m memory --inject memory.hang --hang-timeout 6                fail: HANG (GPU 0)                     30
+#   xid           bench/xid_events.py: NVML Xid event registration              every GPU registered, wait timed out    4
+#   pcie          -m pcie, 4 s                                                   pass, pcie.* figures                   24
+#   interconnect  -m "nvlink or nccl", 3 s (one GPU: NCCL's join, the checks,   pass (see below)                       30
+#                 the timing, nothing to measure)
+#   matmul        -m matmul, 7.5 s                                               pass, matmul.* figures                 33
+#   corrupt       -m matmul --inject matmul.corrupt, 2.5 s                       fail: DATA_MISMATCH (GPU 0)            29
+#   hang          -m matmul --inject matmul.hang --hang-timeout 6                fail: HANG (GPU 0)                     27
+#   usable        bench/gpu_usable.py: right after the hangs' kernels were killed  "usable"                             15
+#   bench         bench/matmul_overhead.py, 2 rounds of 0.75 s                   its ratio and duty cycle printed       14
+#   membench      bench/memory_bandwidth.py, 2 rounds of 0.75 s                  its figures and compile time printed   16
+#   tests         pytest, not slow: tests/test_devices.py (the driver's GPUs     all passed                            22
+#                 and NVML facts) and tests/test_plugin.py (the plugin loaded
+#                 from an uninstalled checkout, as here)
+#                                                                                                             in all  338
+#
+# The interconnect step with one GPU: each test reports NOTHING_TO_TEST (info: the 1-GPU
+# baseline, which a 1-GPU H100 or H200 box matches since baselines match on the GPU count,
+# requires no figure between GPUs) and the run passes, as docs/baselines.md says a 1-GPU box
+# can. With two GPUs or more it must pass with nvlink.* and nccl.* figures.
+#
+# Time: GPU_CHECK_BUDGET_S (default 340 s on a GPU, 600 on the CPU) is shared by the steps in
+# order; a step starts only if its estimate fits in what is left, and its limit (each step's
+# own, three times as long in the dry run) is at most what is left, so the script ends in time
+# whatever a step does. A step that does not fit is SKIPPED-for-time, which like an UNEXPECTED
+# step makes the exit status 1. Each step's line says how long it took against its estimate;
+# the last lines give the total.
+#
+# Judging: `python -m bench.expect` (bench/expect.py): for a run, the newest result file in the
+# step's own results directory must be finished, with the verdict and the finding codes (and
+# GPUs) expected, no other finding that fails or stops the run, and an exit code equal to its
+# verdict's. The runs go with prometheus_client and kubernetes blocked from import, proving
+# that `gpu-burnin run` needs neither (the lent machine may lack them, and nothing can be
+# installed there).
+#
+# The dry run (GPU_CHECK_DEVICE=cpu): the same steps on the CPU self-test with one stand-in
+# device (as the lent machine has one GPU), health from the simulated NVML scenario
+# healthy.toml (snapshots from `sim`), judged by a 1-device variant of the CPU self-test's
+# baseline made as baselines/generate.py makes the 1-GPU files; gpu_usable.py must say there is
+# no CUDA device (exit 2), and the tests step runs tests/test_devices.py alone.
+# tests/test_bench.py runs it (a slow test).
+#
+# Nothing is installed: it runs from the checkout with the machine's python3 ($PYTHON).
+# Exit 0: every step as expected; 1: not (or essential packages missing: it stops early);
+# 4: bad arguments.
+#
+# Output: two files in OUT_DIR, since the device tool brings back at most 8: summary.txt (date,
+# command, commit, host, the packages and their versions, the card, its driver and state before
+# and after, one line per step) and gpu_check.tgz (each step's log and results directory).
+# Commit both under bench/results/<date>-<card>/ (such as 2026-12-08-h100), the archive
+# unpacked (`tar xzf gpu_check.tgz`) and removed, with a README.md that gives the command
+# that ran it, the tree's commit (the summary's `commit:` line is the device machine's copy
+# of .git, which may be stale), what the run showed and the figures against the floors, and
+# add the folder to bench/results/README.md.
 set -u -o pipefail
 out=${1:-${OUT:?give an output directory or set OUT}}
 device=${GPU_CHECK_DEVICE:-cuda}
+case "$device" in cuda | cpu) ;; *) echo "gpu_check: GPU_CHECK_DEVICE must be cuda or cpu, not $device" >&2; exit 4 ;; esac
 here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here" || exit 4
-mkdir -p "$out"
+mkdir -p "$out" || exit 4
 work=$(mktemp -d)
-mkdir -p "$work/results"
-trap 'cp "$work/summary.txt" "$out/" 2>/dev/null; tar czf "$out/gpu_check.tgz" -C "$work" . ; rm -rf "$work"' EXIT
-export PYTHONUNBUFFERED=1 PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}"
+trap 'cp "$work/summary.txt" "$out/" 2>/dev/null; tar czf "$out/gpu_check.tgz" -C "$work" --exclude=./blocked --exclude=./baselines . ; rm -rf "$work"' EXIT
 py=${PYTHON:-python3}
-if [ "$device" = cpu ]; then
-  duration=2; bench=(--device cpu --rounds 4); membench=(--device cpu --rounds 2 --seconds 0.5)
-else
-  duration=20; bench=(--device cuda --rounds 2 --seconds 3); membench=(--device cuda --rounds 3 --seconds 2)
+export PYTHONUNBUFFERED=1 PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}"
+on_gpu() { [ "$device" = cuda ]; }
+pick() { if on_gpu; then echo "$1"; else echo "$2"; fi; }  # pick GPU-VALUE CPU-VALUE
+budget=${GPU_CHECK_BUDGET_S:-$(pick 340 600)}
+began=$SECONDS
+summary="$work/summary.txt"
+say() { echo "$*" | tee -a "$summary"; }
+
+# What a run must not import (a stand-in that fails as a missing package does).
+for name in prometheus_client kubernetes; do
+  mkdir -p "$work/blocked/$name"
+  echo "raise ImportError('$name: blocked by bench/gpu_check.sh: a run without a metrics file must not import it')" \
+    >"$work/blocked/$name/__init__.py"
+done
+blocked="$work/blocked:$PYTHONPATH"
+
+run=(--device "$device")
+health=nvml
+if ! on_gpu; then
+  mkdir -p "$work/baselines"
+  "$py" - "$work/baselines/cpu-selftest-1.toml" <<'PY' || exit 4
+import sys
+from pathlib import Path
+from baselines.generate import single_gpu
+text = single_gpu(Path("baselines/cpu-selftest.toml"), "CPU self-test, 1 device", "The CPU self-test's one stand-in device")
+Path(sys.argv[1]).write_text(text)
+PY
+  run+=(--cpu-devices 1 --nvml sim:harness/nvml/scenarios/healthy.toml --baseline-dir "$work/baselines")
+  health=sim
 fi
 
 {
   echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
-  echo "command: bench/gpu_check.sh (GPU_CHECK_DEVICE=$device)"
-  echo "commit: $(git rev-parse HEAD 2>/dev/null || echo unknown)"
-  "$py" - <<'PY'
-import platform, torch
-print("python:", platform.python_version(), "torch:", torch.__version__, "cuda:", torch.version.cuda)
-for i in range(torch.cuda.device_count()):
-    p = torch.cuda.get_device_properties(i)
-    print(f"gpu {i}: {p.name}, {p.multi_processor_count} SMs, {p.total_memory / 2**30:.1f} GiB, cc {p.major}.{p.minor}")
-PY
-  command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,pstate,temperature.gpu,power.draw,power.limit,clocks.sm,clocks.max.sm,clocks_event_reasons.active --format=csv
-} >"$work/summary.txt" 2>&1
-cat "$work/summary.txt"
+  echo "command: bench/gpu_check.sh (GPU_CHECK_DEVICE=$device, budget ${budget} s)"
+  echo "commit: $(git rev-parse HEAD 2>/dev/null || echo unknown) (this machine's .git; may be stale)"
+  echo "host: $(uname -srm), $(nproc) CPUs"
+  if command -v nvidia-smi >/dev/null; then
+    nvidia-smi --query-gpu=name,driver_version,pstate,temperature.gpu,power.draw,power.limit,clocks.sm,clocks.max.sm,pcie.link.gen.current,pcie.link.width.current,clocks_event_reasons.active --format=csv
+  fi
+} >"$summary" 2>&1
+cat "$summary"
 
 status=0
-step() {  # step NAME EXPECTED-EXIT COMMAND...: run, log, and compare the exit code with what it should be
-  local name=$1 expected=$2; shift 2
-  local began=$SECONDS
-  "$@" >"$work/$name.log" 2>&1
+counts=(0 0 0)  # as expected, UNEXPECTED, SKIPPED-for-time
+expect=()
+scale=$(pick 1 3)  # the CPU stand-ins of the dry run share a machine that other work may load
+allowed() {  # allowed LIMIT: a step's limit in seconds (scaled on the CPU), at most what is left of the budget
+  local limit=$(($1 * scale)) left=$((budget - (SECONDS - began)))
+  echo $((limit < left ? limit : left))
+}
+# step NAME ESTIMATE LIMIT KIND COMMAND...: run COMMAND if ESTIMATE fits in what is left of the
+# budget, for at most LIMIT seconds (from `allowed`), then judge it with `bench.expect KIND` and
+# "${expect[@]}": KIND `result` reads the step's results directory ($work/NAME), `log` its log.
+step() {
+  local name=$1 estimate=$2 limit=$3 kind=$4
+  shift 4
+  local left=$((budget - (SECONDS - began)))
+  if [ "$left" -lt "$estimate" ]; then
+    say "$(printf '%-12s SKIPPED-for-time: needs about %s s, %s s of the budget left' "$name" "$estimate" "$left")"
+    counts[2]=$((counts[2] + 1)); status=1
+    return
+  fi
+  [ "$limit" -ge 1 ] || limit=1  # `timeout 0` would mean no limit at all
+  local t0=$SECONDS
+  timeout -k 10 "$limit" "$@" >"$work/$name.log" 2>&1
   local code=$?
-  local verdict=ok; [ "$code" = "$expected" ] || { verdict=UNEXPECTED; status=1; }
-  printf '%-10s exit %s (expected %s) in %3ss: %s\n' "$name" "$code" "$expected" $((SECONDS - began)) "$verdict" | tee -a "$work/summary.txt"
-  tail -n 25 "$work/$name.log"
+  local took=$((SECONDS - t0))
+  local target="$work/$name.log"
+  [ "$kind" = result ] && target="$work/$name"
+  local judged
+  judged=$("$py" -m bench.expect "$kind" "$target" --exit "$code" "${expect[@]}" 2>&1)
+  local verdict=ok
+  if [ "$code" = 124 ] || [ "$code" = 137 ]; then
+    judged="timed out after ${limit} s; $judged"
+    verdict=UNEXPECTED
+  elif [[ "$judged" != ok:* ]]; then
+    verdict=UNEXPECTED
+  fi
+  if [ "$verdict" = ok ]; then counts[0]=$((counts[0] + 1)); else counts[1]=$((counts[1] + 1)); status=1; fi
+  say "$(printf '%-12s %-10s %4s s (est %3s)  %s' "$name" "$verdict" "$took" "$estimate" "${judged#ok: }")"
+  [ "$verdict" = ok ] || tail -n 20 "$work/$name.log"
+}
+burn() {  # burn NAME ESTIMATE LIMIT GPU-BURNIN-RUN-ARGS...: a `gpu-burnin run` step, judged by its result file
+  local name=$1 estimate=$2 limit
+  limit=$(allowed "$3")
+  shift 3
+  # Its own watchdog first (it records the run as abandoned), the step's limit after.
+  step "$name" "$estimate" "$limit" result env PYTHONPATH="$blocked" "$py" -m harness.cli run "${run[@]}" "$@" \
+    --results "$work/$name" --timeout $((limit >= 25 ? limit - 10 : limit))
 }
 
-gpus=2
-if [ "$device" = cuda ]; then gpus=$("$py" -c 'import torch; print(torch.cuda.device_count())'); fi
-# 1. The whole suite on every GPU (matmul, memory, PCIe, NVLink, NCCL, health); a pass needs the packaged
-#    baseline for this card.
-if [ "$gpus" -ge 2 ]; then
-  step suite 0 "$py" -m harness.cli run --device "$device" --profile quick --duration "$duration" --results "$work/results"
-  # A rank that hangs among the all-reduces must end the run as HANG, within its limit.
-  step ncclhang 1 "$py" -m harness.cli run --device "$device" -m nccl --inject nccl.hang@2:1 --hang-timeout 20 --results "$work/results"
-else
-  step suite 0 "$py" -m harness.cli run --device "$device" --profile quick --duration "$duration" -m "not nvlink and not nccl" --results "$work/results"
-  # One GPU: NVLink has no pair and the all-reduce one rank (its path runs: NCCL's join, the checks, the
-  # timing): nothing to test, incomplete where the card's baseline requires their figures (docs/interconnect.md).
-  step single 2 "$py" -m harness.cli run --device "$device" -m "nvlink or nccl" --results "$work/results"
+# -- first: can anything run at all?
+expect=(--line '^ok: ')
+step imports 8 "$(allowed 60)" log "$py" -m bench.expect imports --device "$device"
+grep '^  ' "$work/imports.log" >>"$summary"  # the packages and their versions (on the screen already if UNEXPECTED)
+if [[ $(tail -n 1 "$work/imports.log") == ok:* ]]; then grep '^  ' "$work/imports.log"; else
+  say "gpu_check: stopped: $(tail -n 1 "$work/imports.log")"
+  exit 1
 fi
-# 2. One flipped bit in one product on GPU 0 must fail the run with DATA_MISMATCH.
-step corrupt 1 "$py" -m harness.cli run --device "$device" -m matmul --duration 5 --inject corrupt --results "$work/results"
-# 3. A kernel that never ends on GPU 0 must end the run, within its limit, as a failure (HANG)...
-step hang 1 "$py" -m harness.cli run --device "$device" -m matmul --duration 5 --inject hang --hang-timeout 10 --results "$work/results"
-# ...and leave the GPU usable once its worker is gone.
-if [ "$device" = cuda ]; then step usable 0 "$py" bench/gpu_usable.py; fi
-# 4. The test's TFLOP/s against a bare torch.matmul loop, side by side.
-step bench 0 "$py" bench/matmul_overhead.py "${bench[@]}"
-# 5. The memory test's verify bandwidth against a plain device copy, and its coverage.
-step membench 0 "$py" bench/memory_bandwidth.py "${membench[@]}"
-# 6. gpu-burnin's own tests that touch a device, on a machine with a driver (the GPU-side tests run
-#    here only; the slow ones run the CPU suite end to end, which CI does). The fleet report's,
-#    the watch's and the Kubernetes tests have no GPU path: CI runs them, this script does not
-#    (the GPU machine's python may lack their packages too).
-no_gpu_path=(--ignore-glob='tests/test_report*.py' --ignore-glob='tests/test_kube_*.py' --ignore-glob='tests/test_watch*.py'
-  --ignore=tests/test_entrypoints.py --ignore=tests/test_deploy.py --ignore=tests/test_image.py)
-step tests 0 timeout -k 10 150 "$py" -m pytest tests -q -p no:cacheprovider -m "not slow" "${no_gpu_path[@]}"
+gpus=1
+if on_gpu; then gpus=$(sed -n 's/^  torch.cuda: \([0-9]*\) GPU.*/\1/p' "$work/imports.log"); gpus=${gpus:-1}; fi
 
-echo "results: $(ls "$work/results" | wc -l) result files" | tee -a "$work/summary.txt"
+# -- what has never run on a GPU: memory, with health from the driver's NVML around it
+expect=(--verdict pass --measured 'memory.*' --health "$health" --telemetry)
+burn memory 58 150 -m "health or memory" --duration "$(pick 6 2)"
+expect=(--verdict fail --codes DATA_MISMATCH@0 OVER_LIMIT@0)
+burn memcorrupt 28 75 -m memory --duration "$(pick 2 1)" --inject memory.corrupt
+expect=(--verdict fail --codes HANG@0)
+burn memhang 30 75 -m memory --duration "$(pick 2 1)" --inject memory.hang --hang-timeout "$(pick 6 4)"
+expect=(--line '^xid events: registered on ([1-9][0-9]*) of \1 GPUs; ')
+step xid 4 "$(allowed 30)" log env PYTHONPATH="$blocked" "$py" bench/xid_events.py --nvml "$(pick real sim:harness/nvml/scenarios/healthy.toml)"
+expect=(--verdict pass --measured 'pcie.*' --health "$health" --telemetry)
+burn pcie 24 60 -m pcie --duration "$(pick 4 1)"
+if [ "$gpus" -ge 2 ]; then
+  expect=(--verdict pass --measured 'nvlink.*' 'nccl.*' --health "$health")
+else  # see the header: NOTHING_TO_TEST (info) for each, nothing required between GPUs of a 1-GPU box
+  expect=(--verdict pass --codes NOTHING_TO_TEST@0=info --health "$health")
+fi
+burn interconnect 30 90 -m "nvlink or nccl" --duration "$(pick 3 1)"
+
+# -- then matmul, which has run on H200s before
+expect=(--verdict pass --measured 'matmul.*' --health "$health" --telemetry)
+burn matmul 33 90 -m matmul --duration "$(pick 7.5 2)"
+expect=(--verdict fail --codes DATA_MISMATCH@0)
+burn corrupt 29 75 -m matmul --duration "$(pick 2.5 1)" --inject matmul.corrupt
+expect=(--verdict fail --codes HANG@0)
+burn hang 27 75 -m matmul --duration "$(pick 2.5 1)" --inject matmul.hang --hang-timeout "$(pick 6 4)"
+# The GPU must compute right once the hung kernels' processes are gone; on the CPU it says there is no GPU.
+expect=(--want-exit "$(pick 0 2)" --line "$(pick ': usable$' '^no CUDA device$')")
+step usable 15 "$(allowed 45)" log env PYTHONPATH="$blocked" "$py" bench/gpu_usable.py
+
+# -- the benches: the test's figures against plain loops
+expect=(--line '^median TFLOP/s: ' '^ratio harness/bare: ' '^duty cycle')
+step bench 14 "$(allowed 60)" log "$py" bench/matmul_overhead.py --device "$device" --rounds 2 --seconds 0.75 \
+  $(pick "" "--size 256")
+expect=(--line "$(pick '^compiling the fused kernels: ' '^one round')" '^median GB/s: ' '^ratio verify/copy: ' '^ +random ')
+step membench 16 "$(allowed 60)" log "$py" bench/memory_bandwidth.py --device "$device" --rounds 2 --seconds 0.75
+
+# -- gpu-burnin's own tests that touch a device, from this checkout (uninstalled, as here)
+expect=(--line '^[0-9]+ passed')
+if on_gpu; then
+  tests=(tests/test_devices.py tests/test_plugin.py)
+else
+  tests=(tests/test_devices.py)
+fi
+step tests 22 "$(allowed 600)" log "$py" -m pytest "${tests[@]}" -q -p no:cacheprovider -m "not slow"
+
+if command -v nvidia-smi >/dev/null; then
+  nvidia-smi --query-gpu=name,temperature.gpu,power.draw,clocks.sm,clocks_event_reasons.active --format=csv 2>&1 |
+    tee -a "$summary"
+fi
+say "total: $((SECONDS - began)) s of a ${budget} s budget; ${counts[0]} steps as expected, ${counts[1]} UNEXPECTED, ${counts[2]} SKIPPED-for-time"
+say "gpu_check: $([ "$status" = 0 ] && echo "every step as expected" || echo "NOT every step as expected")"
 exit $status

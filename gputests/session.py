@@ -185,7 +185,10 @@ class BurnIn:
         if self.watch is not None:
             found = [self.watch.explain(f) for f in found]
         if finished and group not in UNMEASURED:
-            found += compare.missing(self.devices, self.baseline_for, mine, group=group, test=nodeid, excused=excused)
+            alone = {f.gpu for f in self.findings if f.test == nodeid and f.code is Code.NOTHING_TO_TEST}
+            found += compare.missing(
+                self.devices, self.baseline_for, mine, group=group, test=nodeid, excused=excused, nothing_to_test=alone
+            )
         self.findings.extend(found)
         stopping = [f for f in self.findings if f.test == nodeid and f.severity in (Severity.FAIL, Severity.INCOMPLETE)]
         return sorted(stopping, key=lambda f: f.severity is not Severity.FAIL)

@@ -24,10 +24,11 @@ import sys
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from types import ModuleType
 from typing import NoReturn, TypeVar
 
 import harness
-from harness import devices, entrypoints, metrics, options, outbox, results, runner
+from harness import devices, entrypoints, options, outbox, results, runner
 from harness.errors import ConfigError
 from harness.kube.actions import Fleet
 from harness.kube.api import Patience
@@ -304,6 +305,7 @@ def _run(args: argparse.Namespace) -> int:
     values = _values(args)
     chosen = options.resolve({**values, "entrypoint": "run"})
     options.check_fault_devices(chosen)
+    metrics = _metrics_module() if args.metrics_textfile is not None else None
     values.update(results=chosen.results_dir)
     request = runner.RunRequest(
         options=chosen,
@@ -312,13 +314,24 @@ def _run(args: argparse.Namespace) -> int:
         json=args.json,
     )
     code = runner.run(request)
-    if args.metrics_textfile is not None and code != ExitCode.USAGE:
+    if metrics is not None and code != ExitCode.USAGE:
         path = results.path_for(chosen.results_dir, devices.node_name(), chosen.run_id)
         try:
             metrics.write(args.metrics_textfile, results.load(path), outbox=outbox.waiting(chosen.results_dir))
         except ConfigError as err:
             print(f"gpu-burnin: warning: {options.explain(err, 'cli')}", file=sys.stderr)
     return code
+
+
+def _metrics_module() -> ModuleType:
+    """harness.metrics, imported only for a run that writes a metrics file: a GPU box without
+    prometheus_client runs everything else. Checked before the run, so no burn is wasted."""
+    try:
+        from harness import metrics
+    except ImportError as err:
+        problem = f"needs prometheus_client, which cannot be imported: {err}"
+        raise ConfigError(problem, option="--metrics-textfile") from err
+    return metrics
 
 
 def _preflight(args: argparse.Namespace) -> int:

@@ -144,19 +144,25 @@ def missing(
     group: str,
     test: str,
     excused: Iterable[str] = (),
+    nothing_to_test: Iterable[str] = (),
 ) -> list[Finding]:
     """Required metrics of `group` that a finished test did not measure.
 
-    `excused` GPUs already have a finding that explains the gap (a hang, an error).
+    `excused` GPUs already have a finding that explains the gap (a hang, an error). `nothing_to_test`
+    GPUs had no peer to test with (one GPU, a test between GPUs): their baseline having no metric of the
+    group is then as it should be (a 1-GPU file), not a gap; its required metrics still count.
     """
     have = {(m.gpu, m.metric) for m in measurements}
     excused = set(excused)
+    alone = set(nothing_to_test)
     found = []
     for device in devices:
         baseline = baseline_for.get(device.uuid)
         if baseline is None or device.uuid in excused:
             continue
         if not any(spec.group == group for spec in baseline.metrics.values()):
+            if device.uuid in alone:
+                continue
             found.append(
                 device.finding(
                     Code.NO_BASELINE,

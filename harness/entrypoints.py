@@ -24,7 +24,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from harness import lock, metrics, options, outbox, results, runner, severity
+from harness import lock, options, outbox, results, runner, severity
 from harness.devices import node_name
 from harness.errors import ConfigError
 from harness.kube import actions
@@ -308,6 +308,8 @@ def _run(
 def _metrics(command: NodeCommand, doc: ResultDocument, results_dir: Path) -> None:
     if command.metrics_textfile is None:
         return
+    from harness import metrics  # prometheus_client: only where a metrics file is written
+
     try:
         metrics.write(command.metrics_textfile, doc, outbox=outbox.waiting(results_dir))
     except ConfigError as err:  # the node's verdict does not depend on its metrics

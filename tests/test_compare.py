@@ -128,3 +128,16 @@ def test_missing_required_metrics_of_the_test_group_block_the_verdict():
     ]
     # lat.* belongs to another group and matmul.extra is not required: neither is missing here.
     assert compare.missing(devices, cover, measured, group="matmul", test="t", excused=[devices[1].uuid]) == []
+
+
+def test_a_lone_gpu_with_nothing_to_test_is_not_held_for_a_group_its_1_gpu_baseline_leaves_out():
+    """A 1-GPU H100 box: its baseline (h100-sxm-80gb-1gpu.toml) has no nvlink metric, and the nvlink test
+    had nothing to test (NOTHING_TO_TEST, info). That is as it should be, not a figure nobody could judge."""
+    from harness import baselines
+
+    [device] = gpus(1)
+    one = baselines.load_dir(baselines.default_dir()).for_device("cuda", device.name, 1)
+    lone = compare.missing([device], {device.uuid: one}, [], group="nvlink", test="t", nothing_to_test={device.uuid})
+    assert lone == []
+    measured_nothing = compare.missing([device], {device.uuid: one}, [], group="nvlink", test="t")
+    assert [f.code for f in measured_nothing] == [Code.NO_BASELINE]  # a test that ran and could not be judged

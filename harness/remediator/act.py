@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from harness.kube import actions
 from harness.kube import node as nodes
@@ -25,13 +25,15 @@ from harness.kube.api import Api, Blocked, KubeError
 from harness.remediator import brake
 from harness.remediator.brake import Plan, Seen
 from harness.remediator.config import DRAIN_FAIL, DRAIN_NEVER, Config
-from harness.remediator.metrics import Metrics
 from harness.remediator.view import View
 
 TAKEN_OUT, BRAKED = "TakenOut", "Braked"
 DRAINING, DRAINED, OVERDUE, BLOCKED = "Draining", "Drained", "DrainOverdue", "DrainBlocked"
 GPU_RESOURCE = "nvidia.com/gpu"
 MIRROR = "kubernetes.io/config.mirror"
+
+if TYPE_CHECKING:  # prometheus_client, loaded only by a remediator that runs
+    from harness.remediator.metrics import Metrics
 
 
 class LostLead(Exception):
@@ -57,7 +59,7 @@ class Remediator:
         self.leading = leading
         self.wall = wall
         self.say = say
-        self.metrics = metrics or Metrics()
+        self.metrics = metrics or _metrics()
         self.shown: dict[str, tuple[str, str, str]] = {}
         """What this replica knows each node's condition says: (status, reason, since)."""
         self.inherited: set[str] | None = None
@@ -387,3 +389,9 @@ def _count(states: Any) -> dict[str, int]:
     for state in states:
         found[names[state]] = found.get(names[state], 0) + 1
     return found
+
+
+def _metrics() -> Metrics:
+    from harness.remediator.metrics import Metrics  # prometheus_client: only when the remediator runs
+
+    return Metrics()

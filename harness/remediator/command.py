@@ -19,6 +19,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from harness import options
 from harness.kube.api import Api, KubeError, Patience, connect
@@ -26,12 +27,14 @@ from harness.kube.node import Marks
 from harness.remediator import act, brake
 from harness.remediator.config import DRAINS, WEEK_S, Config
 from harness.remediator.leader import Elector, Timing
-from harness.remediator.metrics import Metrics
 from harness.remediator.view import View
 from harness.verdict import ExitCode
 
 DEFAULTS = Config(identity="-")
 LONG = options.bounded(0.0, 366 * 24 * 3600.0, "a number of seconds")
+
+if TYPE_CHECKING:  # prometheus_client, loaded only by a remediator that runs
+    from harness.remediator.metrics import Metrics
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -140,7 +143,7 @@ class Process:
         self.api = api
         self.config = config
         self.say = log
-        self.metrics = Metrics()
+        self.metrics = _metrics()
         self.view = View(api, config.gpu_selector, config.marks, say=log)
         self.elector = Elector(api, config.lease_name, config.identity, config.timing, clock=clock, wall=wall, say=log)
         self.remediator = act.Remediator(
@@ -235,3 +238,9 @@ def _port(text: str) -> int:
     if not 0 <= value <= 65535:
         raise argparse.ArgumentTypeError(f"expected a port from 1 to 65535, or 0, got {value}")
     return value
+
+
+def _metrics() -> Metrics:
+    from harness.remediator.metrics import Metrics  # prometheus_client: only when the remediator runs
+
+    return Metrics()

@@ -34,9 +34,9 @@ from typing import TYPE_CHECKING
 
 from harness.errors import ConfigError
 from harness.health import SLOWDOWNS
-from harness.metrics import Gauge, Textfile
 
 if TYPE_CHECKING:
+    from harness.metrics import Gauge  # prometheus_client: imported only when the textfile is written
     from harness.watch.loop import Watch
 
 
@@ -48,6 +48,10 @@ def check(path: Path) -> None:
     def fail(problem: str) -> ConfigError:
         return ConfigError(problem, file=path, option="--metrics-textfile")
 
+    try:
+        import harness.metrics  # noqa: F401 - prometheus_client: found missing now, not at every poll
+    except ImportError as err:
+        raise fail(f"needs prometheus_client, which cannot be imported: {err}") from err
     try:
         found = path.lstat()
     except (FileNotFoundError, NotADirectoryError):  # not there yet, or under a file (said below)
@@ -69,6 +73,8 @@ def check(path: Path) -> None:
 
 def write(path: Path, watch: Watch, t: float) -> None:
     """Raises nothing a poll should stop for: an unwritable file is reported once per poll on stderr."""
+    from harness.metrics import Textfile
+
     textfile = Textfile()
     node = watch.config.node
 
