@@ -89,6 +89,13 @@ class Code(StrEnum):
     """The source reports no state for (some of) a GPU's NVLink links: not judged, never read as down."""
     MIG_ENABLED = "MIG_ENABLED"
     """MIG mode is on: burn-in needs whole GPUs, so the run is incomplete, never a hardware failure."""
+    INCONCLUSIVE = "INCONCLUSIVE"
+    """Results that must agree do not, and no majority tells which is right (two GPUs of one model
+    training differently): incomplete, rerun."""
+    TRAIN_DIVERGED = "TRAIN_DIVERGED"
+    """The training test's loss was not finite, or did not fall over the run."""
+    TRAIN_FINGERPRINTS = "TRAIN_FINGERPRINTS"
+    """The training test's first steps' fingerprints and how its steps were checked (info)."""
 
 
 class Remediation(StrEnum):
