@@ -1,0 +1,109 @@
+"""The training run across several workers, on the CPU standing in for GPUs."""
+
+import dataclasses
+import time
+
+import pytest
+
+from gputests.work import train_run
+from harness.profiles import quick
+from harness.records import Code, Severity
+from harness.workers.devicetest import Scope
+from harness.workers.faults import Fault
+from tests.helpers import cpus
+
+PROFILE = quick().for_cpu().with_overrides(duration_s=0.2)
+
+
+def run(devices, faults=None, profile=PROFILE, shape=None):
+    scope = Scope(devices=tuple(devices), profile=profile, test="t::train", group="train", faults=faults or {})
+    return train_run.run(scope, shape=shape)
+
+
+def fault(kind: str, device: int, at: int = 1) -> dict[int, Fault]:
+    return {device: Fault(kind=kind, device=device, group="train", at=at)}
+
+
+def failing(outcome):
+    return [f for f in outcome.findings if f.severity is not Severity.INFO]
+
+
+def test_a_clean_run_finds_nothing_and_every_device_agrees(cpu):
+    devices = cpus(2, cpu)
+    outcome = run(devices)
+    assert failing(outcome) == []
+    assert {(m.gpu, m.metric) for m in outcome.measurements} == {(d.uuid, train_run.TOKENS) for d in devices}
+    assert all(m.value > 0 and m.samples >= 3 and m.unit == "tokens/s" for m in outcome.measurements)
+    info = [f for f in outcome.findings if f.code is Code.TRAIN_FINGERPRINTS]
+    assert [f.gpu for f in info] == ["CPU-0", "CPU-1"]
+    assert info[0].details["digest"] == info[1].details["digest"] and info[0].details["check"] == "vote"
+    assert len(info[0].details["fingerprints"]) == train_run.FIRST_STEPS
+    assert info[0].details["groups"] == ["embed", "layers.0", "layers.1", "head"]
+    assert "each step compared bitwise with the other devices of its model" in info[0].message
+
+
+def test_a_corrupted_device_of_two_fails_alone_with_the_step_and_the_layer(cpu):
+    outcome = run(cpus(2, cpu), fault("corrupt", 1, at=3))
+    [found] = failing(outcome)
+    assert (found.code, found.severity, found.gpu) == (Code.DATA_MISMATCH, Severity.FAIL, "CPU-1")
+    assert (found.details["step"], found.details["group"], found.details["check"]) == (3, "layers.1", "replay")
+    assert "at step 3" in found.message and "parameters (first in layers.1)" in found.message
+
+
+def test_of_three_devices_the_majority_names_the_corrupted_one(cpu):
+    outcome = run(cpus(3, cpu), fault("corrupt", 2, at=2))
+    [found] = failing(outcome)
+    assert (found.code, found.gpu, found.details["step"], found.details["group"]) == (
+        Code.DATA_MISMATCH,
+        "CPU-2",
+        2,
+        "layers.1",
+    )
+    assert found.details["majority"] is True and found.details["voters"] == 3
+
+
+def test_two_devices_that_disagree_consistently_are_both_inconclusive(cpu):
+    # `skew` makes device 1 consistently wrong: its replay repeats its first run, so nothing breaks the tie.
+    outcome = run(cpus(2, cpu), fault("skew", 1))
+    found = failing(outcome)
+    assert [(f.code, f.severity, f.gpu) for f in found] == [
+        (Code.INCONCLUSIVE, Severity.INCOMPLETE, "CPU-0"),
+        (Code.INCONCLUSIVE, Severity.INCOMPLETE, "CPU-1"),
+    ]
+    assert all(f.details["step"] == 1 and f.details["tie"] == "tied" for f in found)
+
+
+def test_a_lone_device_compares_each_step_with_its_second_run_and_says_so(cpu):
+    outcome = run(cpus(1, cpu), fault("corrupt", 0, at=4))
+    [found] = failing(outcome)
+    assert (found.code, found.details["step"], found.details["check"]) == (Code.DATA_MISMATCH, 4, "rerun")
+    [info] = [f for f in outcome.findings if f.code is Code.TRAIN_FINGERPRINTS]
+    assert info.details["check"] == "rerun" and "catches intermittent faults only" in info.message
+
+
+def test_a_learning_rate_that_diverges_is_train_diverged(cpu):
+    absurd = dataclasses.replace(train_run.CPU_SHAPE, lr=1e4)
+    found = failing(run(cpus(2, cpu), shape=absurd))
+    assert [(f.code, f.severity, f.gpu) for f in found] == [
+        (Code.TRAIN_DIVERGED, Severity.FAIL, "CPU-0"),
+        (Code.TRAIN_DIVERGED, Severity.FAIL, "CPU-1"),
+    ]
+    assert "the loss is nan at step" in found[0].message or "did not fall" in found[0].message
+
+
+@pytest.mark.slow
+def test_a_hung_device_is_hang_and_its_peer_is_left_unchecked(cpu):
+    began = time.monotonic()
+    outcome = run(cpus(2, cpu), fault("hang", 1), PROFILE.with_overrides(hang_timeout_s=6.0))
+    assert time.monotonic() - began < 45
+    found = [(f.code, f.severity, f.gpu) for f in failing(outcome)]
+    assert found == [(Code.HANG, Severity.FAIL, "CPU-1"), (Code.INCONCLUSIVE, Severity.INCOMPLETE, "CPU-0")]
+    assert {m.gpu for m in outcome.measurements} == {"CPU-0"}
+
+
+@pytest.mark.slow
+def test_a_slow_device_trains_fewer_tokens_a_second(cpu):
+    outcome = run(cpus(2, cpu), fault("slow", 0))
+    assert failing(outcome) == []  # slower, but its steps agree with its peer's as far as it got
+    rate = {m.gpu: m.value for m in outcome.measurements}
+    assert rate["CPU-0"] * 5 < rate["CPU-1"]
