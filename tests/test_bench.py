@@ -42,6 +42,19 @@ def test_matmul_overhead_prints_both_figures_and_their_ratio():
     assert "median TFLOP/s: bare " in done.stdout and "ratio harness/bare: " in done.stdout
 
 
+def test_train_overhead_prints_both_step_times_and_their_ratio():
+    done = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "train_overhead.py"), "--device", "cpu", "--rounds", "2"]
+        + ["--seconds", "0.1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "median step ms: bare " in done.stdout and ", with fingerprints " in done.stdout
+    assert "ratio fingerprinted/bare: " in done.stdout and "the goal is for a GPU" in done.stdout
+
+
 @pytest.mark.parametrize("script", ["gpu_check.sh", "nccl_compare.sh"])
 def test_the_shell_scripts_parse(script):
     assert subprocess.run(["bash", "-n", str(REPO / "bench" / script)]).returncode == 0
