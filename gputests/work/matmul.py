@@ -110,7 +110,7 @@ def burn(
     multiply, ref = _operands(device, dtype, size, seed, context)
     multiply(ref)
     checker = _Checker(ref, ring)
-    clock = _CudaClock() if device.type == "cuda" else _CpuClock()
+    clock = clock_for(device)
     flops = 2.0 * size**3 * ring
     tally = _Tally()
     pending: collections.deque[_Window] = collections.deque()
@@ -357,7 +357,12 @@ def _fp8_operands(
     return multiply, out
 
 
-class _CudaClock:
+def clock_for(device: torch.device) -> CudaClock | CpuClock:
+    """Marks and times work on the device: CUDA events on a GPU, the wall clock on the CPU."""
+    return CudaClock() if device.type == "cuda" else CpuClock()
+
+
+class CudaClock:
     def mark(self) -> Any:
         event = torch.cuda.Event(enable_timing=True)
         event.record()
@@ -370,7 +375,7 @@ class _CudaClock:
         return float(start.elapsed_time(end)) / 1000.0
 
 
-class _CpuClock:
+class CpuClock:
     def mark(self) -> float:
         return time.perf_counter()
 

@@ -131,7 +131,7 @@ def train(
     optimizer = AdamW(model)
     data = batches(job.shape, device) if data is None else data
     prints = _Prints(model, job)
-    clock = matmul._CudaClock() if device.type == "cuda" else matmul._CpuClock()
+    clock = matmul.clock_for(device)
     saved = [torch.empty_like(t) for t in optimizer.state()] if job.rerun else []
     began = time.monotonic()
     timed_from = began + job.warmup_s
