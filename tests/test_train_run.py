@@ -107,3 +107,14 @@ def test_a_slow_device_trains_fewer_tokens_a_second(cpu):
     assert failing(outcome) == []  # slower, but its steps agree with its peer's as far as it got
     rate = {m.gpu: m.value for m in outcome.measurements}
     assert rate["CPU-0"] * 5 < rate["CPU-1"]
+
+
+def test_a_worker_error_is_incomplete_named_and_its_peer_is_left_unchecked(cpu):
+    found = failing(run(cpus(2, cpu), fault("error", 1)))
+    assert [(f.code, f.severity, f.gpu) for f in found] == [
+        (Code.TEST_ERROR, Severity.INCOMPLETE, "CPU-1"),
+        (Code.INCONCLUSIVE, Severity.INCOMPLETE, "CPU-0"),
+    ]
+    assert "train train raised: RuntimeError: injected fault" in found[0].message
+    assert "Traceback" in found[0].details["traceback"] and found[0].metric == train_run.TOKENS
+    assert "could be compared" in found[1].message

@@ -31,6 +31,7 @@ from harness.workers.devicetest import Context
 
 MIN_WINDOWS = 3
 """Timed windows at the least, however short the duration."""
+METRIC = "train.tokens_per_s"
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -88,6 +89,8 @@ class Trained(Message):
 
     steps: int
     wall_s: float
+    complete: bool = True
+    """False when training raised (a PhaseFailed says why): its steps are too few to judge progress."""
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -274,8 +277,11 @@ def worker(context: Context, job: Job) -> None:
     data = batches(shape, device)
     context.fault_input(data)  # `skew`: a consistently wrong input, so this device trains differently, replays too
     began = time.monotonic()
-    steps = train(device, job, context, on_window=context.send, data=data)
-    context.send(Trained(steps=steps, wall_s=time.monotonic() - began))
+    steps, complete = 0, False
+    with context.phase("train", metric=METRIC):  # an error (out of memory, no kernel) is named, and the replay goes on
+        steps = train(device, job, context, on_window=context.send, data=data)
+        complete = True
+    context.send(Trained(steps=steps, wall_s=time.monotonic() - began, complete=complete))
     request = context.recv(Replay)
     if request.step < 1:
         context.send(Replayed(step=0, print=None))
@@ -283,6 +289,9 @@ def worker(context: Context, job: Job) -> None:
     # Two devices that disagree with no majority: train again up to the step where they parted. A device
     # whose second run differs from its first has an intermittent fault, and the tie is broken.
     got: list[Message] = []
-    train(device, dataclasses.replace(job, warmup_s=0.0), context, on_window=got.append, steps=request.step, data=data)
+    with context.phase("replay", metric=METRIC):
+        train(
+            device, dataclasses.replace(job, warmup_s=0.0), context, on_window=got.append, steps=request.step, data=data
+        )
     prints = [p for m in got if isinstance(m, Window) for p in m.prints]
-    context.send(Replayed(step=request.step, print=prints[request.step - 1]))
+    context.send(Replayed(step=request.step, print=prints[request.step - 1] if len(prints) >= request.step else None))

@@ -20,14 +20,14 @@ from collections.abc import Sequence
 from typing import Any
 
 from gputests.work import train_vote
-from gputests.work.train import Job, Replay, Replayed, Rerun, Started, Trained, Window, worker
+from gputests.work.train import METRIC, Job, Replay, Replayed, Rerun, Started, Trained, Window, worker
 from gputests.work.train_model import Shape
 from gputests.work.train_vote import Disagreement, Print
 from harness.devices import Device
 from harness.records import Code, Direction, Remediation, Severity
 from harness.workers.devicetest import DeviceRun, Outcome, Scope
 
-TOKENS = "train.tokens_per_s"
+TOKENS = METRIC
 MFU = "train.mfu"
 FIRST_STEPS = 16
 """Fingerprints of the first steps kept in the result file, for comparing nodes."""
@@ -115,9 +115,11 @@ def run(scope: Scope, shape: Shape | None = None) -> Outcome:
             _rerun_mismatch(device_run, device, rerun, names, len(got.reruns))
         if got.trained is None:
             continue
-        _progress(device_run, device, got, agreed=peers[device.model_key] > 1 and not tally.disagreements)
+        if got.trained.complete:  # a run an error cut short has its TEST_ERROR; its loss is not judged
+            _progress(device_run, device, got, agreed=peers[device.model_key] > 1 and not tally.disagreements)
         _unchecked(device_run, device, got, tally.compared.get(i, 0), lone=jobs[i].rerun)
-        _fingerprints(device_run, device, got, jobs[i].rerun)
+        if got.prints:
+            _fingerprints(device_run, device, got, jobs[i].rerun)
     return device_run.outcome
 
 
@@ -243,7 +245,7 @@ def _fingerprints(device_run: DeviceRun[Job], device: Device, got: _Reports, lon
         )
     else:
         how = "each step compared bitwise with the other devices of its model"
-    losses = f"loss {got.prints[0].loss:.4g} to {got.prints[-1].loss:.4g}" if got.prints else "no step"
+    losses = f"loss {got.prints[0].loss:.4g} to {got.prints[-1].loss:.4g}"
     device_run.finding(
         device,
         Code.TRAIN_FINGERPRINTS,
