@@ -132,7 +132,7 @@ def test_a_slow_pair_trails_the_median_pair_not_the_fastest(cpu):
     figures |= {("CPU-2", "CPU-0"): 100.0, ("CPU-1", "CPU-2"): 100.0, ("CPU-2", "CPU-1"): 60.0}
     measurements = [_pair(a, b, v) for (a, b), v in figures.items()]
     assessments = compare.assess(measurements, devices, {d.uuid: baseline() for d in devices})
-    behind = [(a.measurement.gpu, a.measurement.peer) for a in assessments if a.status == compare.BEHIND_NODE]
+    behind = [(a.measurement.gpu, a.measurement.peer) for a in assessments if a.status == compare.Standing.BEHIND_NODE]
     assert behind == [("CPU-2", "CPU-1")]  # 130 is one fast path, not the reference: the median, 100
     (found,) = compare.findings(assessments)
     assert found.details["peer"] == "CPU-1" and "median pair" in found.message and "to CPU 1" in found.message
