@@ -147,4 +147,5 @@ def _baselines(measurements: pd.DataFrame, baselines: BaselineSet, uncovered: li
 
 
 def _iso(moment: Any) -> str:
-    return pd.Timestamp(moment).tz_convert("UTC").isoformat().replace("+00:00", "Z")
+    stamp: str = pd.Timestamp(moment).tz_convert("UTC").isoformat()
+    return stamp.replace("+00:00", "Z")

@@ -32,7 +32,8 @@ def among(column: pd.Series, values: list[str]) -> np.ndarray:
     if isinstance(column.dtype, pd.CategoricalDtype):
         wanted = [i for i, c in enumerate(column.cat.categories) if c in set(values)]
         return np.isin(column.cat.codes.to_numpy(), wanted)
-    return column.isin(values).to_numpy()
+    found: np.ndarray = column.isin(values).to_numpy()
+    return found
 
 
 def latest(measurements: pd.DataFrame) -> pd.DataFrame:
