@@ -224,14 +224,17 @@ def test_preflight_runs_on_pending_nodes_through_their_taint(rendered):
     assert container["args"] == ["preflight", "--stay", "--profile", "$(PREFLIGHT_PROFILE)", *COMMON_ARGS]
 
 
+def periodic_job(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The periodic CronJob's Job spec, whatever an overlay named the CronJob."""
+    (cronjob,) = [d for d in docs if d["kind"] == "CronJob"]
+    return dict(cronjob["spec"]["jobTemplate"]["spec"])
+
+
 def test_periodic_runs_one_bounded_job_at_a_time_on_in_service_nodes_and_yields_to_any_pod(rendered):
     cronjob = one(rendered, "CronJob", "gpu-burnin-periodic")
-    assert cronjob["spec"]["schedule"] == "0 */6 * * *"
     assert cronjob["spec"]["concurrencyPolicy"] == "Forbid"
     assert cronjob["spec"]["startingDeadlineSeconds"] > 0
-    job = cronjob["spec"]["jobTemplate"]["spec"]
-    assert (job["backoffLimit"], job["activeDeadlineSeconds"]) == (0, 3600)
-    pod = job["template"]["spec"]
+    pod = periodic_job(rendered)["template"]["spec"]
     assert pod["restartPolicy"] == "Never"
 
     priority = one(rendered, "PriorityClass", pod["priorityClassName"])
@@ -242,15 +245,6 @@ def test_periodic_runs_one_bounded_job_at_a_time_on_in_service_nodes_and_yields_
 
     # Never on a node taken out of service or still in preflight.
     assert tolerated(pod) == {("nvidia.com/gpu", "NoSchedule")}
-    required = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
-    assert required["nodeSelectorTerms"] == [
-        {
-            "matchExpressions": [
-                {"key": "nvidia.com/gpu.present", "operator": "In", "values": ["true"]},
-                {"key": "gpu-burnin/preflight", "operator": "DoesNotExist"},
-            ]
-        }
-    ]
     (container,) = pod["containers"]
     assert container["args"] == [
         "periodic",
@@ -258,6 +252,78 @@ def test_periodic_runs_one_bounded_job_at_a_time_on_in_service_nodes_and_yields_
         "$(PERIODIC_PROFILE)",
         *COMMON_ARGS,
     ]
+
+
+def test_periodic_pods_land_only_on_in_service_nodes_not_tested_lately(rendered):
+    """The watch keeps gpu-burnin/fresh on a node whose last result is recent: the pods require it absent."""
+    pod = periodic_job(rendered)["template"]["spec"]
+    required = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    assert required["nodeSelectorTerms"] == [
+        {
+            "matchExpressions": [
+                {"key": "nvidia.com/gpu.present", "operator": "In", "values": ["true"]},
+                {"key": "gpu-burnin/preflight", "operator": "DoesNotExist"},
+                {"key": "gpu-burnin/fresh", "operator": "DoesNotExist"},
+                {"key": "gpu-burnin/health", "operator": "DoesNotExist"},
+            ]
+        }
+    ]
+
+
+def test_periodic_pods_of_a_job_land_on_distinct_nodes(any_render):
+    job = periodic_job(any_render)
+    assert job["parallelism"] > 1
+    labels = job["template"]["metadata"]["labels"]
+    (term,) = job["template"]["spec"]["affinity"]["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    assert term["topologyKey"] == "kubernetes.io/hostname"
+    selector = term["labelSelector"]["matchLabels"]
+    # The selector matches the pods themselves (whatever an overlay renamed), and only them.
+    assert selector.items() <= labels.items()
+    assert selector["app.kubernetes.io/component"] == "periodic"
+    assert "namespaces" not in term and "namespaceSelector" not in term  # the pods' own namespace
+
+
+def test_a_periodic_pod_that_finds_no_free_node_leaves_with_its_job_before_the_next_tick(rendered):
+    """The Job's deadline counts Pending time (the pod's own counts from the kubelet's start): it ends
+    every pod, landed or not, before the next tick; a pod that lands early enough gets its whole run."""
+    from bench import coverage
+
+    cronjob = one(rendered, "CronJob", "gpu-burnin-periodic")
+    job = periodic_job(rendered)
+    pod = job["template"]["spec"]
+    ticks = coverage.ticks_of_day(cronjob["spec"]["schedule"])
+    gaps = [(b - a) % coverage.DAY_MIN or coverage.DAY_MIN for a, b in zip(ticks, [*ticks[1:], ticks[0]], strict=True)]
+    assert job["activeDeadlineSeconds"] < min(gaps) * 60, "a Job still running at the next tick skips it (Forbid)"
+    assert 0 < pod["activeDeadlineSeconds"] < job["activeDeadlineSeconds"]
+    # Quiet: the Job's status is not where verdicts live; a Job that ended Failed is not kept.
+    assert cronjob["spec"]["failedJobsHistoryLimit"] == 0
+
+
+def test_one_periodic_run_neither_fails_nor_retries_the_others(rendered):
+    """A failing node (exit 1) or an incomplete run (exit 2) ends its own index only; a preempted pod
+    (DisruptionTarget) is not a finding, and its index tries another free node."""
+    job = periodic_job(rendered)
+    assert job["completionMode"] == "Indexed"
+    assert job["completions"] == job["parallelism"]
+    assert job["backoffLimitPerIndex"] == 0
+    assert job["maxFailedIndexes"] == job["completions"]
+    assert "backoffLimit" not in job
+    assert job["podFailurePolicy"]["rules"] == [
+        {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]}
+    ]
+
+
+def test_the_shipped_periodic_shape_is_what_the_coverage_simulation_reads(rendered):
+    from bench import coverage
+
+    cronjob = one(rendered, "CronJob", "gpu-burnin-periodic")
+    job = periodic_job(rendered)
+    assert coverage.shipped() == coverage.Shape(
+        schedule=cronjob["spec"]["schedule"],
+        parallelism=job["parallelism"],
+        job_deadline_s=job["activeDeadlineSeconds"],
+        run_deadline_s=job["template"]["spec"]["activeDeadlineSeconds"],
+    )
 
 
 def test_deploy_baselines_are_the_packaged_baselines_byte_for_byte():
