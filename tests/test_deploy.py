@@ -139,6 +139,7 @@ def test_the_render_holds_each_object_once_and_namespaces_only_the_namespaced(re
             *["ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"] * 4,  # per component, and events
             *["ServiceAccount"] * 4,
             *["Role", "RoleBinding"] * 2,
+            "PriorityClass",  # the watch's, beside the periodic one
             *["DaemonSet", "DaemonSet", "CronJob", "Deployment", "PodDisruptionBudget", "Service"],
             *["ConfigMap", "ConfigMap"],
         ]
@@ -216,7 +217,6 @@ def test_both_pods_run_unprivileged_as_the_image_user(rendered, kind):
 def test_preflight_runs_on_pending_nodes_through_their_taint(rendered):
     daemonset = one(rendered, "DaemonSet", "gpu-burnin-preflight")
     pod = daemonset["spec"]["template"]["spec"]
-    assert daemonset["spec"]["updateStrategy"]["type"] == "RollingUpdate"
     assert pod["nodeSelector"] == {"gpu-burnin/preflight": "pending"}
     assert tolerated(pod) == {("gpu-burnin/preflight", "NoSchedule"), ("nvidia.com/gpu", "NoSchedule")}
     assert "priorityClassName" not in pod
@@ -228,6 +228,17 @@ def periodic_job(docs: list[dict[str, Any]]) -> dict[str, Any]:
     """The periodic CronJob's Job spec, whatever an overlay named the CronJob."""
     (cronjob,) = [d for d in docs if d["kind"] == "CronJob"]
     return dict(cronjob["spec"]["jobTemplate"]["spec"])
+
+
+def test_a_preflight_rollout_restarts_no_burn_in_flight(any_render):
+    """A new baseline or profile changes the pod template (the ConfigMaps' hashed names): with
+    OnDelete each pod is replaced only when its node leaves preflight."""
+    (daemonset,) = [
+        d
+        for d in any_render
+        if d["kind"] == "DaemonSet" and d["metadata"]["labels"]["app.kubernetes.io/component"] == "preflight"
+    ]
+    assert daemonset["spec"]["updateStrategy"] == {"type": "OnDelete"}
 
 
 def test_periodic_runs_one_bounded_job_at_a_time_on_in_service_nodes_and_yields_to_any_pod(rendered):
@@ -360,16 +371,47 @@ def test_the_watch_runs_on_every_gpu_node_through_every_taint_this_tool_sets(ren
     daemonset = one(rendered, "DaemonSet", "gpu-burnin-watch")
     pod = watch_pod(rendered)
     assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"}  # in service or not, preflight or not
-    assert tolerated(pod) == {
-        ("gpu-burnin/preflight", "NoSchedule"),
-        ("gpu-burnin/unhealthy", "NoSchedule"),
-        ("nvidia.com/gpu", "NoSchedule"),
-    }
+    # Every taint, of any key and effect: a node agent that a taint evicts stops watching the nodes in trouble.
+    assert pod["tolerations"] == [{"operator": "Exists"}]
     assert daemonset["spec"]["updateStrategy"]["type"] == "RollingUpdate"
     assert pod["serviceAccountName"] == "watch" and pod["automountServiceAccountToken"] is True
     (container,) = pod["containers"]
     assert container["image"] == IMAGE
     assert container["args"] == WATCH_ARGS
+
+
+def test_the_watch_preempts_ordinary_pods_to_run_and_is_preempted_by_none(any_render):
+    """A node agent must not stay Pending on a full node; system-*-critical stays the cluster's own."""
+    (daemonset,) = [
+        d
+        for d in any_render
+        if d["kind"] == "DaemonSet" and d["metadata"]["labels"]["app.kubernetes.io/component"] == "watch"
+    ]
+    pod = daemonset["spec"]["template"]["spec"]
+    priority = one(any_render, "PriorityClass", pod["priorityClassName"])
+    assert 0 < priority["value"] < 2_000_000_000  # above every default pod, below system-cluster-critical
+    assert priority.get("preemptionPolicy", "PreemptLowerPriority") == "PreemptLowerPriority"
+    assert priority["globalDefault"] is False
+    periodic = [d for d in any_render if d["kind"] == "PriorityClass" and d["value"] < 0]
+    assert len(periodic) == 1 and periodic[0]["metadata"]["name"] != pod["priorityClassName"]
+
+
+def test_a_watch_rollout_stops_on_pods_that_do_not_poll(rendered):
+    """Ready means a poll younger than 120 s (gpu-burnin watch-ready); a new pod counts as available
+    only after minReadySeconds, so a roll-out of a crash-looping or stuck watch stops at its first batch."""
+    daemonset = one(rendered, "DaemonSet", "gpu-burnin-watch")
+    spec = daemonset["spec"]
+    assert spec["minReadySeconds"] >= 60
+    unavailable = spec["updateStrategy"]["rollingUpdate"]["maxUnavailable"]
+    assert isinstance(unavailable, str) and unavailable.endswith("%") and 0 < int(unavailable[:-1]) <= 10
+    (container,) = spec["template"]["spec"]["containers"]
+    probe = container["readinessProbe"]
+    assert probe["exec"]["command"] == ["gpu-burnin", "watch-ready", "--max-age", "120"]
+    # The watch polls every 30 s (--interval's default): two failed probes, a minute, before it is unready.
+    assert probe["periodSeconds"] * probe["failureThreshold"] <= 120
+    assert probe["timeoutSeconds"] < probe["periodSeconds"]
+    # No liveness probe: a restart cannot cure a wedged NVML, and a container may not start on a GPU in error.
+    assert "livenessProbe" not in container
 
 
 def test_the_watch_requests_no_gpu_but_sees_them_all_within_cpu_and_memory_limits(rendered):
