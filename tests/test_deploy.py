@@ -705,3 +705,82 @@ def test_every_container_command_line_is_one_gpu_burnin_accepts(rendered, compon
         parser.parse_args(args)
     except SystemExit as err:
         pytest.fail(f"{workload['metadata']['name']}: gpu-burnin {' '.join(args)} exits {err.code}")
+
+
+# NVML and the GPUs through the NVIDIA runtime (the base), or the host's driver (deploy/gke/).
+
+
+def gpu_node_pods(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """component -> pod spec of every workload the scheduler may put on a GPU node."""
+    return {
+        w["metadata"]["labels"]["app.kubernetes.io/component"]: pod for w, pod in workloads(docs) if on_gpu_nodes(pod)
+    }
+
+
+def test_every_pod_on_a_gpu_node_runs_under_the_nvidia_runtime_and_its_root_step_sees_no_gpu(any_render):
+    """With the GPU Operator's CDI mode the NVIDIA runtime is no longer the default: the watch (GPUs
+    through NVIDIA_VISIBLE_DEVICES) sees none without it. The image says NVIDIA_VISIBLE_DEVICES=all,
+    which would hand every GPU to the init container."""
+    pods = gpu_node_pods(any_render)
+    assert sorted(pods) == ["periodic", "preflight", "watch"]
+    for component, pod in pods.items():
+        assert pod["runtimeClassName"] == "nvidia", component
+        for init in pod["initContainers"]:
+            env = {e["name"]: e.get("value") for e in init.get("env", [])}
+            assert env.get("NVIDIA_VISIBLE_DEVICES") == "void", f"{component} {init['name']}"
+    for workload, pod in workloads(any_render):
+        if not on_gpu_nodes(pod):
+            assert "runtimeClassName" not in pod, workload["metadata"]["name"]
+
+
+def render_with(tmp_path: Path, component: str, prefix: str = "prod-") -> list[dict[str, Any]]:
+    """deploy/ with deploy/<component>, renamed as a site's overlay would."""
+    overlay = tmp_path / "overlay"
+    overlay.mkdir()
+    deploy = Path(os.path.relpath(REPO / "deploy", overlay))
+    (overlay / "kustomization.yaml").write_text(
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n"
+        f"namePrefix: {prefix}\nresources:\n  - {deploy}\ncomponents:\n  - {deploy / component}\n"
+    )
+    return admission.render(overlay)
+
+
+@pytest.fixture(scope="module")
+def gke(tmp_path_factory) -> list[dict[str, Any]]:
+    return render_with(tmp_path_factory.mktemp("gke"), "gke")
+
+
+@pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
+def test_the_gke_render_validates(gke, version):
+    for obj in gke:
+        assert kubernetes_validate.validate(obj, version, strict=True) == version.rsplit(".", 1)[0]
+
+
+def test_on_gke_no_pod_names_a_runtime_and_the_watch_mounts_the_hosts_driver(gke, rendered):
+    pods = gpu_node_pods(gke)
+    assert sorted(pods) == ["periodic", "preflight", "watch"]
+    assert not any("runtimeClassName" in pod for pod in pods.values())
+    watch = pods["watch"]
+    (container,) = watch["containers"]
+    volumes = {v["name"]: v for v in watch["volumes"]}
+    mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+    driver = mounts["/usr/local/nvidia"]
+    assert driver["readOnly"] is True
+    assert volumes[driver["name"]]["hostPath"] == {"path": "/home/kubernetes/bin/nvidia", "type": "Directory"}
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["LD_LIBRARY_PATH"] == "/usr/local/nvidia/lib64"
+    # Privileged opens the GPUs' device nodes to a container allocated none; nothing else widens.
+    context = container["securityContext"]
+    assert context["privileged"] is True and context["allowPrivilegeEscalation"] is True
+    assert context["runAsNonRoot"] is True and context["readOnlyRootFilesystem"] is True
+    assert context["capabilities"] == {"drop": ["ALL"]}
+    # preflight and periodic request their GPUs (GKE's device plugin mounts the driver): only the runtime goes.
+    base = gpu_node_pods(rendered)
+    for component in ("preflight", "periodic"):
+        expected = {k: v for k, v in base[component].items() if k != "runtimeClassName"}
+        found = dict(pods[component])
+        assert found.pop("serviceAccountName") == f"prod-{expected.pop('serviceAccountName')}"
+        assert found.pop("priorityClassName", None) in (None, f"prod-{expected.pop('priorityClassName', '')}")
+        assert found.keys() == expected.keys(), component
+        assert found["tolerations"] == expected["tolerations"], component
+        assert found["containers"][0]["resources"] == expected["containers"][0]["resources"], component
