@@ -27,6 +27,8 @@ if KUBECTL is None:
 KUBERNETES_VERSIONS = ["1.30.0", "1.31.0", "1.32.0", "1.33.0"]
 NAMESPACE = "gpu-burnin"
 IMAGE = "ghcr.io/gpu-burnin/gpu-burnin:0.1.0"
+SLIM_IMAGE = "ghcr.io/gpu-burnin/gpu-burnin-slim:0.1.0"
+"""The watch's and the remediator's: no torch (images/Dockerfile.slim)."""
 UID = 10001
 STATE_DIR = "/var/lib/gpu-burnin"
 COMMON_ARGS = [
@@ -376,7 +378,7 @@ def test_the_watch_runs_on_every_gpu_node_through_every_taint_this_tool_sets(ren
     assert daemonset["spec"]["updateStrategy"]["type"] == "RollingUpdate"
     assert pod["serviceAccountName"] == "watch" and pod["automountServiceAccountToken"] is True
     (container,) = pod["containers"]
-    assert container["image"] == IMAGE
+    assert container["image"] == SLIM_IMAGE
     assert container["args"] == WATCH_ARGS
 
 
@@ -618,7 +620,7 @@ def test_the_remediator_owns_the_brake_and_knows_who_it_is(rendered):
     pod = remediator(rendered)["spec"]["template"]["spec"]
     assert pod["serviceAccountName"] == "remediator" and pod["automountServiceAccountToken"] is True
     (container,) = pod["containers"]
-    assert container["image"] == IMAGE
+    assert container["image"] == SLIM_IMAGE
     assert container["args"] == REMEDIATOR_ARGS
     env = {e["name"]: e for e in container["env"]}
     # The Lease's holder identity and namespace.
@@ -784,3 +786,37 @@ def test_on_gke_no_pod_names_a_runtime_and_the_watch_mounts_the_hosts_driver(gke
         assert found.keys() == expected.keys(), component
         assert found["tolerations"] == expected["tolerations"], component
         assert found["containers"][0]["resources"] == expected["containers"][0]["resources"], component
+
+
+# The images: each named once, in deploy/kustomization.yaml.
+
+
+def kustomization() -> dict[str, Any]:
+    return dict(yaml.safe_load((REPO / "deploy" / "kustomization.yaml").read_text()))
+
+
+def test_each_image_has_one_registry_and_tag_in_one_place(any_render):
+    """The manifests name `gpu-burnin` or `gpu-burnin-slim`; kustomization.yaml's `images:` gives each its
+    registry and tag, once. Every container of the render runs one of those, whatever an overlay renamed."""
+    entries = kustomization()["images"]
+    assert sorted(e["name"] for e in entries) == ["gpu-burnin", "gpu-burnin-slim"]
+    shipped = {e["name"]: f"{e['newName']}:{e['newTag']}" for e in entries}
+    assert shipped == {"gpu-burnin": IMAGE, "gpu-burnin-slim": SLIM_IMAGE}
+    used = {}
+    for workload, pod in workloads(any_render):
+        for container in [*pod.get("initContainers", []), *pod["containers"]]:
+            used[f"{workload['metadata']['name']}/{container['name']}"] = container["image"]
+    assert set(used.values()) == set(shipped.values()), used
+    for path in sorted((REPO / "deploy").rglob("*.yaml")):
+        for line in path.read_text().splitlines():
+            if line.strip().startswith("image:"):
+                assert line.split(":", 1)[1].strip() in shipped, f"{path.relative_to(REPO)}: {line.strip()}"
+
+
+def test_the_watch_and_the_remediator_run_the_slim_image_and_the_burns_the_full_one(rendered):
+    """The watch is pulled onto every GPU node: not the 10 GB of the PyTorch image it never uses."""
+    for workload, pod in workloads(rendered):
+        component = workload["metadata"]["labels"]["app.kubernetes.io/component"]
+        expected = SLIM_IMAGE if component in ("watch", "remediator") else IMAGE
+        for container in [*pod.get("initContainers", []), *pod["containers"]]:
+            assert container["image"] == expected, f"{component} {container['name']}"
