@@ -820,3 +820,20 @@ def test_the_watch_and_the_remediator_run_the_slim_image_and_the_burns_the_full_
         expected = SLIM_IMAGE if component in ("watch", "remediator") else IMAGE
         for container in [*pod.get("initContainers", []), *pod["containers"]]:
             assert container["image"] == expected, f"{component} {container['name']}"
+
+
+def test_karpenter_never_disrupts_a_burn(any_render):
+    """A node in preflight or under a periodic run holds one pod and no workload: what consolidation
+    removes first. The pods say so; the watch (on every node) and the remediator do not."""
+    for workload, _pod in workloads(any_render):
+        component = workload["metadata"]["labels"]["app.kubernetes.io/component"]
+        template = (
+            workload["spec"]["jobTemplate"]["spec"]["template"]
+            if workload["kind"] == "CronJob"
+            else workload["spec"]["template"]
+        )
+        annotations = template["metadata"].get("annotations", {})
+        if component in ("preflight", "periodic"):
+            assert annotations.get("karpenter.sh/do-not-disrupt") == "true", component
+        else:
+            assert "karpenter.sh/do-not-disrupt" not in annotations, component
