@@ -19,9 +19,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from harness import files
+from harness import files, groups
 from harness.errors import ConfigError
-from harness.profiles import METRICS, direction_of
 from harness.records import Direction
 
 SCHEMA_VERSION = 1
@@ -328,9 +327,9 @@ class _Parser:
             direction = Direction(direction_text)
         except ValueError:
             raise self.fail(f"{where}.direction", f"is {direction_text!r}; expected 'higher' or 'lower'") from None
-        declared = direction_of(name)
+        declared = groups.direction_of(name)
         if declared is None:
-            known = ", ".join(METRICS)
+            known = ", ".join(groups.metrics())
             raise self.fail(where, f"no test measures it; the tests measure {known}")
         if direction is not declared:
             raise self.fail(

@@ -28,7 +28,8 @@ from typing import Any, Literal
 from harness import addresses, baselines, devices, markexpr, results
 from harness.baselines import BaselineSet
 from harness.errors import ConfigError
-from harness.profiles import GROUPS, MIN_DURATION_S, MIN_STALL_S, MIN_STARTUP_S, PROFILES, Profile, by_name
+from harness.groups import GROUPS
+from harness.profiles import MIN_DURATION_S, MIN_STALL_S, MIN_STARTUP_S, PROFILES, Profile, by_name
 from harness.workers import faults
 from harness.workers.faults import Fault
 
