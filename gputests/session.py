@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from gputests.watch import Watch
+from gputests.health_watch import Watch
 from harness import compare, lock, outbox, results
 from harness.baselines import Baseline
 from harness.devices import Device, Inventory, discover, node_name

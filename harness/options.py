@@ -92,10 +92,10 @@ def given_path(text: str) -> Path:
 def xid_table(text: str) -> Path:
     """A table of Xid classifications, which must parse: checked on every device, the CPU self-test
     included, so a bad table is found where it is given and not on the first GPU node."""
-    from harness.nvml import xid
+    from harness.nvml import xid_table
 
     try:
-        xid.load_table(given_path(text))
+        xid_table.load_table(given_path(text))
     except ConfigError as err:
         raise argparse.ArgumentTypeError(err.describe()) from None
     return Path(text)

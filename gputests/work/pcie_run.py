@@ -7,7 +7,7 @@ device it records `pcie.h2d.gbps`, `pcie.d2h.gbps` and `pcie.bidir.gbps` (the me
 window), and a DATA_MISMATCH for copies whose destination did not match the source.
 The baseline judges each figure against its floor and against the node's best GPU;
 the health snapshot's link generation and width are added to a low figure's message
-(gputests/watch.py).
+(gputests/health_watch.py).
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ from harness.baselines import Strict
 from harness.errors import ConfigError
 from harness.groups import GROUPS
 from harness.nvml import snapshot as snap
-from harness.nvml.xid import normalise_pci_bus_id
+from harness.nvml.kernel_log import normalise_pci_bus_id
 from harness.records import Code, Severity
 
 MAX_BYTES = 1 << 20
