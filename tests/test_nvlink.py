@@ -1,6 +1,5 @@
 """The GPU-to-GPU test on the CPU stand-in: the matrix, checked copies, access, one GPU; pairs judged."""
 
-import dataclasses
 import subprocess
 import sys
 from pathlib import Path
@@ -11,13 +10,14 @@ from gputests import summary
 from gputests.work import nvlink, nvlink_run
 from harness import compare
 from harness.baselines import Baseline, MetricSpec, Provenance
-from harness.profiles import NvlinkProfile, quick
+from harness.groups import NvlinkSection
+from harness.profiles import quick
 from harness.records import Code, Direction, Measurement, Severity
 from harness.workers.devicetest import Scope
 from harness.workers.faults import parse
 from tests.helpers import cpus
 
-PROFILE = dataclasses.replace(quick().for_cpu().with_overrides(duration_s=0.3), nvlink=NvlinkProfile(mib=1))
+PROFILE = quick().for_cpu().with_overrides(duration_s=0.3).with_section(NvlinkSection(mib=1))
 
 
 def run(devices, faults=None, baselines=None, profile=PROFILE):

@@ -24,7 +24,7 @@ import time
 from typing import TYPE_CHECKING
 
 from harness.errors import ConfigError
-from harness.profiles import GROUPS
+from harness.groups import GROUPS
 
 if TYPE_CHECKING:
     import torch
