@@ -98,7 +98,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 @pytest.hookimpl(wrapper=True)
 def pytest_make_collect_report(collector: pytest.Collector) -> Generator[None, Any, pytest.CollectReport]:
     # A test module skipped or broken at import never becomes a test: it must not vanish from the verdict.
-    report = yield
+    report: pytest.CollectReport = yield
     if report.failed or report.skipped:
         summary_line = _skip_reason(report) if report.skipped else report.longreprtext.strip().splitlines()[-1:]
         collector.config.stash[_STATE].on_report(

@@ -25,10 +25,6 @@ def driver(module: Any) -> Backend[Any]:
     return binding.Driver(module)  # mypy: the driver's wrapper is a Backend
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="harness/nvml/sim.py gains follow_clock and follow_tests when issue 20's branches are merged",
-)
 def test_the_simulation_is_a_backend() -> None:
     assert isinstance(binding.load(f"sim:{HEALTHY}"), Backend)
 
