@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 from harness import baselines
+from harness.groups import GROUPS
 from reports import tomlfile
 
 HERE = Path(__file__).resolve().parent
@@ -26,7 +27,8 @@ SINGLE = {
     "h100-sxm-80gb.toml": ("h100-sxm-80gb-1gpu.toml", "H100 SXM 80GB, 1 GPU", "One H100 SXM5 80GB HBM3"),
     "h200-141gb.toml": ("h200-141gb-1gpu.toml", "H200 141GB, 1 GPU", "One H200 SXM 141GB HBM3e"),
 }
-BETWEEN_GPUS = ("nvlink.", "nccl.")
+BETWEEN_GPUS = tuple(f"{group.name}." for group in GROUPS.values() if group.between_gpus)
+"""The metrics a lone GPU has nothing to measure for: those of the groups between GPUs."""
 
 
 def single_gpu(source: Path, model: str, what: str) -> str:

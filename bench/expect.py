@@ -41,8 +41,8 @@ from typing import NoReturn
 
 from harness import results
 from harness.errors import ConfigError
+from harness.groups import stressing
 from harness.nvml import binding
-from harness.profiles import STRESS
 from harness.records import Code, Finding, Severity
 from harness.results import ResultDocument, RunState
 from harness.verdict import Status, TestOutcome
@@ -164,7 +164,7 @@ def _health(doc: ResultDocument, source: str) -> list[str]:
 
 
 def _telemetry(doc: ResultDocument) -> list[str]:
-    stress = [t.nodeid for t in doc.tests if t.group in STRESS and t.outcome in RAN]
+    stress = [t.nodeid for t in doc.tests if t.group in stressing() and t.outcome in RAN]
     if not stress:
         return ["no stress test ran, so no telemetry"]
     on_gpus = {d.uuid for d in doc.devices if d.kind == "cuda"}

@@ -10,6 +10,7 @@ import dataclasses
 
 import numpy as np
 
+from harness.groups import direction_of
 from harness.records import Direction
 
 
@@ -108,7 +109,7 @@ def _model(medians: dict[str, float]) -> tuple[Truth, ...]:
             Truth(
                 metric=metric,
                 unit=unit,
-                direction=Direction.HIGHER,
+                direction=_direction(metric),
                 median=median,
                 spread=spread,
                 node_spread=node_spread,
@@ -118,6 +119,14 @@ def _model(medians: dict[str, float]) -> tuple[Truth, ...]:
         Truth(metric="memory.bad_words", unit="words", direction=Direction.LOWER, median=0.0, spread=0, node_spread=0)
     )
     return tuple(truths)
+
+
+def _direction(metric: str) -> Direction:
+    """The metric's direction, as its group declares it (harness.groups)."""
+    found = direction_of(metric)
+    if found is None:
+        raise ValueError(f"{metric}: no test group measures it (harness.groups)")
+    return found
 
 
 MODELS: dict[str, tuple[Truth, ...]] = {

@@ -44,7 +44,7 @@ from bench import rounds  # noqa: E402
 from gputests.work import memory, memory_patterns  # noqa: E402
 
 FRACTION = 0.9
-"""The share of free memory the test takes (harness.profiles: MemoryProfile.fraction)."""
+"""The share of free memory the test takes (harness.groups: MemorySection.fraction)."""
 
 
 def verify(chunks: list[torch.Tensor], seconds: float, per_pattern: dict[str, list[float]]) -> float:

@@ -29,9 +29,10 @@ from gputests.session import BurnIn
 from harness import options
 from harness.devices import Device
 from harness.errors import ConfigError
+from harness.groups import GROUPS, direction_of
 from harness.nvml.dcgm import findings as dcgm_findings
 from harness.nvml.dcgm import run_diag
-from harness.profiles import GROUPS, Profile, direction_of
+from harness.profiles import Profile
 from harness.records import Code, Finding
 from harness.workers import Progress
 from harness.workers.devicetest import Outcome, Scope
@@ -72,8 +73,8 @@ def pytest_load_initial_conftests(early_config: pytest.Config, args: list[str]) 
 
 @pytest.hookimpl(trylast=True)  # after the other plugins and conftests have registered their markers
 def pytest_configure(config: pytest.Config) -> None:
-    for name, text in GROUPS.items():
-        config.addinivalue_line("markers", f"{name}: {text}")
+    for group in GROUPS.values():
+        config.addinivalue_line("markers", f"{group.name}: {group.help}")
     values = options.values_from(config.option)
     registered = [line.split(":", 1)[0].split("(", 1)[0].strip() for line in config.getini("markers")]
     try:
@@ -97,7 +98,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 @pytest.hookimpl(wrapper=True)
 def pytest_make_collect_report(collector: pytest.Collector) -> Generator[None, Any, pytest.CollectReport]:
     # A test module skipped or broken at import never becomes a test: it must not vanish from the verdict.
-    report = yield
+    report: pytest.CollectReport = yield
     if report.failed or report.skipped:
         summary_line = _skip_reason(report) if report.skipped else report.longreprtext.strip().splitlines()[-1:]
         collector.config.stash[_STATE].on_report(
@@ -226,9 +227,9 @@ class Recorder:
                 raise ValueError(f"{m.metric} of {m.gpu} is {m.value}: a figure must be a finite number")
             declared = direction_of(m.metric)
             if declared is None:
-                raise ValueError(f"{m.metric} is not a metric of harness.profiles.METRICS: declare its direction there")
+                raise ValueError(f"{m.metric} is no group's metric: declare it in its entry (harness.groups)")
             if m.direction is not declared:
-                raise ValueError(f"{m.metric} is better {declared}, not {m.direction} (harness.profiles.METRICS)")
+                raise ValueError(f"{m.metric} is better {declared}, not {m.direction} (harness.groups)")
 
 
 _RECORDER = pytest.StashKey[Recorder]()

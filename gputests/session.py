@@ -17,13 +17,13 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from gputests.watch import Watch
+from gputests.health_watch import Watch
 from harness import compare, lock, outbox, results
 from harness.baselines import Baseline
 from harness.devices import Device, Inventory, discover, node_name
 from harness.errors import ConfigError
+from harness.groups import stressing
 from harness.options import RunOptions
-from harness.profiles import STRESS
 from harness.records import NODE, Code, Finding, Measurement, Remediation, Severity
 from harness.results import BaselineUse, ResultDocument, RunState, TestRecord
 from harness.verdict import TestOutcome, Verdict, decide
@@ -163,12 +163,12 @@ class BurnIn:
 
     def before_test(self, nodeid: str, group: str) -> None:
         """A stress test is about to load the GPUs: a snapshot, and telemetry from now on."""
-        if self.watch is not None and group in STRESS:
+        if self.watch is not None and group in stressing():
             self.watch.before(nodeid, group)
 
     def after_test(self, nodeid: str, group: str) -> None:
         """A stress test ended: what rose during it, and what the GPUs did."""
-        if self.watch is not None and group in STRESS:
+        if self.watch is not None and group in stressing():
             self.findings.extend(self.watch.after(nodeid, group))
             self.doc.telemetry = self.watch.telemetry
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from harness.compare import BEHIND_NODE, BELOW_LIMIT, OK, Assessment
+from harness.compare import Assessment, Standing
 from harness.records import Code, Direction, Finding, Severity
 from harness.verdict import Verdict
 
 HEADER = ("device", "metric", "value", "limit", "vs best", "status")
 OVER_CEILING = "HIGH"
-"""The status of a figure over its ceiling (the comparison calls both misses BELOW_LIMIT)."""
+"""The status of a figure over its ceiling (the comparison calls both misses `Standing.BELOW_LIMIT`)."""
 _SHOWN = (Severity.FAIL, Severity.INCOMPLETE, Severity.WARNING)
 _LAST = (Code.FAULT_INJECTED,)
 """Findings that only say how the run was set up go after those about the hardware."""
@@ -40,7 +40,7 @@ def table(assessments: Sequence[Assessment], findings: Iterable[Finding] = ()) -
     return lines + matrices(assessments, findings)
 
 
-MARKS = {BELOW_LIMIT: "*", BEHIND_NODE: "<"}
+MARKS = {Standing.BELOW_LIMIT: "*", Standing.BEHIND_NODE: "<"}
 
 
 def matrices(assessments: Sequence[Assessment], findings: Iterable[Finding] = ()) -> list[str]:
@@ -114,12 +114,12 @@ def _row(a: Assessment, worst: dict[tuple[str, str], Finding]) -> tuple[str, str
     if a.spec:
         limit = f"{'>=' if a.spec.direction is Direction.HIGHER else '<='} {a.spec.limit:.4g} {a.spec.unit}"
     ratio = f"{a.ratio:.3f}" if a.ratio is not None else "-"
-    status = a.status
-    if status == BELOW_LIMIT and a.spec is not None and a.spec.direction is Direction.LOWER:
+    status: str = a.status
+    if a.status is Standing.BELOW_LIMIT and a.spec is not None and a.spec.direction is Direction.LOWER:
         # A count of bad words over its ceiling is not low.
         status = OVER_CEILING
     found = worst.get((m.gpu, m.metric))
-    if status == OK and found is not None:  # a figure met its floor, but something else is wrong with it
+    if a.status is Standing.OK and found is not None:  # a figure met its floor, but something else is wrong with it
         status = str(found.code)
     return (device, m.metric, f"{m.value:.4g} {m.unit}", limit, ratio, status)
 

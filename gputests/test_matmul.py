@@ -6,12 +6,19 @@ compared across GPUs of the same model (docs/determinism.md says why they must b
 equal). The plugin judges the figures against the baseline when the test returns.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 import pytest
 
 from gputests.work import matmul_run
 
+if TYPE_CHECKING:
+    from gputests.plugin import Recorder
+
 pytestmark = pytest.mark.matmul
 
 
-def test_matmul(burnin):
+def test_matmul(burnin: Recorder) -> None:
     burnin.record(matmul_run.run(burnin.scope))

@@ -7,12 +7,19 @@ are judged against the baseline when the test returns; every bad word is describ
 a DATA_MISMATCH finding.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 import pytest
 
 from gputests.work import memory_run
 
+if TYPE_CHECKING:
+    from gputests.plugin import Recorder
+
 pytestmark = pytest.mark.memory
 
 
-def test_memory(burnin):
+def test_memory(burnin: Recorder) -> None:
     burnin.record(memory_run.run(burnin.scope))

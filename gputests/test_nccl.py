@@ -10,12 +10,19 @@ rank's GPU. Under MPI (mpiexec) each node also times the job's ranks across node
 With one GPU there is nothing to measure: incomplete where the baseline requires these figures.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 import pytest
 
 from gputests.work import nccl_run
 
+if TYPE_CHECKING:
+    from gputests.plugin import Recorder
+
 pytestmark = pytest.mark.nccl
 
 
-def test_nccl_allreduce(burnin):
+def test_nccl_allreduce(burnin: Recorder) -> None:
     burnin.record(nccl_run.run(burnin.scope))

@@ -7,12 +7,19 @@ counters that rose during the test (the health rules). A node with one GPU has
 nothing to test: incomplete where its baseline requires these figures.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 import pytest
 
 from gputests.work import nvlink_run
 
+if TYPE_CHECKING:
+    from gputests.plugin import Recorder
+
 pytestmark = pytest.mark.nvlink
 
 
-def test_nvlink(burnin):
+def test_nvlink(burnin: Recorder) -> None:
     burnin.record(nvlink_run.run(burnin.scope))

@@ -5,12 +5,19 @@ checked against their source. Each figure is judged against the baseline's floor
 against the node's best GPU; a low one is told the link's generation and width.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 import pytest
 
 from gputests.work import pcie_run
 
+if TYPE_CHECKING:
+    from gputests.plugin import Recorder
+
 pytestmark = pytest.mark.pcie
 
 
-def test_pcie(burnin):
+def test_pcie(burnin: Recorder) -> None:
     burnin.record(pcie_run.run(burnin.scope))

@@ -11,18 +11,16 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 import hashlib
-import math
 import re
-import tomllib
 from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from harness import files
+from harness import files, groups
 from harness.errors import ConfigError
-from harness.profiles import METRICS, direction_of
 from harness.records import Direction
+from harness.strict import Strict, load_toml
 
 SCHEMA_VERSION = 1
 DEVICE_KINDS = ("cuda", "cpu")
@@ -235,22 +233,11 @@ def load_one(path: Path) -> BaselineSet:
 
 
 def load_file(path: Path) -> Baseline:
-    raw = files.read_regular(path)
-    try:
-        data = tomllib.loads(raw.decode("utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError, ValueError, RecursionError) as err:
-        # ValueError: an integer of thousands of digits; RecursionError: tables nested thousands deep
-        raise ConfigError(f"not valid TOML: {type(err).__name__}: {str(err)[:200]}", file=path) from None
+    data, raw = load_toml(path)
     return dataclasses.replace(_Parser(path).baseline(data), sha256=hashlib.sha256(raw).hexdigest())
 
 
-class _Parser:
-    def __init__(self, path: Path):
-        self.path = path
-
-    def fail(self, field: str, problem: str) -> ConfigError:
-        return ConfigError(problem, file=self.path, field=field)
-
+class _Parser(Strict):
     def baseline(self, data: dict[str, Any]) -> Baseline:
         self.only(
             data,
@@ -328,9 +315,9 @@ class _Parser:
             direction = Direction(direction_text)
         except ValueError:
             raise self.fail(f"{where}.direction", f"is {direction_text!r}; expected 'higher' or 'lower'") from None
-        declared = direction_of(name)
+        declared = groups.direction_of(name)
         if declared is None:
-            known = ", ".join(METRICS)
+            known = ", ".join(groups.metrics())
             raise self.fail(where, f"no test measures it; the tests measure {known}")
         if direction is not declared:
             raise self.fail(
@@ -389,50 +376,3 @@ class _Parser:
         if found.date and not _DATE.match(found.date):
             raise self.fail(f"{where}.date", f"is {found.date!r}; expected YYYY-MM-DD")
         return found
-
-    def only(self, data: dict[str, Any], where: str, allowed: set[str]) -> None:
-        for key in data:
-            if key not in allowed:
-                field = f"{where}.{key}" if where else key
-                raise self.fail(field, f"unknown key; expected one of {sorted(allowed)}")
-
-    def get(self, data: dict[str, Any], key: str, kind: type, *, default: Any = None, where: str = "") -> Any:
-        field = f"{where}.{key}" if where else key
-        if key not in data:
-            if default is not None:
-                return default
-            raise self.fail(field, "missing")
-        value = data[key]
-        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-            raise self.fail(field, f"expected {_KIND_NAMES.get(kind, kind.__name__)}, got {value!r}")
-        return value
-
-    def text(self, data: dict[str, Any], key: str, field: str) -> str:
-        value = data.get(key)
-        if not isinstance(value, str) or not value.strip():
-            raise self.fail(field, "missing or empty")
-        return value
-
-    def number(self, data: dict[str, Any], key: str, where: str) -> float:
-        field = f"{where}.{key}"
-        if key not in data:
-            raise self.fail(field, "missing")
-        value = data[key]
-        if isinstance(value, bool) or not isinstance(value, int | float) or not _finite(value) or value < 0:
-            raise self.fail(field, f"expected a finite number of at least 0, got {value!r}")
-        return float(value)
-
-
-def _finite(value: float) -> bool:
-    try:
-        return math.isfinite(value)
-    except OverflowError:  # an int too large for a float (TOML's integers have no bound in tomllib)
-        return False
-
-
-_KIND_NAMES = {str: "a string", int: "a whole number", bool: "true or false", list: "a list", dict: "a table"}
-
-
-Strict = _Parser
-"""The strict helpers (`fail`, `only`, `get`, `text`, `number`) for the other files read as strictly as a
-baseline: the NVML scenarios and the watch's journal import them from here rather than copying them."""

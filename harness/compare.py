@@ -16,17 +16,25 @@ import collections
 import dataclasses
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
+from enum import StrEnum
 
 from harness.baselines import Baseline, MetricSpec
 from harness.devices import Device
 from harness.records import Code, Direction, Finding, Measurement, Remediation, Severity
 
-OK = "ok"
-BELOW_LIMIT = "LOW"
-BEHIND_NODE = "BEHIND"
-NO_BASELINE = "no baseline"
-UNCHECKED = "unchecked"
-"""Measured, but the baseline does not list the metric."""
+
+class Standing(StrEnum):
+    """Where one figure stands against its baseline and its node; the value is what the summary table shows."""
+
+    OK = "ok"
+    BELOW_LIMIT = "LOW"
+    """It misses the baseline's floor (or is over its ceiling)."""
+    BEHIND_NODE = "BEHIND"
+    """It meets the limit but trails the node's reference by more than the tolerance."""
+    NO_BASELINE = "no baseline"
+    """The device has no baseline."""
+    UNCHECKED = "unchecked"
+    """Measured, but the baseline does not list the metric."""
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -38,7 +46,7 @@ class Assessment:
     node_best: float | None
     """The node's reference for this metric among its devices of the same model: the best value,
     or for a pair's figure the median pair."""
-    status: str
+    status: Standing
     peer: Device | None = None
     """The pair's other GPU, for a pair's figure."""
 
@@ -87,7 +95,7 @@ def findings(assessments: Iterable[Assessment]) -> list[Finding]:
     and a warning for every figure its baseline does not judge."""
     found = []
     for a in assessments:
-        if a.status == UNCHECKED and a.baseline is not None:
+        if a.status is Standing.UNCHECKED and a.baseline is not None:
             m = a.measurement
             who = f"{a.device.label} ({m.gpu})" if a.device else m.gpu
             found.append(
@@ -103,14 +111,14 @@ def findings(assessments: Iterable[Assessment]) -> list[Finding]:
                 )
             )
             continue
-        if a.status not in (BELOW_LIMIT, BEHIND_NODE) or a.spec is None or a.baseline is None:
+        if a.status not in (Standing.BELOW_LIMIT, Standing.BEHIND_NODE) or a.spec is None or a.baseline is None:
             continue
         m, spec = a.measurement, a.spec
         who = f"{a.device.label} ({m.gpu})" if a.device else m.gpu
         figure = f"{m.metric} = {m.value:.4g} {m.unit}"
         if m.peer:
             who += f" to {a.peer.label if a.peer else m.peer}"
-        if a.status == BELOW_LIMIT:
+        if a.status is Standing.BELOW_LIMIT:
             side = "below the floor" if spec.direction is Direction.HIGHER else "above the ceiling"
             text = f"{who}: {figure}, {side} of {spec.limit:g} in {a.baseline.path.name}"
             remediation = Remediation.REBOOT_NODE
@@ -129,7 +137,7 @@ def findings(assessments: Iterable[Assessment]) -> list[Finding]:
                 remediation=remediation,
                 test=m.test,
                 metric=m.metric,
-                details={"value": m.value, "limit": spec.limit, "node_best": a.node_best, "status": a.status}
+                details={"value": m.value, "limit": spec.limit, "node_best": a.node_best, "status": str(a.status)}
                 | ({"peer": m.peer} if m.peer else {}),
             )
         )
@@ -188,25 +196,29 @@ def missing(
     return found
 
 
-def _status(m: Measurement, baseline: Baseline | None, spec: MetricSpec | None, node_best: float | None) -> str:
+def _status(m: Measurement, baseline: Baseline | None, spec: MetricSpec | None, node_best: float | None) -> Standing:
     if baseline is None:
-        return NO_BASELINE
+        return Standing.NO_BASELINE
     if spec is None:
-        return UNCHECKED
+        return Standing.UNCHECKED
     if not spec.meets_limit(m.value):
-        return BELOW_LIMIT
+        return Standing.BELOW_LIMIT
     bound = spec.node_bound(node_best) if node_best is not None else None
     if bound is not None:
         behind = m.value < bound if spec.direction is Direction.HIGHER else m.value > bound
         if behind:
-            return BEHIND_NODE
-    return OK
+            return Standing.BEHIND_NODE
+    return Standing.OK
 
 
-def _node_best(measurements: list[Measurement], by_uuid: Mapping[str, Device]) -> dict[tuple[str, tuple, bool], float]:
+_Key = tuple[str, tuple[str, str, int, str], bool]
+"""(metric, the device's model key, is a pair's figure)."""
+
+
+def _node_best(measurements: list[Measurement], by_uuid: Mapping[str, Device]) -> dict[_Key, float]:
     """Per (metric, model, is a pair): the best value among the node's devices, or the median pair."""
-    values: dict[tuple[str, tuple, bool], list[float]] = collections.defaultdict(list)
-    directions: dict[tuple[str, tuple, bool], Direction] = {}
+    values: dict[_Key, list[float]] = collections.defaultdict(list)
+    directions: dict[_Key, Direction] = {}
     for m in measurements:
         device = by_uuid.get(m.gpu)
         if device is None:

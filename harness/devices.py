@@ -181,7 +181,7 @@ def probe_worker(job: None, channel: Channel) -> None:
     }  # plain str: no torch in the parent
     if not torch.cuda.is_available():
         try:
-            torch.cuda.init()
+            torch.cuda.init()  # type: ignore[no-untyped-call]  # torch's stubs leave it untyped
             reason = "torch.cuda.is_available() is False"
         except Exception as err:  # noqa: BLE001 - the reason is what we are after
             reason = str(err) or type(err).__name__
@@ -195,7 +195,7 @@ def probe_worker(job: None, channel: Channel) -> None:
         )
         return
     try:
-        version = torch.cuda.nccl.version()
+        version = torch.cuda.nccl.version()  # type: ignore[no-untyped-call]  # torch's stubs leave it untyped
         facts["nccl"] = ".".join(str(part) for part in version) if isinstance(version, tuple) else str(version)
     except Exception:  # noqa: BLE001 - a torch built without NCCL
         facts["nccl"] = ""

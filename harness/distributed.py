@@ -373,6 +373,8 @@ class Mpi:
                 chosen = (addresses.meeting_address(given, hosts, self.place.host), "")
             except OSError as err:
                 chosen = ("", f"{given!r} does not resolve on {self.place.host}: {err}")
+        address: str
+        problem: str
         address, problem = self.bcast(chosen, limit_s=limit_s)
         if problem:
             raise ConfigError(problem, option="rendezvous_address")

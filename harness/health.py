@@ -22,8 +22,8 @@ from typing import Any
 
 from harness.baselines import HealthLimits
 from harness.devices import Device
+from harness.nvml.kernel_log import normalise_pci_bus_id
 from harness.nvml.snapshot import GpuHealth, Snapshot
-from harness.nvml.xid import normalise_pci_bus_id
 from harness.records import Code, Finding, Remediation, Severity
 
 SLOWDOWNS = ("hw_slowdown", "hw_thermal_slowdown", "hw_power_brake_slowdown", "sw_thermal_slowdown")

@@ -11,7 +11,7 @@ from collections.abc import Callable, Collection
 from typing import Any
 
 from harness.errors import ConfigError
-from harness.profiles import GROUPS
+from harness.groups import GROUPS
 
 
 def check(expression: str, *, suite: bool, registered: Collection[str] = ()) -> None:

@@ -28,7 +28,8 @@ from typing import Any, Literal
 from harness import addresses, baselines, devices, markexpr, results
 from harness.baselines import BaselineSet
 from harness.errors import ConfigError
-from harness.profiles import GROUPS, MIN_DURATION_S, MIN_STALL_S, MIN_STARTUP_S, PROFILES, Profile, by_name
+from harness.groups import GROUPS
+from harness.profiles import MIN_DURATION_S, MIN_STALL_S, MIN_STARTUP_S, PROFILES, Profile, by_name
 from harness.workers import faults
 from harness.workers.faults import Fault
 
@@ -91,10 +92,10 @@ def given_path(text: str) -> Path:
 def xid_table(text: str) -> Path:
     """A table of Xid classifications, which must parse: checked on every device, the CPU self-test
     included, so a bad table is found where it is given and not on the first GPU node."""
-    from harness.nvml import xid
+    from harness.nvml import xid_table
 
     try:
-        xid.load_table(given_path(text))
+        xid_table.load_table(given_path(text))
     except ConfigError as err:
         raise argparse.ArgumentTypeError(err.describe()) from None
     return Path(text)

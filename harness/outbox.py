@@ -30,6 +30,7 @@ from typing import Any, TextIO
 from harness import lock, results
 from harness.errors import ConfigError
 from harness.terminal import printable
+from harness.verdict import ExitCode
 
 OUTBOX = "outbox"
 SUFFIX = ".pending"
@@ -249,4 +250,4 @@ def push_command(args: argparse.Namespace) -> int:
     say(done, args.results, sys.stderr)
     if not done.sent and not done.left:
         print("gpu-burnin: nothing waits in the outbox", file=sys.stderr)
-    return 2 if done.left else 0
+    return int(ExitCode.INCOMPLETE) if done.left else int(ExitCode.PASS)

@@ -25,7 +25,7 @@ from harness.devices import Device
 from harness.errors import ConfigError
 from harness.profiles import Profile
 from harness.records import Finding, Measurement
-from harness.verdict import TestOutcome, Verdict
+from harness.verdict import Status, TestOutcome, Verdict
 
 SCHEMA = "gpu-burnin/result"
 JOB_SCHEMA = "gpu-burnin/job"
@@ -231,7 +231,7 @@ def write_job(path: Path, run_id: str, nodes: Sequence[tuple[str, ResultDocument
     its verdict and its whole result document. A node without a result is incomplete."""
     entries = []
     for node, document, problem in nodes:
-        verdict = str(document.verdict.status) if document is not None else "incomplete"
+        verdict = str(document.verdict.status) if document is not None else str(Status.INCOMPLETE)
         entries.append(
             {
                 "node": node,

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from harness import baselines, options, outputs
 from harness.errors import ConfigError
-from harness.verdict import ExitCode
+from harness.verdict import ExitCode, Status
 from reports.settings import MAX_SIGMAS, MAX_STALE_DAYS, STALE_DAYS, Limits, Rule, default
 
 if TYPE_CHECKING:
@@ -158,7 +158,8 @@ def summary_text(review: Review, output: Path) -> str:
     lines = [
         f"gpu-burnin report: {s['files']} files ({s['broken_files']} broken, skipped{copies}), {s['runs']} runs, "
         f"{s['nodes']} nodes, {s['gpus']} GPUs, {s['measurements']} measurements, {span}",
-        f"latest run per node: {verdicts['pass']} pass, {verdicts['fail']} fail, {verdicts['incomplete']} incomplete",
+        f"latest run per node: {verdicts[Status.PASS]} pass, {verdicts[Status.FAIL]} fail, "
+        f"{verdicts[Status.INCOMPLETE]} incomplete",
     ]
     if s["failing_codes"]:
         lines.append("failing nodes by code: " + ", ".join(f"{code} {n}" for code, n in s["failing_codes"].items()))

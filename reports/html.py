@@ -14,6 +14,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import plotly.io as pio
 
+from harness.verdict import Status
 from reports import plots, sensitivity, stats
 from reports.review import Review
 
@@ -142,9 +143,9 @@ def _cards(summary: dict[str, Any]) -> str:
     cards = [
         ("nodes", summary["nodes"], "" if summary["runs"] else "bad"),
         ("GPUs", summary["gpus"], ""),
-        ("latest run passed", verdicts["pass"], ok),
-        ("latest run failed", verdicts["fail"], bad(verdicts["fail"])),
-        ("latest run incomplete", verdicts["incomplete"], bad(verdicts["incomplete"])),
+        ("latest run passed", verdicts[Status.PASS], ok),
+        ("latest run failed", verdicts[Status.FAIL], bad(verdicts[Status.FAIL])),
+        ("latest run incomplete", verdicts[Status.INCOMPLETE], bad(verdicts[Status.INCOMPLETE])),
         ("outlying GPUs", summary["outlier_gpus"], bad(summary["outlier_gpus"])),
         ("figures fell", summary["fell_figures"], bad(summary["fell_figures"])),
         ("stale nodes", summary["stale_nodes"], bad(summary["stale_nodes"])),

@@ -11,6 +11,8 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from harness.verdict import Status
+from reports import stats
 from reports.review import Review
 
 MAIN_METRICS = ("matmul.bf16.tflops", "memory.verify.gbps", "pcie.h2d.gbps", "nccl.allreduce.8gib.busbw")
@@ -24,7 +26,7 @@ NEAR = 1.0
 at the axis' edge instead, so that a far floor does not squash the figures into one bar."""
 LEFT, RIGHT = "\u25c0 ", " \u25b6"
 """Arrows before or after a limit named at the axis' edge it lies beyond."""
-COLOURS = {"pass": "#2ca02c", "fail": "#d62728", "incomplete": "#ff7f0e"}
+COLOURS: dict[str, str] = {Status.PASS: "#2ca02c", Status.FAIL: "#d62728", Status.INCOMPLETE: "#ff7f0e"}
 
 
 def histograms(review: Review) -> list[go.Figure]:
@@ -174,7 +176,7 @@ def heatmaps(review: Review) -> list[go.Figure]:
 
 def verdicts(table: pd.DataFrame) -> go.Figure:
     figure = go.Figure()
-    for verdict in ("pass", "fail", "incomplete"):
+    for verdict in stats.VERDICTS:
         figure.add_trace(go.Bar(x=table["day"], y=table[verdict], name=verdict, marker_color=COLOURS[verdict]))
     figure.update_layout(barmode="stack", height=320, margin={"t": 30}, xaxis_title="day (UTC)", yaxis_title="runs")
     return figure

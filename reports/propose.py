@@ -22,6 +22,7 @@ import pandas as pd
 
 from harness.baselines import Baseline, MetricSpec, Provenance
 from harness.records import Direction
+from harness.verdict import Status
 from reports import sensitivity, stats, tomlfile
 from reports.settings import Rule
 
@@ -130,7 +131,7 @@ def covered(measurements: pd.DataFrame, baseline: Baseline) -> pd.DataFrame:
 
 def propose(measurements: pd.DataFrame, baseline: Baseline, rule: Rule, now: dt.datetime) -> Proposal:
     mine = covered(measurements, baseline)
-    healthy = mine[(mine["verdict"] == "pass") & (mine["state"] == "finished")]
+    healthy = mine[(mine["verdict"] == Status.PASS) & (mine["state"] == "finished")]
     figures = stats.latest(healthy)
     fleet = stats.latest(mine)
     by_metric = dict(tuple(figures.groupby("metric", observed=True)))

@@ -59,7 +59,7 @@ class Review:
             "first": _iso(started.min()) if not runs.empty else None,
             "last": _iso(started.max()) if not runs.empty else None,
             "now": _iso(self.settings.now),
-            "latest_verdicts": {v: int((latest["verdict"] == v).sum()) for v in ("pass", "fail", "incomplete")},
+            "latest_verdicts": {v: int((latest["verdict"] == v).sum()) for v in stats.VERDICTS},
             "failing_nodes": int(self.failures["node"].nunique()),
             "failing_codes": stats.failing_codes(self.failures),
             "outlier_figures": len(self.outliers),
@@ -147,4 +147,5 @@ def _baselines(measurements: pd.DataFrame, baselines: BaselineSet, uncovered: li
 
 
 def _iso(moment: Any) -> str:
-    return pd.Timestamp(moment).tz_convert("UTC").isoformat().replace("+00:00", "Z")
+    stamp: str = pd.Timestamp(moment).tz_convert("UTC").isoformat()
+    return stamp.replace("+00:00", "Z")

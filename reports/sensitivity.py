@@ -87,7 +87,7 @@ def tolerance_for(sigma: float, gpus: int, *, lower: bool = False, pair: bool = 
     """The smallest tolerance (in TOLERANCE_STEP steps) that flags at most GOAL_FALSE_FLAG of healthy GPUs."""
     behind = np.sort(_behind(_healthy(round(sigma, 6), gpus), lower, pair).ravel())
     allowed = int(math.floor(GOAL_FALSE_FLAG * behind.size))
-    worst_kept = behind[behind.size - 1 - allowed]  # at most `allowed` GPUs lie strictly beyond it
+    worst_kept: float = behind[behind.size - 1 - allowed]  # at most `allowed` GPUs lie strictly beyond it
     steps = math.ceil(round(max(worst_kept, 0.0) / TOLERANCE_STEP, 9))
     return round(max(steps, 1) * TOLERANCE_STEP, 4)
 
@@ -125,7 +125,8 @@ def _behind(values: np.ndarray, lower: bool, pair: bool) -> np.ndarray:
         reference = np.median(values, axis=1, keepdims=True)
     else:
         reference = values.min(axis=1, keepdims=True) if lower else values.max(axis=1, keepdims=True)
-    return values / reference - 1 if lower else 1 - values / reference
+    behind: np.ndarray = values / reference - 1 if lower else 1 - values / reference
+    return behind
 
 
 def _caught_single(values: np.ndarray, tolerance: float, lower: bool) -> list[float]:

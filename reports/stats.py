@@ -11,8 +11,12 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from harness.records import NODE
+from harness.records import NODE, Severity
+from harness.verdict import Status
 from reports.settings import Limits
+
+VERDICTS = [str(status) for status in Status]
+"""The verdicts, as the runs' table spells them, in the order the report shows them."""
 
 MAD_TO_SIGMA = 1.4826
 """For a normal distribution, sigma = 1.4826 x MAD."""
@@ -28,7 +32,8 @@ def among(column: pd.Series, values: list[str]) -> np.ndarray:
     if isinstance(column.dtype, pd.CategoricalDtype):
         wanted = [i for i, c in enumerate(column.cat.categories) if c in set(values)]
         return np.isin(column.cat.codes.to_numpy(), wanted)
-    return column.isin(values).to_numpy()
+    found: np.ndarray = column.isin(values).to_numpy()
+    return found
 
 
 def latest(measurements: pd.DataFrame) -> pd.DataFrame:
@@ -151,9 +156,9 @@ def latest_runs(runs: pd.DataFrame) -> pd.DataFrame:
 def failures(runs: pd.DataFrame, findings: pd.DataFrame) -> pd.DataFrame:
     """The failing findings of every node whose latest run failed, with their GPU and remediation."""
     failed = latest_runs(runs)
-    failed = failed[failed["verdict"] == "fail"][["run_id", "node"]]
+    failed = failed[failed["verdict"] == Status.FAIL][["run_id", "node"]]
     rows = findings.merge(failed, on=["run_id", "node"])
-    rows = rows[rows["severity"] == "fail"]
+    rows = rows[rows["severity"] == Severity.FAIL]
     columns = ["node", "gpu_index", "serial", "gpu", "code", "remediation", "message", "run_id", "started_at"]
     return rows.sort_values(["node", "gpu_index"], na_position="first")[columns].reset_index(drop=True)
 
@@ -161,7 +166,7 @@ def failures(runs: pd.DataFrame, findings: pd.DataFrame) -> pd.DataFrame:
 def verdicts_by_day(runs: pd.DataFrame) -> pd.DataFrame:
     """Runs per UTC day and verdict."""
     if runs.empty:
-        return pd.DataFrame(columns=["day", "pass", "fail", "incomplete"])
+        return pd.DataFrame(columns=["day", *VERDICTS])
     day = runs["started_at"].dt.tz_convert("UTC").dt.strftime("%Y-%m-%d")
-    table = pd.crosstab(day, runs["verdict"]).reindex(columns=["pass", "fail", "incomplete"], fill_value=0)
+    table = pd.crosstab(day, runs["verdict"]).reindex(columns=VERDICTS, fill_value=0)
     return table.rename_axis(index="day", columns=None).reset_index()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import os
 import shutil
 import uuid
@@ -14,13 +15,15 @@ import numpy  # noqa: F401 - imported once here: pytester's in-process runs cann
 import pytest
 import torch  # noqa: F401 - likewise
 
-import gputests.work.matmul_run  # noqa: F401 - likewise: workers are pickled by reference, so the worker
-import gputests.work.memory_run  # noqa: F401 - likewise (the memory test's workers)
-import gputests.work.nccl_run  # noqa: F401 - likewise
-import gputests.work.nvlink_run  # noqa: F401 - likewise
-import gputests.work.pcie_run  # noqa: F401 - likewise
-from harness.baselines import default_dir  # functions must stay the same objects across pytester's runs
+from harness.baselines import default_dir
 from harness.devices import Device
+from harness.groups import GROUPS
+
+# Workers are pickled by reference, so each group's worker functions must stay the same objects
+# across pytester's in-process runs (which restore sys.modules after each): imported once, here.
+for _group in GROUPS.values():
+    if _group.module:
+        importlib.import_module(_group.module)
 
 
 def pytest_configure(config: pytest.Config) -> None:

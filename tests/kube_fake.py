@@ -3,13 +3,14 @@
 The harness's Kubernetes code is tested against this rather than against mocks of the client, so that
 the client's own serialisation, content types, error handling and retries are exercised as they are
 against a cluster. It models the documented kube-apiserver semantics for what the harness uses: nodes
-and nodes/status (get, list with label and field selectors, strategic merge, JSON merge and JSON
-patches, update), lists of nodes as PartialObjectMetadata or as a server-side Table (the Accept
-header's `as`), watches of nodes (chunked JSON lines from a resourceVersion, label and field
-selectors, ADDED/MODIFIED/DELETED as objects enter, change in and leave the selection, bookmarks,
-410 Expired for a version compacted away), core/v1 events (create, get, list), pods (list by field
-selector, delete) and their eviction subresource (PodDisruptionBudgets refuse with 429, the pod is
-deleted gracefully), coordination.k8s.io/v1 leases (get, create, update; MicroTime strictness),
+and nodes/status (get, list with label and field selectors, strategic merge patches: the only patch the
+harness sends, harness/kube/api.py; other patch types are 415, a node is never PUT: 405), lists of
+nodes as PartialObjectMetadata or as a server-side Table (the Accept header's `as`), watches of nodes
+(chunked JSON lines from a resourceVersion, label and field selectors, ADDED/MODIFIED/DELETED as
+objects enter, change in and leave the selection, bookmarks, 410 Expired for a version compacted
+away), core/v1 events (create, get, list), pods (list by field selector, delete) and their eviction
+subresource (PodDisruptionBudgets refuse with 429, the pod is deleted gracefully),
+coordination.k8s.io/v1 leases (get, create, update; MicroTime strictness),
 optimistic concurrency on resourceVersion, bearer tokens each with its own user, groups and node
 claim (and, where given, its RBAC rights), RBAC denials, an admission hook on every write of a node
 and every event created (as ValidatingAdmissionPolicies see them), and Status objects for every
@@ -44,8 +45,6 @@ DEFAULT_USER = "system:serviceaccount:gpu-burnin:gpu-burnin"
 DEFAULT_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease", "gpu-burnin")
 """Namespaces that exist: creating an event elsewhere is 404, as NamespaceLifecycle admission answers."""
 
-JSON_PATCH = "application/json-patch+json"
-MERGE_PATCH = "application/merge-patch+json"
 STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
 VERBS = frozenset({"get", "list", "watch", "create", "update", "patch", "delete"})
 Admission = Callable[[dict[str, Any], "dict[str, Any] | None", dict[str, Any], str, str], "str | None"]
@@ -217,10 +216,6 @@ class _FieldError:
 
 class _SelectorError(Exception):
     """A label selector that labels.Parse rejects."""
-
-
-class _PatchFailure(Exception):
-    """A JSON Patch operation that does not apply to the object."""
 
 
 class FakeApiServer:
@@ -684,14 +679,12 @@ class FakeApiServer:
                 return self._list_nodes(query, shape)
             if match := _NODE_PATH.fullmatch(path):
                 name, subresource = match[1], match[2] or ""
-                self._check(method, {"GET", "PATCH", "PUT"})
-                verb = {"GET": "get", "PATCH": "patch", "PUT": "update"}[method]
+                self._check(method, {"GET", "PATCH"})
+                verb = {"GET": "get", "PATCH": "patch"}[method]
                 self._authorize(who, verb, "nodes", subresource, name=name)
                 if method == "GET":
                     return self._get_node(name, parts.accepted(accept, listing=False, watching=False))
-                if method == "PATCH":
-                    return self._patch_node(name, subresource, content_type, raw, _dry_run(query, "PatchOptions"), who)
-                return self._replace_node(name, subresource, content_type, raw, _dry_run(query, "UpdateOptions"), who)
+                return self._patch_node(name, subresource, content_type, raw, _dry_run(query, "PatchOptions"), who)
             if match := _EVENTS_PATH.fullmatch(path):
                 namespace = match[1] or ""
                 self._check(method, {"GET", "POST"} if namespace else {"GET"})
@@ -908,30 +901,19 @@ class FakeApiServer:
     def _patch_node(
         self, name: str, subresource: str, content_type: str, raw: bytes, dry_run: bool, who: Identity
     ) -> _Response:
-        appliers: dict[str, Callable[[Any, Any], Any]] = {
-            JSON_PATCH: _json_patch,
-            MERGE_PATCH: _merge_patch_document,
-            STRATEGIC_MERGE_PATCH: _strategic_patch_document,
-        }
-        apply = appliers.get(content_type)
-        if apply is None:
-            raise _unsupported_media_type(appliers)
-        return self._update_node(name, subresource, lambda current: apply(current, _parse_json(raw)), dry_run, who)
+        if content_type != STRATEGIC_MERGE_PATCH:  # the only patch the harness sends (harness/kube/api.py)
+            raise _unsupported_media_type([STRATEGIC_MERGE_PATCH])
+        patch = _parse_json(raw)
 
-    def _replace_node(
-        self, name: str, subresource: str, content_type: str, raw: bytes, dry_run: bool, who: Identity
-    ) -> _Response:
-        _require_json(content_type)
-        body = _parse_json(raw)
-        if not isinstance(body, dict):
-            raise _bad_request(f"json: cannot unmarshal {_go_type(body)} into Go value of type v1.Node")
-        _check_type(body, "Node")
-        return self._update_node(name, subresource, lambda current: body, dry_run, who)
+        def apply(current: dict[str, Any]) -> Any:
+            return _strategic_patch_document(current, patch)
+
+        return self._update_node(name, subresource, apply, dry_run, who)
 
     def _update_node(
         self, name: str, subresource: str, compute: Callable[[dict[str, Any]], Any], dry_run: bool, who: Identity
     ) -> _Response:
-        """The registry's update path, shared by PATCH and PUT: precondition, strategy, validation, validating
+        """The registry's update path of a PATCH: precondition, strategy, validation, validating
         admission (on a write that changes nothing and on a dry run too), store."""
         with self._lock:
             stored = self._nodes.get(name)
@@ -1833,25 +1815,6 @@ def _selected(
 # -- patches ---------------------------------------------------------------------------------------------------------
 
 
-def _merge_patch_document(target: Any, patch: Any) -> Any:
-    if not isinstance(patch, dict):
-        raise _bad_request("Invalid JSON Patch")
-    return _merge_patch(target, patch)
-
-
-def _merge_patch(target: Any, patch: Any) -> Any:
-    """RFC 7386: objects merge, null deletes, anything else (lists included) replaces."""
-    if not isinstance(patch, dict):
-        return patch
-    result = target if isinstance(target, dict) else {}
-    for key, value in patch.items():
-        if value is None:
-            result.pop(key, None)
-        else:
-            result[key] = _merge_patch(result.get(key), value)
-    return result
-
-
 _DELETED = object()
 
 
@@ -1924,118 +1887,3 @@ def _strategic_list(original: Any, patch: list[Any], path: tuple[str, ...]) -> l
         else:
             result.append(_strategic_merge({}, element, element_path))
     return result
-
-
-def _json_patch(document: Any, operations: Any) -> Any:
-    """RFC 6902, all or nothing: any operation that does not apply (a failed test, a missing path) is 422 with
-    the apiserver's generic message, and the caller's copy is discarded."""
-    if not isinstance(operations, list):
-        raise _bad_request(f"json: cannot unmarshal {_go_type(operations)} into Go value of type jsonpatch.Patch")
-    for operation in operations:
-        if not isinstance(operation, dict):
-            raise _bad_request(
-                f"json: cannot unmarshal {_go_type(operation)} into Go value of type jsonpatch.Operation"
-            )
-    try:
-        for operation in operations:
-            document = _apply_operation(document, operation)
-    except _PatchFailure:
-        raise _ApiError(422, "Invalid", _MESSAGES[422], details={}) from None
-    return document
-
-
-def _apply_operation(document: Any, operation: dict[str, Any]) -> Any:
-    kind = operation.get("op")
-    path = _pointer(operation.get("path"))
-    if kind == "add":
-        return _put(document, path, _operand(operation), insert=True)
-    if kind == "remove":
-        return _remove(document, path)[0]
-    if kind == "replace":
-        return _put(document, path, _operand(operation), insert=False)
-    if kind == "test":
-        if not _json_equal(_get(document, path), _operand(operation)):
-            raise _PatchFailure(f"testing value {operation.get('path')} failed")
-        return document
-    source = _pointer(operation.get("from"))
-    if kind == "copy":
-        return _put(document, path, copy.deepcopy(_get(document, source)), insert=True)
-    if kind == "move":
-        if len(path) > len(source) and path[: len(source)] == source:
-            raise _PatchFailure("a value cannot be moved into one of its children")
-        document, value = _remove(document, source)
-        return _put(document, path, value, insert=True)
-    raise _PatchFailure(f"Unexpected kind: {kind}")
-
-
-def _pointer(text: Any) -> list[str]:
-    """RFC 6901, where ~1 is '/' and ~0 is '~'. "" (the whole document) is refused, as the apiserver's
-    evanphx/json-patch v4 refuses it: it finds no parent container for the root, for every operation."""
-    if not isinstance(text, str) or not text.startswith("/"):
-        raise _PatchFailure(f"invalid JSON pointer: {text!r}")
-    return [t.replace("~1", "/").replace("~0", "~") for t in text.split("/")[1:]]
-
-
-def _operand(operation: dict[str, Any]) -> Any:
-    if "value" not in operation:
-        raise _PatchFailure(f"missing value in {operation.get('op')} operation")
-    return copy.deepcopy(operation["value"])
-
-
-def _index(token: str, limit: int) -> int:
-    if not re.fullmatch(r"0|[1-9][0-9]*", token) or int(token) >= limit:
-        raise _PatchFailure(f"array index {token} out of bounds")
-    return int(token)
-
-
-def _get(document: Any, path: list[str]) -> Any:
-    for token in path:
-        if isinstance(document, dict) and token in document:
-            document = document[token]
-        elif isinstance(document, list):
-            document = document[_index(token, len(document))]
-        else:
-            raise _PatchFailure(f"missing path: {token}")
-    return document
-
-
-def _put(document: Any, path: list[str], value: Any, *, insert: bool) -> Any:
-    """add (insert=True: a new member, or an insertion before an index or at "-") or replace (the target must
-    exist)."""
-    parent, last = _get(document, path[:-1]), path[-1]
-    if isinstance(parent, dict):
-        if not insert and last not in parent:
-            raise _PatchFailure(f"replace of the missing member {last}")
-        parent[last] = value
-    elif isinstance(parent, list):
-        if insert and last == "-":
-            parent.append(value)
-        elif insert:
-            parent.insert(_index(last, len(parent) + 1), value)
-        else:
-            parent[_index(last, len(parent))] = value
-    else:
-        raise _PatchFailure(f"cannot set {last} in a scalar")
-    return document
-
-
-def _remove(document: Any, path: list[str]) -> tuple[Any, Any]:
-    parent, last = _get(document, path[:-1]), path[-1]
-    if isinstance(parent, dict) and last in parent:
-        return document, parent.pop(last)
-    if isinstance(parent, list):
-        return document, parent.pop(_index(last, len(parent)))
-    raise _PatchFailure(f"remove of the missing member {last}")
-
-
-def _json_equal(a: Any, b: Any) -> bool:
-    """JSON equality: true is not 1, 1 is 1.0, objects ignore member order."""
-    if isinstance(a, bool) or isinstance(b, bool):
-        return type(a) is type(b) and a == b
-    if isinstance(a, int | float) and isinstance(b, int | float):
-        return a == b
-    if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(_json_equal(a[k], b[k]) for k in a)
-    if isinstance(a, list) and isinstance(b, list):
-        return len(a) == len(b) and all(_json_equal(x, y) for x, y in zip(a, b, strict=True))
-    return type(a) is type(b) and a == b

@@ -6,7 +6,7 @@ import pytest
 
 from gputests.work.memory import metric_name
 from gputests.work.memory_patterns import PATTERNS
-from harness import baselines, profiles, results
+from harness import baselines, groups, profiles, results
 from harness.errors import ConfigError
 from harness.records import Direction
 from tests.helpers import REPO, gpus
@@ -84,11 +84,13 @@ def test_boards_built_with_nvlink_require_every_dtype_and_their_links(name):
 
 def test_the_all_reduce_metrics_are_the_profiles_sizes():
     from gputests.work import nccl_run
-    from harness.profiles import GPU_NCCL, quick
+    from harness.groups import NcclSection
+    from harness.profiles import quick
 
     h200 = baselines.load_file(baselines.default_dir() / "h200-141gb.toml")
     cpu = baselines.load_file(baselines.default_dir() / "cpu-selftest.toml")
-    for model, sizes in ((h200, GPU_NCCL.sizes_mib), (cpu, quick().for_cpu().nccl.sizes_mib)):
+    gpu, on_cpu = quick().section(NcclSection), quick().for_cpu().section(NcclSection)
+    for model, sizes in ((h200, gpu.sizes_mib), (cpu, on_cpu.sizes_mib)):
         names = {n for n in model.metrics if n.startswith("nccl.allreduce.")}
         assert names == {nccl_run.metric_name(m, across=a) for m in sizes for a in (False, True)}
 
@@ -183,7 +185,7 @@ def test_the_tests_declare_the_direction_of_every_metric_the_baselines_name():
     loaded = baselines.load_dir(baselines.default_dir())
     for baseline in loaded.baselines:
         for name, spec in baseline.metrics.items():
-            assert profiles.direction_of(name) is spec.direction, (baseline.path.name, name)
+            assert groups.direction_of(name) is spec.direction, (baseline.path.name, name)
 
 
 def test_a_missing_provenance_is_an_error(tmp_path):

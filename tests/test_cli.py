@@ -14,6 +14,7 @@ import pytest
 import harness
 from harness import cli, devices, entrypoints, options, results, runner
 from harness.baselines import default_dir
+from harness.groups import MatmulSection
 from harness.kube import actions
 from harness.records import Code, Finding, Severity
 from harness.results import ResultDocument, RunState
@@ -62,7 +63,7 @@ def test_auto_means_the_gpus_wherever_a_driver_is_installed(tmp_path, monkeypatc
     with_driver = requested(monkeypatch, "--device", "auto", "--results", str(tmp_path))
     assert (without.options.device, with_driver.options.device) == ("cpu", "cuda")
     assert ["--gpu-device", "cpu"] == list(without.argv[without.argv.index("--gpu-device") :][:2])
-    assert without.options.profile.matmul.size == 128  # the self-test's sizes, decided once
+    assert without.options.profile.section(MatmulSection).size == 128  # the self-test's sizes, decided once
 
 
 @pytest.mark.parametrize(

@@ -27,6 +27,8 @@ if KUBECTL is None:
 KUBERNETES_VERSIONS = ["1.30.0", "1.31.0", "1.32.0", "1.33.0"]
 NAMESPACE = "gpu-burnin"
 IMAGE = "ghcr.io/gpu-burnin/gpu-burnin:0.1.0"
+SLIM_IMAGE = "ghcr.io/gpu-burnin/gpu-burnin-slim:0.1.0"
+"""The watch's and the remediator's: no torch (images/Dockerfile.slim)."""
 UID = 10001
 STATE_DIR = "/var/lib/gpu-burnin"
 COMMON_ARGS = [
@@ -139,6 +141,7 @@ def test_the_render_holds_each_object_once_and_namespaces_only_the_namespaced(re
             *["ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"] * 4,  # per component, and events
             *["ServiceAccount"] * 4,
             *["Role", "RoleBinding"] * 2,
+            "PriorityClass",  # the watch's, beside the periodic one
             *["DaemonSet", "DaemonSet", "CronJob", "Deployment", "PodDisruptionBudget", "Service"],
             *["ConfigMap", "ConfigMap"],
         ]
@@ -216,7 +219,6 @@ def test_both_pods_run_unprivileged_as_the_image_user(rendered, kind):
 def test_preflight_runs_on_pending_nodes_through_their_taint(rendered):
     daemonset = one(rendered, "DaemonSet", "gpu-burnin-preflight")
     pod = daemonset["spec"]["template"]["spec"]
-    assert daemonset["spec"]["updateStrategy"]["type"] == "RollingUpdate"
     assert pod["nodeSelector"] == {"gpu-burnin/preflight": "pending"}
     assert tolerated(pod) == {("gpu-burnin/preflight", "NoSchedule"), ("nvidia.com/gpu", "NoSchedule")}
     assert "priorityClassName" not in pod
@@ -224,14 +226,28 @@ def test_preflight_runs_on_pending_nodes_through_their_taint(rendered):
     assert container["args"] == ["preflight", "--stay", "--profile", "$(PREFLIGHT_PROFILE)", *COMMON_ARGS]
 
 
+def periodic_job(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The periodic CronJob's Job spec, whatever an overlay named the CronJob."""
+    (cronjob,) = [d for d in docs if d["kind"] == "CronJob"]
+    return dict(cronjob["spec"]["jobTemplate"]["spec"])
+
+
+def test_a_preflight_rollout_restarts_no_burn_in_flight(any_render):
+    """A new baseline or profile changes the pod template (the ConfigMaps' hashed names): with
+    OnDelete each pod is replaced only when its node leaves preflight."""
+    (daemonset,) = [
+        d
+        for d in any_render
+        if d["kind"] == "DaemonSet" and d["metadata"]["labels"]["app.kubernetes.io/component"] == "preflight"
+    ]
+    assert daemonset["spec"]["updateStrategy"] == {"type": "OnDelete"}
+
+
 def test_periodic_runs_one_bounded_job_at_a_time_on_in_service_nodes_and_yields_to_any_pod(rendered):
     cronjob = one(rendered, "CronJob", "gpu-burnin-periodic")
-    assert cronjob["spec"]["schedule"] == "0 */6 * * *"
     assert cronjob["spec"]["concurrencyPolicy"] == "Forbid"
     assert cronjob["spec"]["startingDeadlineSeconds"] > 0
-    job = cronjob["spec"]["jobTemplate"]["spec"]
-    assert (job["backoffLimit"], job["activeDeadlineSeconds"]) == (0, 3600)
-    pod = job["template"]["spec"]
+    pod = periodic_job(rendered)["template"]["spec"]
     assert pod["restartPolicy"] == "Never"
 
     priority = one(rendered, "PriorityClass", pod["priorityClassName"])
@@ -242,15 +258,6 @@ def test_periodic_runs_one_bounded_job_at_a_time_on_in_service_nodes_and_yields_
 
     # Never on a node taken out of service or still in preflight.
     assert tolerated(pod) == {("nvidia.com/gpu", "NoSchedule")}
-    required = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
-    assert required["nodeSelectorTerms"] == [
-        {
-            "matchExpressions": [
-                {"key": "nvidia.com/gpu.present", "operator": "In", "values": ["true"]},
-                {"key": "gpu-burnin/preflight", "operator": "DoesNotExist"},
-            ]
-        }
-    ]
     (container,) = pod["containers"]
     assert container["args"] == [
         "periodic",
@@ -258,6 +265,78 @@ def test_periodic_runs_one_bounded_job_at_a_time_on_in_service_nodes_and_yields_
         "$(PERIODIC_PROFILE)",
         *COMMON_ARGS,
     ]
+
+
+def test_periodic_pods_land_only_on_in_service_nodes_not_tested_lately(rendered):
+    """The watch keeps gpu-burnin/fresh on a node whose last result is recent: the pods require it absent."""
+    pod = periodic_job(rendered)["template"]["spec"]
+    required = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    assert required["nodeSelectorTerms"] == [
+        {
+            "matchExpressions": [
+                {"key": "nvidia.com/gpu.present", "operator": "In", "values": ["true"]},
+                {"key": "gpu-burnin/preflight", "operator": "DoesNotExist"},
+                {"key": "gpu-burnin/fresh", "operator": "DoesNotExist"},
+                {"key": "gpu-burnin/health", "operator": "DoesNotExist"},
+            ]
+        }
+    ]
+
+
+def test_periodic_pods_of_a_job_land_on_distinct_nodes(any_render):
+    job = periodic_job(any_render)
+    assert job["parallelism"] > 1
+    labels = job["template"]["metadata"]["labels"]
+    (term,) = job["template"]["spec"]["affinity"]["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    assert term["topologyKey"] == "kubernetes.io/hostname"
+    selector = term["labelSelector"]["matchLabels"]
+    # The selector matches the pods themselves (whatever an overlay renamed), and only them.
+    assert selector.items() <= labels.items()
+    assert selector["app.kubernetes.io/component"] == "periodic"
+    assert "namespaces" not in term and "namespaceSelector" not in term  # the pods' own namespace
+
+
+def test_a_periodic_pod_that_finds_no_free_node_leaves_with_its_job_before_the_next_tick(rendered):
+    """The Job's deadline counts Pending time (the pod's own counts from the kubelet's start): it ends
+    every pod, landed or not, before the next tick; a pod that lands early enough gets its whole run."""
+    from bench import coverage
+
+    cronjob = one(rendered, "CronJob", "gpu-burnin-periodic")
+    job = periodic_job(rendered)
+    pod = job["template"]["spec"]
+    ticks = coverage.ticks_of_day(cronjob["spec"]["schedule"])
+    gaps = [(b - a) % coverage.DAY_MIN or coverage.DAY_MIN for a, b in zip(ticks, [*ticks[1:], ticks[0]], strict=True)]
+    assert job["activeDeadlineSeconds"] < min(gaps) * 60, "a Job still running at the next tick skips it (Forbid)"
+    assert 0 < pod["activeDeadlineSeconds"] < job["activeDeadlineSeconds"]
+    # Quiet: the Job's status is not where verdicts live; a Job that ended Failed is not kept.
+    assert cronjob["spec"]["failedJobsHistoryLimit"] == 0
+
+
+def test_one_periodic_run_neither_fails_nor_retries_the_others(rendered):
+    """A failing node (exit 1) or an incomplete run (exit 2) ends its own index only; a preempted pod
+    (DisruptionTarget) is not a finding, and its index tries another free node."""
+    job = periodic_job(rendered)
+    assert job["completionMode"] == "Indexed"
+    assert job["completions"] == job["parallelism"]
+    assert job["backoffLimitPerIndex"] == 0
+    assert job["maxFailedIndexes"] == job["completions"]
+    assert "backoffLimit" not in job
+    assert job["podFailurePolicy"]["rules"] == [
+        {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]}
+    ]
+
+
+def test_the_shipped_periodic_shape_is_what_the_coverage_simulation_reads(rendered):
+    from bench import coverage
+
+    cronjob = one(rendered, "CronJob", "gpu-burnin-periodic")
+    job = periodic_job(rendered)
+    assert coverage.shipped() == coverage.Shape(
+        schedule=cronjob["spec"]["schedule"],
+        parallelism=job["parallelism"],
+        job_deadline_s=job["activeDeadlineSeconds"],
+        run_deadline_s=job["template"]["spec"]["activeDeadlineSeconds"],
+    )
 
 
 def test_deploy_baselines_are_the_packaged_baselines_byte_for_byte():
@@ -294,16 +373,47 @@ def test_the_watch_runs_on_every_gpu_node_through_every_taint_this_tool_sets(ren
     daemonset = one(rendered, "DaemonSet", "gpu-burnin-watch")
     pod = watch_pod(rendered)
     assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"}  # in service or not, preflight or not
-    assert tolerated(pod) == {
-        ("gpu-burnin/preflight", "NoSchedule"),
-        ("gpu-burnin/unhealthy", "NoSchedule"),
-        ("nvidia.com/gpu", "NoSchedule"),
-    }
+    # Every taint, of any key and effect: a node agent that a taint evicts stops watching the nodes in trouble.
+    assert pod["tolerations"] == [{"operator": "Exists"}]
     assert daemonset["spec"]["updateStrategy"]["type"] == "RollingUpdate"
     assert pod["serviceAccountName"] == "watch" and pod["automountServiceAccountToken"] is True
     (container,) = pod["containers"]
-    assert container["image"] == IMAGE
+    assert container["image"] == SLIM_IMAGE
     assert container["args"] == WATCH_ARGS
+
+
+def test_the_watch_preempts_ordinary_pods_to_run_and_is_preempted_by_none(any_render):
+    """A node agent must not stay Pending on a full node; system-*-critical stays the cluster's own."""
+    (daemonset,) = [
+        d
+        for d in any_render
+        if d["kind"] == "DaemonSet" and d["metadata"]["labels"]["app.kubernetes.io/component"] == "watch"
+    ]
+    pod = daemonset["spec"]["template"]["spec"]
+    priority = one(any_render, "PriorityClass", pod["priorityClassName"])
+    assert 0 < priority["value"] < 2_000_000_000  # above every default pod, below system-cluster-critical
+    assert priority.get("preemptionPolicy", "PreemptLowerPriority") == "PreemptLowerPriority"
+    assert priority["globalDefault"] is False
+    periodic = [d for d in any_render if d["kind"] == "PriorityClass" and d["value"] < 0]
+    assert len(periodic) == 1 and periodic[0]["metadata"]["name"] != pod["priorityClassName"]
+
+
+def test_a_watch_rollout_stops_on_pods_that_do_not_poll(rendered):
+    """Ready means a poll younger than 120 s (gpu-burnin watch-ready); a new pod counts as available
+    only after minReadySeconds, so a roll-out of a crash-looping or stuck watch stops at its first batch."""
+    daemonset = one(rendered, "DaemonSet", "gpu-burnin-watch")
+    spec = daemonset["spec"]
+    assert spec["minReadySeconds"] >= 60
+    unavailable = spec["updateStrategy"]["rollingUpdate"]["maxUnavailable"]
+    assert isinstance(unavailable, str) and unavailable.endswith("%") and 0 < int(unavailable[:-1]) <= 10
+    (container,) = spec["template"]["spec"]["containers"]
+    probe = container["readinessProbe"]
+    assert probe["exec"]["command"] == ["gpu-burnin", "watch-ready", "--max-age", "120"]
+    # The watch polls every 30 s (--interval's default): two failed probes, a minute, before it is unready.
+    assert probe["periodSeconds"] * probe["failureThreshold"] <= 120
+    assert probe["timeoutSeconds"] < probe["periodSeconds"]
+    # No liveness probe: a restart cannot cure a wedged NVML, and a container may not start on a GPU in error.
+    assert "livenessProbe" not in container
 
 
 def test_the_watch_requests_no_gpu_but_sees_them_all_within_cpu_and_memory_limits(rendered):
@@ -510,7 +620,7 @@ def test_the_remediator_owns_the_brake_and_knows_who_it_is(rendered):
     pod = remediator(rendered)["spec"]["template"]["spec"]
     assert pod["serviceAccountName"] == "remediator" and pod["automountServiceAccountToken"] is True
     (container,) = pod["containers"]
-    assert container["image"] == IMAGE
+    assert container["image"] == SLIM_IMAGE
     assert container["args"] == REMEDIATOR_ARGS
     env = {e["name"]: e for e in container["env"]}
     # The Lease's holder identity and namespace.
@@ -597,3 +707,133 @@ def test_every_container_command_line_is_one_gpu_burnin_accepts(rendered, compon
         parser.parse_args(args)
     except SystemExit as err:
         pytest.fail(f"{workload['metadata']['name']}: gpu-burnin {' '.join(args)} exits {err.code}")
+
+
+# NVML and the GPUs through the NVIDIA runtime (the base), or the host's driver (deploy/gke/).
+
+
+def gpu_node_pods(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """component -> pod spec of every workload the scheduler may put on a GPU node."""
+    return {
+        w["metadata"]["labels"]["app.kubernetes.io/component"]: pod for w, pod in workloads(docs) if on_gpu_nodes(pod)
+    }
+
+
+def test_every_pod_on_a_gpu_node_runs_under_the_nvidia_runtime_and_its_root_step_sees_no_gpu(any_render):
+    """With the GPU Operator's CDI mode the NVIDIA runtime is no longer the default: the watch (GPUs
+    through NVIDIA_VISIBLE_DEVICES) sees none without it. The image says NVIDIA_VISIBLE_DEVICES=all,
+    which would hand every GPU to the init container."""
+    pods = gpu_node_pods(any_render)
+    assert sorted(pods) == ["periodic", "preflight", "watch"]
+    for component, pod in pods.items():
+        assert pod["runtimeClassName"] == "nvidia", component
+        for init in pod["initContainers"]:
+            env = {e["name"]: e.get("value") for e in init.get("env", [])}
+            assert env.get("NVIDIA_VISIBLE_DEVICES") == "void", f"{component} {init['name']}"
+    for workload, pod in workloads(any_render):
+        if not on_gpu_nodes(pod):
+            assert "runtimeClassName" not in pod, workload["metadata"]["name"]
+
+
+def render_with(tmp_path: Path, component: str, prefix: str = "prod-") -> list[dict[str, Any]]:
+    """deploy/ with deploy/<component>, renamed as a site's overlay would."""
+    overlay = tmp_path / "overlay"
+    overlay.mkdir()
+    deploy = Path(os.path.relpath(REPO / "deploy", overlay))
+    (overlay / "kustomization.yaml").write_text(
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n"
+        f"namePrefix: {prefix}\nresources:\n  - {deploy}\ncomponents:\n  - {deploy / component}\n"
+    )
+    return admission.render(overlay)
+
+
+@pytest.fixture(scope="module")
+def gke(tmp_path_factory) -> list[dict[str, Any]]:
+    return render_with(tmp_path_factory.mktemp("gke"), "gke")
+
+
+@pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
+def test_the_gke_render_validates(gke, version):
+    for obj in gke:
+        assert kubernetes_validate.validate(obj, version, strict=True) == version.rsplit(".", 1)[0]
+
+
+def test_on_gke_no_pod_names_a_runtime_and_the_watch_mounts_the_hosts_driver(gke, rendered):
+    pods = gpu_node_pods(gke)
+    assert sorted(pods) == ["periodic", "preflight", "watch"]
+    assert not any("runtimeClassName" in pod for pod in pods.values())
+    watch = pods["watch"]
+    (container,) = watch["containers"]
+    volumes = {v["name"]: v for v in watch["volumes"]}
+    mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+    driver = mounts["/usr/local/nvidia"]
+    assert driver["readOnly"] is True
+    assert volumes[driver["name"]]["hostPath"] == {"path": "/home/kubernetes/bin/nvidia", "type": "Directory"}
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["LD_LIBRARY_PATH"] == "/usr/local/nvidia/lib64"
+    # Privileged opens the GPUs' device nodes to a container allocated none; nothing else widens.
+    context = container["securityContext"]
+    assert context["privileged"] is True and context["allowPrivilegeEscalation"] is True
+    assert context["runAsNonRoot"] is True and context["readOnlyRootFilesystem"] is True
+    assert context["capabilities"] == {"drop": ["ALL"]}
+    # preflight and periodic request their GPUs (GKE's device plugin mounts the driver): only the runtime goes.
+    base = gpu_node_pods(rendered)
+    for component in ("preflight", "periodic"):
+        expected = {k: v for k, v in base[component].items() if k != "runtimeClassName"}
+        found = dict(pods[component])
+        assert found.pop("serviceAccountName") == f"prod-{expected.pop('serviceAccountName')}"
+        assert found.pop("priorityClassName", None) in (None, f"prod-{expected.pop('priorityClassName', '')}")
+        assert found.keys() == expected.keys(), component
+        assert found["tolerations"] == expected["tolerations"], component
+        assert found["containers"][0]["resources"] == expected["containers"][0]["resources"], component
+
+
+# The images: each named once, in deploy/kustomization.yaml.
+
+
+def kustomization() -> dict[str, Any]:
+    return dict(yaml.safe_load((REPO / "deploy" / "kustomization.yaml").read_text()))
+
+
+def test_each_image_has_one_registry_and_tag_in_one_place(any_render):
+    """The manifests name `gpu-burnin` or `gpu-burnin-slim`; kustomization.yaml's `images:` gives each its
+    registry and tag, once. Every container of the render runs one of those, whatever an overlay renamed."""
+    entries = kustomization()["images"]
+    assert sorted(e["name"] for e in entries) == ["gpu-burnin", "gpu-burnin-slim"]
+    shipped = {e["name"]: f"{e['newName']}:{e['newTag']}" for e in entries}
+    assert shipped == {"gpu-burnin": IMAGE, "gpu-burnin-slim": SLIM_IMAGE}
+    used = {}
+    for workload, pod in workloads(any_render):
+        for container in [*pod.get("initContainers", []), *pod["containers"]]:
+            used[f"{workload['metadata']['name']}/{container['name']}"] = container["image"]
+    assert set(used.values()) == set(shipped.values()), used
+    for path in sorted((REPO / "deploy").rglob("*.yaml")):
+        for line in path.read_text().splitlines():
+            if line.strip().startswith("image:"):
+                assert line.split(":", 1)[1].strip() in shipped, f"{path.relative_to(REPO)}: {line.strip()}"
+
+
+def test_the_watch_and_the_remediator_run_the_slim_image_and_the_burns_the_full_one(rendered):
+    """The watch is pulled onto every GPU node: not the 10 GB of the PyTorch image it never uses."""
+    for workload, pod in workloads(rendered):
+        component = workload["metadata"]["labels"]["app.kubernetes.io/component"]
+        expected = SLIM_IMAGE if component in ("watch", "remediator") else IMAGE
+        for container in [*pod.get("initContainers", []), *pod["containers"]]:
+            assert container["image"] == expected, f"{component} {container['name']}"
+
+
+def test_karpenter_never_disrupts_a_burn(any_render):
+    """A node in preflight or under a periodic run holds one pod and no workload: what consolidation
+    removes first. The pods say so; the watch (on every node) and the remediator do not."""
+    for workload, _pod in workloads(any_render):
+        component = workload["metadata"]["labels"]["app.kubernetes.io/component"]
+        template = (
+            workload["spec"]["jobTemplate"]["spec"]["template"]
+            if workload["kind"] == "CronJob"
+            else workload["spec"]["template"]
+        )
+        annotations = template["metadata"].get("annotations", {})
+        if component in ("preflight", "periodic"):
+            assert annotations.get("karpenter.sh/do-not-disrupt") == "true", component
+        else:
+            assert "karpenter.sh/do-not-disrupt" not in annotations, component

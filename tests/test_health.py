@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from gputests.watch import Watch
+from gputests.health_watch import Watch
 from harness import health
 from harness.baselines import HealthLimits, default_dir, load_dir
 from harness.devices import Device

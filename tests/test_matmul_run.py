@@ -1,6 +1,5 @@
 """The matmul run across several workers, on the CPU standing in for GPUs."""
 
-import dataclasses
 import time
 
 import numpy as np
@@ -8,14 +7,15 @@ import pytest
 import torch
 
 from gputests.work import matmul, matmul_run
-from harness.profiles import MatmulProfile, quick
+from harness.groups import MatmulSection
+from harness.profiles import quick
 from harness.records import Code, Severity
 from harness.workers.devicetest import Scope
 from harness.workers.faults import parse
 from tests.helpers import cpus
 
 PROFILE = quick().for_cpu().with_overrides(duration_s=0.4)
-SMALL = dataclasses.replace(PROFILE, matmul=MatmulProfile(size=64, ring=2))
+SMALL = PROFILE.with_section(MatmulSection(size=64, ring=2))
 
 
 def run(devices, faults=None, profile=SMALL):

@@ -7,14 +7,15 @@ import pytest
 
 from gputests.work import memory, memory_run
 from gputests.work.memory_patterns import PATTERNS, RANDOM_PASSES
-from harness.profiles import MemoryProfile, quick
+from harness.groups import MemorySection
+from harness.profiles import quick
 from harness.records import Code, Direction, Severity
 from harness.workers.devicetest import Scope
 from harness.workers.faults import parse
 from tests.helpers import cpus, only_result
 
 PROFILE = quick().for_cpu().with_overrides(duration_s=0.3)
-SMALL = dataclasses.replace(PROFILE, memory=MemoryProfile(fraction=0.9, chunk_mib=2, max_mib=8))
+SMALL = PROFILE.with_section(MemorySection(fraction=0.9, chunk_mib=2, max_mib=8))
 PER_PATTERN = {memory.metric_name(p) for p in PATTERNS}
 METRICS = {"memory.coverage", "memory.verify.gbps", "memory.bad_words"} | PER_PATTERN
 PASSES = {"walking-ones": 32, "checkerboard": 2, "moving-inversions": 3, "random": RANDOM_PASSES["cpu"], "address": 2}

@@ -16,16 +16,15 @@ import torch
 from gputests.work import nccl_run
 from harness import compare
 from harness.baselines import Baseline, MetricSpec, Provenance
-from harness.profiles import NcclProfile, quick
+from harness.groups import NcclSection
+from harness.profiles import quick
 from harness.records import Code, Direction, Remediation, Severity
 from harness.workers.devicetest import Scope
 from harness.workers.faults import parse
 from tests.fake_mpi import FakeMpi
 from tests.helpers import cpus
 
-PROFILE = dataclasses.replace(
-    quick().for_cpu().with_overrides(hang_timeout_s=5.0), nccl=NcclProfile(sizes_mib=(1,), iterations=2)
-)
+PROFILE = quick().for_cpu().with_overrides(hang_timeout_s=5.0).with_section(NcclSection(sizes_mib=(1,), iterations=2))
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -85,7 +84,7 @@ def worker_processes() -> set[int]:
 @pytest.mark.slow
 @pytest.mark.parametrize("count", [2, 4])
 def test_every_rank_measures_and_checks_every_size(cpu, count):
-    profile = dataclasses.replace(PROFILE, nccl=NcclProfile(sizes_mib=(1, 2), iterations=2))
+    profile = PROFILE.with_section(NcclSection(sizes_mib=(1, 2), iterations=2))
     outcome = run(cpus(count, cpu), profile=profile)
     assert failing(outcome) == []
     figures = {(m.gpu, m.metric): m for m in outcome.measurements}

@@ -1,6 +1,5 @@
 """The GPU-to-GPU test on the CPU stand-in: the matrix, checked copies, access, one GPU; pairs judged."""
 
-import dataclasses
 import subprocess
 import sys
 from pathlib import Path
@@ -11,13 +10,14 @@ from gputests import summary
 from gputests.work import nvlink, nvlink_run
 from harness import compare
 from harness.baselines import Baseline, MetricSpec, Provenance
-from harness.profiles import NvlinkProfile, quick
+from harness.groups import NvlinkSection
+from harness.profiles import quick
 from harness.records import Code, Direction, Measurement, Severity
 from harness.workers.devicetest import Scope
 from harness.workers.faults import parse
 from tests.helpers import cpus
 
-PROFILE = dataclasses.replace(quick().for_cpu().with_overrides(duration_s=0.3), nvlink=NvlinkProfile(mib=1))
+PROFILE = quick().for_cpu().with_overrides(duration_s=0.3).with_section(NvlinkSection(mib=1))
 
 
 def run(devices, faults=None, baselines=None, profile=PROFILE):
@@ -132,7 +132,7 @@ def test_a_slow_pair_trails_the_median_pair_not_the_fastest(cpu):
     figures |= {("CPU-2", "CPU-0"): 100.0, ("CPU-1", "CPU-2"): 100.0, ("CPU-2", "CPU-1"): 60.0}
     measurements = [_pair(a, b, v) for (a, b), v in figures.items()]
     assessments = compare.assess(measurements, devices, {d.uuid: baseline() for d in devices})
-    behind = [(a.measurement.gpu, a.measurement.peer) for a in assessments if a.status == compare.BEHIND_NODE]
+    behind = [(a.measurement.gpu, a.measurement.peer) for a in assessments if a.status == compare.Standing.BEHIND_NODE]
     assert behind == [("CPU-2", "CPU-1")]  # 130 is one fast path, not the reference: the median, 100
     (found,) = compare.findings(assessments)
     assert found.details["peer"] == "CPU-1" and "median pair" in found.message and "to CPU 1" in found.message

@@ -7,6 +7,7 @@ import pytest
 from harness import cli, markexpr, options, profiles, runner
 from harness.baselines import default_dir
 from harness.errors import ConfigError
+from harness.groups import MatmulSection
 from harness.workers.faults import Fault
 
 CPU_BASELINE = default_dir() / "cpu-selftest.toml"
@@ -132,10 +133,10 @@ def test_the_stall_minimum_leaves_room_for_a_waiting_workers_keepalive():
 
 def test_the_profile_is_resolved_once_with_the_self_test_sizes_and_overrides():
     chosen = options.resolve({"device": "cpu", "profile": "soak", "duration": 9.0, "hang_timeout": 3.0})
-    assert chosen.profile.name == "soak" and chosen.profile.matmul.size == 128
+    assert chosen.profile.name == "soak" and chosen.profile.section(MatmulSection).size == 128
     assert (chosen.profile.duration_s, chosen.profile.hang_timeout_s) == (9.0, 3.0)
     assert options.resolve({"device": "cpu", "profile": "soak"}).profile.duration_s == 4.0
-    assert options.resolve({"device": "cuda"}).profile.matmul.size == 8192
+    assert options.resolve({"device": "cuda"}).profile.section(MatmulSection).size == 8192
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,5 @@
 """The PCIe test on the CPU stand-in: copies and their checks, the turns, faults, and NUMA placement."""
 
-import dataclasses
 import os
 import time
 
@@ -9,13 +8,14 @@ import torch
 
 from gputests.work import copies, pcie, pcie_run
 from harness.devices import numa_placement
-from harness.profiles import PcieProfile, quick
+from harness.groups import PcieSection
+from harness.profiles import quick
 from harness.records import Code, Direction, Severity
 from harness.workers.devicetest import Scope
 from harness.workers.faults import parse
 from tests.helpers import cpus
 
-PROFILE = dataclasses.replace(quick().for_cpu().with_overrides(duration_s=0.6), pcie=PcieProfile(mib=1))
+PROFILE = quick().for_cpu().with_overrides(duration_s=0.6).with_section(PcieSection(mib=1))
 METRICS = {pcie.metric_name(d) for d in pcie.DIRECTIONS}
 CPU = torch.device("cpu")
 

@@ -5,7 +5,7 @@ import pytest
 
 from bench.fleet import MODELS, NOISE, FleetSpec, write_fleet
 from harness.baselines import MetricSpec, Provenance
-from harness.compare import BEHIND_NODE, assess
+from harness.compare import Standing, assess
 from harness.devices import Device
 from harness.records import Direction, Measurement
 from reports import load_results, sensitivity, stats
@@ -35,7 +35,7 @@ def _brute(values, slowdown, tolerance, lower, pair):
             for i, v in enumerate(row)
         ]
         found = assess(ms, devices, {d.uuid: baseline for d in devices})
-        caught += found[0].status == BEHIND_NODE
+        caught += found[0].status is Standing.BEHIND_NODE
     return caught / len(values)
 
 

@@ -8,6 +8,7 @@ import pytest
 from harness import results
 from harness.devices import Device
 from harness.errors import ConfigError
+from harness.groups import MatmulSection
 from harness.profiles import quick
 from harness.records import Code, Direction, Finding, Measurement, Severity
 from harness.verdict import Status, TestOutcome, Verdict
@@ -68,7 +69,7 @@ def test_a_document_round_trips_with_its_types(tmp_path):
     path = results.write(tmp_path / "r.json", original)
     again = results.load(path)
     assert again == original
-    assert again.tests[0].outcome is TestOutcome.FAILED and again.profile.matmul.size == 8192
+    assert again.tests[0].outcome is TestOutcome.FAILED and again.profile.section(MatmulSection).size == 8192
     assert json.loads(path.read_text())["profile"]["matmul"] == {"size": 8192, "ring": 8}
 
 
@@ -113,7 +114,7 @@ def test_the_first_gpu_run_s_files_are_read_back_as_written():
     docs = {doc.verdict.status: doc for doc in map(results.load, sorted(folder.glob("*.json")))}
     assert set(docs) == {Status.PASS, Status.FAIL, Status.INCOMPLETE}
     passed = docs[Status.PASS]
-    assert passed.profile.matmul.size == 8192 and passed.devices[0].name == "NVIDIA H200"
+    assert passed.profile.section(MatmulSection).size == 8192 and passed.devices[0].name == "NVIDIA H200"
     bf16 = [m for m in passed.measurements if m.metric == "matmul.bf16.tflops"]
     assert len(bf16) == 1 and 700 < bf16[0].value < 800
     assert [f.code for f in docs[Status.FAIL].findings if f.severity is Severity.FAIL] == [Code.DATA_MISMATCH]

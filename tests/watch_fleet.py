@@ -16,7 +16,7 @@ from typing import Any
 from harness import baselines
 from harness.kube.api import Api, Patience, connect
 from harness.kube.node import Marks
-from harness.nvml import binding, xid
+from harness.nvml import binding, xid_table
 from harness.watch import act, loop
 from harness.watch.config import Policy, WatchConfig
 from tests import contract_policy
@@ -55,7 +55,7 @@ class Nodes:
         self.scenarios: dict[str, Path] = {}
         self.logs: dict[str, io.StringIO] = {}
         self.baselines = baselines.load_dir(baselines.default_dir())
-        self.table = xid.load_table()
+        self.table = xid_table.load_table()
         self.apis: dict[str, Api] = {}
         for n in range(bystanders):  # healthy GPU nodes without a watch here: the brake's denominator
             server.add_node(f"other-{n}", labels=GPU_NODE)

@@ -298,10 +298,10 @@ _Host = _Clock
 
 class _Cuda(_Clock):
     def stream(self, device: torch.device) -> Any:
-        return torch.cuda.Stream(device=device)
+        return torch.cuda.Stream(device=device)  # type: ignore[no-untyped-call]  # torch's stubs leave it untyped
 
     def mark(self, stream: Any) -> Any:
-        event = torch.cuda.Event(enable_timing=True)
+        event = torch.cuda.Event(enable_timing=True)  # type: ignore[no-untyped-call]  # torch's stubs leave it untyped
         stream.record_event(event)
         return event
 

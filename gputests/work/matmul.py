@@ -200,7 +200,7 @@ class _Checker:
         torch.sum(torch.ne(self.sums, self.ref_sums), dim=1, out=self.bad_rows[k])
         self.host[k].copy_(self.bad_rows[k], non_blocking=True)
         if self.ref.device.type == "cuda":
-            self.copied[k] = torch.cuda.Event()
+            self.copied[k] = torch.cuda.Event()  # type: ignore[no-untyped-call]  # torch's stubs leave it untyped
             self.copied[k].record()
 
     def bad_rows_of(self, number: int) -> list[int]:
@@ -364,7 +364,7 @@ def clock_for(device: torch.device) -> CudaClock | CpuClock:
 
 class CudaClock:
     def mark(self) -> Any:
-        event = torch.cuda.Event(enable_timing=True)
+        event = torch.cuda.Event(enable_timing=True)  # type: ignore[no-untyped-call]  # torch's stubs leave it untyped
         event.record()
         return event
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 from gputests.work import crosscheck
 from gputests.work.matmul import Burned, BurnResult, Job, Rows, RowsRequest, metric_name, worker
 from harness.devices import Device
+from harness.groups import MatmulSection
 from harness.profiles import Profile
 from harness.records import Code, Direction, Remediation, Severity
 from harness.workers.devicetest import DeviceRun, Outcome, Scope
@@ -64,8 +65,8 @@ def _job(device: Device, profile: Profile) -> Job:
     dtypes = dtypes_for(device)
     return Job(
         dtypes=dtypes,
-        size=profile.matmul.size,
-        ring=profile.matmul.ring,
+        size=profile.section(MatmulSection).size,
+        ring=profile.section(MatmulSection).ring,
         duration_s=profile.duration_s / len(dtypes),
         warmup_s=profile.warmup_s,
     )

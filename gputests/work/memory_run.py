@@ -19,6 +19,7 @@ import dataclasses
 
 from gputests.work import memory
 from harness.devices import Device
+from harness.groups import MemorySection
 from harness.profiles import Profile
 from harness.records import Code, Direction, Remediation, Severity
 from harness.workers.devicetest import DeviceRun, Outcome, Scope
@@ -98,7 +99,7 @@ def run(scope: Scope) -> Outcome:
 
 
 def _job(device: Device, profile: Profile) -> memory.Job:
-    section = profile.memory
+    section = profile.section(MemorySection)
     return memory.Job(
         fraction=section.fraction,
         chunk_bytes=section.chunk_mib << 20,

@@ -42,6 +42,7 @@ from typing import TypeVar
 from gputests.work import nccl, pairwise
 from harness import team as teams
 from harness.devices import Device
+from harness.groups import NcclSection
 from harness.profiles import size_label
 from harness.records import Code, Direction, Remediation, Severity
 from harness.workers import WorkerStatus
@@ -122,7 +123,7 @@ def run(scope: Scope) -> Outcome:
                 rendezvous=team.rendezvous,
                 rank=team.first_rank + i,
                 world=team.world,
-                iterations=profile.nccl.iterations,
+                iterations=profile.section(NcclSection).iterations,
                 windows=WINDOWS,
                 join_limit_s=profile.startup_timeout_s + profile.hang_timeout_s,
                 limit_s=limit_s,
@@ -132,7 +133,7 @@ def run(scope: Scope) -> Outcome:
             for i in range(len(devices))
         ]
         scopes = (False, True) if len(team.nodes) > 1 else (False,)
-        sweeps = len(profile.nccl.sizes_mib) * len(scopes)
+        sweeps = len(profile.section(NcclSection).sizes_mib) * len(scopes)
         busy = ALLOWANCE_S + profile.duration_s + sweeps * profile.warmup_s
         with DeviceRun(scope, nccl.worker, jobs, busy_s=busy, sees="node") as device_run:
             state = _State(scope=scope, run=device_run, team=team)
@@ -142,7 +143,7 @@ def run(scope: Scope) -> Outcome:
                 facts = {"nccl.backend": message.backend, "nccl.version": message.version, "nccl.nvls": nvls}
                 device_run.outcome.facts.update(facts)
             swept: Sweeps = {}
-            for mib in profile.nccl.sizes_mib:
+            for mib in profile.section(NcclSection).sizes_mib:
                 for across in scopes:
                     if state.ok():
                         swept[(across, mib)] = _step(state, nccl.Sweep(nbytes=mib << 20, across=across), nccl.Swept)
@@ -391,4 +392,4 @@ def _attribute(state: _State) -> None:
 
 def _metrics(scope: Scope) -> list[str]:
     """The figures a node's own all-reduce gives."""
-    return [metric_name(mib) for mib in scope.profile.nccl.sizes_mib]
+    return [metric_name(mib) for mib in scope.profile.section(NcclSection).sizes_mib]

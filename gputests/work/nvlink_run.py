@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from gputests.work import nvlink
 from harness.devices import Device
+from harness.groups import NvlinkSection
 from harness.records import Code, Direction, Finding, Remediation, Severity
 from harness.workers import WorkerStatus
 from harness.workers.devicetest import DeviceRun, Outcome, Scope, nothing_to_test
@@ -44,7 +45,7 @@ def run(scope: Scope) -> Outcome:
     profile = scope.profile
     schedule = pairs(devices)
     job = nvlink.Job(
-        nbytes=profile.nvlink.mib << 20,
+        nbytes=profile.section(NvlinkSection).mib << 20,
         seconds=profile.duration_s / len(schedule),
         warmup_s=min(profile.warmup_s, 0.2),
     )

@@ -7,13 +7,14 @@ device it records `pcie.h2d.gbps`, `pcie.d2h.gbps` and `pcie.bidir.gbps` (the me
 window), and a DATA_MISMATCH for copies whose destination did not match the source.
 The baseline judges each figure against its floor and against the node's best GPU;
 the health snapshot's link generation and width are added to a low figure's message
-(gputests/watch.py).
+(gputests/health_watch.py).
 """
 
 from __future__ import annotations
 
 from gputests.work import pcie
 from harness.devices import Device
+from harness.groups import PcieSection
 from harness.records import Code, Direction, Remediation, Severity
 from harness.workers.devicetest import DeviceRun, Outcome, Scope
 
@@ -26,7 +27,8 @@ def run(scope: Scope) -> Outcome:
     devices = scope.devices
     profile = scope.profile
     per_direction = profile.duration_s / (len(pcie.DIRECTIONS) * max(1, len(devices)))
-    job = pcie.Job(nbytes=profile.pcie.mib << 20, seconds=per_direction, warmup_s=min(profile.warmup_s, 1.0))
+    nbytes = profile.section(PcieSection).mib << 20
+    job = pcie.Job(nbytes=nbytes, seconds=per_direction, warmup_s=min(profile.warmup_s, 1.0))
     busy = profile.duration_s + len(devices) * (ALLOWANCE_S + len(pcie.DIRECTIONS) * job.warmup_s)
     placed: dict[str, str] = {}
     with DeviceRun(scope, pcie.worker, [job] * len(devices), busy_s=busy) as device_run:

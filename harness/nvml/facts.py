@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from harness.nvml import binding
+from harness.nvml.backend import Backend
 
 T = TypeVar("T")
 
@@ -59,19 +60,19 @@ def read_facts(spec: str = binding.REAL) -> NvmlFacts:
     return NvmlFacts(available=True, driver_version=driver, cuda_driver_version=cuda_text, devices=devices)
 
 
-def _device(nv: Any, index: int) -> NvmlDevice:
+def _device(nv: Backend[Any], index: int) -> NvmlDevice:
     handle = nv.nvmlDeviceGetHandleByIndex(index)
     return NvmlDevice(
         index=index,
         name=_text(nv.nvmlDeviceGetName(handle)),
         uuid=_text(nv.nvmlDeviceGetUUID(handle)),
-        serial=_text(_optional(nv, lambda: nv.nvmlDeviceGetSerial(handle), "")),
+        serial=_text(_optional(nv, lambda: _text(nv.nvmlDeviceGetSerial(handle)), "")),
         pci_bus_id=_text(nv.nvmlDeviceGetPciInfo(handle).busId),
         memory_bytes=int(nv.nvmlDeviceGetMemoryInfo(handle).total),
     )
 
 
-def _optional(nv: Any, call: Callable[[], T], default: T) -> T:
+def _optional(nv: Backend[Any], call: Callable[[], T], default: T) -> T:
     """For queries some GPUs or drivers do not support (serial numbers on GeForce)."""
     try:
         return call()
@@ -79,7 +80,7 @@ def _optional(nv: Any, call: Callable[[], T], default: T) -> T:
         return default
 
 
-def _text(value: Any) -> str:
+def _text(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 

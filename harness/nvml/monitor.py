@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from harness.nvml import binding, read, smi
+from harness.nvml.backend import Backend
 from harness.nvml.snapshot import CLOCK_EVENTS, Snapshot
 from harness.workers import Channel, Message, WorkerGroup
 
@@ -175,16 +176,16 @@ def monitor_worker(job: Job, channel: Channel) -> None:
         if channel.poll(max(0.0, next_sample - time.monotonic())):
             request = channel.recv(Message)
             if isinstance(request, Snap):
-                if hasattr(nv, "finished"):
-                    nv.finished = set(request.finished)
+                if nv is not None:
+                    nv.follow_tests(finished=request.finished)
                 channel.send(Taken(snapshot=_snapshot(nv, source)))
             elif isinstance(request, Begin):
                 windows[request.label] = []
-                if hasattr(nv, "running"):
-                    nv.running = {request.group}
+                if nv is not None:
+                    nv.follow_tests(running={request.group})
             elif isinstance(request, End):
-                if hasattr(nv, "running"):
-                    nv.running = set()
+                if nv is not None:
+                    nv.follow_tests(running=())
                 channel.send(Telemetry(label=request.label, summary=summarize(windows.pop(request.label, []))))
             elif isinstance(request, Stop):
                 xids += _drain(nv, events, known)
@@ -243,7 +244,7 @@ def describe(entry: dict[str, Any]) -> str:
     return ", ".join(parts) if parts else "no telemetry"
 
 
-def _open(spec: str) -> tuple[Any, str, str]:
+def _open(spec: str) -> tuple[Backend[Any] | None, str, str]:
     """The binding and the source it gives snapshots from, or None with nvidia-smi as the fallback."""
     try:
         nv = binding.load(spec)

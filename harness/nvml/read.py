@@ -8,17 +8,20 @@ snapshot; a GPU that NVML reports lost is listed in `Snapshot.lost`.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
+from harness.nvml.backend import Backend
 from harness.nvml.snapshot import Ecc, GpuHealth, NvLink, PcieLink, RetiredPages, RowRemap, Snapshot
 
 T = TypeVar("T")
+H = TypeVar("H")
+"""A binding's device handle (harness/nvml/backend.py)."""
 NVLINK_LINKS = 18
 """Links to ask about: 18 on Hopper, fewer before. NVML answers NotSupported or InvalidArgument past the last."""
 
 
-def snapshot(nv: Any, source: str) -> Snapshot:
+def snapshot(nv: Backend[Any], source: str) -> Snapshot:
     """Everything the health rules read, for every GPU; nvmlInit must have been called."""
     taken = dt.datetime.now(dt.UTC)
     driver = text(ask(nv, nv.nvmlSystemGetDriverVersion) or "")
@@ -45,14 +48,13 @@ def snapshot(nv: Any, source: str) -> Snapshot:
     )
 
 
-def clock_events(nv: Any, handle: Any) -> int | None:
-    """The active clock event reasons; the call's name changed with driver 535."""
-    call = getattr(nv, "nvmlDeviceGetCurrentClocksEventReasons", None) or nv.nvmlDeviceGetCurrentClocksThrottleReasons
-    value = ask(nv, lambda: call(handle))
+def clock_events(nv: Backend[H], handle: H) -> int | None:
+    """The active clock event reasons (the driver's binding finds the call under its old name too)."""
+    value = ask(nv, lambda: nv.nvmlDeviceGetCurrentClocksEventReasons(handle))
     return int(value) if value is not None else None
 
 
-def _gpu(nv: Any, index: int) -> GpuHealth:
+def _gpu(nv: Backend[H], index: int) -> GpuHealth:
     h = nv.nvmlDeviceGetHandleByIndex(index)
     ecc_mode = ask(nv, lambda: nv.nvmlDeviceGetEccMode(h))
     temperature = ask(nv, lambda: nv.nvmlDeviceGetTemperature(h, nv.NVML_TEMPERATURE_GPU))
@@ -89,7 +91,7 @@ def _gpu(nv: Any, index: int) -> GpuHealth:
     )
 
 
-def _ecc(nv: Any, h: Any) -> Ecc:
+def _ecc(nv: Backend[H], h: H) -> Ecc:
     corrected, uncorrected = nv.NVML_MEMORY_ERROR_TYPE_CORRECTED, nv.NVML_MEMORY_ERROR_TYPE_UNCORRECTED
     volatile, aggregate = nv.NVML_VOLATILE_ECC, nv.NVML_AGGREGATE_ECC
     sram, dram = nv.NVML_MEMORY_LOCATION_SRAM, nv.NVML_MEMORY_LOCATION_DRAM
@@ -116,8 +118,8 @@ def _ecc(nv: Any, h: Any) -> Ecc:
     )
 
 
-def _retired(nv: Any, h: Any) -> RetiredPages:
-    def pages(cause: int) -> list[int] | None:
+def _retired(nv: Backend[H], h: H) -> RetiredPages:
+    def pages(cause: int) -> Sequence[int] | None:
         return ask(nv, lambda: nv.nvmlDeviceGetRetiredPages(h, cause))
 
     single = pages(nv.NVML_PAGE_RETIREMENT_CAUSE_MULTIPLE_SINGLE_BIT_ECC_ERRORS)
@@ -130,7 +132,7 @@ def _retired(nv: Any, h: Any) -> RetiredPages:
     )
 
 
-def _remap(nv: Any, h: Any) -> RowRemap:
+def _remap(nv: Backend[H], h: H) -> RowRemap:
     rows = ask(nv, lambda: nv.nvmlDeviceGetRemappedRows(h))
     if rows is None:
         return RowRemap()
@@ -140,7 +142,7 @@ def _remap(nv: Any, h: Any) -> RowRemap:
     )
 
 
-def memory_temperature(nv: Any, h: Any) -> float | None:
+def memory_temperature(nv: Backend[H], h: H) -> float | None:
     """Through the field-value API: the one way NVML reports HBM temperature."""
     values = ask(nv, lambda: nv.nvmlDeviceGetFieldValues(h, [nv.NVML_FI_DEV_MEMORY_TEMP]))
     if not values or getattr(values[0], "nvmlReturn", 1) != nv.NVML_SUCCESS:
@@ -148,7 +150,7 @@ def memory_temperature(nv: Any, h: Any) -> float | None:
     return float(values[0].value.uiVal)
 
 
-def _nvlinks(nv: Any, h: Any) -> tuple[NvLink, ...]:
+def _nvlinks(nv: Backend[H], h: H) -> tuple[NvLink, ...]:
     def state(link: int) -> int | None:
         return ask(nv, lambda: nv.nvmlDeviceGetNvLinkState(h, link))
 
@@ -172,7 +174,7 @@ def _nvlinks(nv: Any, h: Any) -> tuple[NvLink, ...]:
     return tuple(links)
 
 
-def ask(nv: Any, call: Callable[[], T]) -> T | None:
+def ask(nv: Backend[Any], call: Callable[[], T]) -> T | None:
     """None for what this GPU or driver does not support or report; a lost GPU still raises."""
     try:
         return call()
@@ -182,7 +184,7 @@ def ask(nv: Any, call: Callable[[], T]) -> T | None:
         return None
 
 
-def handle_key(handle: Any) -> Any:
+def handle_key(handle: Any) -> int | None:
     """A device handle as a dict key: the index of a simulated GPU, the address behind a real one (nvidia-ml-py's
     handles are ctypes pointers, and an event's `device` is a new pointer object to the same device)."""
     try:
@@ -193,5 +195,5 @@ def handle_key(handle: Any) -> Any:
         return ctypes.cast(handle, ctypes.c_void_p).value
 
 
-def text(value: Any) -> str:
+def text(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)

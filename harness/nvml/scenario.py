@@ -13,18 +13,15 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
-import stat
-import tomllib
 from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
-from harness.baselines import Strict
-from harness.errors import ConfigError
+from harness.groups import GROUPS
 from harness.nvml import snapshot as snap
-from harness.nvml.xid import normalise_pci_bus_id
-from harness.profiles import GROUPS
+from harness.nvml.kernel_log import normalise_pci_bus_id
 from harness.records import Code, Severity
+from harness.strict import Strict, load_toml
 
 MAX_BYTES = 1 << 20
 """A scenario is a page of TOML; a bigger file is a mistake, not a scenario."""
@@ -138,24 +135,7 @@ class Scenario:
 
 def load(path: Path) -> Scenario:
     """The scenario in `path`, checked whole; ConfigError (naming the file and field) for anything amiss."""
-    try:
-        mode = path.stat().st_mode
-        if not stat.S_ISREG(mode):
-            raise ConfigError("not a regular file", file=path, option="nvml")
-        with path.open("rb") as given:  # at most a byte past the limit: a huge file is not read whole
-            raw = given.read(MAX_BYTES + 1)
-    except OSError as err:
-        raise ConfigError(f"cannot read the NVML scenario: {err.strerror}", file=path, option="nvml") from err
-    if len(raw) > MAX_BYTES:
-        raise ConfigError(f"over {MAX_BYTES // 1024} KiB: not a scenario", file=path, option="nvml")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as err:
-        raise ConfigError(f"not UTF-8 text: {err}", file=path, option="nvml") from err
-    try:
-        data = tomllib.loads(text)
-    except (ValueError, RecursionError) as err:  # ValueError: TOMLDecodeError, and an integer of 4300 digits
-        raise ConfigError(f"not valid TOML: {err}", file=path, option="nvml") from err
+    data, _ = load_toml(path, option="nvml", limit=MAX_BYTES)
     return _Reader(path).scenario(data)
 
 
@@ -197,7 +177,7 @@ NEVER = "\0"
 
 
 class _Reader(Strict):
-    """The baselines' strict helpers (fail, only, get, number), and the scenario's own kinds."""
+    """The strict helpers (harness/strict.py: fail, only, get, number), and the scenario's own kinds."""
 
     def scenario(self, data: dict[str, Any]) -> Scenario:
         self.only(data, "", TOP)

@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -184,6 +185,17 @@ class Simulated:
         self.now_s: float | None = None
         """The timeline's clock, in seconds: `at` and `until` are read against it."""
         self._cache: dict[tuple[Any, ...], dict[str, Any]] = {}
+
+    def follow_clock(self, now_s: float | None) -> None:
+        """harness/nvml/backend.py: the watch's clock, for `at` and `until`."""
+        self.now_s = now_s
+
+    def follow_tests(self, *, finished: Collection[str] | None = None, running: Collection[str] | None = None) -> None:
+        """harness/nvml/backend.py: the groups that have run and that run now (None: unchanged)."""
+        if finished is not None:
+            self.finished = set(finished)
+        if running is not None:
+            self.running = set(running)
 
     def __getattr__(self, name: str) -> Any:
         """NVML's constants and error classes by name, as on the real module."""

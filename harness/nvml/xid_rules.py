@@ -33,11 +33,11 @@ from datetime import datetime, timedelta
 from types import MappingProxyType
 from typing import TYPE_CHECKING
 
+from harness.nvml.kernel_log import XidEvent, normalise_pci_bus_id
 from harness.records import Remediation, Severity
 
 if TYPE_CHECKING:
-    from harness.nvml.xid import XidEvent
-    from harness.nvml.xid_table import XidTable
+    from harness.nvml.xid_table import XidTable  # which imports this module
 
 
 @dataclasses.dataclass(frozen=True)
@@ -411,8 +411,6 @@ def _same_gpu(a: XidEvent, b: XidEvent) -> bool:
 
 @functools.lru_cache(maxsize=256)
 def _bus(pci: str) -> str:
-    from harness.nvml.xid import normalise_pci_bus_id  # xid imports this module
-
     try:
         return normalise_pci_bus_id(pci)
     except ValueError:

@@ -9,16 +9,15 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import tomllib
 from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from harness import files
 from harness.errors import ConfigError
 from harness.nvml.xid_rules import BUCKETS, Judgement, Nvlink5Row
+from harness.strict import Strict, load_toml, parse_toml
 
 SCHEMA_VERSION = 1
 PACKAGED_TABLE = "xid.toml"
@@ -94,7 +93,9 @@ def load_table(extra: Path | None = None) -> XidTable:
     entries, rows = _parse_text(text, where)
     sources = [where]
     if extra is not None:
-        more, their_rows = _parse_text(_read(extra), str(extra))
+        data, _ = load_toml(extra)
+        parser = _TableParser(extra)
+        more, their_rows = parser.table(data), parser.decode(data.get("decode", {}))
         entries.update(more)
         replaced = {row.xid for row in their_rows}  # a site's decode rows of an Xid replace all of ours
         rows = [*(row for row in rows if row.xid not in replaced), *their_rows]
@@ -102,19 +103,9 @@ def load_table(extra: Path | None = None) -> XidTable:
     return XidTable(MappingProxyType(dict(sorted(entries.items()))), tuple(sources), tuple(rows))
 
 
-def _read(path: Path) -> str:
-    try:
-        return files.read_regular(path).decode("utf-8")
-    except UnicodeDecodeError as err:
-        raise ConfigError(f"not UTF-8 text: {err}", file=path) from err
-
-
 def _parse_text(text: str, where: str) -> tuple[dict[int, XidInfo], list[Nvlink5Row]]:
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as err:
-        raise ConfigError(f"not valid TOML: {err}", file=where) from err
-    parser = _TableParser(where)
+    data = parse_toml(text, file=where)
+    parser = _TableParser(Path(where))
     return parser.table(data), parser.decode(data.get("decode", {}))
 
 
@@ -124,14 +115,8 @@ _ROW_KEYS = {"xid", "unit", "v1", "v2", "status", "bucket", "investigatory", "se
 _BITS = re.compile(r"^[01-]{32}$")
 
 
-class _TableParser:
+class _TableParser(Strict):
     """Checks one table file; every error names the file and the field."""
-
-    def __init__(self, where: str):
-        self.where = where
-
-    def fail(self, field: str, problem: str) -> ConfigError:
-        return ConfigError(problem, file=self.where, field=field)
 
     def table(self, data: dict[str, Any]) -> dict[int, XidInfo]:
         self.only(data, "", {"schema_version", "xid", "decode"})
@@ -141,9 +126,9 @@ class _TableParser:
         entries = data.get("xid")
         if not isinstance(entries, dict) or not entries:
             raise self.fail("xid", "missing: list at least one [xid.NUMBER] table")
-        return {self.number(key): self.entry(key, value) for key, value in entries.items()}
+        return {self.xid_number(key): self.entry(key, value) for key, value in entries.items()}
 
-    def number(self, key: str) -> int:
+    def xid_number(self, key: str) -> int:
         if not _XID_KEY.match(key):
             raise self.fail(f"xid.{key}", "an Xid is a whole number from 1 to 9999, without leading zeros")
         return int(key)
@@ -155,15 +140,15 @@ class _TableParser:
         self.only(value, where, _ENTRY_KEYS)
         return XidInfo(
             xid=int(key),
-            name=self.text(value, "name", where),
-            description=self.text(value, "description", where),
+            name=self.string(value, "name", where),
+            description=self.string(value, "description", where),
             bucket=self.bucket(value, "bucket", where),
             investigatory=self.optional(value, "investigatory", where),
             judge_as=self.bucket(value, "judge_as", where) if "judge_as" in value else "",
             in_burn=self.bucket(value, "in_burn", where) if "in_burn" in value else "",
             suspect_after=self.count(value, "suspect_after", where),
             note=self.optional(value, "note", where),
-            source=self.where,
+            source=str(self.path),
         )
 
     def decode(self, data: Any) -> list[Nvlink5Row]:
@@ -194,7 +179,7 @@ class _TableParser:
         self.only(promoted, f"{where}.promoted", {"v1", "v2", "bucket"})
         return Nvlink5Row(
             xid=number,
-            unit=self.text(row, "unit", where),
+            unit=self.string(row, "unit", where),
             v1=self.bits(row, "v1", where),
             v2=self.bits(row, "v2", where),
             status=tuple(status),
@@ -213,7 +198,7 @@ class _TableParser:
         )
 
     def bits(self, data: dict[str, Any], key: str, where: str) -> str:
-        value = self.text(data, key, where)
+        value = self.string(data, key, where)
         if not _BITS.match(value):
             raise self.fail(f"{where}.{key}", f"is {value!r}; expected 32 of 0, 1 and - (any), most significant first")
         return value
@@ -225,12 +210,13 @@ class _TableParser:
         return value
 
     def bucket(self, data: dict[str, Any], key: str, where: str) -> str:
-        value = self.text(data, key, where)
+        value = self.string(data, key, where)
         if value not in BUCKETS:
             raise self.fail(f"{where}.{key}", f"is {value!r}; expected one of {sorted(BUCKETS)}")
         return value
 
-    def text(self, data: dict[str, Any], key: str, where: str) -> str:
+    def string(self, data: dict[str, Any], key: str, where: str) -> str:
+        """A non-blank string at `where.key`."""
         value = data.get(key)
         if not isinstance(value, str) or not value.strip():
             shown = "missing" if key not in data else f"expected a non-empty string, got {value!r}"
@@ -242,9 +228,3 @@ class _TableParser:
         if not isinstance(value, str):
             raise self.fail(f"{where}.{key}", f"expected a string, got {value!r}")
         return value
-
-    def only(self, data: dict[str, Any], where: str, allowed: set[str]) -> None:
-        for key in data:
-            if key not in allowed:
-                field = f"{where}.{key}" if where else key
-                raise self.fail(field, f"unknown key; expected one of {sorted(allowed)}")

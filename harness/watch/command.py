@@ -20,7 +20,7 @@ from harness import options
 from harness.errors import ConfigError
 from harness.kube.api import KubeError, Patience, connect
 from harness.kube.node import Marks
-from harness.nvml import binding, xid
+from harness.nvml import binding, xid_table
 from harness.verdict import ExitCode
 from harness.watch import act, loop
 from harness.watch import config as cfg
@@ -108,7 +108,7 @@ def main(args: argparse.Namespace, node: str, marks: Marks) -> int:
         if args.baseline is not None
         else baseline_files.load_dir(args.baseline_dir or baseline_files.default_dir())
     )
-    table = xid.load_table(args.xid_table)
+    table = xid_table.load_table(args.xid_table)
     nv = binding.load(config.nvml) if config.nvml != binding.REAL else _real_nvml()
     api = connect(args.kubeconfig, patience=Patience(total_s=args.api_timeout))
     writer = act.NodeWriter(api, config.node, marks, boot=config.boot_id)

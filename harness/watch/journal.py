@@ -29,9 +29,9 @@ import stat
 from pathlib import Path
 from typing import Any
 
-from harness.baselines import Strict
 from harness.errors import ConfigError
 from harness.records import Code, Finding, Remediation, Severity
+from harness.strict import Strict
 from harness.watch.config import ACTIONS, LEGACY
 
 SCHEMA = 1
@@ -267,7 +267,7 @@ def _glued(check: _Lines, line: bytes) -> tuple[str, Entry, bytes] | None:
 
 
 class _Lines(Strict):
-    """One journal line, checked whole with the baselines' strict helpers: every field the watch reads back."""
+    """One journal line, checked whole with the strict helpers: every field the watch reads back."""
 
     def entry(self, data: Any) -> tuple[str, Entry]:
         if not isinstance(data, dict):

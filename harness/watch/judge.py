@@ -27,7 +27,7 @@ from typing import Any
 from harness import health
 from harness.baselines import BaselineSet, HealthLimits
 from harness.devices import Device
-from harness.nvml import xid, xid_rules
+from harness.nvml import kernel_log, xid_findings, xid_rules, xid_table
 from harness.nvml.monitor import NvmlXid, summarize
 from harness.nvml.snapshot import GpuHealth, Snapshot
 from harness.records import Code, Finding, Severity
@@ -55,7 +55,7 @@ class Judge:
     def __init__(
         self,
         baselines: BaselineSet,
-        table: xid.XidTable,
+        table: xid_table.XidTable,
         *,
         window_s: float,
         load_samples: int,
@@ -70,7 +70,7 @@ class Judge:
         self.limits: dict[str, HealthLimits] = {}
         self._history: collections.deque[tuple[float, Snapshot]] = collections.deque()
         self._samples: dict[str, collections.deque[tuple[float, dict[str, Any]]]] = {}
-        self._xids: collections.deque[xid.XidEvent] = collections.deque(maxlen=XIDS_KEPT)
+        self._xids: collections.deque[kernel_log.XidEvent] = collections.deque(maxlen=XIDS_KEPT)
         """The last day's Xid events: the context a new one is judged in (a cause, a repeat), never judged again."""
 
     def start(self, first: Snapshot, remembered: Iterable[Mapping[str, Any]] = ()) -> None:
@@ -114,7 +114,7 @@ class Judge:
             during = f"the last {_minutes(self.window_s)} under load"
             found += health.telemetry(summary, self.devices, self.limits, test=TEST, during=during)
         events = self._events(xids)
-        found += xid.findings(events, self._by_pci(), self.table, test=TEST, earlier=tuple(self._xids))
+        found += xid_findings.findings(events, self._by_pci(), self.table, test=TEST, earlier=tuple(self._xids))
         self._remember_xids(events)
         return [f for f in found if f.severity in (Severity.FAIL, Severity.WARNING)]
 
@@ -149,15 +149,15 @@ class Judge:
         ready = [s for samples in self._samples.values() if len(samples) >= self.load_samples for _, s in samples]
         return summarize(ready) if ready else {}
 
-    def _remember_xids(self, events: Sequence[xid.XidEvent]) -> None:
+    def _remember_xids(self, events: Sequence[kernel_log.XidEvent]) -> None:
         self._xids.extend(events)
         newest = max((e.when for e in self._xids if e.when is not None), default=None)
         while self._xids and newest is not None and (self._xids[0].when or newest) < newest - xid_rules.REPEAT_WINDOW:
             self._xids.popleft()
 
-    def _events(self, xids: Sequence[NvmlXid]) -> list[xid.XidEvent]:
+    def _events(self, xids: Sequence[NvmlXid]) -> list[kernel_log.XidEvent]:
         return [
-            xid.XidEvent(
+            kernel_log.XidEvent(
                 pci_bus_id=x.pci_bus_id, xid=x.xid, when=x.when, pid=None, process="", message=NVML_EVENT, line=""
             )
             for x in xids

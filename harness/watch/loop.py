@@ -20,7 +20,7 @@ from typing import Any, TextIO, TypeVar
 from harness.baselines import BaselineSet
 from harness.kube import node as nodes
 from harness.kube.api import KubeError
-from harness.nvml import read, xid
+from harness.nvml import read, xid_table
 from harness.nvml.monitor import NvmlXid
 from harness.nvml.snapshot import Snapshot
 from harness.records import NODE, Code, Finding, Remediation, Severity
@@ -58,7 +58,7 @@ class Watch:
         nv: Any,
         writer: act.NodeWriter,
         baselines: BaselineSet,
-        table: xid.XidTable,
+        table: xid_table.XidTable,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
         log: TextIO = sys.stderr,

@@ -24,7 +24,7 @@ import time
 from typing import TYPE_CHECKING
 
 from harness.errors import ConfigError
-from harness.profiles import GROUPS
+from harness.groups import GROUPS
 
 if TYPE_CHECKING:
     import torch
@@ -136,7 +136,8 @@ def _hang(device: torch.device) -> None:
     import torch
 
     if device.type == "cuda":
-        torch.cuda._sleep(1 << 62)  # a kernel that spins for ever, as a hung GPU does
+        # A kernel that spins for ever, as a hung GPU does.
+        torch.cuda._sleep(1 << 62)  # type: ignore[no-untyped-call]  # torch's stubs leave it untyped
         torch.cuda.synchronize(device)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # like a process stuck in the driver
     while True:

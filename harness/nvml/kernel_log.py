@@ -1,16 +1,11 @@
-"""NVIDIA Xid errors: read them from the kernel log and judge the ones a run caused.
+"""The kernel log: where the driver reports every GPU fault, as `NVRM: Xid (PCI:...): N, ...` lines.
 
-The driver reports every GPU fault it sees as an `NVRM: Xid (PCI:...): N, ...` line in
-the kernel log, and only there: NVML keeps no history of them. A burn-in that does not
-read the log would pass a GPU that fell off the bus and came back, or one that logged
-uncorrectable ECC errors while the run's products still happened to match.
-
-What each Xid means, and what NVIDIA says to do about it, is data (`harness/nvml/xid.toml`,
-from NVIDIA's Xid catalog), not code, so that a site can extend it or judge an Xid its
-own way (`load_table(extra=...)`, harness/nvml/xid_table.py) without a release. Each
-event is judged in context, as the catalog says (harness/nvml/xid_rules.py). Only the
-Xids inside the run's own window count (`in_window`): a stale Xid from days ago must
-never fail a node, and one the log cannot date is reported, not judged.
+NVML keeps no history of Xids; the log does. This module reads it (journalctl, then
+`dmesg --time-format iso`), parses its Xid lines into `XidEvent`s with times it can
+place, and keeps those inside a run's own window (`in_window`): a stale Xid from days
+ago must never fail a node, and one the log cannot date is reported, not judged.
+What an Xid means is harness/nvml/xid_table.py; how one is judged in context,
+harness/nvml/xid_rules.py; the findings, harness/nvml/xid_findings.py.
 """
 
 from __future__ import annotations
@@ -18,28 +13,10 @@ from __future__ import annotations
 import dataclasses
 import re
 import subprocess
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import Any
-
-from harness.nvml import xid_rules
-from harness.nvml.xid_rules import BUCKETS as BUCKETS
-from harness.nvml.xid_rules import UNKNOWN_XID as UNKNOWN_XID
-from harness.nvml.xid_rules import Judgement as Judgement
-from harness.nvml.xid_rules import Reading
-from harness.nvml.xid_table import PACKAGED_TABLE as PACKAGED_TABLE
-from harness.nvml.xid_table import SCHEMA_VERSION as SCHEMA_VERSION
-from harness.nvml.xid_table import XidInfo as XidInfo
-from harness.nvml.xid_table import XidTable as XidTable
-from harness.nvml.xid_table import load_table as load_table
-from harness.records import Code, Finding, Remediation, Severity
-
-MAX_EVENTS_IN_DETAILS = 20
-"""A GPU in trouble can log thousands of Xids; a finding keeps the first ones, and the count."""
-
-
-# --- the kernel log -------------------------------------------------------------------------------------------
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -133,7 +110,7 @@ def parse_kernel_log(text: str, *, boot_time: datetime | None, local_tz: tzinfo 
 def _event(line: str, found: re.Match[str], *, boot_time: datetime | None, local_tz: tzinfo | None) -> XidEvent:
     pid, process, message = _pid_and_process(found["rest"] or "")
     return XidEvent(
-        pci_bus_id=_pci_or_raw(found["pci"]),
+        pci_bus_id=pci_or_raw(found["pci"]),
         xid=int(found["xid"]),
         when=_safe_line_time(line[: found.start()], boot_time=boot_time, local_tz=local_tz),
         pid=pid,
@@ -143,7 +120,7 @@ def _event(line: str, found: re.Match[str], *, boot_time: datetime | None, local
     )
 
 
-def _pci_or_raw(text: str) -> str:
+def pci_or_raw(text: str) -> str:
     """A bus id in a form this parser does not know is kept as printed: the Xid still counts."""
     try:
         return normalise_pci_bus_id(text)
@@ -295,119 +272,3 @@ def _run(command: Sequence[str], timeout_s: float, runner: Runner) -> tuple[str,
 def _first_line(text: str | None) -> str:
     lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
     return lines[0] if lines else ""
-
-
-# --- findings ---------------------------------------------------------------------------------------------------
-
-
-def findings(
-    events: Iterable[XidEvent],
-    gpus_by_pci: Mapping[str, str],
-    table: XidTable,
-    *,
-    test: str = "",
-    own_burn: bool = False,
-    earlier: Sequence[XidEvent] = (),
-) -> list[Finding]:
-    """One finding per (GPU, Xid): how often, when first and last, and what to do.
-
-    Give it the events of the run's window (`in_window`). `gpus_by_pci` maps PCI bus ids
-    to GPU UUIDs; the bus ids of both may be in any form (NVML's, the driver's). An Xid on
-    a bus id no GPU of the run has is still judged, with the bus id as its `gpu`: a GPU
-    that fell off the bus is no longer listed by NVML.
-
-    Each event is judged in context (harness/nvml/xid_rules.py): by what its message decodes
-    to, by the Xids around it (`earlier`: events before these, read for causes and repeats,
-    not judged again), and, with `own_burn`, as the Xid of gpu-burnin's own known-good
-    workload. A finding takes the strictest of its events' judgements.
-    """
-    listed = list(events)
-    context = xid_rules.Context(own_burn=own_burn, earlier=tuple(earlier))
-    known = {_pci_or_raw(pci): uuid for pci, uuid in gpus_by_pci.items()}
-    groups: dict[tuple[str, int], list[XidEvent]] = {}
-    for event in listed:
-        groups.setdefault((_pci_or_raw(event.pci_bus_id), event.xid), []).append(event)
-    found = []
-    for (pci, number), group in sorted(groups.items()):
-        readings = [xid_rules.read(event, table, context, listed) for event in group]
-        found.append(_finding(pci, known.get(pci), table.get(number), number, group, readings, test))
-    return found
-
-
-def _finding(
-    pci: str,
-    uuid: str | None,
-    info: XidInfo | None,
-    xid: int,
-    events: list[XidEvent],
-    readings: list[Reading],
-    test: str,
-) -> Finding:
-    reading = max(reversed(readings), key=lambda r: xid_rules.strictness(r.judgement))  # the latest of the strictest
-    judgement = reading.judgement
-    label = info.label if info else "not in the table"
-    who = f"GPU {_short_or_raw(pci)} ({uuid})" if uuid else f"PCI {_short_or_raw(pci)} (not a GPU this run knows)"
-    why = f" ({reading.why})" if reading.why else ""
-    details = _details(pci, xid, info, events)
-    if info is not None:
-        details["judged_as"] = reading.bucket
-    whys = list(dict.fromkeys(r.why for r in readings if r.why))
-    details.update(decoded=whys[:MAX_EVENTS_IN_DETAILS], escalated=any(r.escalated for r in readings))
-    return Finding(
-        code=Code.XID,
-        severity=judgement.severity,
-        remediation=judgement.remediation,
-        gpu=uuid or pci,
-        test=test,
-        message=f"{who}: Xid {xid} ({label}) x{len(events)} in this run: {judgement.action}{why}",
-        details=details,
-    )
-
-
-def _short_or_raw(pci: str) -> str:
-    try:
-        return short_pci_bus_id(pci)
-    except ValueError:
-        return pci
-
-
-def _details(pci: str, xid: int, info: XidInfo | None, events: list[XidEvent]) -> dict[str, Any]:
-    times = sorted(event.when for event in events if event.when is not None)
-    details: dict[str, Any] = {
-        "pci_bus_id": pci,
-        "xid": xid,
-        "count": len(events),
-        "first": times[0].isoformat() if times else None,
-        "last": times[-1].isoformat() if times else None,
-        "events": [event.to_dict() for event in events[:MAX_EVENTS_IN_DETAILS]],
-        "events_left_out": max(0, len(events) - MAX_EVENTS_IN_DETAILS),
-    }
-    if info is None:
-        details["in_table"] = False
-        return details
-    details.update(
-        in_table=True,
-        name=info.name,
-        description=info.description,
-        bucket=info.bucket,
-        judged_as=info.judged_bucket,
-        investigatory=info.investigatory,
-        note=info.note,
-        table=info.source,
-    )
-    return details
-
-
-def untimed_finding(count: int, *, test: str = "") -> Finding | None:
-    """The warning for Xid lines the log could not date: seen, not judged."""
-    if count <= 0:
-        return None
-    return Finding(
-        code=Code.XID,
-        severity=Severity.WARNING,
-        remediation=Remediation.CHECK_CONFIG,
-        test=test,
-        message=f"{count} Xid line(s) in the kernel log carry no time this run can place, so they were not judged; "
-        "read the log with dmesg --time-format iso or journalctl -o short-iso",
-        details={"untimed": count},
-    )

@@ -20,9 +20,10 @@ from typing import Any
 from harness import health
 from harness.baselines import BaselineSet, HealthLimits
 from harness.devices import Device
-from harness.nvml import xid
+from harness.nvml import kernel_log, xid_findings
 from harness.nvml.monitor import SAMPLE_EVERY_S, Monitor, describe
 from harness.nvml.snapshot import GpuHealth, Snapshot
+from harness.nvml.xid_table import load_table
 from harness.records import Code, Finding, Remediation, Severity
 
 NVML_EVENT = "an NVML Xid event"
@@ -46,7 +47,7 @@ class Watch:
         self.baselines = baselines
         self.limits: dict[str, HealthLimits] = self._limits()
         self.monitor = Monitor(spec, startup_s=startup_s, sample_every_s=sample_every_s)
-        self.xid_table = xid.load_table(xid_table)
+        self.xid_table = load_table(xid_table)
         self.snapshots: dict[str, dict[str, Any]] = {}
         self.latest: Snapshot | None = None
         self.telemetry: dict[str, dict[str, Any]] = {}
@@ -162,23 +163,23 @@ class Watch:
         if delivered is None and self._read:
             found.append(self._lost("NVML's Xid events of this run were lost with it", ""))
         events = [
-            xid.XidEvent(
+            kernel_log.XidEvent(
                 pci_bus_id=x.pci_bus_id, xid=x.xid, when=x.when, pid=None, process="", message=NVML_EVENT, line=""
             )
             for x in delivered or ()
         ]
         if not self.simulated:  # a simulation's Xids come from its scenario, not this host's kernel
-            text, problem = xid.read_kernel_log(self.began)
+            text, problem = kernel_log.read_kernel_log(self.began)
             if problem:
                 sys.stderr.write(f"gpu-burnin: the kernel log was not read ({problem}); Xids only from NVML\n")
-            logged = xid.parse_kernel_log(text, boot_time=_boot_time())
-            inside, undated = xid.in_window(logged, self.began, ended)
+            logged = kernel_log.parse_kernel_log(text, boot_time=_boot_time())
+            inside, undated = kernel_log.in_window(logged, self.began, ended)
             events += inside
             if undated:
                 sys.stderr.write(f"gpu-burnin: {undated} Xid lines in the kernel log carry no time; not judged\n")
         by_pci = {d.pci_bus_id.upper(): d.uuid for d in self.devices if d.pci_bus_id}
         # A stress test ran on these GPUs: gpu-burnin's own workload, a known good application.
-        found += xid.findings(_unique(events), by_pci, self.xid_table, own_burn=bool(self.finished))
+        found += xid_findings.findings(_unique(events), by_pci, self.xid_table, own_burn=bool(self.finished))
         return found
 
     def _mig_visible(self, found: list[Finding]) -> list[Finding]:
@@ -238,7 +239,7 @@ def _device(gpu: GpuHealth) -> Device:
     )
 
 
-def _unique(events: list[xid.XidEvent]) -> list[xid.XidEvent]:
+def _unique(events: list[kernel_log.XidEvent]) -> list[kernel_log.XidEvent]:
     """An Xid seen by NVML and in the kernel log is one event: keep the kernel log's (it has the pid)."""
     logged = {(e.pci_bus_id, e.xid) for e in events if e.message != NVML_EVENT}
     return [e for e in events if e.message != NVML_EVENT or (e.pci_bus_id, e.xid) not in logged]
