@@ -4,7 +4,7 @@
     python bench/train_overhead.py --device cpu --rounds 4
 
 Both sides run the test's own loop (gputests.work.train.train) on the model the test trains
-on the device (gputests.work.train_run: the GPU default, or the CPU self-test's tiny one),
+on the device (harness/groups.py: the GPU default, or the CPU self-test's tiny one),
 deterministic mode on, in alternating rounds (bare, fingerprinted, fingerprinted, bare, ...)
 so that clock and thermal drift fall on both. "Bare" leaves out only what the vote costs:
 each step's loss and gradient-norm bits and the checksums of the updated parameters (the
@@ -25,7 +25,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout, installed or not
 
 from bench import rounds  # noqa: E402
-from gputests.work import train, train_run  # noqa: E402
+from gputests.work import train, train_model, train_run  # noqa: E402
+from harness import groups  # noqa: E402
+from harness.groups import TrainSection  # noqa: E402
 from harness.workers import Message  # noqa: E402
 
 GOAL = 1.03
@@ -36,7 +38,7 @@ def step_seconds(device: torch.device, job: train.Job) -> tuple[float, int]:
     got: list[Message] = []
     train.train(device, job, on_window=got.append)
     timed = [w for w in got if isinstance(w, train.Window) and w.timed]
-    steps = sum(w.tokens for w in timed) // job.shape.tokens
+    steps = sum(w.tokens for w in timed) // train_model.tokens_per_step(job.shape)
     return sum(w.seconds for w in timed) / max(steps, 1), steps
 
 
@@ -52,7 +54,9 @@ def main() -> int:
     else:
         torch.set_num_threads(1)  # as a stand-in device's worker runs
     train.configure(device)
-    shape = train_run.GPU_SHAPE if on_gpu else train_run.CPU_SHAPE
+    group = groups.GROUPS["train"]
+    shape = group.gpu if on_gpu else group.cpu
+    assert isinstance(shape, TrainSection)
     if args.layers:
         shape = dataclasses.replace(shape, layers=args.layers)
     seconds = args.seconds or (3.0 if on_gpu else 0.5)
@@ -60,7 +64,6 @@ def main() -> int:
         shape=shape,
         duration_s=seconds,
         warmup_s=1.0 if on_gpu else 0.2,
-        window_steps=train_run.WINDOW_STEPS[device.type],
     )
     name = torch.cuda.get_device_name(device) if on_gpu else "cpu"
     print(
@@ -82,12 +85,13 @@ def main() -> int:
         )
     ratios = [p / b for p, b in zip(sides[True], sides[False], strict=True)]
     bare_ms, printed_ms = statistics.median(sides[False]) * 1e3, statistics.median(sides[True]) * 1e3
-    tokens_per_s = shape.tokens / (printed_ms / 1e3)
+    tokens_per_s = train_model.tokens_per_step(shape) / (printed_ms / 1e3)
     print(f"median step ms: bare {bare_ms:.3f}, with fingerprints {printed_ms:.3f}")
     print(f"tokens/s with fingerprints: {tokens_per_s:.4g}")
     peak = train_run.PEAK_TFLOPS.get(name)
     if peak is not None:
-        print(f"MFU with fingerprints: {tokens_per_s * shape.flops_per_token / (peak * 1e12):.3f} of {peak:g} TFLOP/s")
+        mfu = tokens_per_s * train_model.flops_per_token(shape) / (peak * 1e12)
+        print(f"MFU with fingerprints: {mfu:.3f} of {peak:g} TFLOP/s")
     ratio = statistics.median(ratios)
     verdict = (f"goal {GOAL:g}: {'met' if ratio < GOAL else 'NOT met'}") if on_gpu else "the goal is for a GPU"
     print(f"ratio fingerprinted/bare: {ratio:.3f} (middle half {rounds.middle_half(ratios)}); {verdict}")

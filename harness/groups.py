@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import math
 import re
 from collections.abc import Mapping
 from typing import Any, Self
@@ -101,6 +102,41 @@ class NcclSection(Section):
     def __post_init__(self) -> None:
         if not self.sizes_mib or min(self.sizes_mib) < 1 or self.iterations < 1:
             raise ConfigError("sizes_mib needs sizes of at least 1 and iterations at least 1", field="profile.nccl")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TrainSection(Section):
+    layers: int
+    """Transformer layers."""
+    d_model: int
+    """The model's width."""
+    heads: int
+    """Attention heads: d_model divides by it."""
+    seq: int
+    """Tokens per sequence, even: the copy task's second half repeats its first."""
+    batch: int
+    """Sequences per step."""
+    vocab: int
+    """Tokens in the vocabulary."""
+    dtype: str
+    """"bf16" (autocast over float32 master weights) or "fp32"."""
+    lr: float
+    """AdamW's learning rate."""
+    clip: float = 1.0
+    """Gradient clipping: the largest gradient norm."""
+    window_steps: int = 4
+    """Steps per timed window; a window's fingerprints reach the host together."""
+
+    def __post_init__(self) -> None:
+        sizes = (self.layers, self.d_model, self.heads, self.seq, self.batch, self.window_steps)
+        if min(sizes) < 1 or self.vocab < 2 or self.d_model % self.heads or self.seq % 2:
+            raise ConfigError(
+                "layers, d_model, heads, seq, batch and window_steps must be at least 1 and vocab at least 2, "
+                "d_model divisible by heads, seq even",
+                field="profile.train",
+            )
+        if self.dtype not in ("bf16", "fp32") or not (0.0 < self.lr < math.inf and 0.0 < self.clip < math.inf):
+            raise ConfigError("dtype must be bf16 or fp32, lr and clip positive", field="profile.train")
 
 
 NAME = re.compile(r"[a-z][a-z0-9_]*")
@@ -217,6 +253,19 @@ GROUPS: dict[str, Group] = _registry(
         gpu=NcclSection(sizes_mib=(8, 64, 512, 4096, 8192), iterations=20),
         cpu=NcclSection(sizes_mib=(1, 4), iterations=4),
         module="gputests.work.nccl_run",
+    ),
+    Group(
+        name="train",
+        help="a small transformer trained on every GPU, compared bitwise step by step (silent corruption in "
+        "the kernels training runs)",
+        stress=True,
+        metrics={"train.tokens_per_s": Direction.HIGHER, "train.mfu": Direction.HIGHER},
+        # About 100 ms a step on an H100, by estimate (docs/determinism.md, the baselines' provenance).
+        gpu=TrainSection(layers=8, d_model=2048, heads=16, seq=2048, batch=8, vocab=4096, dtype="bf16", lr=3e-4),
+        cpu=TrainSection(
+            layers=2, d_model=64, heads=4, seq=32, batch=4, vocab=32, dtype="fp32", lr=1e-2, window_steps=8
+        ),
+        module="gputests.work.train_run",
     ),
     Group(
         name="health",

@@ -54,8 +54,8 @@ def test_without_a_cuda_device_the_tests_skip_and_the_run_is_incomplete(pytester
     monkeypatch.setattr(devices, "_probe_cuda", lambda timeout: devices.Listing(devices=(), facts={}, problem=problem))
     result = pytester.runpytest("-p", "no:cacheprovider", "--pyargs", "gputests")
     assert result.ret == 2
-    # matmul, memory, pcie, nvlink, nccl, health; dcgm not asked for
-    result.stdout.fnmatch_lines(["*6 skipped, 1 deselected*"])
+    # matmul, memory, pcie, nvlink, nccl, train, health; dcgm not asked for
+    result.stdout.fnmatch_lines(["*7 skipped, 1 deselected*"])
     result.stdout.fnmatch_lines(
         ["gpu-burnin verdict: INCOMPLETE (0 devices): NO_GPUS: no CUDA device (*); use --gpu-device cpu*"]
     )

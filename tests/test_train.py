@@ -1,18 +1,24 @@
 """The training test's worker side, called directly on the CPU (the self-test's tiny model)."""
 
 import dataclasses
+import math
 
 import pytest
 import torch
 
 from gputests.work import train, train_model, train_run
-from gputests.work.train_model import AdamW, Model, Shape
+from gputests.work.train_model import AdamW, Model
 from gputests.work.train_vote import digest
+from harness.errors import ConfigError
+from harness.groups import GROUPS, TrainSection
 from harness.workers.devicetest import FaultFired
 from tests.helpers import local_context
 
 CPU = torch.device("cpu")
-SHAPE = train_run.CPU_SHAPE
+CPU_SECTION, GPU_SECTION = GROUPS["train"].cpu, GROUPS["train"].gpu
+assert isinstance(CPU_SECTION, TrainSection) and isinstance(GPU_SECTION, TrainSection)
+SHAPE = dataclasses.replace(CPU_SECTION, window_steps=4)
+TOKENS = train_model.tokens_per_step(SHAPE)
 
 
 @pytest.fixture(autouse=True)
@@ -28,7 +34,7 @@ def one_thread():
 
 
 def job(**changes) -> train.Job:
-    settings = {"shape": SHAPE, "duration_s": 0.05, "warmup_s": 0.0, "window_steps": 4} | changes
+    settings = {"shape": SHAPE, "duration_s": 0.05, "warmup_s": 0.0} | changes
     return train.Job(**settings)
 
 
@@ -59,7 +65,7 @@ def test_the_loss_falls_on_the_learnable_task():
 def test_windows_count_their_steps_and_tokens():
     windows, _, sent = trained(steps=10)
     assert [(w.first_step, len(w.prints)) for w in windows] == [(1, 4), (5, 4), (9, 2)]
-    assert [w.tokens for w in windows] == [4 * SHAPE.tokens, 4 * SHAPE.tokens, 2 * SHAPE.tokens]
+    assert [w.tokens for w in windows] == [4 * TOKENS, 4 * TOKENS, 2 * TOKENS]
     assert all(w.seconds > 0 and w.tokens_per_s > 0 for w in windows)
     assert [m.phase for m in sent if hasattr(m, "phase")][-1] == "step 10"
 
@@ -136,7 +142,7 @@ def test_a_corrupted_step_differs_from_a_clean_run_from_that_step_in_the_middle_
 def test_with_rerun_each_step_runs_twice_and_a_flip_in_one_run_is_reported():
     windows, reruns, _ = trained(rerun=True)
     assert reruns == [] and prints_of(windows) == prints_of(trained()[0])
-    assert windows[0].tokens == 2 * 4 * SHAPE.tokens  # both runs trained
+    assert windows[0].tokens == 2 * 4 * TOKENS  # both runs trained
     _, reruns, _ = trained(fault="corrupt@5", rerun=True)
     assert [r.step for r in reruns] == [5]
     assert reruns[0].second.differs_from(reruns[0].first, Model.group_names(SHAPE)) == (["parameters"], "layers.1")
@@ -148,24 +154,25 @@ def test_without_fingerprints_the_steps_are_timed_and_nothing_is_read():
 
 
 def test_flops_per_token_count_every_matrix_multiply_and_attention():
-    gpu = train_run.GPU_SHAPE
-    d, f, layers = gpu.d_model, gpu.ffn, gpu.layers
+    gpu = GPU_SECTION
+    d, f, layers = gpu.d_model, train_model.ffn(gpu), gpu.layers
     assert f == 5504 and f % 64 == 0 and f >= 8 * d / 3
     weights = layers * (d * 3 * d + d * d + 3 * d * f) + gpu.vocab * d
-    assert gpu.flops_per_token == 6 * weights + 12 * layers * d * gpu.seq
-    assert 2.8e9 < gpu.flops_per_token < 3.0e9 and gpu.tokens == 16384
+    assert train_model.flops_per_token(gpu) == 6 * weights + 12 * layers * d * gpu.seq
+    assert 2.8e9 < train_model.flops_per_token(gpu) < 3.0e9 and train_model.tokens_per_step(gpu) == 16384
 
 
 @pytest.mark.parametrize(
-    "change", [{"heads": 3}, {"seq": 31}, {"dtype": "fp8"}, {"lr": 0.0}, {"layers": 0}, {"vocab": 1}]
+    "change", [{"heads": 3}, {"seq": 31}, {"dtype": "fp8"}, {"lr": 0.0}, {"lr": math.inf}, {"layers": 0}, {"vocab": 1}]
 )
-def test_a_shape_that_cannot_train_is_refused(change):
-    with pytest.raises(ValueError):
+def test_a_section_that_cannot_train_is_refused_naming_it(change):
+    with pytest.raises(ConfigError) as caught:
         dataclasses.replace(SHAPE, **change)
+    assert caught.value.field == "profile.train"
 
 
 def test_a_gpu_step_is_sized_for_about_100_ms_on_an_h100_by_estimate():
-    step_flops = train_run.GPU_SHAPE.flops_per_token * train_run.GPU_SHAPE.tokens
+    step_flops = train_model.flops_per_token(GPU_SECTION) * train_model.tokens_per_step(GPU_SECTION)
     seconds_at_40_percent = step_flops / (0.4 * train_run.PEAK_TFLOPS["NVIDIA H100 80GB HBM3"] * 1e12)
     assert 0.08 < seconds_at_40_percent < 0.15
-    assert Shape(**dataclasses.asdict(train_run.GPU_SHAPE)) == train_run.GPU_SHAPE
+    assert TrainSection.from_dict(GPU_SECTION.to_dict()) == GPU_SECTION

@@ -6,18 +6,19 @@ import time
 import pytest
 
 from gputests.work import train_run
+from harness.groups import TrainSection
 from harness.profiles import quick
 from harness.records import Code, Severity
 from harness.workers.devicetest import Scope
 from harness.workers.faults import Fault
-from tests.helpers import cpus
+from tests.helpers import cpus, only_result
 
 PROFILE = quick().for_cpu().with_overrides(duration_s=0.2)
 
 
-def run(devices, faults=None, profile=PROFILE, shape=None):
+def run(devices, faults=None, profile=PROFILE):
     scope = Scope(devices=tuple(devices), profile=profile, test="t::train", group="train", faults=faults or {})
-    return train_run.run(scope, shape=shape)
+    return train_run.run(scope)
 
 
 def fault(kind: str, device: int, at: int = 1) -> dict[int, Fault]:
@@ -82,8 +83,8 @@ def test_a_lone_device_compares_each_step_with_its_second_run_and_says_so(cpu):
 
 
 def test_a_learning_rate_that_diverges_is_train_diverged(cpu):
-    absurd = dataclasses.replace(train_run.CPU_SHAPE, lr=1e4)
-    found = failing(run(cpus(2, cpu), shape=absurd))
+    absurd = dataclasses.replace(PROFILE.section(TrainSection), lr=1e4)
+    found = failing(run(cpus(2, cpu), profile=PROFILE.with_section(absurd)))
     assert [(f.code, f.severity, f.gpu) for f in found] == [
         (Code.TRAIN_DIVERGED, Severity.FAIL, "CPU-0"),
         (Code.TRAIN_DIVERGED, Severity.FAIL, "CPU-1"),
@@ -118,3 +119,41 @@ def test_a_worker_error_is_incomplete_named_and_its_peer_is_left_unchecked(cpu):
     assert "train train raised: RuntimeError: injected fault" in found[0].message
     assert "Traceback" in found[0].details["traceback"] and found[0].metric == train_run.TOKENS
     assert "could be compared" in found[1].message
+
+
+SUITE = (
+    "-p",
+    "no:cacheprovider",
+    "--pyargs",
+    "gputests",
+    "--gpu-device",
+    "cpu",
+    "--gpu-duration",
+    "0.4",
+    "-m",
+    "train",
+)
+
+
+@pytest.mark.slow
+def test_the_self_test_of_train_passes_and_keeps_the_first_fingerprints(pytester, tmp_path):
+    result = pytester.runpytest(*SUITE, "--gpu-results", str(tmp_path))
+    assert result.ret == 0
+    result.stdout.fnmatch_lines(["CPU 0*train.tokens_per_s*tokens/s*>= 1 tokens/s*ok", "gpu-burnin verdict: PASS*"])
+    doc = only_result(tmp_path)
+    prints = [f for f in doc["findings"] if f["code"] == "TRAIN_FINGERPRINTS"]
+    assert len(prints) == 2 and prints[0]["details"]["digest"] == prints[1]["details"]["digest"]
+    assert doc["profile"]["train"]["layers"] == 2 and doc["profile"]["train"]["dtype"] == "fp32"
+
+
+@pytest.mark.slow
+def test_a_corrupted_gpu_fails_the_run_alone_with_the_step_and_the_layer(pytester, tmp_path):
+    result = pytester.runpytest(*SUITE, "--gpu-inject", "train.corrupt:1", "--gpu-results", str(tmp_path))
+    assert result.ret == 1
+    result.stdout.fnmatch_lines(
+        ["gpu-burnin verdict: FAIL (2 devices): DATA_MISMATCH: CPU 1 (*): at step 1 *layers.1*"]
+    )
+    doc = only_result(tmp_path)
+    second = next(d["uuid"] for d in doc["devices"] if d["index"] == 1)
+    failing_codes = [(f["code"], f["gpu"]) for f in doc["findings"] if f["severity"] == "fail"]
+    assert failing_codes == [("DATA_MISMATCH", second)]

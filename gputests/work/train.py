@@ -24,8 +24,9 @@ from typing import Any
 import torch
 
 from gputests.work import matmul
-from gputests.work.train_model import AdamW, Model, Shape, batches, train_step
+from gputests.work.train_model import AdamW, Model, batches, flops_per_token, tokens_per_step, train_step
 from gputests.work.train_vote import Print
+from harness.groups import TrainSection
 from harness.workers import Message
 from harness.workers.devicetest import Context
 
@@ -36,12 +37,11 @@ METRIC = "train.tokens_per_s"
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Job:
-    shape: Shape
+    shape: TrainSection
+    """The model, the batch, the optimizer, the window: the profile's section of the test."""
     duration_s: float
     """Timed seconds, after the warm-up."""
     warmup_s: float
-    window_steps: int
-    """Steps per window: each window is timed and its fingerprints read together."""
     rerun: bool = False
     """Run every step twice from the same state and compare (a GPU with no peer of its model)."""
     fingerprints: bool = True
@@ -149,7 +149,7 @@ def train(
                 break
         elif timed and now - timed_from >= job.duration_s and timed_windows >= MIN_WINDOWS:
             break
-        count = job.window_steps if steps is None else min(job.window_steps, steps - step)
+        count = job.shape.window_steps if steps is None else min(job.shape.window_steps, steps - step)
         window = _Pending(first=step, count=count, start=clock.mark(), timed=timed)
         for _ in range(count):
             if context is not None:
@@ -207,7 +207,7 @@ def _settle(
             first_step=window.first + 1,
             prints=found,
             seconds=clock.seconds(window.start, window.end),
-            tokens=window.count * runs * job.shape.tokens,
+            tokens=window.count * runs * tokens_per_step(job.shape),
             timed=window.timed,
         )
     )
@@ -222,28 +222,28 @@ class _Prints:
         self.width = 2 + len(model.names)
         runs = 2 if job.rerun else 1
         device = model.params.device
-        self.rows = torch.zeros((2, job.window_steps, runs, self.width), dtype=torch.int64, device=device)
+        self.rows = torch.zeros((2, job.shape.window_steps, runs, self.width), dtype=torch.int64, device=device)
         pinned = device.type == "cuda"
-        self.host = torch.zeros((2, job.window_steps, runs, self.width), dtype=torch.int64, pin_memory=pinned)
+        self.host = torch.zeros((2, job.shape.window_steps, runs, self.width), dtype=torch.int64, pin_memory=pinned)
         self.copied: list[Any] = [None, None]
 
     def record(self, step: int, run: int, loss: torch.Tensor, norm: torch.Tensor) -> None:
         if not self.job.fingerprints:
             return
-        row = self.rows[(step // self.job.window_steps) % 2, step % self.job.window_steps, run]
+        row = self.rows[(step // self.job.shape.window_steps) % 2, step % self.job.shape.window_steps, run]
         row[0] = loss.float().view(torch.int32)
         row[1] = norm.float().view(torch.int32)
         self.model.checksums(row[2:])
 
     def send_to_host(self, first: int) -> None:
-        k = (first // self.job.window_steps) % 2
+        k = (first // self.job.shape.window_steps) % 2
         self.host[k].copy_(self.rows[k], non_blocking=True)
         if self.rows.device.type == "cuda":
             self.copied[k] = torch.cuda.Event()
             self.copied[k].record()
 
     def read(self, first: int, count: int) -> tuple[tuple[Print, ...], list[Rerun]]:
-        k = (first // self.job.window_steps) % 2
+        k = (first // self.job.shape.window_steps) % 2
         if self.copied[k] is not None:
             self.copied[k].synchronize()
         if not self.job.fingerprints:
@@ -270,8 +270,8 @@ def worker(context: Context, job: Job) -> None:
     context.send(
         Started(
             groups=Model.group_names(shape),
-            flops_per_token=shape.flops_per_token,
-            tokens_per_step=shape.tokens,
+            flops_per_token=flops_per_token(shape),
+            tokens_per_step=tokens_per_step(shape),
         )
     )
     data = batches(shape, device)

@@ -12,7 +12,6 @@ generator, so every device starts from the same bits (docs/determinism.md).
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from typing import Any
 
@@ -20,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from gputests.work.matmul import pattern
+from harness.groups import TrainSection
 
 DEFAULT_SEED = 20261207
 EPS = 1e-5
@@ -30,57 +30,30 @@ POOL = 4
 """Distinct batches, used in turn: the task is learnable and the batches can be memorised, so the loss falls."""
 
 
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class Shape:
-    """The model, the batch and the optimizer's settings."""
+def ffn(shape: TrainSection) -> int:
+    """The SwiGLU hidden size: 8/3 of d_model, rounded up to a multiple of 64."""
+    return -(-8 * shape.d_model // 3 // 64) * 64
 
-    layers: int
-    d_model: int
-    heads: int
-    seq: int
-    """Tokens per sequence; the first half is random, the second half copies it."""
-    batch: int
-    """Sequences per step."""
-    vocab: int
-    dtype: str
-    """"bf16" (autocast, float32 master weights) or "fp32"."""
-    lr: float
-    clip: float = 1.0
-    """Gradient clipping: the largest gradient norm."""
 
-    def __post_init__(self) -> None:
-        if min(self.layers, self.d_model, self.heads, self.seq, self.batch) < 1 or self.vocab < 2:
-            raise ValueError(f"every size must be at least 1 and the vocabulary at least 2: {self}")
-        if self.d_model % self.heads or self.seq % 2:
-            raise ValueError(f"d_model must divide by heads and seq be even: {self}")
-        if self.dtype not in ("bf16", "fp32") or not (self.lr > 0 and self.clip > 0):
-            raise ValueError(f"dtype must be bf16 or fp32, lr and clip positive: {self}")
+def tokens_per_step(shape: TrainSection) -> int:
+    """Tokens trained on per step."""
+    return shape.batch * shape.seq
 
-    @property
-    def ffn(self) -> int:
-        """The SwiGLU hidden size: 8/3 of d_model, rounded up to a multiple of 64."""
-        return -(-8 * self.d_model // 3 // 64) * 64
 
-    @property
-    def tokens(self) -> int:
-        """Tokens trained on per step."""
-        return self.batch * self.seq
-
-    @property
-    def flops_per_token(self) -> float:
-        """Training FLOPs per token, as model-FLOP utilisation counts them (PaLM, appendix B):
-        6 per weight of every matrix multiply, plus 12 x layers x d_model x seq for attention."""
-        d, f = self.d_model, self.ffn
-        weights = self.layers * (4 * d * d + 3 * d * f) + self.vocab * d
-        return 6.0 * weights + 12.0 * self.layers * d * self.seq
+def flops_per_token(shape: TrainSection) -> float:
+    """Training FLOPs per token, as model-FLOP utilisation counts them (PaLM, appendix B):
+    6 per weight of every matrix multiply, plus 12 x layers x d_model x seq for attention."""
+    d, f = shape.d_model, ffn(shape)
+    weights = shape.layers * (4 * d * d + 3 * d * f) + shape.vocab * d
+    return 6.0 * weights + 12.0 * shape.layers * d * shape.seq
 
 
 class Model:
     """The transformer over flat buffers: `params` and `grads`, float32, cut into `groups`."""
 
-    def __init__(self, shape: Shape, device: torch.device, seed: int = DEFAULT_SEED):
+    def __init__(self, shape: TrainSection, device: torch.device, seed: int = DEFAULT_SEED):
         self.shape = shape
-        d, f, v = shape.d_model, shape.ffn, shape.vocab
+        d, f, v = shape.d_model, ffn(shape), shape.vocab
         layer = [("attn_norm", (d,)), ("qkv", (3 * d, d)), ("out", (d, d)), ("mlp_norm", (d,))]
         layer += [("gate_up", (2 * f, d)), ("down", (d, f))]
         plan: list[tuple[str, list[tuple[str, tuple[int, ...]]]]] = [("embed", [("embed", (v, d))])]
@@ -110,7 +83,7 @@ class Model:
         """Where the layers lie in `params`: equal sizes, so their checksums are one reduction."""
 
     @staticmethod
-    def group_names(shape: Shape) -> tuple[str, ...]:
+    def group_names(shape: TrainSection) -> tuple[str, ...]:
         """The tensor groups, in order: the embedding, each layer, the head (final norm and output)."""
         return ("embed", *(f"layers.{i}" for i in range(shape.layers)), "head")
 
@@ -181,7 +154,7 @@ def train_step(model: Model, optimizer: AdamW, tokens: torch.Tensor) -> tuple[to
     return loss.detach(), optimizer.step()
 
 
-def batches(shape: Shape, device: torch.device, seed: int = DEFAULT_SEED) -> torch.Tensor:
+def batches(shape: TrainSection, device: torch.device, seed: int = DEFAULT_SEED) -> torch.Tensor:
     """The copy task: POOL batches of sequences whose second half repeats the first, from a hash."""
     half = shape.seq // 2 + 1
     words = pattern(POOL * shape.batch, half, seed, 7, device)
@@ -189,7 +162,7 @@ def batches(shape: Shape, device: torch.device, seed: int = DEFAULT_SEED) -> tor
     return torch.cat([symbols, symbols[:, : shape.seq + 1 - half]], dim=1).view(POOL, shape.batch, shape.seq + 1)
 
 
-def _block(x: torch.Tensor, w: dict[str, Any], shape: Shape) -> torch.Tensor:
+def _block(x: torch.Tensor, w: dict[str, Any], shape: TrainSection) -> torch.Tensor:
     batch, seq, d = x.shape
     heads = shape.heads
     qkv = F.linear(_rms_norm(x, w["attn_norm"]), w["qkv"]).view(batch, seq, 3, heads, d // heads)
@@ -205,7 +178,7 @@ def _rms_norm(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     return (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + EPS)).to(x.dtype) * weight.to(x.dtype)
 
 
-def _initial(name: str, size: tuple[int, ...], shape: Shape, seed: int, salt: int, device: torch.device) -> Any:
+def _initial(name: str, size: tuple[int, ...], shape: TrainSection, seed: int, salt: int, device: torch.device) -> Any:
     """A weight's first value: norms 1; matrices uniform with variance 1/fan-in (the layers'
     output projections smaller, by 1/sqrt(2 x layers), as GPT-2 does); the embedding variance 1."""
     if len(size) == 1:

@@ -21,9 +21,9 @@ from typing import Any
 
 from gputests.work import train_vote
 from gputests.work.train import METRIC, Job, Replay, Replayed, Rerun, Started, Trained, Window, worker
-from gputests.work.train_model import Shape
 from gputests.work.train_vote import Disagreement, Print
 from harness.devices import Device
+from harness.groups import TrainSection
 from harness.records import Code, Direction, Remediation, Severity
 from harness.workers.devicetest import DeviceRun, Outcome, Scope
 
@@ -31,11 +31,6 @@ TOKENS = METRIC
 MFU = "train.mfu"
 FIRST_STEPS = 16
 """Fingerprints of the first steps kept in the result file, for comparing nodes."""
-GPU_SHAPE = Shape(layers=8, d_model=2048, heads=16, seq=2048, batch=8, vocab=4096, dtype="bf16", lr=3e-4)
-"""About 100 ms a step on an H100 (an estimate: 2.9 GFLOP a token, 16384 tokens a step, at 40% of 989 TFLOP/s)."""
-CPU_SHAPE = Shape(layers=2, d_model=64, heads=4, seq=32, batch=4, vocab=32, dtype="fp32", lr=1e-2)
-"""The CPU self-test's: a few milliseconds a step on one core."""
-WINDOW_STEPS = {"cuda": 4, "cpu": 8}
 PEAK_TFLOPS = {
     "NVIDIA H100 80GB HBM3": 989.4,
     "NVIDIA H200": 989.4,
@@ -43,10 +38,6 @@ PEAK_TFLOPS = {
 }
 """Dense bf16 tensor-core peak by device name (NVIDIA's datasheets), the denominator of MFU.
 A device not listed has no MFU figure; a baseline that requires one makes its run incomplete."""
-
-
-def shape_for(device: Device) -> Shape:
-    return CPU_SHAPE if device.kind == "cpu" else GPU_SHAPE
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -60,15 +51,15 @@ class _Reports:
     trained: Trained | None = None
 
 
-def run(scope: Scope, shape: Shape | None = None) -> Outcome:
+def run(scope: Scope) -> Outcome:
     devices = scope.devices
     peers = collections.Counter(d.model_key for d in devices)
+    shape = scope.profile.section(TrainSection)  # the CPU self-test's profile holds the tiny model
     jobs = [
         Job(
-            shape=shape or shape_for(device),
+            shape=shape,
             duration_s=scope.profile.duration_s,
             warmup_s=scope.profile.warmup_s,
-            window_steps=WINDOW_STEPS.get(device.kind, 4),
             rerun=peers[device.model_key] == 1,
         )
         for device in devices
