@@ -78,8 +78,9 @@ def test_boards_built_with_nvlink_require_every_dtype_and_their_links(name):
     # the figures across nodes are the fabric's as much as the GPUs': listed for Hopper, never required
     sizes = ("8mib", "64mib", "512mib", "4gib", "8gib")
     across = set() if name.startswith("a100") else {f"nccl.allreduce.multinode.{s}.busbw" for s in sizes}
-    assert set(model.metrics) == matmul | memory | pcie | nvlink | large | small | across
-    assert {n for n, spec in model.metrics.items() if spec.required} == matmul | memory | pcie | nvlink | large
+    train = {"train.tokens_per_s", "train.mfu"}
+    assert set(model.metrics) == matmul | memory | pcie | nvlink | large | small | across | train
+    assert {n for n, spec in model.metrics.items() if spec.required} == matmul | memory | pcie | nvlink | large | train
 
 
 def test_the_all_reduce_metrics_are_the_profiles_sizes():

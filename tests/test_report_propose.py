@@ -46,6 +46,9 @@ def test_on_a_clean_fleet_the_proposal_lands_near_the_truth_and_fails_no_healthy
     proposal = _propose(clean, current)
     checked = 0
     for change in proposal.changes:
+        if change.metric not in TRUTH:  # the synthetic fleet does not measure it (the training test's figures)
+            assert change.gpus == 0 and change.new_limit == change.old_limit and "limit kept" in change.note
+            continue
         truth = TRUTH[change.metric]
         assert change.fail_new == 0, change.metric
         assert change.flag_new <= 2, change.metric  # a 0.1% false-flag rate: about one in 960 GPUs
