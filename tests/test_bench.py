@@ -280,7 +280,8 @@ def _gpu_check(tmp_path, **env):
 
 
 STEPS = (
-    "imports memory memcorrupt memhang xid pcie interconnect matmul corrupt hang usable bench membench tests".split()
+    "imports train traincorrupt memory memcorrupt memhang xid pcie interconnect matmul corrupt hang usable bench "
+    "membench tests".split()
 )
 
 
@@ -290,7 +291,7 @@ def test_steps_that_crash_before_writing_a_result_are_unexpected_even_where_a_fa
     python = _fake_python(tmp_path, "*harness.cli*|*bench/*.py*|*-m\\ pytest*")
     done, steps, _ = _gpu_check(tmp_path, PYTHON=python)
     assert done.returncode == 1, done.stdout[-3000:]
-    for name in ("corrupt", "hang", "memcorrupt", "memhang"):
+    for name in ("corrupt", "hang", "memcorrupt", "memhang", "traincorrupt"):
         assert "UNEXPECTED" in steps.get(name, ""), steps
         assert "no result file" in steps[name]
     assert all(" ok " not in line for name, line in steps.items() if name != "imports"), steps
@@ -310,7 +311,7 @@ def test_without_an_essential_package_the_check_stops_at_once_and_says_which(tmp
 def test_what_does_not_fit_in_the_time_left_is_skipped_and_said_so(tmp_path):
     done, steps, lines = _gpu_check(tmp_path, GPU_CHECK_BUDGET_S="12")
     assert done.returncode == 1
-    for name in ("memory", "memcorrupt", "memhang", "pcie", "matmul", "tests"):
+    for name in ("train", "traincorrupt", "memory", "memcorrupt", "memhang", "pcie", "matmul", "tests"):
         assert " SKIPPED-for-time: needs about " in steps[name], steps
     assert lines[-2].startswith("total: ") and " of a 12 s budget; " in lines[-2] and " SKIPPED-for-time" in lines[-2]
     assert lines[-1] == "gpu_check: NOT every step as expected"
