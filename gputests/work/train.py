@@ -5,13 +5,12 @@ device reduces what it produced to a fingerprint (the loss, the gradient norm an
 checksum of the updated parameters per tensor group: gputests/work/train_vote.py),
 written into a row of a device buffer; a window's rows reach the host through pinned
 memory while the next window computes, so fingerprinting never stalls the device.
-With `rerun` (a GPU with no peer of its model in the node) each step runs twice
-from the same saved state, and the two fingerprints must be equal. After training,
-a worker may be asked to replay the run up to a step (`Replay`): how a tie between
-two devices that disagree is broken. It is a plain
-function: the test runs it in one worker per device (`worker`) and
-bench/train_overhead.py calls it directly. The model is gputests/work/train_model.py;
-the parent side is gputests/work/train_run.py.
+With `rerun` (a GPU with no peer of its model in the node) each step runs twice from
+the same saved state, and the two fingerprints must be equal. `train()` is a plain
+function: the test runs it in one worker per device (`worker`), which after training
+may be asked to replay the run up to a step (`Replay`: how a tie between two devices
+that disagree is broken), and bench/train_overhead.py calls it directly. The model is
+gputests/work/train_model.py; the parent side is gputests/work/train_run.py.
 """
 
 from __future__ import annotations
@@ -132,12 +131,9 @@ def train(
     `data`: the batches (`batches()` when not given). Returns the number of steps."""
     model = Model(job.shape, device)
     optimizer = AdamW(model)
-    data = batches(job.shape, device) if data is None else data
-    prints = _Prints(model, job)
+    stepper = _Stepper(model, optimizer, batches(job.shape, device) if data is None else data, job, context)
     clock = matmul.clock_for(device)
-    saved = [torch.empty_like(t) for t in optimizer.state()] if job.rerun else []
-    began = time.monotonic()
-    timed_from = began + job.warmup_s
+    timed_from = time.monotonic() + job.warmup_s
     pending: list[_Pending] = []
     timed_windows = 0
     step = 0
@@ -152,33 +148,48 @@ def train(
         count = job.shape.window_steps if steps is None else min(job.shape.window_steps, steps - step)
         window = _Pending(first=step, count=count, start=clock.mark(), timed=timed)
         for _ in range(count):
-            if context is not None:
-                context.fault_pace()
-            tokens = data[step % len(data)]
-            if job.rerun:
-                torch._foreach_copy_(saved, optimizer.state())
-                steps_before = optimizer.steps
-            loss, norm = train_step(model, optimizer, tokens)
-            if context is not None:
-                context.fault_point(model.group_params(len(model.names) // 2))
-            prints.record(step, 0, loss, norm)
-            if job.rerun:
-                torch._foreach_copy_(optimizer.state(), saved)
-                optimizer.steps = steps_before
-                loss, norm = train_step(model, optimizer, tokens)
-                prints.record(step, 1, loss, norm)
+            stepper.step(step)
             step += 1
         window.end = clock.mark()
-        prints.send_to_host(window.first)
+        stepper.prints.send_to_host(window.first)
         pending.append(window)
         timed_windows += timed
-        if len(pending) > 1:
-            _settle(pending.pop(0), clock, prints, job, on_window)
+        if len(pending) > 1:  # settle the previous window while this one runs
+            _settle(pending.pop(0), clock, stepper.prints, job, on_window)
         if context is not None:
             context.progress(f"step {step}", steps=float(step))
     while pending:
-        _settle(pending.pop(0), clock, prints, job, on_window)
+        _settle(pending.pop(0), clock, stepper.prints, job, on_window)
     return step
+
+
+class _Stepper:
+    """One training step and its fingerprint; with `rerun`, the step again from the same state."""
+
+    def __init__(self, model: Model, optimizer: AdamW, data: torch.Tensor, job: Job, context: Context | None):
+        self.model, self.optimizer, self.data, self.job, self.context = model, optimizer, data, job, context
+        self.prints = _Prints(model, job)
+        self.saved = [torch.empty_like(t) for t in optimizer.state()] if job.rerun else []
+        self.middle = len(model.names) // 2
+        """The group the fault point hands over: a layer in the middle of the model."""
+
+    def step(self, step: int) -> None:
+        model, optimizer, context = self.model, self.optimizer, self.context
+        if context is not None:
+            context.fault_pace()
+        tokens = self.data[step % len(self.data)]
+        if self.job.rerun:
+            torch._foreach_copy_(self.saved, optimizer.state())
+            steps_before = optimizer.steps
+        loss, norm = train_step(model, optimizer, tokens)
+        if context is not None:
+            context.fault_point(model.group_params(self.middle))  # after the update, before its fingerprint
+        self.prints.record(step, 0, loss, norm)
+        if self.job.rerun:
+            torch._foreach_copy_(optimizer.state(), self.saved)
+            optimizer.steps = steps_before
+            loss, norm = train_step(model, optimizer, tokens)
+            self.prints.record(step, 1, loss, norm)
 
 
 @dataclasses.dataclass(kw_only=True)
