@@ -157,3 +157,18 @@ def test_a_corrupted_gpu_fails_the_run_alone_with_the_step_and_the_layer(pyteste
     second = next(d["uuid"] for d in doc["devices"] if d["index"] == 1)
     failing_codes = [(f["code"], f["gpu"]) for f in doc["findings"] if f["severity"] == "fail"]
     assert failing_codes == [("DATA_MISMATCH", second)]
+
+
+def test_ties_of_two_models_at_one_step_are_broken_each_within_its_model(cpu):
+    # Model A: device 1 flips a bit once (its replay clears device 0); model B: device 3 is consistently
+    # wrong (nothing tells it from device 2). Device 0 must not be held for model B's tie.
+    a, b = dataclasses.replace(cpu, name="Test CPU A"), dataclasses.replace(cpu, name="Test CPU B")
+    devices = cpus(2, a) + tuple(
+        dataclasses.replace(d, index=d.index + 2, uuid=f"CPU-{d.index + 2}") for d in cpus(2, b)
+    )
+    found = failing(run(devices, fault("corrupt", 1) | fault("skew", 3)))
+    assert sorted((f.gpu, f.code) for f in found) == [
+        ("CPU-1", Code.DATA_MISMATCH),
+        ("CPU-2", Code.INCONCLUSIVE),
+        ("CPU-3", Code.INCONCLUSIVE),
+    ]

@@ -64,41 +64,21 @@ def run(scope: Scope) -> Outcome:
         )
         for device in devices
     ]
-    reports = {i: _Reports() for i in range(len(devices))}
     busy = scope.profile.warmup_s + scope.profile.duration_s
     with DeviceRun(scope, worker, jobs, busy_s=busy) as device_run:
-        for device, message in device_run.messages(until=Trained):
-            got = reports[devices.index(device)]
-            if isinstance(message, Started):
-                got.started = message
-            elif isinstance(message, Window):
-                got.windows.append(message)
-                got.prints.extend(message.prints)
-            elif isinstance(message, Rerun):
-                got.reruns.append(message)
-            elif isinstance(message, Trained):
-                got.trained = message
-                _measure(device_run, device, got)
+        reports = _collect(device_run)
         names = next((r.started.groups for r in reports.values() if r.started is not None), ())
         prints = {i: r.prints for i, r in reports.items()}
         tally = train_vote.vote({i: d.model_key for i, d in enumerate(devices)}, prints, names)
         ties = [d for d in tally.disagreements if not d.majority]
-        asked = {d.suspect: d.step for d in ties}
-        for i, device in enumerate(devices):
-            device_run.send(device, Replay(step=asked.get(i, 0)))
-        replays = {
-            devices.index(device): message.print
-            for device, message in device_run.messages(until=Replayed)
-            if isinstance(message, Replayed)
-        }
-
+        replays = _replays(device_run, ties)
     for d in tally.disagreements:
         if d.majority:
             _disagreement(device_run, d)
-    for step, tied in _ties(ties).items():
+    for (_, step), tied in _ties(devices, ties).items():
         judged = train_vote.break_tie(tied, step, prints, replays)
         for d in ties:
-            if d.step == step:
+            if d.suspect in tied:
                 _tie(device_run, d, judged[d.suspect], replays.get(d.suspect), prints, names)
     for i, device in enumerate(devices):
         got = reports[i]
@@ -114,11 +94,44 @@ def run(scope: Scope) -> Outcome:
     return device_run.outcome
 
 
-def _ties(ties: Sequence[Disagreement]) -> dict[int, list[int]]:
-    """The devices of each tie, by the step where they parted (one tie per model at most)."""
-    found: dict[int, list[int]] = collections.defaultdict(list)
+def _collect(device_run: DeviceRun[Job]) -> dict[int, _Reports]:
+    """Every device's messages until it has trained; its figures are recorded as it finishes,
+    so an interrupted run keeps them."""
+    devices = device_run.scope.devices
+    reports = {i: _Reports() for i in range(len(devices))}
+    for device, message in device_run.messages(until=Trained):
+        got = reports[devices.index(device)]
+        if isinstance(message, Started):
+            got.started = message
+        elif isinstance(message, Window):
+            got.windows.append(message)
+            got.prints.extend(message.prints)
+        elif isinstance(message, Rerun):
+            got.reruns.append(message)
+        elif isinstance(message, Trained):
+            got.trained = message
+            _measure(device_run, device, got)
+    return reports
+
+
+def _replays(device_run: DeviceRun[Job], ties: Sequence[Disagreement]) -> dict[int, Print | None]:
+    """Ask each tied device to replay its training to the step of the tie, every other to finish."""
+    devices = device_run.scope.devices
+    asked = {d.suspect: d.step for d in ties}
+    for i, device in enumerate(devices):
+        device_run.send(device, Replay(step=asked.get(i, 0)))
+    return {
+        devices.index(device): message.print
+        for device, message in device_run.messages(until=Replayed)
+        if isinstance(message, Replayed)
+    }
+
+
+def _ties(devices: Sequence[Device], ties: Sequence[Disagreement]) -> dict[tuple[tuple, int], list[int]]:
+    """The devices of each tie, by model and the step where they parted (one tie per model at most)."""
+    found: dict[tuple[tuple, int], list[int]] = collections.defaultdict(list)
     for d in ties:
-        found[d.step].append(d.suspect)
+        found[(devices[d.suspect].model_key, d.step)].append(d.suspect)
     return found
 
 
