@@ -155,8 +155,12 @@ class Api:
         return self._json(f'get node "{name}"', lambda t: self._core.read_node(name, **t))
 
     def list_nodes(self, selector: str) -> list[dict[str, Any]]:
-        """Whole Node objects (for `status`, run by a person): the remediator reads metadata only."""
-        found = self._json(f'list nodes "{selector}"', lambda t: self._core.list_node(label_selector=selector, **t))
+        """Whole Node objects (for `status`, run by a person: it needs their allocatable GPUs and conditions),
+        label-selected, from the watch cache (resourceVersion=0): the remediator reads metadata only."""
+        found = self._json(
+            f'list nodes "{selector}"',
+            lambda t: self._core.list_node(label_selector=selector, resource_version="0", **t),
+        )
         items: list[dict[str, Any]] = found.get("items", [])
         return items
 
@@ -254,7 +258,9 @@ class Api:
         """Every pod bound to `node`, in every namespace (a field selector: the API server filters)."""
         found = self._json(
             f'list pods on node "{node}"',
-            lambda t: self._core.list_pod_for_all_namespaces(field_selector=f"spec.nodeName={node}", **t),
+            lambda t: self._core.list_pod_for_all_namespaces(
+                field_selector=f"spec.nodeName={node}", resource_version="0", **t
+            ),
         )
         items: list[dict[str, Any]] = found.get("items", [])
         return items

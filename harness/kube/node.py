@@ -27,7 +27,7 @@ from harness.errors import ConfigError
 CONDITION = "GPUBurnIn"
 WATCH_CONDITION = "GPUBurnInWatch"
 """The passive watch's condition (harness/watch/): True while it sees nothing wrong, False with the
-finding codes, Unknown when it cannot read the GPUs; its heartbeat shows the watch is alive."""
+finding codes, Unknown when it cannot read the GPUs; written only when it changes."""
 REMEDIATION_CONDITION = "GPUBurnInRemediation"
 """The remediator's condition: True while it holds the node out (TakenOut, Draining, Drained, DrainOverdue,
 DrainBlocked), False when the brake kept a failing node in service (Braked)."""

@@ -54,7 +54,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         ("--window", options.seconds, DEFAULTS.window_s, "seconds of busy polls the telemetry rules judge"),
         ("--load-samples", options.count, DEFAULTS.load_samples, "busy polls in the window before judging them"),
         ("--delta-window", options.seconds, DEFAULTS.delta_window_s, "seconds over which counter rises are judged"),
-        ("--heartbeat", options.seconds, DEFAULTS.heartbeat_s, "seconds between heartbeats (at most 600)"),
         ("--nvml-timeout", options.seconds, DEFAULTS.nvml_timeout_s, "an NVML poll longer than this: wedged"),
     ):
         parser.add_argument(flag, type=kind, default=default, metavar="N", help=f"{what} (default {default:g})")
@@ -84,7 +83,6 @@ def config_from(args: argparse.Namespace, node: str) -> WatchConfig:
         window_s=args.window,
         load_samples=args.load_samples,
         delta_window_s=args.delta_window,
-        heartbeat_s=args.heartbeat,
         nvml_timeout_s=args.nvml_timeout,
         policy=Policy(warning=args.on_warning, fail=args.on_fail, critical=args.on_critical),
         metrics_textfile=args.metrics_textfile,

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import os
 import sys
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TextIO, TypeVar
 
 from harness.baselines import BaselineSet
@@ -86,6 +88,7 @@ class Watch:
         self._events: Any = None
         self._handles: dict[Any, tuple[str, str]] = {}
         self._doing = ""
+        self.last_poll: dt.datetime | None = None
         """The action whose API calls are being made: a failure is said as its."""
 
     # -- start -----------------------------------------------------------------------------------
@@ -111,11 +114,7 @@ class Watch:
         self.say.restored(self.tracker.open())
         self.writer.read()
         self._announce_aside()
-        wanted = self._wanted()
-        if self.writer.fresh(wanted, self.wall(), self.config.heartbeat_s):
-            self.writer.written_at = self.wall()  # a restart of a quiet watch writes nothing
-        else:
-            self.writer.condition(wanted, self.wall())
+        self.writer.condition(self._wanted(), self.wall())  # a restart of a quiet watch writes nothing
 
     def _announce_aside(self) -> None:
         """A journal moved aside at open is said on the node, once (journaled: a failed Event is retried at
@@ -160,16 +159,19 @@ class Watch:
                 self.stats.api_errors += 1
                 self.say.acted(self._doing, decision.tracks, FAILED, f"tried again at the next poll: {err}")
                 break  # in order: a later decision may rest on this one
-        now = self.wall()
-        if self.writer.written_at is None or (now - self.writer.written_at).total_seconds() >= self.config.heartbeat_s:
-            try:
-                self.writer.heartbeat(now)
-            except KubeError as err:
-                self.stats.api_errors += 1
-                self.say.line(f"heartbeat not written: {err}")
+        self._polled()
         if self.config.metrics_textfile is not None:
             watch_metrics.write(self.config.metrics_textfile, self, t)
         return decisions
+
+    def _polled(self) -> None:
+        """The poll's time, in the last-poll file the pod's readiness probe reads (`gpu-burnin watch-ready`):
+        the watch's liveness costs the API server nothing."""
+        self.last_poll = self.wall()
+        try:
+            write_last_poll(self.config.last_poll, self.last_poll)
+        except OSError as err:
+            self.say.line(f"warning: the last-poll file was not written: {err}")
 
     def wedged(self, err: Wedged) -> None:
         """Say on the node that NVML does not answer (best effort: the watch exits next)."""
@@ -318,6 +320,15 @@ def run(watch: Watch, stop: threading.Event) -> int:
             return 2
         stop.wait(max(0.0, watch.config.interval_s - (watch.clock() - began)))
     return 0
+
+
+def write_last_poll(path: Path, when: dt.datetime) -> None:
+    """The poll's wall time (seconds since the epoch, one line), written to a new file renamed over the old:
+    a reader never sees half of it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}")
+    temporary.write_text(f"{when.timestamp():.3f}\n")
+    os.replace(temporary, path)
 
 
 def _unavailable(why: str) -> Finding:
