@@ -16,7 +16,7 @@ from harness.kube import node as nodes
 from harness.nvml import binding
 from harness.nvml.sim import Simulated
 from harness.records import Code, Finding, Remediation, Severity
-from harness.watch import flap, loop
+from harness.watch import flap
 from harness.watch.config import Policy, WatchConfig
 from harness.watch.journal import Journal
 from tests.kube_fake import FakeApiServer
@@ -241,17 +241,70 @@ def test_an_event_that_landed_but_was_not_answered_is_not_posted_twice(server, f
     assert [e["op"] for e in journal(fleet) if e["phase"] == "done"] == ["start", "request"]
 
 
-def test_a_wedged_driver_is_said_on_the_node_and_ends_the_watch_with_2(server, fleet, monkeypatch):
+def nvml_threads() -> int:
+    return sum(1 for t in threading.enumerate() if t.name == "gpu-burnin-nvml" and t.is_alive())
+
+
+def test_a_wedged_driver_reads_unknown_keeps_the_watch_running_and_recovers(server, fleet, monkeypatch):
+    """An Xid 79 makes NVML hang: the poll is bounded by --nvml-timeout, the condition says Unknown, no second
+    call is made while the first hangs (one thread), and the watch carries on when NVML answers again."""
     watch = fleet.add("n1", SCENARIOS / "healthy.toml")
     watch.config = WatchConfig(**{**watch.config.__dict__, "nvml_timeout_s": 0.2})
     hang = threading.Event()
-    monkeypatch.setattr(watch.nv, "nvmlDeviceGetCount", lambda: hang.wait(5) or 0)
+    real = watch.nv.nvmlDeviceGetCount
+    threads = nvml_threads()
+    monkeypatch.setattr(watch.nv, "nvmlDeviceGetCount", lambda: hang.wait(30) and real())
     began = time.monotonic()
-    assert loop.run(watch, threading.Event()) == 2
-    hang.set()
-    assert time.monotonic() - began < 3
+    fleet.run(600)  # 20 polls
+    assert time.monotonic() - began < 5  # bounded: one timeout, then no call while the first hangs
+    assert nvml_threads() == threads + 1
     cond = watch_condition(server)
     assert (cond["status"], cond["reason"]) == ("Unknown", "NvmlUnavailable") and "wedged" in cond["message"]
+    assert not server.node("n1")["spec"].get("unschedulable")  # unknown is not unhealthy
+    status_writes = [w for w in writes(server) if w[1] == STATUS_PATH]
+    assert len(status_writes) == 2  # the start's, and Unknown once
+    hang.set()  # the driver answers again
+    fleet.run(1200)  # within the back-off's bound
+    cond = watch_condition(server)
+    assert (cond["status"], cond["reason"]) == ("True", "NoFindings")
+    assert nvml_threads() == threads
+    assert "NVML answers again: watching 2 GPUs" in fleet.logs["n1"].getvalue()
+
+
+class LateNvml:
+    """The simulated NVML, as on a node whose driver is not mounted yet: nvmlInit fails until `ready`."""
+
+    def __init__(self, nv):
+        self.nv = nv
+        self.ready = False
+        self.inits = 0
+
+    def nvmlInit(self):  # noqa: N802 - NVML's name
+        self.inits += 1
+        if not self.ready:
+            raise self.nv.NVMLError(9)  # NVML_ERROR_DRIVER_NOT_LOADED
+        self.nv.nvmlInit()
+
+    def __getattr__(self, name):
+        return getattr(self.nv, name)
+
+
+def test_nvml_missing_at_start_reads_unknown_retries_with_back_off_and_recovers(server, fleet):
+    watch = fleet.add("n1", SCENARIOS / "healthy.toml", start=False)
+    late = watch.nv = LateNvml(watch.nv)
+    watch.start()  # no exit: the watch runs on
+    cond = watch_condition(server)
+    assert (cond["status"], cond["reason"]) == ("Unknown", "NvmlUnavailable")
+    assert "NVML could not start" in cond["message"]
+    fleet.run(6 * 3600)
+    # Tried again after 30 s, 60, 120, ... and then every 600 s at most: not every poll, and not never.
+    assert 30 < late.inits < 60
+    assert [w for w in writes(server) if w[1] == STATUS_PATH] == [("PATCH", STATUS_PATH, 200)]  # Unknown, once
+    late.ready = True
+    fleet.run(600)
+    cond = watch_condition(server)
+    assert (cond["status"], cond["reason"]) == ("True", "NoFindings") and "watching 2 GPUs" in cond["message"]
+    assert [e["op"] for e in journal(fleet) if e["phase"] == "done"] == ["start"]  # the GPUs, learned late
 
 
 def test_nvml_that_fails_to_answer_reads_unknown_then_recovers(server, fleet, monkeypatch):

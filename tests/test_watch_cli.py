@@ -80,18 +80,28 @@ def test_the_watch_process_acts_exits_0_on_sigterm_and_never_imports_torch(serve
     assert "gpu_burnin_watch_up" in (tmp_path / "metrics" / "watch.prom").read_text()
 
 
-def test_without_a_driver_the_condition_reads_unknown_and_the_watch_exits_2(server, tmp_path):
-    done = subprocess.run(
-        [sys.executable, "-m", "harness.cli", *args(tmp_path, server.kubeconfig(tmp_path))],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    if "nvidia-ml-py is not installed" in done.stderr:
+def test_without_a_driver_the_condition_reads_unknown_and_the_watch_keeps_running(server, tmp_path):
+    """No libnvidia-ml here (a GKE node without the driver mounted, CDI without the runtime class): the watch
+    says Unknown and waits for NVML, instead of exiting into a crash loop."""
+    command = [sys.executable, "-m", "harness.cli", *args(tmp_path, server.kubeconfig(tmp_path))]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        cond: dict = {}
+        while time.monotonic() < deadline and process.poll() is None:
+            cond = nodes.condition(server.node("n1"), nodes.WATCH_CONDITION) or {}
+            if cond:
+                break
+            time.sleep(0.2)
+        time.sleep(1)
+        assert process.poll() is None  # still running
+    finally:
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=30)
+    if "nvidia-ml-py is not installed" in err:
         pytest.skip("nvidia-ml-py is not installed here")
-    assert done.returncode == 2, done.stderr
-    assert "NVML could not start" in done.stderr
-    cond = nodes.condition(server.node("n1"), nodes.WATCH_CONDITION) or {}
+    assert process.returncode == 0, err
+    assert "NVML could not start" in err
     assert (cond["status"], cond["reason"]) == ("Unknown", "NvmlUnavailable")
     assert not server.node("n1")["spec"].get("unschedulable")
 

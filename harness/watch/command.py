@@ -1,9 +1,9 @@
 """`gpu-burnin watch`: its arguments, and the run from them to an exit code.
 
-Exit 0 when stopped (SIGTERM, SIGINT); 2 when the GPUs or the node cannot be reached
-(NVML missing or wedged, the API server refusing at start): the node's condition
-says so where it can be written, and the kubelet restarts the pod; 4 for bad options
-or files, before anything is read or written.
+Exit 0 when stopped (SIGTERM, SIGINT); 2 when the API server refuses the node's first
+read (the kubelet restarts the pod); 4 for bad options or files, before anything is read
+or written. NVML missing, failing or wedged never ends the watch: the condition says
+`Unknown`, and NVML is tried again with back-off.
 """
 
 from __future__ import annotations
@@ -119,13 +119,10 @@ def main(args: argparse.Namespace, node: str, marks: Marks) -> int:
     except KubeError as err:
         print(f"gpu-burnin watch: error: node {config.node} cannot be read or updated: {err}", file=sys.stderr)
         return int(ExitCode.INCOMPLETE)
-    except loop.Wedged as err:
-        return _unreadable(watch, str(err))
-    except Exception as err:  # noqa: BLE001 - NVMLError at init (no driver, no GPU): unreadable, not unhealthy
-        if nv is None or not isinstance(err, nv.NVMLError):
-            raise
-        return _unreadable(watch, f"NVML could not start: {err}")
-    print(f"gpu-burnin watch: watching {len(watch.judge.devices)} GPUs of node {config.node}", flush=True)
+    if watch.unreadable is None:
+        print(f"gpu-burnin watch: watching {len(watch.judge.devices)} GPUs of node {config.node}", flush=True)
+    else:
+        print(f"gpu-burnin watch: node {config.node}: NVML cannot be read yet; trying again", flush=True)
     return loop.run(watch, stop)
 
 
@@ -134,14 +131,3 @@ def _real_nvml() -> Any:
         return binding.load(binding.REAL)
     except binding.Unavailable as err:
         raise ConfigError(f"{err}: the watch reads the GPUs through NVML", option="nvml") from err
-
-
-def _unreadable(watch: loop.Watch, why: str) -> int:
-    print(f"gpu-burnin watch: error: {why}", file=sys.stderr)
-    try:
-        watch.writer.read()
-    except KubeError as err:
-        print(f"gpu-burnin watch: the condition was not written: {err}", file=sys.stderr)
-        return int(ExitCode.INCOMPLETE)
-    watch.wedged(loop.Wedged(why))
-    return int(ExitCode.INCOMPLETE)
