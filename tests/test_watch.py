@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import threading
 import time
 
@@ -20,7 +21,7 @@ from harness.watch import flap
 from harness.watch.config import Policy, WatchConfig
 from harness.watch.journal import Journal
 from tests.kube_fake import FakeApiServer
-from tests.watch_fleet import DATA, SCENARIOS, Nodes, events, writes
+from tests.watch_fleet import DATA, EPOCH, SCENARIOS, Nodes, events, writes
 
 NODE_PATH = "/api/v1/nodes/n1"
 STATUS_PATH = f"{NODE_PATH}/status"
@@ -501,3 +502,56 @@ def test_nvml_failing_after_a_gpu_is_lost_clears_nothing(server, fleet, monkeypa
     assert [t.key for t in watch.tracker.open()][0].startswith("GPU_MISSING:")
     assert watch_condition(server)["reason"] == "GPU_MISSING"  # unknown is not healthy: nothing cleared
     assert ("n1", "GPUBurnInWatchCleared") not in events(server)
+
+
+def test_a_node_with_fewer_gpus_than_its_label_says_is_failed_gpu_missing(server, fleet):
+    """The device plugin advertises what it sees, and the first snapshot is all NVML lists: only the node's
+    GPU feature discovery count can tell that a GPU was dead before anything started."""
+    fleet.add("n1", SCENARIOS / "healthy.toml", **{"nvidia.com/gpu.count": "3"})  # 2 GPUs in the scenario
+    fleet.run(600)
+    assert done_actions(fleet) == [("request", (("GPU_MISSING", "node"),))]
+    labels = server.node("n1")["metadata"]["labels"]
+    assert (labels["gpu-burnin/health"], labels["gpu-burnin/severity"]) == ("failing", "critical")
+    cond = watch_condition(server)
+    assert (cond["status"], cond["reason"]) == ("False", "GPU_MISSING")
+    assert "2 of 3 GPUs seen by NVML (nvidia.com/gpu.count=3)" in cond["message"]
+
+
+def test_without_a_count_label_or_a_one_size_baseline_a_short_node_is_not_judged_short(server, fleet):
+    fleet.add("n1", SCENARIOS / "healthy.toml")  # 2 H100s: the baselines have a 1-GPU and an 8-GPU file
+    fleet.run(600)
+    assert done_actions(fleet) == []
+    assert watch_condition(server)["reason"] == "NoFindings"
+
+
+def test_the_watch_keeps_the_freshness_label_while_the_newest_result_is_young(server, tmp_path):
+    """gpu-burnin/fresh=true on its own node while the node's newest result is younger than --retest-after,
+    absent otherwise; written only when that changes (the periodic pods require it absent)."""
+    results_dir = tmp_path / "results"
+    results_dir.mkdir()
+    fleet = Nodes(server, tmp_path, results_dir=results_dir, retest_after_s=7 * 86400.0)
+    result = results_dir / "n1_20261127T000000Z-a1b2c3.json"
+    result.write_text("{}")
+    day = 86400.0
+    stamp = EPOCH.timestamp() - day  # tested a day before the watch starts
+    os.utime(result, (stamp, stamp))
+    (results_dir / "n10_20261128T000000Z-ffffff.json").write_text("{}")  # another node's: not this one's
+    fleet.add("n1", SCENARIOS / "healthy.toml")
+
+    def label_writes():
+        return [r.body["metadata"]["labels"] for r in server.requests if r.method == "PATCH" and r.path == NODE_PATH]
+
+    assert server.node("n1")["metadata"]["labels"]["gpu-burnin/fresh"] == "true"
+    fleet.run(5 * day, every=3600)
+    assert label_writes() == [{"gpu-burnin/fresh": "true"}]  # once, not at every poll
+    fleet.run(2 * day, every=3600)  # the result is 7 days old now
+    assert "gpu-burnin/fresh" not in server.node("n1")["metadata"]["labels"]
+    assert label_writes() == [{"gpu-burnin/fresh": "true"}, {"gpu-burnin/fresh": None}]
+    newer = results_dir / "n1_20261205T000000Z-d4e5f6.json"  # a periodic run: fresh again
+    newer.write_text("{}")
+    os.utime(newer, (fleet.clock.wall().timestamp(),) * 2)
+    fleet.run(3600, every=3600)
+    assert server.node("n1")["metadata"]["labels"]["gpu-burnin/fresh"] == "true"
+    assert len(label_writes()) == 3
+    # Only this tool's label, only on its own node.
+    assert {r.path for r in server.requests if r.method == "PATCH"} <= {NODE_PATH, STATUS_PATH}

@@ -265,6 +265,18 @@ class Api:
         items: list[dict[str, Any]] = found.get("items", [])
         return items
 
+    def list_pods(self, selector: str) -> list[dict[str, Any]]:
+        """The tool's own pods that `selector` selects, in the tool's namespace only (`status`: why a preflight
+        is stuck), from the watch cache (resourceVersion=0)."""
+        found = self._json(
+            f'list pods "{selector}" in namespace "{self.namespace}"',
+            lambda t: self._core.list_namespaced_pod(
+                self.namespace, label_selector=selector, resource_version="0", **t
+            ),
+        )
+        items: list[dict[str, Any]] = found.get("items", [])
+        return items
+
     def evict_pod(self, namespace: str, name: str) -> bool:
         """Through the Eviction API (pods/eviction), which respects PodDisruptionBudgets and the pod's
         own grace period. False when the pod is already gone (404); `Blocked` on 429."""

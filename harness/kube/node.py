@@ -169,6 +169,9 @@ class Marks:
     unhealthy_label: Label = Label(f"{PREFIX}health", "unhealthy")
     """The health label: `failing` (a node agent's request), or this value (the remediator took it out)."""
     severity: Key = Key(f"{PREFIX}severity")
+    fresh: Label = Label(f"{PREFIX}fresh", "true")
+    """The watch keeps it on its node while the node's newest result is younger than --retest-after: the
+    periodic pods require it absent, so they go to the nodes tested longest ago."""
 
     @classmethod
     def under(cls, prefix: str) -> Marks:

@@ -28,6 +28,7 @@ from harness.watch import metrics as watch_metrics
 from harness.watch.config import Policy, WatchConfig
 from harness.watch.journal import read_boot_id
 
+RESULTS_DIR = Path("/var/lib/gpu-burnin/results")
 DEFAULTS = WatchConfig(node="-", journal=Path("/var/lib/gpu-burnin/watch/journal.jsonl"))
 POLICY = Policy()
 
@@ -46,6 +47,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--xid-table", type=Path, metavar="FILE", help="an Xid table merged over the packaged one")
     parser.add_argument("--journal", type=Path, default=DEFAULTS.journal, metavar="FILE", help="the action journal")
     parser.add_argument("--metrics-textfile", type=Path, metavar="FILE", help="the node-exporter textfile to keep")
+    parser.add_argument(
+        "--results-dir",
+        type=Path,
+        default=RESULTS_DIR,
+        metavar="DIR",
+        help=f"this node's results (preflight's and periodic's), for the freshness label (default {RESULTS_DIR})",
+    )
     for flag, kind, default, what in (
         ("--interval", options.seconds, DEFAULTS.interval_s, "seconds between polls"),
         ("--hold", options.count, DEFAULTS.hold, "polls in a row a finding must be seen before it is acted on"),
@@ -55,6 +63,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         ("--load-samples", options.count, DEFAULTS.load_samples, "busy polls in the window before judging them"),
         ("--delta-window", options.seconds, DEFAULTS.delta_window_s, "seconds over which counter rises are judged"),
         ("--nvml-timeout", options.seconds, DEFAULTS.nvml_timeout_s, "an NVML poll longer than this: wedged"),
+        (
+            "--retest-after",
+            options.seconds,
+            DEFAULTS.retest_after_s,
+            "label the node fresh while its newest result is younger than this",
+        ),
     ):
         parser.add_argument(flag, type=kind, default=default, metavar="N", help=f"{what} (default {default:g})")
     for severity, allowed in (
@@ -86,6 +100,8 @@ def config_from(args: argparse.Namespace, node: str) -> WatchConfig:
         nvml_timeout_s=args.nvml_timeout,
         policy=Policy(warning=args.on_warning, fail=args.on_fail, critical=args.on_critical),
         metrics_textfile=args.metrics_textfile,
+        results_dir=args.results_dir,
+        retest_after_s=args.retest_after,
         boot_id=read_boot_id(),
     )
 

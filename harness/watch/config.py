@@ -69,6 +69,11 @@ class WatchConfig:
     """A snapshot that takes longer means a wedged driver: the condition says so and the watch exits."""
     policy: Policy = Policy()
     metrics_textfile: Path | None = None
+    results_dir: Path | None = None
+    """Where preflight and periodic write this node's results (the shared hostPath): the freshness label
+    follows the newest one. None: no freshness label is kept."""
+    retest_after_s: float = 604800.0
+    """A node whose newest result is younger than this is fresh (labelled): the periodic runs skip it."""
     boot_id: str = ""
     """This boot's id (/proc/sys/kernel/random/boot_id): a journal from another boot starts afresh."""
     timeline_origin: float | None = None
@@ -96,6 +101,7 @@ class WatchConfig:
             ("--window", self.window_s),
             ("--delta-window", self.delta_window_s),
             ("--nvml-timeout", self.nvml_timeout_s),
+            ("--retest-after", self.retest_after_s),
         ):
             if not seconds > 0:
                 raise ConfigError(f"is {seconds}; expected a positive number of seconds", option=name)

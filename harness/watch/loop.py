@@ -23,7 +23,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO, TypeVar
 
+from harness import results
 from harness.baselines import BaselineSet
+from harness.kube import actions
 from harness.kube import node as nodes
 from harness.kube.api import KubeError
 from harness.nvml import read, xid
@@ -124,8 +126,10 @@ class Watch:
         self._connect()
         self.say.restored(self.tracker.open())
         self.writer.read()
+        self._expect()
         self._announce_aside()
         self.writer.condition(self._wanted(), self.wall())  # a restart of a quiet watch writes nothing
+        self._freshen()
         self._shown_unreadable = self.unreadable
 
     def _connect(self) -> bool:
@@ -144,6 +148,8 @@ class Watch:
             if not isinstance(err, self.nv.NVMLError):
                 raise
             return self._failed(f"NVML could not start: {err}")
+        if not self._started and self.writer.node:
+            self._expect()
         self._started = True
         if self.unreadable is not None:
             self.say.line(f"NVML answers again: watching {len(self.judge.devices)} GPUs")
@@ -158,6 +164,11 @@ class Watch:
         seen = {str(d.get("uuid")) for d in remembered}
         if {d.uuid for d in self.judge.devices} - seen:
             self.journal.note("start", self.clock(), self.wall(), gpus=[_gpu_dict(d) for d in self.judge.devices])
+
+    def _expect(self) -> None:
+        """How many GPUs the node should have, when its GPU feature discovery label says (read with the node)."""
+        count = actions.expected_gpus(self.writer.node)
+        self.judge.expect(count, f"{actions.GPU_COUNT_LABEL}={count}")
 
     def _failed(self, why: str) -> bool:
         """NVML cannot be read: say so (once, until it changes state), and try again after a back-off that
@@ -227,9 +238,36 @@ class Watch:
                 self.say.acted(self._doing, decision.tracks, FAILED, f"tried again at the next poll: {err}")
                 break  # in order: a later decision may rest on this one
         self._show_unreadable()
+        self._freshen()
         self._polled()
         self._export(t)
         return decisions
+
+    def _freshen(self) -> None:
+        """The freshness label on this node: present (`true`) while its newest result is younger than
+        --retest-after, absent otherwise; written only when that changes."""
+        if self.config.results_dir is None:
+            return
+        newest = newest_result(self.config.results_dir, self.config.node)
+        age = None if newest is None else self.wall().timestamp() - newest
+        fresh = age is not None and age < self.config.retest_after_s
+        label = self.writer.marks.fresh
+        want = label.value if fresh else None
+        if nodes.labels_of(self.writer.node).get(label.key) == want:
+            return
+        try:
+            self.writer.node = actions.update(
+                self.writer.api,
+                self.writer.name,
+                lambda n: nodes.patch(n, set_labels={label.key: want}),
+                read=self.writer.node,
+            )
+        except KubeError as err:
+            self.stats.api_errors += 1
+            self.say.line(f"the freshness label was not written (tried again at the next poll): {err}")
+            return
+        said = f"{label.key}={label.value}" if fresh else f"{label.key} removed"
+        self.say.line(f"{said}: the newest result is {'from ' + _ago(age) if age is not None else 'none'}")
 
     def _export(self, t: float) -> None:
         if self.config.metrics_textfile is not None:
@@ -398,6 +436,26 @@ def run(watch: Watch, stop: threading.Event) -> int:
         watch.poll()
         stop.wait(max(0.0, watch.config.interval_s - (watch.clock() - began)))
     return 0
+
+
+def newest_result(directory: Path, node: str) -> float | None:
+    """The modification time of the node's newest result file in `directory`, or None (none, or no such
+    directory: the node was never tested here, or the results are not mounted)."""
+    newest = None
+    try:
+        for path in directory.glob(results.node_pattern(node)):
+            try:
+                mtime = path.stat().st_mtime
+            except OSError:
+                continue
+            newest = mtime if newest is None else max(newest, mtime)
+    except OSError:
+        return None
+    return newest
+
+
+def _ago(seconds: float) -> str:
+    return f"{seconds / 86400:.1f} days ago" if seconds >= 86400 else f"{seconds / 3600:.1f} hours ago"
 
 
 def write_last_poll(path: Path, when: dt.datetime) -> None:
