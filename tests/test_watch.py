@@ -333,14 +333,16 @@ def test_the_metrics_textfile_has_the_dcgm_equivalents(server, tmp_path):
     fleet.add("n1", DATA / "xid-burst.toml")
     fleet.run(3 * 3600)
     text = prom.read_text()
-    assert f'gpu_burnin_watch_xid_last{{gpu="0",node="n1",uuid="{gpu(0)}"}} 48.0' in text
-    assert f'gpu_burnin_watch_xid_events_total{{gpu="0",node="n1",uuid="{gpu(0)}",xid="48"}} 40.0' in text
-    labels = f'counter="volatile",gpu="1",node="n1",type="uncorrected",uuid="{gpu(1)}"'
+    assert f'gpu_burnin_watch_xid_last{{UUID="{gpu(0)}",gpu="0",node="n1"}} 48.0' in text
+    assert f'gpu_burnin_watch_xid_events_total{{UUID="{gpu(0)}",gpu="0",node="n1",xid="48"}} 40.0' in text
+    assert "# TYPE gpu_burnin_watch_xid_events_total counter" in text
+    labels = f'UUID="{gpu(1)}",counter="volatile",gpu="1",node="n1",type="uncorrected"'
     assert f"gpu_burnin_watch_ecc_errors{{{labels}}} 0.0" in text
-    assert f'gpu_burnin_watch_row_remap_pending{{gpu="0",node="n1",uuid="{gpu(0)}"}} 0.0' in text
-    assert f'gpu_burnin_watch_open_findings{{code="XID",gpu="{gpu(0)}",node="n1",severity="fail"}} 1.0' in text
+    assert f'gpu_burnin_watch_row_remap_pending{{UUID="{gpu(0)}",gpu="0",node="n1"}} 0.0' in text
+    assert f'gpu_burnin_watch_open_findings{{UUID="{gpu(0)}",code="XID",node="n1",severity="fail"}} 1.0' in text
     assert 'gpu_burnin_watch_actions_total{action="request",node="n1"} 1.0' in text
-    assert 'gpu_burnin_watch_up{node="n1"} 1.0' in text
+    assert "gpu_burnin_watch_up" not in text and "_created" not in text
+    assert 'gpu_burnin_watch_last_poll_timestamp_seconds{node="n1"}' in text
 
 
 # -- the journal -----------------------------------------------------------------------------------

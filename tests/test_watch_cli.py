@@ -77,7 +77,7 @@ def test_the_watch_process_acts_exits_0_on_sigterm_and_never_imports_torch(serve
     assert (nodes.condition(node, nodes.WATCH_CONDITION) or {})["reason"] == "ROW_REMAP_PENDING"
     ops = [json.loads(line)["op"] for line in (tmp_path / "state" / "journal.jsonl").read_text().splitlines()]
     assert ops[0] == "start" and ops.count("request") == 2  # begin and done
-    assert "gpu_burnin_watch_up" in (tmp_path / "metrics" / "watch.prom").read_text()
+    assert "gpu_burnin_watch_last_poll_timestamp_seconds" in (tmp_path / "metrics" / "watch.prom").read_text()
 
 
 def test_without_a_driver_the_condition_reads_unknown_and_the_watch_keeps_running(server, tmp_path):
