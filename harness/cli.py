@@ -6,6 +6,7 @@
     gpu-burnin retest      put a repaired node back in preflight
     gpu-burnin status      GPU nodes by state
     gpu-burnin watch       watch this node's GPUs through NVML, all the time (the watch DaemonSet)
+    gpu-burnin watch-ready the watch pod's readiness probe: exit 0 while its last poll is recent
     gpu-burnin remediator  take failing nodes out, under the fleet's brake, and drain critical ones (the Deployment)
     gpu-burnin report      review many result files: statistics, outliers, coverage; an HTML report
     gpu-burnin baseline propose   new floors and tolerances for a baseline, from the fleet
@@ -37,6 +38,7 @@ from harness.remediator import command as remediator_command
 from harness.terminal import printable, shortened
 from harness.verdict import ExitCode
 from harness.watch import command as watch_command
+from harness.watch import ready as watch_ready
 from reports import cli as report_cli
 
 T = TypeVar("T")
@@ -168,6 +170,15 @@ def build_parser() -> argparse.ArgumentParser:
     _node_arguments(watch)
     watch_command.add_arguments(watch)
     watch.set_defaults(handler=_watch)
+
+    ready = commands.add_parser(
+        "watch-ready",
+        help="the watch pod's readiness probe: exit 0 while the watch's last poll is recent, else 1",
+        description="Read the time of the watch's last poll from its state directory: exit 0 when it is younger "
+        "than --max-age, 1 (one line why) when it is older or missing, 4 for bad options. No API call.",
+    )
+    watch_ready.add_arguments(ready)
+    ready.set_defaults(handler=watch_ready.main)
 
     remediator = commands.add_parser(
         "remediator",

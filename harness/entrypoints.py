@@ -76,18 +76,48 @@ NODE_DEVICES = ("cuda",)
 self-test (the project's own tests widen this in their process to drive the flows on a CPU)."""
 
 
+class Stop:
+    """SIGTERM and SIGINT, caught from the first line of a node agent on: in a container the process is PID 1,
+    to which the kernel delivers no signal whose action is the default, so a SIGTERM that came before a
+    handler was installed would be ignored and the pod (holding the node's GPUs) would live out its whole
+    grace period. Caught, it is said, and the agent stops at the next step: before the burn, nothing is
+    burned and nothing on the node changes; after acting, it exits instead of idling."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.signal = ""
+
+    def install(self) -> Stop:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, self._caught)
+        return self
+
+    def _caught(self, signum: int, frame: Any) -> None:
+        self.signal = signal.Signals(signum).name
+        self.event.set()
+
+    @property
+    def asked(self) -> bool:
+        return self.event.is_set()
+
+
 def preflight(
     command: NodeCommand, values: Mapping[str, Any], pytest_args: Sequence[str], timeout_s: float | None
 ) -> int:
+    stop = Stop().install()  # first: a SIGTERM from here on is heard (the runner forwards its own during the burn)
     try:
         chosen, api = _prepare(command, values, "preflight")
     except KubeError as err:
         return _unreachable(command.node, err)
+    if stop.asked:
+        return _stopped_before(command.node, stop)
     with lock.hold(chosen.results_dir, chosen.run_id):  # a second preflight of this node exits 4 here
         doc = find_reusable(chosen, command.node, within_s=command.reuse_within_s, now=results.utcnow())
         if doc is not None:
             print(f"gpu-burnin: acting on the recent result {doc.run_id} for this node instead of burning again")
         else:
+            if stop.asked:
+                return _stopped_before(command.node, stop)
             record_preflight(chosen.results_dir, command.node, chosen.run_id)
             code, doc = _run(chosen, values, pytest_args, timeout_s)
             if doc is None:
@@ -98,7 +128,15 @@ def preflight(
         except KubeError as err:
             return _not_updated(command.node, doc, err)
     print(f"gpu-burnin: {done.message}")
-    return _stay() if command.stay else done.exit_code
+    return _stay(stop) if command.stay else done.exit_code
+
+
+def _stopped_before(node: str, stop: Stop) -> int:
+    print(
+        f"gpu-burnin: stopped by {stop.signal} before the burn: nothing was run, node {node} is left as it was",
+        file=sys.stderr,
+    )
+    return int(ExitCode.INCOMPLETE)
 
 
 def periodic(
@@ -150,10 +188,11 @@ def status(access: Access, marks: Marks, fleet: actions.Fleet, pending_limit_s: 
 def status_table(found: Sequence[actions.NodeState], pending_limit_s: float) -> list[str]:
     if not found:
         return ["no GPU nodes match the selector"]
-    rows: list[tuple[str, ...]] = [("node", "state", "for", "last run", "findings", "")]
+    rows: list[tuple[str, ...]] = [("node", "state", "for", "gpus", "last run", "findings", "")]
     for s in found:
         note = f"STUCK: pending over {_duration(pending_limit_s)}" if s.stuck else ""
-        cells = (s.name, s.state, _duration(s.for_s), s.run_id or "-", ",".join(s.codes) or "-", note)
+        note = f"{note}: {s.why}" if note and s.why else note or s.why
+        cells = (s.name, s.state, _duration(s.for_s), s.gpus, s.run_id or "-", ",".join(s.codes) or "-", note)
         rows.append(tuple(printable(cell) for cell in cells))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
@@ -330,13 +369,12 @@ def _not_updated(node: str, doc: ResultDocument, err: KubeError) -> int:
     return int(ExitCode.INCOMPLETE) if doc.verdict.status is Status.PASS else int(doc.verdict.exit_code)
 
 
-def _stay() -> int:
-    """Idle until stopped: the DaemonSet deletes this pod once the node's label no longer selects it."""
-    stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
+def _stay(stop: Stop) -> int:
+    """Idle until stopped (at once when asked already): the DaemonSet deletes this pod once the node's label
+    no longer selects it."""
+    stop.install()  # again: the runner put back what it found, but be sure
     print("gpu-burnin: done; waiting to be stopped", flush=True)
-    while not stop.wait(3600):
+    while not stop.event.wait(3600):
         pass
     return 0
 

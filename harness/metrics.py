@@ -4,7 +4,9 @@
     gpu_burnin_last_run_timestamp_seconds    when the run ended
     gpu_burnin_run_duration_seconds          how long it took
     gpu_burnin_findings{node,severity,code}  how many findings of each kind
-    gpu_burnin_measurement{node,gpu,metric,unit}  every figure (the median of its windows)
+    gpu_burnin_measurement{node,UUID,metric}  every figure (the median of its windows; the unit is the
+                                             metric name's last part, matmul.bf16.tflops; UUID as
+                                             dcgm-exporter's, or "node" for a node-wide figure)
     gpu_burnin_results_outbox{node}          results waiting to be sent to object storage
 
 The file is written whole (harness.outputs: a temporary file renamed over it), so the
@@ -37,6 +39,8 @@ from harness.verdict import Status
 
 __all__ = ["Counter", "Exporter", "Gauge", "Textfile", "write"]
 
+disable_created_metrics()  # a `_created` series beside each counter says nothing a restart does not
+
 
 class Textfile:
     """The gauges of one textfile, written whole."""
@@ -46,6 +50,10 @@ class Textfile:
 
     def gauge(self, name: str, text: str, labels: list[str]) -> Gauge:
         return Gauge(name, text, labels, registry=self.registry)
+
+    def counter(self, name: str, text: str, labels: list[str]) -> Counter:
+        """A counter (exported as NAME_total): its value is set with `inc` from the count kept elsewhere."""
+        return Counter(name, text, labels, registry=self.registry)
 
     def write(self, path: Path) -> Path:
         """Replace `path` with the gauges; ConfigError (naming the file) when it cannot be written."""
@@ -120,11 +128,11 @@ def write(path: Path, doc: ResultDocument, *, outbox: int | None = None) -> Path
     measurement = Gauge(
         "gpu_burnin_measurement",
         "Every figure of the last run (the median of its windows)",
-        ["node", "gpu", "metric", "unit"],
+        ["node", "UUID", "metric"],
         registry=registry,
     )
     for m in doc.measurements:
-        measurement.labels(node=node, gpu=m.gpu, metric=m.metric, unit=m.unit).set(m.value)
+        measurement.labels(node=node, UUID=m.gpu, metric=m.metric).set(m.value)
     if outbox is not None:
         Gauge(
             "gpu_burnin_results_outbox",

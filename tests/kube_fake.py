@@ -474,11 +474,22 @@ class FakeApiServer:
         owner: str = "",
         annotations: Mapping[str, str] | None = None,
         grace_s: int = 30,
+        labels: Mapping[str, str] | None = None,
+        status: Mapping[str, Any] | None = None,
+        for_node: str = "",
     ) -> dict[str, Any]:
         """A pod bound to `node`, its one container limited to `gpus` nvidia.com/gpu; `owner`: the kind of
-        its controller (ReplicaSet, DaemonSet, ...), none when empty."""
+        its controller (ReplicaSet, DaemonSet, ...), none when empty. `for_node`: a DaemonSet's pod not yet
+        bound (`node` empty), aimed at that node as the DaemonSet controller does, by a node affinity on
+        metadata.name; `status`: its status as the kubelet or the scheduler left it (phase, conditions,
+        containerStatuses)."""
         resources = {"limits": {"nvidia.com/gpu": str(gpus)}, "requests": {"nvidia.com/gpu": str(gpus)}} if gpus else {}
-        metadata: dict[str, Any] = {"name": name, "namespace": namespace, "annotations": dict(annotations or {})}
+        metadata: dict[str, Any] = {
+            "name": name,
+            "namespace": namespace,
+            "annotations": dict(annotations or {}),
+            "labels": dict(labels or {}),
+        }
         if owner:
             metadata["ownerReferences"] = [
                 {
@@ -498,8 +509,12 @@ class FakeApiServer:
                 "terminationGracePeriodSeconds": grace_s,
                 "containers": [{"name": "main", "image": "registry.example/train:1", "resources": resources}],
             },
-            "status": {"phase": phase},
+            "status": {"phase": phase, **dict(status or {})},
         }
+        if for_node:
+            term = {"matchFields": [{"key": "metadata.name", "operator": "In", "values": [for_node]}]}
+            required = {"nodeSelectorTerms": [term]}
+            pod["spec"]["affinity"] = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": required}}
         with self._lock:
             if (namespace, name) in self._pods:
                 raise ValueError(f'pods "{name}" already exists')

@@ -116,7 +116,8 @@ def test_preflight_passes_through_409_429_and_500_releases_the_node_and_idles_un
         ("PATCH", NODE, 429),
         ("PATCH", NODE, 409),
         ("GET", NODE, 200),
-        ("PATCH", NODE, 200),
+        ("PATCH", NODE, 200),  # the taint
+        ("PATCH", NODE, 200),  # the label, last: its removal deletes the pod
     ]
 
 
@@ -345,3 +346,22 @@ def test_a_gpu_node_where_no_gpu_is_visible_fails_gpu_missing_and_stays_out(serv
     assert doc["device_kind"] == "cuda" and "GPU_MISSING" in [f["code"] for f in doc["findings"]]
     node = server.node("n1")
     assert PREFLIGHT in node["spec"]["taints"] and node["metadata"]["labels"]["gpu-burnin/preflight"] == "failed"
+
+
+def test_a_sigterm_before_the_burn_exits_at_once_burning_nothing_and_releasing_nothing(server, tmp_path):
+    """In a container the process is PID 1, which ignores a signal left to its default action: the handler is
+    installed first thing, so a SIGTERM that comes while the node is read (before the lock, before the burn)
+    is heard: exit 2 at once, no burn, no change to the node."""
+    joining(server)
+    argv = command("preflight", tmp_path, server.kubeconfig(tmp_path), "--stay")
+    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+    server.before("GET", NODE, lambda s: process.send_signal(signal.SIGTERM))
+    began = time.monotonic()
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 2, err
+    assert time.monotonic() - began < 30
+    assert "stopped by SIGTERM before the burn: nothing was run" in err
+    assert [r.method for r in server.requests] == ["GET"]  # the node read, nothing written
+    assert not (tmp_path / "results").exists() or documents(tmp_path / "results") == []
+    node = server.node("n1")
+    assert PREFLIGHT in node["spec"]["taints"] and node["metadata"]["labels"]["gpu-burnin/preflight"] == "pending"

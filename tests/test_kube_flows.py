@@ -8,6 +8,7 @@ import json
 
 import pytest
 
+from harness import entrypoints
 from harness.kube import actions
 from harness.kube import node as nodes
 from harness.kube.api import KubeError, Patience, connect
@@ -120,13 +121,18 @@ def test_a_pass_removes_exactly_the_preflight_taint_and_label(server, api):
     assert nodes.last_result(node)["verdict"] == "pass"
     assert (condition(server)["status"], condition(server)["reason"]) == ("True", "Passed")
     assert [e["reason"] for e in server.events] == ["GPUBurnInPassed"]
-    # One read and one patch of the node, one status patch, one event.
+    # One read of the node; the taint first, the condition and the event, and the label last: its removal is
+    # what deletes the preflight pod, so nothing may be left to do after it.
     assert calls(server) == [
         ("GET", NODE),
         ("PATCH", NODE),
         ("PATCH", f"{NODE}/status"),
         ("POST", EVENTS),
+        ("PATCH", NODE),
     ]
+    taint_patch, label_patch = [r.body for r in server.requests if r.method == "PATCH" and r.path == NODE]
+    assert "taints" in taint_patch["spec"] and "labels" not in taint_patch["metadata"]
+    assert label_patch["metadata"]["labels"] == {"gpu-burnin/preflight": None} and "spec" not in label_patch
 
 
 def test_a_taint_added_by_another_writer_between_our_read_and_write_survives(server, api):
@@ -136,7 +142,7 @@ def test_a_taint_added_by_another_writer_between_our_read_and_write_survives(ser
     actions.preflight(api, "n1", outcome("pass"), MARKS, NOW)
     assert server.node("n1")["spec"]["taints"] == [GPU, other]
     patches = [r.status for r in server.requests if r.method == "PATCH" and r.path == NODE]
-    assert patches == [409, 200]  # the stale write was refused, then recomputed from a fresh read
+    assert patches == [409, 200, 200]  # the stale write refused, recomputed from a fresh read; then the label
 
 
 def test_429_waits_as_told_and_5xx_are_retried(server, api):
@@ -407,3 +413,91 @@ def test_an_admission_denial_is_said_as_such_not_retried_as_a_conflict(server, p
         actions.periodic(periodic_api, "n1", SLOW, MARKS, actions.Fleet(), NOW)
     assert caught.value.status == 422 and "denied request: no" in str(caught.value)
     assert len([r for r in server.requests if r.method == "PATCH" and r.path == NODE]) == 1
+
+
+PREFLIGHT_POD = {"app.kubernetes.io/name": "gpu-burnin", "app.kubernetes.io/component": "preflight"}
+
+
+def test_status_says_why_each_preflight_is_held_from_its_pod_in_one_call(server, person):
+    """The preflight pod's phase and what holds it, read from the tool's namespace only, label-selected."""
+    old = "2026-11-28T08:00:00Z"
+    for name in ("nogpu", "pull", "crash", "burning", "orphan"):
+        server.add_node(name, labels={**GPU_NODE, "gpu-burnin/preflight": "pending"}, taints=[PREFLIGHT], created=old)
+    unschedulable = {
+        "type": "PodScheduled",
+        "status": "False",
+        "reason": "Unschedulable",
+        "message": "0/1 nodes are available: 1 Insufficient nvidia.com/gpu.",
+    }
+    server.add_pod(
+        "gpu-burnin",
+        "pre-a",
+        node="",
+        for_node="nogpu",
+        labels=PREFLIGHT_POD,
+        phase="Pending",
+        status={"conditions": [unschedulable]},
+    )
+    pulling = {
+        "name": "burn",
+        "state": {"waiting": {"reason": "ImagePullBackOff", "message": 'Back-off pulling image "r/x:1"'}},
+    }
+    server.add_pod(
+        "gpu-burnin",
+        "pre-b",
+        node="pull",
+        labels=PREFLIGHT_POD,
+        phase="Pending",
+        status={"containerStatuses": [pulling]},
+    )
+    looping = {"name": "burn", "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 5m0s"}}}
+    server.add_pod(
+        "gpu-burnin",
+        "pre-c",
+        node="crash",
+        labels=PREFLIGHT_POD,
+        phase="Running",
+        status={"containerStatuses": [looping]},
+    )
+    server.add_pod("gpu-burnin", "pre-d", node="burning", labels=PREFLIGHT_POD, phase="Running")
+    # Not the tool's: another namespace's pod with the same labels, and a pod of the tool's without them.
+    server.add_pod("ml", "impostor", node="orphan", labels=PREFLIGHT_POD, phase="Running")
+    server.add_pod("gpu-burnin", "watch-x", node="orphan", labels={"app.kubernetes.io/component": "watch"})
+    before = len(server.requests)
+    found = {s.name: s for s in actions.status(person, MARKS, actions.Fleet(), pending_limit_s=7200, now=NOW)}
+    assert found["nogpu"].stuck
+    assert found["nogpu"].why == (
+        "pod pre-a: Pending: Unschedulable: 0/1 nodes are available: 1 Insufficient nvidia.com/gpu."
+    )
+    assert found["pull"].why == 'pod pre-b: Pending: container burn: ImagePullBackOff: Back-off pulling image "r/x:1"'
+    assert found["crash"].why == "pod pre-c: Running: container burn: CrashLoopBackOff: back-off 5m0s"
+    assert found["burning"].why == "pod pre-d: Running"
+    assert found["orphan"].why == "no preflight pod for this node"
+    listed = [r for r in server.requests[before:] if "pods" in r.path]
+    assert [(r.method, r.path) for r in listed] == [("GET", "/api/v1/namespaces/gpu-burnin/pods")]
+    assert listed[0].query["labelSelector"] == "app.kubernetes.io/name=gpu-burnin,app.kubernetes.io/component=preflight"
+    assert all(r.query.get("resourceVersion") == "0" for r in server.requests[before:])
+    assert all(r.method == "GET" for r in server.requests[before:])  # read-only
+    table = "\n".join(entrypoints.status_table(list(found.values()), 7200))
+    assert "STUCK: pending over 2h: pod pre-a: Pending: Unschedulable: 0/1 nodes are available" in table
+
+
+def test_status_without_the_right_to_list_pods_still_lists_the_nodes(server, person):
+    server.add_node("n1", labels={**GPU_NODE, "gpu-burnin/preflight": "pending"}, taints=[PREFLIGHT])
+    server.forbid("list", "pods")
+    (found,) = actions.status(person, MARKS, actions.Fleet(), pending_limit_s=7200, now=NOW)
+    assert found.why.startswith("the preflight pods cannot be read: HTTP 403")
+
+
+def test_status_fails_a_node_with_fewer_gpus_allocatable_than_it_should_have(server, person):
+    server.add_node(
+        "seven", labels={**GPU_NODE, "nvidia.com/gpu.count": "8"}, status={"allocatable": {"nvidia.com/gpu": "7"}}
+    )
+    server.add_node("eight", labels={**GPU_NODE, "nvidia.com/gpu.count": "8"})
+    server.add_node("unlabelled", labels=GPU_NODE, status={"allocatable": {"nvidia.com/gpu": "7"}})
+    found = {s.name: s for s in actions.status(person, MARKS, actions.Fleet(), pending_limit_s=7200, now=NOW)}
+    assert found["seven"].codes == ("GPU_MISSING",) and found["seven"].gpus == "7/8"
+    assert found["seven"].why == "GPU_MISSING (fail): 7 of 8 GPUs allocatable (nvidia.com/gpu.count=8)"
+    assert (found["eight"].codes, found["eight"].gpus, found["eight"].why) == ((), "8/8", "")
+    # Nothing says how many to expect: unknown, not a failure.
+    assert (found["unlabelled"].codes, found["unlabelled"].gpus) == ((), "7/?")

@@ -48,7 +48,7 @@ def test_the_file_says_the_verdict_the_findings_and_every_figure(tmp_path):
     assert samples[("gpu_burnin_run_duration_seconds", (("node", "gpu-7"),))] == 90
     assert samples[("gpu_burnin_last_run_timestamp_seconds", (("node", "gpu-7"),))] == STARTED.timestamp() + 90
     assert samples[("gpu_burnin_findings", (("code", "HANG"), ("node", "gpu-7"), ("severity", "fail")))] == 2
-    figure = (("gpu", "GPU-a"), ("metric", "matmul.bf16.tflops"), ("node", "gpu-7"), ("unit", "TFLOP/s"))
+    figure = (("UUID", "GPU-a"), ("metric", "matmul.bf16.tflops"), ("node", "gpu-7"))
     assert samples[("gpu_burnin_measurement", figure)] == 664.9
     assert [p.name for p in path.parent.iterdir()] == ["gpu-burnin.prom"]  # no temporary left behind
 

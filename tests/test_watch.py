@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import threading
 import time
 
@@ -16,11 +17,11 @@ from harness.kube import node as nodes
 from harness.nvml import binding
 from harness.nvml.sim import Simulated
 from harness.records import Code, Finding, Remediation, Severity
-from harness.watch import flap, loop
+from harness.watch import flap
 from harness.watch.config import Policy, WatchConfig
 from harness.watch.journal import Journal
 from tests.kube_fake import FakeApiServer
-from tests.watch_fleet import DATA, SCENARIOS, Nodes, events, writes
+from tests.watch_fleet import DATA, EPOCH, SCENARIOS, Nodes, events, writes
 
 NODE_PATH = "/api/v1/nodes/n1"
 STATUS_PATH = f"{NODE_PATH}/status"
@@ -62,17 +63,15 @@ def done_actions(fleet: Nodes, name="n1") -> list[tuple[str, tuple[tuple[str, st
 
 
 def assert_heartbeats_only(server, name="n1"):
-    """Between changes of the condition, writes of it come at most every 10 minutes."""
+    """The condition is written only when it changes: never the same (status, reason, message) twice in a row."""
     last = None
     for r in server.requests:
         if r.method != "PATCH" or r.path != f"/api/v1/nodes/{name}/status" or r.status != 200:
             continue
         (cond,) = r.body["status"]["conditions"]
         content = (cond["status"], cond["reason"], cond["message"])
-        beat = nodes.parse_stamp(cond["lastHeartbeatTime"])
-        if last is not None and last[0] == content:
-            assert (beat - last[1]).total_seconds() >= 600, (content, last[1], beat)
-        last = (content, beat)
+        assert content != last, content
+        last = content
 
 
 RULES = [
@@ -149,15 +148,21 @@ def test_an_application_xid_repeated_on_one_gpu_is_the_gpus(server, fleet):
     assert "separate bursts of it on this GPU" in watch_condition(server)["message"]
 
 
-def test_a_quiet_node_at_work_writes_only_its_heartbeat(server, fleet):
+def test_a_quiet_node_makes_no_api_call_in_six_hours(server, fleet):
     fleet.add("n1", DATA / "busy.toml")  # with a one-poll power-brake blip under load, which is normal
+    started = len(server.requests)
+    # At start: its node read, and the condition written, the node showing none yet.
+    assert [(r.method, r.path) for r in server.requests] == [("GET", NODE_PATH), ("PATCH", STATUS_PATH)]
     fleet.run(6 * 3600)
-    found = writes(server)
-    # The condition once at start, then a heartbeat every 10 minutes: 1 + 35 in six hours.
-    assert found == [("PATCH", STATUS_PATH, 200)] * 36
+    assert server.requests[started:] == []  # no heartbeat, no read, nothing
     assert events(server) == []
     assert (watch_condition(server)["status"], watch_condition(server)["reason"]) == ("True", "NoFindings")
-    assert_heartbeats_only(server)
+    # Its liveness is the last-poll file the readiness probe reads, written at every poll.
+    last_poll = float((fleet.tmp / "n1" / "last-poll").read_text())
+    assert last_poll == fleet.clock.wall().timestamp() - 30
+    # A restart finds the node showing what it would write: one read, no write.
+    fleet.restart("n1")
+    assert [(r.method, r.path) for r in server.requests[started:]] == [("GET", NODE_PATH)]
 
 
 def test_a_flapping_counter_never_holds_long_enough_to_act(server, fleet):
@@ -183,11 +188,10 @@ def test_a_restarted_watch_repeats_nothing_from_its_journal(server, fleet):
     fleet.add("n1", SCENARIOS / "row-remap-pending.toml")
     fleet.run(1800)
     before = writes(server)
-    fleet.restart("n1")  # the node shows the condition, fresh: the restart writes nothing
+    fleet.restart("n1")  # the node shows the condition: the restart writes nothing
     assert writes(server) == before
     fleet.run(1800)
-    after = writes(server)[len(before) :]
-    assert {p for _, p, _ in after} == {STATUS_PATH}  # heartbeats, nothing else
+    assert writes(server) == before  # nor does the open finding, once acted on
     assert events(server) == [("n1", "GPUBurnInFailing")]
     # ...and forgets nothing: the finding is still open on the node and in the restarted watch.
     assert [t.key for t in fleet.watches["n1"].tracker.open()] == [f"ROW_REMAP_PENDING:{gpu(0)}:reset-gpu"]
@@ -238,17 +242,70 @@ def test_an_event_that_landed_but_was_not_answered_is_not_posted_twice(server, f
     assert [e["op"] for e in journal(fleet) if e["phase"] == "done"] == ["start", "request"]
 
 
-def test_a_wedged_driver_is_said_on_the_node_and_ends_the_watch_with_2(server, fleet, monkeypatch):
+def nvml_threads() -> int:
+    return sum(1 for t in threading.enumerate() if t.name == "gpu-burnin-nvml" and t.is_alive())
+
+
+def test_a_wedged_driver_reads_unknown_keeps_the_watch_running_and_recovers(server, fleet, monkeypatch):
+    """An Xid 79 makes NVML hang: the poll is bounded by --nvml-timeout, the condition says Unknown, no second
+    call is made while the first hangs (one thread), and the watch carries on when NVML answers again."""
     watch = fleet.add("n1", SCENARIOS / "healthy.toml")
     watch.config = WatchConfig(**{**watch.config.__dict__, "nvml_timeout_s": 0.2})
     hang = threading.Event()
-    monkeypatch.setattr(watch.nv, "nvmlDeviceGetCount", lambda: hang.wait(5) or 0)
+    real = watch.nv.nvmlDeviceGetCount
+    threads = nvml_threads()
+    monkeypatch.setattr(watch.nv, "nvmlDeviceGetCount", lambda: hang.wait(30) and real())
     began = time.monotonic()
-    assert loop.run(watch, threading.Event()) == 2
-    hang.set()
-    assert time.monotonic() - began < 3
+    fleet.run(600)  # 20 polls
+    assert time.monotonic() - began < 5  # bounded: one timeout, then no call while the first hangs
+    assert nvml_threads() == threads + 1
     cond = watch_condition(server)
     assert (cond["status"], cond["reason"]) == ("Unknown", "NvmlUnavailable") and "wedged" in cond["message"]
+    assert not server.node("n1")["spec"].get("unschedulable")  # unknown is not unhealthy
+    status_writes = [w for w in writes(server) if w[1] == STATUS_PATH]
+    assert len(status_writes) == 2  # the start's, and Unknown once
+    hang.set()  # the driver answers again
+    fleet.run(1200)  # within the back-off's bound
+    cond = watch_condition(server)
+    assert (cond["status"], cond["reason"]) == ("True", "NoFindings")
+    assert nvml_threads() == threads
+    assert "NVML answers again: watching 2 GPUs" in fleet.logs["n1"].getvalue()
+
+
+class LateNvml:
+    """The simulated NVML, as on a node whose driver is not mounted yet: nvmlInit fails until `ready`."""
+
+    def __init__(self, nv):
+        self.nv = nv
+        self.ready = False
+        self.inits = 0
+
+    def nvmlInit(self):  # noqa: N802 - NVML's name
+        self.inits += 1
+        if not self.ready:
+            raise self.nv.NVMLError(9)  # NVML_ERROR_DRIVER_NOT_LOADED
+        self.nv.nvmlInit()
+
+    def __getattr__(self, name):
+        return getattr(self.nv, name)
+
+
+def test_nvml_missing_at_start_reads_unknown_retries_with_back_off_and_recovers(server, fleet):
+    watch = fleet.add("n1", SCENARIOS / "healthy.toml", start=False)
+    late = watch.nv = LateNvml(watch.nv)
+    watch.start()  # no exit: the watch runs on
+    cond = watch_condition(server)
+    assert (cond["status"], cond["reason"]) == ("Unknown", "NvmlUnavailable")
+    assert "NVML could not start" in cond["message"]
+    fleet.run(6 * 3600)
+    # Tried again after 30 s, 60, 120, ... and then every 600 s at most: not every poll, and not never.
+    assert 30 < late.inits < 60
+    assert [w for w in writes(server) if w[1] == STATUS_PATH] == [("PATCH", STATUS_PATH, 200)]  # Unknown, once
+    late.ready = True
+    fleet.run(600)
+    cond = watch_condition(server)
+    assert (cond["status"], cond["reason"]) == ("True", "NoFindings") and "watching 2 GPUs" in cond["message"]
+    assert [e["op"] for e in journal(fleet) if e["phase"] == "done"] == ["start"]  # the GPUs, learned late
 
 
 def test_nvml_that_fails_to_answer_reads_unknown_then_recovers(server, fleet, monkeypatch):
@@ -276,14 +333,16 @@ def test_the_metrics_textfile_has_the_dcgm_equivalents(server, tmp_path):
     fleet.add("n1", DATA / "xid-burst.toml")
     fleet.run(3 * 3600)
     text = prom.read_text()
-    assert f'gpu_burnin_watch_xid_last{{gpu="0",node="n1",uuid="{gpu(0)}"}} 48.0' in text
-    assert f'gpu_burnin_watch_xid_events_total{{gpu="0",node="n1",uuid="{gpu(0)}",xid="48"}} 40.0' in text
-    labels = f'counter="volatile",gpu="1",node="n1",type="uncorrected",uuid="{gpu(1)}"'
+    assert f'gpu_burnin_watch_xid_last{{UUID="{gpu(0)}",gpu="0",node="n1"}} 48.0' in text
+    assert f'gpu_burnin_watch_xid_events_total{{UUID="{gpu(0)}",gpu="0",node="n1",xid="48"}} 40.0' in text
+    assert "# TYPE gpu_burnin_watch_xid_events_total counter" in text
+    labels = f'UUID="{gpu(1)}",counter="volatile",gpu="1",node="n1",type="uncorrected"'
     assert f"gpu_burnin_watch_ecc_errors{{{labels}}} 0.0" in text
-    assert f'gpu_burnin_watch_row_remap_pending{{gpu="0",node="n1",uuid="{gpu(0)}"}} 0.0' in text
-    assert f'gpu_burnin_watch_open_findings{{code="XID",gpu="{gpu(0)}",node="n1",severity="fail"}} 1.0' in text
+    assert f'gpu_burnin_watch_row_remap_pending{{UUID="{gpu(0)}",gpu="0",node="n1"}} 0.0' in text
+    assert f'gpu_burnin_watch_open_findings{{UUID="{gpu(0)}",code="XID",node="n1",severity="fail"}} 1.0' in text
     assert 'gpu_burnin_watch_actions_total{action="request",node="n1"} 1.0' in text
-    assert 'gpu_burnin_watch_up{node="n1"} 1.0' in text
+    assert "gpu_burnin_watch_up" not in text and "_created" not in text
+    assert 'gpu_burnin_watch_last_poll_timestamp_seconds{node="n1"}' in text
 
 
 # -- the journal -----------------------------------------------------------------------------------
@@ -340,7 +399,6 @@ def test_a_finding_is_known_by_code_gpu_and_what_tells_one_code_apart():
     [
         ({"hold": 0}, "--hold"),
         ({"interval_s": 60.0, "window_s": 300.0}, "--window"),
-        ({"heartbeat_s": 900.0}, "--heartbeat"),
         ({"node": ""}, "--node"),
     ],
 )
@@ -446,3 +504,56 @@ def test_nvml_failing_after_a_gpu_is_lost_clears_nothing(server, fleet, monkeypa
     assert [t.key for t in watch.tracker.open()][0].startswith("GPU_MISSING:")
     assert watch_condition(server)["reason"] == "GPU_MISSING"  # unknown is not healthy: nothing cleared
     assert ("n1", "GPUBurnInWatchCleared") not in events(server)
+
+
+def test_a_node_with_fewer_gpus_than_its_label_says_is_failed_gpu_missing(server, fleet):
+    """The device plugin advertises what it sees, and the first snapshot is all NVML lists: only the node's
+    GPU feature discovery count can tell that a GPU was dead before anything started."""
+    fleet.add("n1", SCENARIOS / "healthy.toml", **{"nvidia.com/gpu.count": "3"})  # 2 GPUs in the scenario
+    fleet.run(600)
+    assert done_actions(fleet) == [("request", (("GPU_MISSING", "node"),))]
+    labels = server.node("n1")["metadata"]["labels"]
+    assert (labels["gpu-burnin/health"], labels["gpu-burnin/severity"]) == ("failing", "critical")
+    cond = watch_condition(server)
+    assert (cond["status"], cond["reason"]) == ("False", "GPU_MISSING")
+    assert "2 of 3 GPUs seen by NVML (nvidia.com/gpu.count=3)" in cond["message"]
+
+
+def test_without_a_count_label_or_a_one_size_baseline_a_short_node_is_not_judged_short(server, fleet):
+    fleet.add("n1", SCENARIOS / "healthy.toml")  # 2 H100s: the baselines have a 1-GPU and an 8-GPU file
+    fleet.run(600)
+    assert done_actions(fleet) == []
+    assert watch_condition(server)["reason"] == "NoFindings"
+
+
+def test_the_watch_keeps_the_freshness_label_while_the_newest_result_is_young(server, tmp_path):
+    """gpu-burnin/fresh=true on its own node while the node's newest result is younger than --retest-after,
+    absent otherwise; written only when that changes (the periodic pods require it absent)."""
+    results_dir = tmp_path / "results"
+    results_dir.mkdir()
+    fleet = Nodes(server, tmp_path, results_dir=results_dir, retest_after_s=7 * 86400.0)
+    result = results_dir / "n1_20261127T000000Z-a1b2c3.json"
+    result.write_text("{}")
+    day = 86400.0
+    stamp = EPOCH.timestamp() - day  # tested a day before the watch starts
+    os.utime(result, (stamp, stamp))
+    (results_dir / "n10_20261128T000000Z-ffffff.json").write_text("{}")  # another node's: not this one's
+    fleet.add("n1", SCENARIOS / "healthy.toml")
+
+    def label_writes():
+        return [r.body["metadata"]["labels"] for r in server.requests if r.method == "PATCH" and r.path == NODE_PATH]
+
+    assert server.node("n1")["metadata"]["labels"]["gpu-burnin/fresh"] == "true"
+    fleet.run(5 * day, every=3600)
+    assert label_writes() == [{"gpu-burnin/fresh": "true"}]  # once, not at every poll
+    fleet.run(2 * day, every=3600)  # the result is 7 days old now
+    assert "gpu-burnin/fresh" not in server.node("n1")["metadata"]["labels"]
+    assert label_writes() == [{"gpu-burnin/fresh": "true"}, {"gpu-burnin/fresh": None}]
+    newer = results_dir / "n1_20261205T000000Z-d4e5f6.json"  # a periodic run: fresh again
+    newer.write_text("{}")
+    os.utime(newer, (fleet.clock.wall().timestamp(),) * 2)
+    fleet.run(3600, every=3600)
+    assert server.node("n1")["metadata"]["labels"]["gpu-burnin/fresh"] == "true"
+    assert len(label_writes()) == 3
+    # Only this tool's label, only on its own node.
+    assert {r.path for r in server.requests if r.method == "PATCH"} <= {NODE_PATH, STATUS_PATH}

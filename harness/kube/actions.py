@@ -78,19 +78,18 @@ def preflight(api: Api, name: str, outcome: Outcome, marks: Marks, now: dt.datet
     """Release the node on a pass; keep it tainted, and say why, otherwise."""
     result = nodes.last_result_value(outcome)
     if outcome.verdict == "pass":
+        # The taint first, the label last: the label's removal is what makes the DaemonSet delete this pod, so
+        # everything else (the condition, the Event) is done by then, and a pod stopped in between leaves a
+        # node still labelled, whose next preflight acts on this result without burning again.
         node = update(
             api,
             name,
-            lambda n: nodes.patch(
-                n,
-                remove=[marks.preflight_taint],
-                set_labels={marks.preflight_label.key: None},
-                set_annotations={nodes.LAST_RESULT: result},
-            ),
+            lambda n: nodes.patch(n, remove=[marks.preflight_taint], set_annotations={nodes.LAST_RESULT: result}),
         )
         message = f"run {outcome.run_id}: every test passed; {marks.preflight_taint} removed"
-        _condition(api, node, "True", "Passed", message, now)
+        node = _condition(api, node, "True", "Passed", message, now)
         _event(api, node, outcome.run_id, warning=False, reason="GPUBurnInPassed", message=message, now=now)
+        update(api, name, lambda n: nodes.patch(n, set_labels={marks.preflight_label.key: None}), read=node)
         return Done(exit_code=0, message=f"node {name} released: {message}")
     state = "failed" if outcome.verdict == "fail" else "incomplete"
     status, reason = ("False", _reason(outcome.codes)) if state == "failed" else ("Unknown", "Incomplete")
@@ -218,16 +217,98 @@ class NodeState:
     codes: tuple[str, ...]
     stuck: bool
     """Pending in preflight past the limit: its preflight pod never ran or never finished."""
+    gpus: str = ""
+    """Allocatable GPUs of expected ("7/8"; "8/?" when nothing says how many to expect)."""
+    why: str = ""
+    """For a node in preflight: its preflight pod's phase and what holds it (the scheduler's message, an
+    image pull, a crash loop); for a node with fewer GPUs than expected: that."""
 
     def to_dict(self) -> dict[str, Any]:
         return {**dataclasses.asdict(self), "codes": list(self.codes)}
 
 
+PREFLIGHT_PODS = "app.kubernetes.io/name=gpu-burnin,app.kubernetes.io/component=preflight"
+"""The preflight DaemonSet's pods (deploy/daemonset.yaml), in the tool's namespace."""
+GPU_RESOURCE = "nvidia.com/gpu"
+GPU_COUNT_LABEL = "nvidia.com/gpu.count"
+"""GPU feature discovery's count of the node's GPUs: how many the node is expected to have."""
+
+
 def status(api: Api, marks: Marks, fleet: Fleet, *, pending_limit_s: float, now: dt.datetime) -> list[NodeState]:
-    """Every GPU node by state, read-only: one list call."""
-    found = [_state(n, marks, pending_limit_s, now) for n in api.list_nodes(fleet.gpu_selector)]
+    """Every GPU node by state, read-only: one list of nodes and, when some are in preflight, one
+    label-selected list of the preflight pods in the tool's namespace (why each is held)."""
+    listed = api.list_nodes(fleet.gpu_selector)
+    found = [_state(n, marks, pending_limit_s, now) for n in listed]
+    if any(s.state.startswith("preflight-") for s in found):
+        found = _with_pods(api, found)
     order = ["preflight-pending", "preflight-failed", "preflight-incomplete", "unhealthy", "failing", "incomplete"]
     return sorted(found, key=lambda s: (order.index(s.state) if s.state in order else len(order), s.name))
+
+
+def _with_pods(api: Api, found: list[NodeState]) -> list[NodeState]:
+    try:
+        pods = api.list_pods(PREFLIGHT_PODS)
+    except KubeError as err:  # status is read-only and a person's: their rights may stop at nodes
+        said = f"the preflight pods cannot be read: {err.problem}"
+        return [dataclasses.replace(s, why=s.why or said) if s.state.startswith("preflight-") else s for s in found]
+    by_node: dict[str, list[dict[str, Any]]] = {}
+    for pod in pods:
+        by_node.setdefault(pod_node(pod), []).append(pod)
+    out = []
+    for s in found:
+        if s.state.startswith("preflight-") and not s.why:
+            mine = by_node.get(s.name, [])
+            why = "; ".join(pod_problem(p) for p in mine) if mine else "no preflight pod for this node"
+            s = dataclasses.replace(s, why=why)
+        out.append(s)
+    return out
+
+
+def pod_node(pod: dict[str, Any]) -> str:
+    """The node a pod runs on, or, not yet scheduled, the node a DaemonSet aimed it at (its node affinity on
+    metadata.name, as the DaemonSet controller writes it)."""
+    spec = pod.get("spec") or {}
+    if spec.get("nodeName"):
+        return str(spec["nodeName"])
+    required = ((spec.get("affinity") or {}).get("nodeAffinity") or {}).get(
+        "requiredDuringSchedulingIgnoredDuringExecution"
+    ) or {}
+    for term in required.get("nodeSelectorTerms") or []:
+        for field in term.get("matchFields") or []:
+            if field.get("key") == "metadata.name" and field.get("operator") == "In" and field.get("values"):
+                return str(field["values"][0])
+    return ""
+
+
+def pod_problem(pod: dict[str, Any]) -> str:
+    """The pod's phase and what holds it, in one line: the scheduler's message while unscheduled, a waiting
+    container's reason and message (ImagePullBackOff, CrashLoopBackOff, ...), else the phase alone."""
+    status = pod.get("status") or {}
+    phase = str(status.get("phase") or "Unknown")
+    name = str((pod.get("metadata") or {}).get("name", ""))
+    for condition in status.get("conditions") or []:
+        if condition.get("type") == "PodScheduled" and condition.get("status") == "False":
+            reason = condition.get("reason") or "Unschedulable"
+            return f"pod {name}: {phase}: {reason}: {condition.get('message', '')}".rstrip(": ")
+    for container in [*(status.get("initContainerStatuses") or []), *(status.get("containerStatuses") or [])]:
+        waiting = (container.get("state") or {}).get("waiting") or {}
+        reason = waiting.get("reason")
+        if reason and reason not in ("ContainerCreating", "PodInitializing"):
+            said = f"pod {name}: {phase}: container {container.get('name', '')}: {reason}"
+            message = str(waiting.get("message") or "")
+            return f"{said}: {message}" if message else said
+    return f"pod {name}: {phase}"
+
+
+def expected_gpus(node: Node) -> int | None:
+    """How many GPUs the node should have: GPU feature discovery's label; None when it does not say."""
+    text = nodes.labels_of(node).get(GPU_COUNT_LABEL, "")
+    return int(text) if text.isdigit() and int(text) > 0 else None
+
+
+def allocatable_gpus(node: Node) -> int | None:
+    text = str(((node.get("status") or {}).get("allocatable") or {}).get(GPU_RESOURCE, ""))
+    return int(text) if text.isdigit() else None
 
 
 def outcome_of(
@@ -275,14 +356,25 @@ def _state(n: Node, marks: Marks, pending_limit_s: float, now: dt.datetime) -> N
         since = nodes.annotations_of(n).get(nodes.PENDING_SINCE) or n["metadata"].get("creationTimestamp", "")
     began = nodes.parse_stamp(since) if since else None
     for_s = (now - began).total_seconds() if began else None
+    expected, allocatable = expected_gpus(n), allocatable_gpus(n)
+    gpus = f"{'?' if allocatable is None else allocatable}/{'?' if expected is None else expected}"
+    codes = tuple(last.get("codes", ()))
+    why = ""
+    if expected is not None and allocatable is not None and allocatable < expected:
+        codes = tuple(dict.fromkeys((*codes, "GPU_MISSING")))
+        why = f"GPU_MISSING (fail): {allocatable} of {expected} GPUs allocatable ({GPU_COUNT_LABEL}={expected})"
+    elif allocatable is None:
+        why = f"no {GPU_RESOURCE} allocatable: is the device plugin running (tolerating the preflight taint)?"
     return NodeState(
         name=n["metadata"]["name"],
         state=state,
         since=since,
         for_s=for_s,
         run_id=str(last.get("run_id", "")),
-        codes=tuple(last.get("codes", ())),
+        codes=codes,
         stuck=state == "preflight-pending" and for_s is not None and for_s > pending_limit_s,
+        gpus=gpus,
+        why=why,
     )
 
 

@@ -155,23 +155,31 @@ class Api:
         return self._json(f'get node "{name}"', lambda t: self._core.read_node(name, **t))
 
     def list_nodes(self, selector: str) -> list[dict[str, Any]]:
-        """Whole Node objects (for `status`, run by a person): the remediator reads metadata only."""
-        found = self._json(f'list nodes "{selector}"', lambda t: self._core.list_node(label_selector=selector, **t))
+        """Whole Node objects (for `status`, run by a person: it needs their allocatable GPUs and conditions),
+        label-selected, from the watch cache (resourceVersion=0): the remediator reads metadata only."""
+        found = self._json(
+            f'list nodes "{selector}"',
+            lambda t: self._core.list_node(label_selector=selector, resource_version="0", **t),
+        )
         items: list[dict[str, Any]] = found.get("items", [])
         return items
 
     def patch_node(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
         """A strategic merge patch: maps merge, null deletes, spec.taints is replaced whole."""
-        return self._json(
-            f'patch node "{name}"', lambda t: self._core.patch_node(name, body, _content_type=STRATEGIC, **t)
-        )
+        return self._patch(f'patch node "{name}"', f"/api/v1/nodes/{name}", body)
 
     def patch_node_status(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
         """Through nodes/status: conditions merge by type."""
-        return self._json(
-            f'patch node "{name}" status',
-            lambda t: self._core.patch_node_status(name, body, _content_type=STRATEGIC, **t),
-        )
+        return self._patch(f'patch node "{name}" status', f"/api/v1/nodes/{name}/status", body)
+
+    def _patch(self, what: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        """A strategic merge patch sent with its own Content-Type through the client's transport: the
+        generated methods of clients before 36 refuse `_content_type` (ApiTypeError) and choose the patch
+        type themselves."""
+        def call(t: dict[str, Any]) -> Any:
+            return self._raw("PATCH", path, body=body, content_type=STRATEGIC, request_timeout=t["_request_timeout"])
+
+        return self._json(what, call)
 
     def node_metadata(self, selector: str, keep: Callable[[dict[str, Any]], T]) -> tuple[list[T], str]:
         """The metadata of the nodes `selector` selects, from the API server's watch cache (resourceVersion=0,
@@ -180,8 +188,9 @@ class Api:
         what = f'list node metadata "{selector}"'
 
         def attempt(t: dict[str, Any]) -> tuple[list[T], str]:
-            response = self._core.list_node(
-                label_selector=selector, resource_version="0", _headers={"Accept": METADATA_LIST}, **t
+            query = [("labelSelector", selector), ("resourceVersion", "0")]
+            response = self._raw(
+                "GET", "/api/v1/nodes", query=query, accept=METADATA_LIST, request_timeout=t["_request_timeout"]
             )
             kept: list[T] = []
             version = ""
@@ -199,17 +208,16 @@ class Api:
         server ends the watch then; bookmarks keep the resourceVersion moving on a quiet fleet)."""
         what = f'watch node metadata "{selector}" from {resource_version}'
         timeouts = (self.patience.request_timeout_s, timeout_s + self.patience.request_timeout_s)
+        query = [
+            ("labelSelector", selector),
+            ("watch", "true"),
+            ("resourceVersion", resource_version),
+            ("allowWatchBookmarks", "true"),
+            ("timeoutSeconds", str(timeout_s)),
+        ]
         response = self._attempt(
             what,
-            lambda t: self._core.list_node(
-                label_selector=selector,
-                watch=True,
-                resource_version=resource_version,
-                allow_watch_bookmarks=True,
-                timeout_seconds=timeout_s,
-                _headers={"Accept": METADATA_WATCH},
-                **{**t, "_request_timeout": timeouts},
-            ),
+            lambda t: self._raw("GET", "/api/v1/nodes", query=query, accept=METADATA_WATCH, request_timeout=timeouts),
         )
         return Watch(what, response)
 
@@ -250,7 +258,21 @@ class Api:
         """Every pod bound to `node`, in every namespace (a field selector: the API server filters)."""
         found = self._json(
             f'list pods on node "{node}"',
-            lambda t: self._core.list_pod_for_all_namespaces(field_selector=f"spec.nodeName={node}", **t),
+            lambda t: self._core.list_pod_for_all_namespaces(
+                field_selector=f"spec.nodeName={node}", resource_version="0", **t
+            ),
+        )
+        items: list[dict[str, Any]] = found.get("items", [])
+        return items
+
+    def list_pods(self, selector: str) -> list[dict[str, Any]]:
+        """The tool's own pods that `selector` selects, in the tool's namespace only (`status`: why a preflight
+        is stuck), from the watch cache (resourceVersion=0)."""
+        found = self._json(
+            f'list pods "{selector}" in namespace "{self.namespace}"',
+            lambda t: self._core.list_namespaced_pod(
+                self.namespace, label_selector=selector, resource_version="0", **t
+            ),
         )
         items: list[dict[str, Any]] = found.get("items", [])
         return items
@@ -291,14 +313,9 @@ class Api:
         """Create the Event in its namespace (the tool's). False when one of that name exists already: the
         names are derived from what they announce, so a retried Event is not posted twice."""
         namespace = event.get("metadata", {}).get("namespace") or self.namespace
-        model = _client().CoreV1Event.from_dict(event)
-        if model is None:
-            raise ValueError("an event needs a body")
+        path = f"/api/v1/namespaces/{namespace}/events"
         try:
-            self._json(
-                f'create event in namespace "{namespace}"',
-                lambda t: self._core.create_namespaced_event(namespace, model, **t),
-            )
+            self._raw_json(f'create event in namespace "{namespace}"', "POST", path, body=event)
         except Conflict:
             return False
         return True
@@ -338,15 +355,32 @@ class Api:
         query: list[tuple[str, str]] | None = None,
         body: dict[str, Any] | None = None,
         accept: str = "application/json",
+        content_type: str = "application/json",
         request_timeout: Any = None,
     ) -> Any:
-        """A request through the client's own transport, its body sent as given: the typed models would
-        write a Lease's MicroTime without its microseconds, which the API server refuses."""
+        """A request through the client's own transport, its body sent as given (the typed models would
+        write a Lease's MicroTime without its microseconds, which the API server refuses), with the headers
+        given: the answer unread (urllib3's response). Works with both generations of the client's
+        ApiClient: `param_serialize` and `call_api(method, url, ...)` from 36 on, `call_api(path, method,
+        ...)` before."""
         from kubernetes.client.exceptions import ApiException
 
         headers = {"Accept": accept}
         if body is not None:
-            headers["Content-Type"] = "application/json"
+            headers["Content-Type"] = content_type
+        if not hasattr(self._client, "param_serialize"):  # a client before 36
+            return self._client.call_api(
+                path,
+                method,
+                {},
+                query or [],
+                headers,
+                body=body,
+                auth_settings=["BearerToken"],
+                _return_http_data_only=True,
+                _preload_content=False,
+                _request_timeout=request_timeout,
+            )
         request = self._client.param_serialize(
             method, path, query_params=query or [], header_params=headers, body=body, auth_settings=["BearerToken"]
         )
@@ -374,14 +408,18 @@ class Api:
         on 429 instead of waiting (an eviction a disruption budget refuses may stay refused for hours)."""
 
         def attempt(t: dict[str, Any]) -> dict[str, Any]:
-            body: dict[str, Any] = json.loads(call(t).data or b"{}")
+            data = call(t).data or b"{}"
+            try:
+                body: dict[str, Any] = json.loads(data)
+            except ValueError as err:
+                raise KubeError(what, f"the answer is not JSON: {err}") from None
             return body
 
         return self._attempt(what, attempt, blocked_on_429=blocked_on_429)
 
     def _attempt(self, what: str, attempt: Callable[[dict[str, Any]], T], *, blocked_on_429: bool = False) -> T:
         """Run `attempt` (a request and the reading of its answer) until it succeeds, under the discipline."""
-        from kubernetes.client.exceptions import ApiException
+        from kubernetes.client.exceptions import ApiException, OpenApiException
 
         began = self._clock()
         backoff = self.patience.first_backoff_s
@@ -398,6 +436,8 @@ class Api:
             except (urllib3.exceptions.HTTPError, OSError) as err:  # refused, reset, timed out
                 wait = backoff * (0.5 + self._jitter())
                 last = f"{type(err).__name__}: {err}"
+            except OpenApiException as err:  # ApiTypeError, ApiValueError, ...: the client refused the call itself
+                raise KubeError(what, f"the Kubernetes client refused the call: {type(err).__name__}: {err}") from None
             spent = self._clock() - began
             if spent + wait > self.patience.total_s:
                 raise KubeError(what, f"gave up after {tries} attempts in {spent:.0f} s; last: {last}")
@@ -410,7 +450,9 @@ class Api:
         if status == 409:
             raise Conflict(what, f"HTTP 409: {_message(err)}", status=status)
         if status == 422:
-            raise Invalid(what, f"HTTP 422, refused as invalid: {_message(err)}", status=status)
+            why = "refused as invalid (the API server's validation or an admission policy)"
+            problem = f"HTTP 422 Unprocessable Entity: {why}: {_message(err)}"
+            raise Invalid(what, problem, status=status)
         if status == 401:
             raise KubeError(
                 what,

@@ -27,7 +27,7 @@ from harness.errors import ConfigError
 CONDITION = "GPUBurnIn"
 WATCH_CONDITION = "GPUBurnInWatch"
 """The passive watch's condition (harness/watch/): True while it sees nothing wrong, False with the
-finding codes, Unknown when it cannot read the GPUs; its heartbeat shows the watch is alive."""
+finding codes, Unknown when it cannot read the GPUs; written only when it changes."""
 REMEDIATION_CONDITION = "GPUBurnInRemediation"
 """The remediator's condition: True while it holds the node out (TakenOut, Draining, Drained, DrainOverdue,
 DrainBlocked), False when the brake kept a failing node in service (Braked)."""
@@ -169,6 +169,9 @@ class Marks:
     unhealthy_label: Label = Label(f"{PREFIX}health", "unhealthy")
     """The health label: `failing` (a node agent's request), or this value (the remediator took it out)."""
     severity: Key = Key(f"{PREFIX}severity")
+    fresh: Label = Label(f"{PREFIX}fresh", "true")
+    """The watch keeps it on its node while the node's newest result is younger than --retest-after: the
+    periodic pods require it absent, so they go to the nodes tested longest ago."""
 
     @classmethod
     def under(cls, prefix: str) -> Marks:

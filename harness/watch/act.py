@@ -5,7 +5,8 @@ under the fleet's brake, and drains critical nodes.
 
 The condition `GPUBurnInWatch` shows every finding open on the node: True with reason
 NoFindings (or Warnings), False with the finding codes, Unknown when NVML cannot be read.
-Its heartbeat is the only write a quiet node makes, at most every `--heartbeat`.
+It is written when what it says changes, never to show that the watch lives (that is the pod's readiness
+and the metrics file's last-poll time): a quiet node makes no API call at all.
 """
 
 from __future__ import annotations
@@ -66,8 +67,6 @@ class NodeWriter:
         self.boot = boot
         """This boot's id: with a journal entry's id and time, it names the entry's Event."""
         self.node: Node = {}
-        self.written_at: dt.datetime | None = None
-        """When the condition was last written (or found fresh on the node at start)."""
 
     def read(self) -> Node:
         self.node = self.api.get_node(self.name)
@@ -76,23 +75,18 @@ class NodeWriter:
     def current(self) -> dict[str, Any]:
         return nodes.condition(self.node, nodes.WATCH_CONDITION) or {}
 
-    def fresh(self, wanted: tuple[str, str, str], now: dt.datetime, heartbeat_s: float) -> bool:
-        """The node already shows this condition (status and reason) with a recent heartbeat: a restart
-        need not write."""
+    def shows(self, wanted: tuple[str, str, str]) -> bool:
+        """The node shows this condition already (status, reason and message): nothing to write."""
         found = self.current()
-        beat = nodes.parse_stamp(str(found.get("lastHeartbeatTime", "")))
-        same = (found.get("status"), found.get("reason")) == wanted[:2]
-        return same and beat is not None and (now - beat).total_seconds() < heartbeat_s
+        return (found.get("status"), found.get("reason"), found.get("message")) == wanted
 
     def condition(self, wanted: tuple[str, str, str], now: dt.datetime) -> None:
+        """Write the condition, only if the node does not show it already."""
+        if self.node and self.shows(wanted):
+            return
         status, reason, message = wanted
         body = nodes.status_patch(self.node, status, reason, message, now, kind=nodes.WATCH_CONDITION)
         self.node = self.api.patch_node_status(self.name, body)
-        self.written_at = now
-
-    def heartbeat(self, now: dt.datetime) -> None:
-        found = self.current()
-        self.condition((str(found.get("status")), str(found.get("reason")), str(found.get("message"))), now)
 
     def event(self, reason: str, message: str, now: dt.datetime, *, key: str, warning: bool = True) -> None:
         """An Event about this node; `key` names what it announces (a journal entry), so that a retried
@@ -123,9 +117,7 @@ class NodeWriter:
         self.read()
         mine = nodes.json_annotation(nodes.annotations_of(self.node), nodes.REQUESTED)
         before = self.requested() and (mine.get("by"), mine.get("time")) != ("gpu-burnin watch", nodes.stamp(asked))
-        shown = self.current()
-        if (shown.get("status"), shown.get("reason"), shown.get("message")) != wanted:  # not after a restart
-            self.condition(wanted, now)
+        self.condition(wanted, now)  # not again after a restart: the node shows it
         first = failing[0]
         remediation = f" (remediation: {first.remediation})" if str(first.remediation) != "none" else ""
         outcome = nodes.Outcome(
@@ -146,5 +138,4 @@ class NodeWriter:
             self.event(EVENT_RECORD, said, now, key=key)
         else:
             self.event(EVENT_REQUEST, f"asked to be taken out of service ({grade}): {wanted[2]}", now, key=key)
-        self.written_at = now
         return str(nodes.labels_of(self.node).get(self.marks.unhealthy_label.key, ""))

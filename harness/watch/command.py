@@ -1,9 +1,9 @@
 """`gpu-burnin watch`: its arguments, and the run from them to an exit code.
 
-Exit 0 when stopped (SIGTERM, SIGINT); 2 when the GPUs or the node cannot be reached
-(NVML missing or wedged, the API server refusing at start): the node's condition
-says so where it can be written, and the kubelet restarts the pod; 4 for bad options
-or files, before anything is read or written.
+Exit 0 when stopped (SIGTERM, SIGINT); 2 when the API server refuses the node's first
+read (the kubelet restarts the pod); 4 for bad options or files, before anything is read
+or written. NVML missing, failing or wedged never ends the watch: the condition says
+`Unknown`, and NVML is tried again with back-off.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from harness.watch import metrics as watch_metrics
 from harness.watch.config import Policy, WatchConfig
 from harness.watch.journal import read_boot_id
 
+RESULTS_DIR = Path("/var/lib/gpu-burnin/results")
 DEFAULTS = WatchConfig(node="-", journal=Path("/var/lib/gpu-burnin/watch/journal.jsonl"))
 POLICY = Policy()
 
@@ -46,6 +47,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--xid-table", type=Path, metavar="FILE", help="an Xid table merged over the packaged one")
     parser.add_argument("--journal", type=Path, default=DEFAULTS.journal, metavar="FILE", help="the action journal")
     parser.add_argument("--metrics-textfile", type=Path, metavar="FILE", help="the node-exporter textfile to keep")
+    parser.add_argument(
+        "--results-dir",
+        type=Path,
+        default=RESULTS_DIR,
+        metavar="DIR",
+        help=f"this node's results (preflight's and periodic's), for the freshness label (default {RESULTS_DIR})",
+    )
     for flag, kind, default, what in (
         ("--interval", options.seconds, DEFAULTS.interval_s, "seconds between polls"),
         ("--hold", options.count, DEFAULTS.hold, "polls in a row a finding must be seen before it is acted on"),
@@ -54,8 +62,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         ("--window", options.seconds, DEFAULTS.window_s, "seconds of busy polls the telemetry rules judge"),
         ("--load-samples", options.count, DEFAULTS.load_samples, "busy polls in the window before judging them"),
         ("--delta-window", options.seconds, DEFAULTS.delta_window_s, "seconds over which counter rises are judged"),
-        ("--heartbeat", options.seconds, DEFAULTS.heartbeat_s, "seconds between heartbeats (at most 600)"),
         ("--nvml-timeout", options.seconds, DEFAULTS.nvml_timeout_s, "an NVML poll longer than this: wedged"),
+        (
+            "--retest-after",
+            options.seconds,
+            DEFAULTS.retest_after_s,
+            "label the node fresh while its newest result is younger than this",
+        ),
     ):
         parser.add_argument(flag, type=kind, default=default, metavar="N", help=f"{what} (default {default:g})")
     for severity, allowed in (
@@ -84,10 +97,11 @@ def config_from(args: argparse.Namespace, node: str) -> WatchConfig:
         window_s=args.window,
         load_samples=args.load_samples,
         delta_window_s=args.delta_window,
-        heartbeat_s=args.heartbeat,
         nvml_timeout_s=args.nvml_timeout,
         policy=Policy(warning=args.on_warning, fail=args.on_fail, critical=args.on_critical),
         metrics_textfile=args.metrics_textfile,
+        results_dir=args.results_dir,
+        retest_after_s=args.retest_after,
         boot_id=read_boot_id(),
     )
 
@@ -121,13 +135,10 @@ def main(args: argparse.Namespace, node: str, marks: Marks) -> int:
     except KubeError as err:
         print(f"gpu-burnin watch: error: node {config.node} cannot be read or updated: {err}", file=sys.stderr)
         return int(ExitCode.INCOMPLETE)
-    except loop.Wedged as err:
-        return _unreadable(watch, str(err))
-    except Exception as err:  # noqa: BLE001 - NVMLError at init (no driver, no GPU): unreadable, not unhealthy
-        if nv is None or not isinstance(err, nv.NVMLError):
-            raise
-        return _unreadable(watch, f"NVML could not start: {err}")
-    print(f"gpu-burnin watch: watching {len(watch.judge.devices)} GPUs of node {config.node}", flush=True)
+    if watch.unreadable is None:
+        print(f"gpu-burnin watch: watching {len(watch.judge.devices)} GPUs of node {config.node}", flush=True)
+    else:
+        print(f"gpu-burnin watch: node {config.node}: NVML cannot be read yet; trying again", flush=True)
     return loop.run(watch, stop)
 
 
@@ -136,14 +147,3 @@ def _real_nvml() -> Any:
         return binding.load(binding.REAL)
     except binding.Unavailable as err:
         raise ConfigError(f"{err}: the watch reads the GPUs through NVML", option="nvml") from err
-
-
-def _unreadable(watch: loop.Watch, why: str) -> int:
-    print(f"gpu-burnin watch: error: {why}", file=sys.stderr)
-    try:
-        watch.writer.read()
-    except KubeError as err:
-        print(f"gpu-burnin watch: the condition was not written: {err}", file=sys.stderr)
-        return int(ExitCode.INCOMPLETE)
-    watch.wedged(loop.Wedged(why))
-    return int(ExitCode.INCOMPLETE)

@@ -7,6 +7,8 @@ from pathlib import Path
 
 from harness.errors import ConfigError
 
+LAST_POLL = "last-poll"
+"""In the watch's state directory (the journal's): the wall time of the last poll."""
 IGNORE, RECORD, REQUEST = "ignore", "record", "request"
 ACTIONS = (IGNORE, RECORD, REQUEST)
 """From least to most: each includes the ones before it (a request is recorded too)."""
@@ -63,16 +65,25 @@ class WatchConfig:
     """Polls under load a GPU needs in the window before the telemetry rules judge it ("sustained")."""
     delta_window_s: float = 3600.0
     """Rises (corrected ECC, NVLink errors) are counted over this window against the baseline's limits."""
-    heartbeat_s: float = 600.0
-    """The condition's heartbeat: the only write a quiet node makes."""
     nvml_timeout_s: float = 60.0
     """A snapshot that takes longer means a wedged driver: the condition says so and the watch exits."""
     policy: Policy = Policy()
     metrics_textfile: Path | None = None
+    results_dir: Path | None = None
+    """Where preflight and periodic write this node's results (the shared hostPath): the freshness label
+    follows the newest one. None: no freshness label is kept."""
+    retest_after_s: float = 604800.0
+    """A node whose newest result is younger than this is fresh (labelled): the periodic runs skip it."""
     boot_id: str = ""
     """This boot's id (/proc/sys/kernel/random/boot_id): a journal from another boot starts afresh."""
     timeline_origin: float | None = None
     """For a simulated NVML: the clock reading at the timeline's 0 (default: when the watch starts)."""
+
+    @property
+    def last_poll(self) -> Path:
+        """The file each poll's time is written to, beside the journal: the readiness probe's
+        (`gpu-burnin watch-ready --state-dir` the journal's directory)."""
+        return self.journal.parent / LAST_POLL
 
     def __post_init__(self) -> None:
         if not self.node:
@@ -89,16 +100,11 @@ class WatchConfig:
             ("--xid-clear-after", self.xid_clear_s),
             ("--window", self.window_s),
             ("--delta-window", self.delta_window_s),
-            ("--heartbeat", self.heartbeat_s),
             ("--nvml-timeout", self.nvml_timeout_s),
+            ("--retest-after", self.retest_after_s),
         ):
             if not seconds > 0:
                 raise ConfigError(f"is {seconds}; expected a positive number of seconds", option=name)
-        if self.heartbeat_s > 600.0:
-            raise ConfigError(
-                f"is {self.heartbeat_s:g} s; at most 600 (a staler heartbeat reads as a dead watch)",
-                option="--heartbeat",
-            )
         if self.window_s < self.interval_s * self.load_samples:
             raise ConfigError(
                 f"{self.window_s:g} s holds fewer than --load-samples ({self.load_samples}) polls of "

@@ -30,7 +30,7 @@ from harness.devices import Device
 from harness.nvml import kernel_log, xid_findings, xid_rules, xid_table
 from harness.nvml.monitor import NvmlXid, summarize
 from harness.nvml.snapshot import GpuHealth, Snapshot
-from harness.records import Code, Finding, Severity
+from harness.records import NODE, Code, Finding, Remediation, Severity
 
 TEST = "watch"
 IDLE = 0x1
@@ -68,6 +68,10 @@ class Judge:
         self.delta_window_s = delta_window_s
         self.devices: tuple[Device, ...] = ()
         self.limits: dict[str, HealthLimits] = {}
+        self.expected: int | None = None
+        self.expected_from = ""
+        """How many GPUs the node should have, and what says so (the node's GPU feature discovery label, or
+        the baseline's `[match] gpus`); None: nothing says, and a short node is not judged short."""
         self._history: collections.deque[tuple[float, Snapshot]] = collections.deque()
         self._samples: dict[str, collections.deque[tuple[float, dict[str, Any]]]] = {}
         self._xids: collections.deque[kernel_log.XidEvent] = collections.deque(maxlen=XIDS_KEPT)
@@ -94,6 +98,7 @@ class Judge:
                     index=index, kind="cuda", name="", uuid=f"GPU-lost-index-{index}"
                 )
         self.devices = tuple(sorted(found.values(), key=lambda d: d.index))
+        self.expected, self.expected_from = self._expected_by_baseline()
         self.limits = {}
         on_node = collections.Counter(d.name for d in self.devices)
         for device in self.devices:
@@ -113,6 +118,7 @@ class Judge:
         if summary:
             during = f"the last {_minutes(self.window_s)} under load"
             found += health.telemetry(summary, self.devices, self.limits, test=TEST, during=during)
+        found += self._short()
         events = self._events(xids)
         found += xid_findings.findings(events, self._by_pci(), self.table, test=TEST, earlier=tuple(self._xids))
         self._remember_xids(events)
@@ -123,7 +129,44 @@ class Judge:
         recent = [sample for samples in self._samples.values() for s, sample in samples if t - s <= self.window_s]
         return summarize(recent)
 
+    def expect(self, count: int | None, source: str) -> None:
+        """The node says how many GPUs it should have (GPU feature discovery's nvidia.com/gpu.count): that
+        wins over the baselines."""
+        if count is not None:
+            self.expected, self.expected_from = count, source
+
     # -- helpers ---------------------------------------------------------------------------------
+
+    def _expected_by_baseline(self) -> tuple[int | None, str]:
+        """The baselines' `[match] gpus` for this model, when they declare one node size only (a model sold
+        only as 8-GPU boards): a node with fewer lost some. A model with files for several sizes (a 1-GPU VM
+        and an 8-GPU board) cannot say which this node is: the node's label must (None otherwise)."""
+        names = {d.name for d in self.devices if d.name}
+        if len(names) != 1:
+            return None, ""
+        (name,) = names
+        counts = self.baselines.counts_for("cuda", name)
+        if len(counts) != 1:
+            return None, ""
+        return counts[0], f"the baselines' [match] gpus for {name}"
+
+    def _short(self) -> list[Finding]:
+        """Fewer GPUs than the node should have, counting every GPU seen since the start: a GPU dead before
+        the watch started was never listed, so only the count can miss it."""
+        if self.expected is None or len(self.devices) >= self.expected:
+            return []
+        seen = len(self.devices)
+        message = f"{seen} of {self.expected} GPUs seen by NVML ({self.expected_from}): one dead or fallen off the bus?"
+        return [
+            Finding(
+                code=Code.GPU_MISSING,
+                severity=Severity.FAIL,
+                gpu=NODE,
+                message=message,
+                remediation=Remediation.REBOOT_NODE,
+                test=TEST,
+            )
+        ]
 
     def _busy_slowdown(self, finding: Finding, snapshot: Snapshot) -> bool:
         gpu = snapshot.gpu(finding.gpu)

@@ -3,21 +3,29 @@
 Time comes from an injectable clock (seconds, monotonic: it runs on across a restart
 within a boot, as CLOCK_MONOTONIC does) and wall clock, so the soak test drives hours
 in seconds. NVML is called on a thread of its own with a time limit: a driver wedged
-after an Xid 79 answers nothing, and the watch then says so on the node and exits (2),
-for the kubelet to restart it.
+after an Xid 79 answers nothing. The watch never exits for NVML: missing (no driver
+mounted, no library), failing to start or wedged, the node's condition says `Unknown`
+(reason NvmlUnavailable, with the error) and the watch tries again with a bounded
+exponential back-off; a call still hung is never doubled (one NVML thread at a time).
+A new container on a node with a GPU in error may not be created at all, so the watch
+must already be running when it happens.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import os
 import sys
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TextIO, TypeVar
 
+from harness import results
 from harness.baselines import BaselineSet
+from harness.kube import actions
 from harness.kube import node as nodes
 from harness.kube.api import KubeError
 from harness.nvml import read, xid_table
@@ -34,8 +42,12 @@ from harness.watch.log import DONE, FAILED, Log
 T = TypeVar("T")
 
 
+NVML_RETRY_MAX_S = 600.0
+"""The longest wait between tries to start NVML again."""
+
+
 class Wedged(Exception):
-    """NVML did not answer within --nvml-timeout."""
+    """NVML did not answer within --nvml-timeout (or a call that did not is still hung)."""
 
 
 @dataclasses.dataclass
@@ -86,36 +98,88 @@ class Watch:
         self._events: Any = None
         self._handles: dict[Any, tuple[str, str]] = {}
         self._doing = ""
+        self.last_poll: dt.datetime | None = None
+        self.unreadable: str | None = None
+        """Why NVML cannot be read now (missing, failing to start, wedged): the condition says Unknown."""
+        self._started = False
+        """NVML answered once: the GPUs are known (the judge started)."""
+        self._retry_at = 0.0
+        self._retry_wait = 0.0
+        self._shown_unreadable: str | None = None
+        """What the condition on the node says of NVML, as last written."""
+        self._hung: threading.Event | None = None
+        """Set when the NVML call that did not answer in time returns at last."""
         """The action whose API calls are being made: a failure is said as its."""
 
     # -- start -----------------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Journal, NVML, the GPUs, the node; the condition written unless the node shows it, fresh.
-        Raises ConfigError (journal, baselines), KubeError (the node), Wedged, or NVMLError at init."""
+        """Journal, NVML, the GPUs, the node; the condition written unless the node shows it already.
+        NVML missing or wedged leaves the watch running, `Unknown`, to try again. Raises ConfigError
+        (journal, baselines) or KubeError (the node)."""
         self.journal.open(t=self.clock(), now=self.wall())
         for warning in self.journal.warnings:
             self.say.line(f"warning: {warning}")
         if self.origin is None:
             self.origin = self.clock()
-        self._nvml(self.nv.nvmlInit)
-        first = self._nvml(self._snapshot)
+        self.tracker.restore(self.journal.entries, self.journal.open_actions())
+        self._connect()
+        self.say.restored(self.tracker.open())
+        self.writer.read()
+        self._expect()
+        self._announce_aside()
+        self.writer.condition(self._wanted(), self.wall())  # a restart of a quiet watch writes nothing
+        self._freshen()
+        self._shown_unreadable = self.unreadable
+
+    def _connect(self) -> bool:
+        """Start NVML and learn the GPUs (once); False, with `unreadable` set and the next try scheduled,
+        when it cannot (NVMLError, or no answer within --nvml-timeout)."""
+        try:
+            self._nvml(self.nv.nvmlInit)
+            first = self._nvml(self._snapshot)
+            if not self._started:
+                self._learn(first)
+            if self._events is None:
+                self._nvml(self._listen)
+        except Wedged as err:
+            return self._failed(str(err))
+        except Exception as err:  # noqa: BLE001 - NVMLError (no library, no driver, no GPU): unreadable
+            if not isinstance(err, self.nv.NVMLError):
+                raise
+            return self._failed(f"NVML could not start: {err}")
+        if not self._started and self.writer.node:
+            self._expect()
+        self._started = True
+        if self.unreadable is not None:
+            self.say.line(f"NVML answers again: watching {len(self.judge.devices)} GPUs")
+        self.unreadable = None
+        self._retry_wait = 0.0
+        return True
+
+    def _learn(self, first: Snapshot) -> None:
         remembered = [g for entry in self.journal.entries if entry.op == "start" for g in entry.data.get("gpus", ())]
         self.judge.start(first, remembered)
         self.say.devices = {d.uuid: d for d in self.judge.devices}
         seen = {str(d.get("uuid")) for d in remembered}
         if {d.uuid for d in self.judge.devices} - seen:
             self.journal.note("start", self.clock(), self.wall(), gpus=[_gpu_dict(d) for d in self.judge.devices])
-        self._nvml(self._listen)
-        self.tracker.restore(self.journal.entries, self.journal.open_actions())
-        self.say.restored(self.tracker.open())
-        self.writer.read()
-        self._announce_aside()
-        wanted = self._wanted()
-        if self.writer.fresh(wanted, self.wall(), self.config.heartbeat_s):
-            self.writer.written_at = self.wall()  # a restart of a quiet watch writes nothing
-        else:
-            self.writer.condition(wanted, self.wall())
+
+    def _expect(self) -> None:
+        """How many GPUs the node should have, when its GPU feature discovery label says (read with the node)."""
+        count = actions.expected_gpus(self.writer.node)
+        self.judge.expect(count, f"{actions.GPU_COUNT_LABEL}={count}")
+
+    def _failed(self, why: str) -> bool:
+        """NVML cannot be read: say so (once, until it changes state), and try again after a back-off that
+        doubles from --interval up to NVML_RETRY_MAX_S."""
+        self.stats.nvml_errors += 1
+        if self.unreadable is None:
+            self.say.line(f"{why}; the condition says Unknown, and the watch tries again")
+            self.unreadable = why
+        self._retry_wait = min(max(self._retry_wait * 2, self.config.interval_s), NVML_RETRY_MAX_S)
+        self._retry_at = self.clock() + self._retry_wait
+        return False
 
     def _announce_aside(self) -> None:
         """A journal moved aside at open is said on the node, once (journaled: a failed Event is retried at
@@ -134,9 +198,16 @@ class Watch:
     # -- one poll --------------------------------------------------------------------------------
 
     def poll(self) -> list[Decision]:
-        """Read, judge, act. Raises Wedged; an API error leaves the decision for the next poll."""
+        """Read, judge, act. An API error leaves the decision for the next poll; NVML that cannot be read
+        (missing, wedged) is said on the node, `Unknown`, and tried again with back-off."""
         t = self.clock()
         self.stats.polls += 1
+        if self.unreadable is not None:
+            if t < self._retry_at or not self._connect():
+                self._show_unreadable()
+                self._polled()
+                self._export(t)
+                return []
         findings: list[Finding]
         xids: list[NvmlXid] = []
         read = True
@@ -145,6 +216,12 @@ class Watch:
             xids = self._nvml(self._drain)
             self.snapshot = snapshot
             findings = self.judge.judge(snapshot, xids, t)
+        except Wedged as err:  # no answer: unknown until NVML answers again (back-off)
+            self._failed(str(err))
+            self._show_unreadable()
+            self._polled()
+            self._export(t)
+            return []
         except self.nv.NVMLError as err:  # unknown is not healthy: what is open stays open
             self.stats.nvml_errors += 1
             findings, read = [_unavailable(f"NVML query failed: {err}")], False
@@ -160,24 +237,63 @@ class Watch:
                 self.stats.api_errors += 1
                 self.say.acted(self._doing, decision.tracks, FAILED, f"tried again at the next poll: {err}")
                 break  # in order: a later decision may rest on this one
-        now = self.wall()
-        if self.writer.written_at is None or (now - self.writer.written_at).total_seconds() >= self.config.heartbeat_s:
-            try:
-                self.writer.heartbeat(now)
-            except KubeError as err:
-                self.stats.api_errors += 1
-                self.say.line(f"heartbeat not written: {err}")
-        if self.config.metrics_textfile is not None:
-            watch_metrics.write(self.config.metrics_textfile, self, t)
+        self._show_unreadable()
+        self._freshen()
+        self._polled()
+        self._export(t)
         return decisions
 
-    def wedged(self, err: Wedged) -> None:
-        """Say on the node that NVML does not answer (best effort: the watch exits next)."""
-        finding = _unavailable(str(err))
+    def _freshen(self) -> None:
+        """The freshness label on this node: present (`true`) while its newest result is younger than
+        --retest-after, absent otherwise; written only when that changes."""
+        if self.config.results_dir is None:
+            return
+        newest = newest_result(self.config.results_dir, self.config.node)
+        age = None if newest is None else self.wall().timestamp() - newest
+        fresh = age is not None and age < self.config.retest_after_s
+        label = self.writer.marks.fresh
+        want = label.value if fresh else None
+        if nodes.labels_of(self.writer.node).get(label.key) == want:
+            return
         try:
-            self.writer.condition(act.condition_for([act.Shown(finding)], len(self.judge.devices)), self.wall())
-        except KubeError as failed:
-            self.say.line(f"the condition was not written: {failed}")
+            self.writer.node = actions.update(
+                self.writer.api,
+                self.writer.name,
+                lambda n: nodes.patch(n, set_labels={label.key: want}),
+                read=self.writer.node,
+            )
+        except KubeError as err:
+            self.stats.api_errors += 1
+            self.say.line(f"the freshness label was not written (tried again at the next poll): {err}")
+            return
+        said = f"{label.key}={label.value}" if fresh else f"{label.key} removed"
+        self.say.line(f"{said}: the newest result is {'from ' + _ago(age) if age is not None else 'none'}")
+
+    def _export(self, t: float) -> None:
+        if self.config.metrics_textfile is not None:
+            watch_metrics.write(self.config.metrics_textfile, self, t)
+
+    def _show_unreadable(self) -> None:
+        """When NVML turns unreadable or readable again, the condition says so (written only then; a failed
+        write is tried again at the next poll)."""
+        if self.unreadable == self._shown_unreadable:
+            return
+        try:
+            self.writer.condition(self._wanted(), self.wall())
+        except KubeError as err:
+            self.stats.api_errors += 1
+            self.say.line(f"the condition was not written (tried again at the next poll): {err}")
+            return
+        self._shown_unreadable = self.unreadable
+
+    def _polled(self) -> None:
+        """The poll's time, in the last-poll file the pod's readiness probe reads (`gpu-burnin watch-ready`):
+        the watch's liveness costs the API server nothing."""
+        self.last_poll = self.wall()
+        try:
+            write_last_poll(self.config.last_poll, self.last_poll)
+        except OSError as err:
+            self.say.line(f"warning: the last-poll file was not written: {err}")
 
     # -- acting ----------------------------------------------------------------------------------
 
@@ -241,12 +357,18 @@ class Watch:
         return [act.Shown(track.finding) for _, track in sorted(tracks.items())]
 
     def _wanted(self, decision: Decision | None = None) -> tuple[str, str, str]:
-        return act.condition_for(self._shown(decision), len(self.judge.devices))
+        shown = self._shown(decision)
+        if self.unreadable is not None:
+            shown.append(act.Shown(_unavailable(self.unreadable)))
+        return act.condition_for(shown, len(self.judge.devices))
 
     # -- NVML --------------------------------------------------------------------------------------
 
     def _nvml(self, call: Callable[[], T]) -> T:
-        """`call` on a thread of its own, within --nvml-timeout."""
+        """`call` on a thread of its own, within --nvml-timeout. While an earlier call that did not answer is
+        still hung, no other is made (Wedged at once): a wedged driver holds one thread, not one a poll."""
+        if self._hung is not None and not self._hung.is_set():
+            raise Wedged(f"NVML still has not answered a call made over {self.config.nvml_timeout_s:g} s ago")
         box: dict[str, Any] = {}
         done = threading.Event()
 
@@ -260,6 +382,7 @@ class Watch:
 
         threading.Thread(target=run, name="gpu-burnin-nvml", daemon=True).start()
         if not done.wait(self.config.nvml_timeout_s):
+            self._hung = done
             raise Wedged(f"NVML did not answer within {self.config.nvml_timeout_s:g} s: a wedged driver?")
         if "error" in box:
             raise box["error"]
@@ -307,17 +430,41 @@ class Watch:
 
 
 def run(watch: Watch, stop: threading.Event) -> int:
-    """Poll until `stop` is set: 0; NVML wedged: 2 (after saying so on the node)."""
+    """Poll until `stop` is set: 0. NVML missing or wedged does not end it (the condition says Unknown)."""
     while not stop.is_set():
         began = watch.clock()
-        try:
-            watch.poll()
-        except Wedged as err:
-            watch.say.line(f"{err}; exiting for a restart")
-            watch.wedged(err)
-            return 2
+        watch.poll()
         stop.wait(max(0.0, watch.config.interval_s - (watch.clock() - began)))
     return 0
+
+
+def newest_result(directory: Path, node: str) -> float | None:
+    """The modification time of the node's newest result file in `directory`, or None (none, or no such
+    directory: the node was never tested here, or the results are not mounted)."""
+    newest = None
+    try:
+        for path in directory.glob(results.node_pattern(node)):
+            try:
+                mtime = path.stat().st_mtime
+            except OSError:
+                continue
+            newest = mtime if newest is None else max(newest, mtime)
+    except OSError:
+        return None
+    return newest
+
+
+def _ago(seconds: float) -> str:
+    return f"{seconds / 86400:.1f} days ago" if seconds >= 86400 else f"{seconds / 3600:.1f} hours ago"
+
+
+def write_last_poll(path: Path, when: dt.datetime) -> None:
+    """The poll's wall time (seconds since the epoch, one line), written to a new file renamed over the old:
+    a reader never sees half of it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}")
+    temporary.write_text(f"{when.timestamp():.3f}\n")
+    os.replace(temporary, path)
 
 
 def _unavailable(why: str) -> Finding:

@@ -1,27 +1,26 @@
 """The watch's Prometheus textfile for node-exporter, rewritten whole after every poll.
 
-Per GPU (labels node, gpu = the index, uuid), next to the DCGM field each stands in for
+Per GPU (labels node, gpu = the index, UUID: dcgm-exporter's names), next to the DCGM field each stands in for
 (docs/watch.md has the table and example alerts):
 
     gpu_burnin_watch_xid_last                 DCGM_FI_DEV_XID_ERRORS (the last Xid's code)
     gpu_burnin_watch_xid_events_total{xid}    - (events by code since the watch started)
-    gpu_burnin_watch_ecc_errors{type,counter} DCGM_FI_DEV_ECC_{SBE,DBE}_{VOL,AGG}_TOTAL
+    gpu_burnin_watch_ecc_errors{type,counter} DCGM_FI_DEV_ECC_SBE_VOL_TOTAL, DCGM_FI_DEV_ECC_DBE_{VOL,AGG}_TOTAL
     gpu_burnin_watch_row_remap_rows{type}     DCGM_FI_DEV_{CORRECTABLE,UNCORRECTABLE}_REMAPPED_ROWS
     gpu_burnin_watch_row_remap_pending        DCGM_FI_DEV_ROW_REMAP_PENDING
     gpu_burnin_watch_row_remap_failure        DCGM_FI_DEV_ROW_REMAP_FAILURE
-    gpu_burnin_watch_retired_pages{cause}     DCGM_FI_DEV_RETIRED_SBE, DCGM_FI_DEV_RETIRED_DBE
+    gpu_burnin_watch_retired_pages{cause}     DCGM_FI_DEV_RETIRED_SBE, DCGM_FI_DEV_RETIRED_DBE (before Ampere)
     gpu_burnin_watch_retired_pages_pending    DCGM_FI_DEV_RETIRED_PENDING
     gpu_burnin_watch_clock_event_reasons      DCGM_FI_DEV_CLOCK_THROTTLE_REASONS (the bitmask)
-    gpu_burnin_watch_throttle_share{reason}   - (share of the busy polls in --window)
+    gpu_burnin_watch_throttle_ratio{reason}   - (share of the busy polls in --window; only while non-zero)
     gpu_burnin_watch_pcie_link_gen, _width    DCGM_FI_DEV_PCIE_LINK_GEN, DCGM_FI_DEV_PCIE_LINK_WIDTH
     gpu_burnin_watch_nvlink_errors{counter}   DCGM_FI_DEV_NVLINK_{CRC_FLIT,REPLAY,RECOVERY}_ERROR_COUNT_TOTAL
     gpu_burnin_watch_nvlink_links_active      -
     gpu_burnin_watch_temperature_celsius      DCGM_FI_DEV_GPU_TEMP (sensor=gpu), DCGM_FI_DEV_MEMORY_TEMP (memory)
-    gpu_burnin_watch_gpu_missing              - (1: lost or no longer listed)
 
-and for the watch itself (label node): gpu_burnin_watch_up, _last_poll_timestamp_seconds,
-_polls_total, _nvml_errors_total, _api_errors_total, _actions_total{action},
-_open_findings{gpu,code,severity}.
+and for the watch itself (label node): _last_poll_timestamp_seconds (its liveness: a stale file
+shows a watch that stopped), the counters _polls_total, _nvml_errors_total, _api_errors_total,
+_actions_total{action}, and _open_findings{UUID,code,severity}.
 """
 
 from __future__ import annotations
@@ -36,7 +35,7 @@ from harness.errors import ConfigError
 from harness.health import SLOWDOWNS
 
 if TYPE_CHECKING:
-    from harness.metrics import Gauge  # prometheus_client: imported only when the textfile is written
+    from harness.metrics import Counter, Gauge  # prometheus_client: imported only when the textfile is written
     from harness.watch.loop import Watch
 
 
@@ -81,35 +80,41 @@ def write(path: Path, watch: Watch, t: float) -> None:
     def gauge(name: str, text: str, labels: list[str]) -> Gauge:
         return textfile.gauge(f"gpu_burnin_watch_{name}", text, ["node", *labels])
 
-    gauge("up", "1 while the watch runs", []).labels(node=node).set(1)
-    gauge("last_poll_timestamp_seconds", "When the watch last read the GPUs", []).labels(node=node).set(
+    def counter(name: str, text: str, labels: list[str]) -> Counter:
+        return textfile.counter(f"gpu_burnin_watch_{name}", text, ["node", *labels])
+
+    gauge("last_poll_timestamp_seconds", "When the watch last polled: its liveness", []).labels(node=node).set(
         watch.wall().timestamp()
     )
-    gauge("polls_total", "Polls since the watch started", []).labels(node=node).set(watch.stats.polls)
-    gauge("nvml_errors_total", "Polls whose NVML queries failed", []).labels(node=node).set(watch.stats.nvml_errors)
-    gauge("api_errors_total", "Node updates that failed (tried again)", []).labels(node=node).set(
-        watch.stats.api_errors
-    )
-    done = gauge("actions_total", "Actions taken since the watch started", ["action"])
+    counter("polls", "Polls since the watch started", []).labels(node=node).inc(watch.stats.polls)
+    counter("nvml_errors", "Polls whose NVML queries failed", []).labels(node=node).inc(watch.stats.nvml_errors)
+    counter("api_errors", "Node updates that failed (tried again)", []).labels(node=node).inc(watch.stats.api_errors)
+    done = counter("actions", "Actions taken since the watch started", ["action"])
     for action, count in watch.stats.actions.items():
-        done.labels(node=node, action=action).set(count)
+        done.labels(node=node, action=action).inc(count)
     open_findings = gauge(
-        "open_findings", "Findings open on the node (acted on or pending)", ["gpu", "code", "severity"]
+        "open_findings", "Findings open on the node (acted on or pending)", ["UUID", "code", "severity"]
     )
     for track in watch.tracker.open():
         f = track.finding
-        open_findings.labels(node=node, gpu=f.gpu, code=str(f.code), severity=str(f.severity)).set(1)
-    _gpus(gauge, watch, node, t)
+        open_findings.labels(node=node, UUID=f.gpu, code=str(f.code), severity=str(f.severity)).set(1)
+    _gpus(gauge, counter, watch, node, t)
     try:
         textfile.write(path)
     except ConfigError as error:
         print(f"gpu-burnin watch: warning: {error}", file=watch.log)
 
 
-def _gpus(make: Callable[[str, str, list[str]], Gauge], watch: Watch, node: str, t: float) -> None:
-    per_gpu = ["gpu", "uuid"]
+def _gpus(
+    make: Callable[[str, str, list[str]], Gauge],
+    count: Callable[[str, str, list[str]], Counter],
+    watch: Watch,
+    node: str,
+    t: float,
+) -> None:
+    per_gpu = ["gpu", "UUID"]  # dcgm-exporter's labels: the index and the UUID, so joins need no label_replace
     xid_last = make("xid_last", "The code of the GPU's last Xid (as DCGM_FI_DEV_XID_ERRORS)", per_gpu)
-    xid_events = make("xid_events_total", "Xid events by code since the watch started", [*per_gpu, "xid"])
+    xid_events = count("xid_events", "Xid events by code since the watch started", [*per_gpu, "xid"])
     ecc = make(
         "ecc_errors",
         "ECC errors (volatile: since the driver loaded; aggregate: lifetime)",
@@ -121,25 +126,25 @@ def _gpus(make: Callable[[str, str, list[str]], Gauge], watch: Watch, node: str,
     retired = make("retired_pages", "Pages retired (before Ampere)", [*per_gpu, "cause"])
     retired_pending = make("retired_pages_pending", "1 while a page retirement waits for a reset", per_gpu)
     reasons = make("clock_event_reasons", "The active clock event (throttle) reasons, a bitmask", per_gpu)
-    share = make("throttle_share", "Share of the busy polls in the window under each slowdown", [*per_gpu, "reason"])
+    share = make("throttle_ratio", "Share of the busy polls in the window under each slowdown", [*per_gpu, "reason"])
     pcie_gen = make("pcie_link_gen", "The PCIe link's current generation", per_gpu)
     pcie_width = make("pcie_link_width", "The PCIe link's current width", per_gpu)
     nvlink_errors = make("nvlink_errors", "NVLink errors, all links together", [*per_gpu, "counter"])
     nvlink_active = make("nvlink_links_active", "NVLink links up", per_gpu)
     temperature = make("temperature_celsius", "Temperature", [*per_gpu, "sensor"])
-    missing = make("gpu_missing", "1 when the GPU is lost or no longer listed", per_gpu)
     by_uuid = {d.uuid: d for d in watch.judge.devices}
     index = {uuid: str(d.index) for uuid, d in by_uuid.items()}
     snapshot = watch.snapshot
     summary = watch.judge.telemetry_summary(t)
     for uuid in by_uuid:
         gpu = snapshot.gpu(uuid) if snapshot is not None else None
-        ids = {"node": node, "gpu": index[uuid], "uuid": uuid}
-        missing.labels(**ids).set(1 if snapshot is not None and gpu is None else 0)
+        ids = {"node": node, "gpu": index[uuid], "UUID": uuid}
         if gpu is None:
-            continue
+            continue  # lost or no longer listed: open_findings{code="GPU_MISSING"} says so
         for kind in ("corrected", "uncorrected"):
             for counter in ("volatile", "aggregate"):
+                if (kind, counter) == ("corrected", "aggregate"):
+                    continue  # a lifetime of corrected errors is history; the volatile count and its rise judge
                 value = getattr(gpu.ecc, f"{counter}_{kind}")
                 if value is not None:
                     ecc.labels(**ids, type=kind, counter=counter).set(value)
@@ -148,9 +153,10 @@ def _gpus(make: Callable[[str, str, list[str]], Gauge], watch: Watch, node: str,
                 remap_rows.labels(**ids, type=kind).set(rows)
         _set(remap_pending, ids, gpu.remap.pending)
         _set(remap_failure, ids, gpu.remap.failure)
-        _set(retired.labels(**ids, cause="single_bit"), None, gpu.retired.single_bit)
-        _set(retired.labels(**ids, cause="double_bit"), None, gpu.retired.double_bit)
-        _set(retired_pending, ids, gpu.retired.pending)
+        if gpu.remap.corrected is None and gpu.remap.uncorrected is None:  # before Ampere: pages, not rows
+            _set(retired.labels(**ids, cause="single_bit"), None, gpu.retired.single_bit)
+            _set(retired.labels(**ids, cause="double_bit"), None, gpu.retired.double_bit)
+            _set(retired_pending, ids, gpu.retired.pending)
         _set(reasons, ids, gpu.clock_events)
         _set(pcie_gen, ids, gpu.pcie.gen)
         _set(pcie_width, ids, gpu.pcie.width)
@@ -162,13 +168,13 @@ def _gpus(make: Callable[[str, str, list[str]], Gauge], watch: Watch, node: str,
                 total = sum(getattr(link, counter) or 0 for link in gpu.nvlinks)
                 nvlink_errors.labels(**ids, counter=counter.removesuffix("_errors")).set(total)
         for reason, value in summary.get(uuid, {}).get("clock_events", {}).items():
-            if reason in SLOWDOWNS:
+            if reason in SLOWDOWNS and value:  # a slowdown seen in the window: a series only while it lasts
                 share.labels(**ids, reason=reason).set(value)
-    for (gpu_id, code), count in watch.stats.xids.items():
-        ids = {"node": node, "gpu": index.get(gpu_id, ""), "uuid": gpu_id}
-        xid_events.labels(**ids, xid=str(code)).set(count)
+    for (gpu_id, code), events in watch.stats.xids.items():
+        ids = {"node": node, "gpu": index.get(gpu_id, ""), "UUID": gpu_id}
+        xid_events.labels(**ids, xid=str(code)).inc(events)
     for gpu_id, code in watch.stats.last_xid.items():
-        xid_last.labels(node=node, gpu=index.get(gpu_id, ""), uuid=gpu_id).set(code)
+        xid_last.labels(node=node, gpu=index.get(gpu_id, ""), UUID=gpu_id).set(code)
 
 
 def _set(target: Gauge, ids: dict[str, str] | None, value: float | bool | None) -> None:
