@@ -10,12 +10,19 @@ is DATA_MISMATCH, named with the step and the layer. The loss must fall
 baseline by the plugin, like the matmul test's.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 import pytest
 
 from gputests.work import train_run
 
+if TYPE_CHECKING:
+    from gputests.plugin import Recorder
+
 pytestmark = pytest.mark.train
 
 
-def test_train(burnin):
+def test_train(burnin: Recorder) -> None:
     burnin.record(train_run.run(burnin.scope))

@@ -179,10 +179,10 @@ def status(access: Access, marks: Marks, fleet: actions.Fleet, pending_limit_s: 
         return int(ExitCode.INCOMPLETE)
     if as_json:
         print(json.dumps([s.to_dict() for s in found], indent=1))
-        return 0
+        return int(ExitCode.PASS)
     for line in status_table(found, pending_limit_s):
         print(line)
-    return 0
+    return int(ExitCode.PASS)
 
 
 def status_table(found: Sequence[actions.NodeState], pending_limit_s: float) -> list[str]:
@@ -376,7 +376,7 @@ def _stay(stop: Stop) -> int:
     print("gpu-burnin: done; waiting to be stopped", flush=True)
     while not stop.event.wait(3600):
         pass
-    return 0
+    return int(ExitCode.PASS)
 
 
 def _duration(seconds: float | None) -> str:

@@ -39,7 +39,7 @@ from harness.verdict import Status
 
 __all__ = ["Counter", "Exporter", "Gauge", "Textfile", "write"]
 
-disable_created_metrics()  # a `_created` series beside each counter says nothing a restart does not
+disable_created_metrics()  # type: ignore[no-untyped-call]  # a `_created` series beside each counter says nothing a restart does not
 
 
 class Textfile:
@@ -73,7 +73,7 @@ class Exporter:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        disable_created_metrics()  # a `_created` series beside each counter says nothing a restart does not
+        disable_created_metrics()  # type: ignore[no-untyped-call]  # a `_created` series beside each counter says nothing a restart does not
 
     def gauge(self, name: str, text: str, labels: Sequence[str] = ()) -> Gauge:
         return Gauge(name, text, list(labels), registry=self.registry)

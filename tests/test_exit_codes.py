@@ -17,16 +17,6 @@ EXITS = {"exit", "SystemExit"}
 """sys.exit, parser.exit, raise SystemExit. Not os._exit: the harness's children (workers, a runner whose parent
 died) end with it, and their statuses are read by the harness, never by a person."""
 
-NOT_YET = {
-    "harness/entrypoints.py": 2,  # status(): `return 0` twice (and _stay()'s `return 0`, not found by name)
-    "harness/kube/actions.py": 5,  # Done(exit_code=0/1/2), and `code = 1 if ... else 2`, which this scan misses
-    "harness/remediator/command.py": 2,  # once(): `... else 0`; serve(): `return 0`
-    "harness/watch/loop.py": 2,  # run(): `return 2`, `return 0`
-}
-"""Files this change could not edit (other branches of issue 20 and issue 18 were editing them), with how many
-bare codes each still has. Shrink it as they are fixed; a file's count may only go down."""
-
-
 def _is_code(node: ast.expr | None) -> bool:
     if isinstance(node, ast.IfExp):
         return _is_code(node.body) or _is_code(node.orelse)
@@ -77,7 +67,4 @@ def test_no_command_exits_with_a_bare_integer() -> None:
             lines = list(bare_codes(path.read_text(encoding="utf-8")))
             if lines:
                 found[path.relative_to(REPO).as_posix()] = lines
-    over = {f: lines for f, lines in found.items() if len(lines) > NOT_YET.get(f, 0)}
-    assert not over, f"use harness.verdict.ExitCode: {over}"
-    fixed = {f for f in NOT_YET if len(found.get(f, [])) < NOT_YET[f]}
-    assert not fixed, f"fewer bare codes than NOT_YET allows: lower its count for {sorted(fixed)}"
+    assert not found, f"use harness.verdict.ExitCode: {found}"

@@ -250,7 +250,7 @@ class _Prints:
         k = (first // self.job.shape.window_steps) % 2
         self.host[k].copy_(self.rows[k], non_blocking=True)
         if self.rows.device.type == "cuda":
-            self.copied[k] = torch.cuda.Event()
+            self.copied[k] = torch.cuda.Event()  # type: ignore[no-untyped-call]  # torch leaves it untyped
             self.copied[k].record()
 
     def read(self, first: int, count: int) -> tuple[tuple[Print, ...], list[Rerun]]:

@@ -130,7 +130,7 @@ class AdamW:
     def step(self) -> torch.Tensor:
         """Clip the gradients and update the parameters; returns the norm before clipping."""
         shape, params, grads = self.model.shape, self.model.params, self.model.grads
-        norm = torch.linalg.vector_norm(grads)
+        norm: torch.Tensor = torch.linalg.vector_norm(grads)
         grads.mul_(torch.clamp(shape.clip / (norm + 1e-6), max=1.0))
         self.steps += 1
         b1, b2 = BETAS
@@ -150,7 +150,7 @@ def train_step(model: Model, optimizer: AdamW, tokens: torch.Tensor) -> tuple[to
     """One step: forward, backward, clip, update. Returns the loss and the gradient norm, on the device."""
     model.grads.zero_()
     loss = model.loss(tokens)
-    loss.backward()
+    loss.backward()  # type: ignore[no-untyped-call]  # torch leaves it untyped
     return loss.detach(), optimizer.step()
 
 

@@ -127,9 +127,9 @@ def _replays(device_run: DeviceRun[Job], ties: Sequence[Disagreement]) -> dict[i
     }
 
 
-def _ties(devices: Sequence[Device], ties: Sequence[Disagreement]) -> dict[tuple[tuple, int], list[int]]:
+def _ties(devices: Sequence[Device], ties: Sequence[Disagreement]) -> dict[tuple[tuple[object, ...], int], list[int]]:
     """The devices of each tie, by model and the step where they parted (one tie per model at most)."""
-    found: dict[tuple[tuple, int], list[int]] = collections.defaultdict(list)
+    found: dict[tuple[tuple[object, ...], int], list[int]] = collections.defaultdict(list)
     for d in ties:
         found[(devices[d.suspect].model_key, d.step)].append(d.suspect)
     return found

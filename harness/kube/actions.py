@@ -24,6 +24,7 @@ from harness.errors import ConfigError
 from harness.kube import node as nodes
 from harness.kube.api import Api, Conflict, KubeError
 from harness.kube.node import Marks, Node, Outcome, Patch
+from harness.verdict import ExitCode, Status
 
 ATTEMPTS = 5
 """Read-compute-patch rounds before giving up on a node that keeps changing under us."""
@@ -77,7 +78,7 @@ def update(api: Api, name: str, compute: Callable[[Node], Patch | None], *, read
 def preflight(api: Api, name: str, outcome: Outcome, marks: Marks, now: dt.datetime) -> Done:
     """Release the node on a pass; keep it tainted, and say why, otherwise."""
     result = nodes.last_result_value(outcome)
-    if outcome.verdict == "pass":
+    if outcome.verdict == Status.PASS:
         # The taint first, the label last: the label's removal is what makes the DaemonSet delete this pod, so
         # everything else (the condition, the Event) is done by then, and a pod stopped in between leaves a
         # node still labelled, whose next preflight acts on this result without burning again.
@@ -90,8 +91,8 @@ def preflight(api: Api, name: str, outcome: Outcome, marks: Marks, now: dt.datet
         node = _condition(api, node, "True", "Passed", message, now)
         _event(api, node, outcome.run_id, warning=False, reason="GPUBurnInPassed", message=message, now=now)
         update(api, name, lambda n: nodes.patch(n, set_labels={marks.preflight_label.key: None}), read=node)
-        return Done(exit_code=0, message=f"node {name} released: {message}")
-    state = "failed" if outcome.verdict == "fail" else "incomplete"
+        return Done(exit_code=int(ExitCode.PASS), message=f"node {name} released: {message}")
+    state = "failed" if outcome.verdict == Status.FAIL else "incomplete"
     status, reason = ("False", _reason(outcome.codes)) if state == "failed" else ("Unknown", "Incomplete")
     message = f"run {outcome.run_id}: {outcome.verdict}: {outcome.summary}"
     # The condition first: a process killed between the two writes leaves a node that reads as not
@@ -110,23 +111,23 @@ def preflight(api: Api, name: str, outcome: Outcome, marks: Marks, now: dt.datet
     )
     reason_event = f"GPUBurnIn{state.title()}"
     _event(api, node, outcome.run_id, warning=True, reason=reason_event, message=message, now=now)
-    code = 1 if state == "failed" else 2
+    code = int(ExitCode.FAIL if state == "failed" else ExitCode.INCOMPLETE)
     return Done(exit_code=code, message=f"node {name} kept out of service ({marks.preflight_label.key}={state})")
 
 
 def periodic(api: Api, name: str, outcome: Outcome, marks: Marks, fleet: Fleet, now: dt.datetime) -> Done:
     """Refresh a healthy node's condition; on a failure, request that the node be taken out."""
     current = api.get_node(name)
-    streak = nodes.incomplete_streak(current) + 1 if outcome.verdict == "incomplete" else 0
-    if outcome.verdict == "incomplete" and streak >= fleet.incomplete_limit:
+    streak = nodes.incomplete_streak(current) + 1 if outcome.verdict == Status.INCOMPLETE else 0
+    if outcome.verdict == Status.INCOMPLETE and streak >= fleet.incomplete_limit:
         outcome = dataclasses.replace(
             outcome,
-            verdict="fail",
+            verdict=Status.FAIL,
             codes=("INCOMPLETE_STREAK", *outcome.codes),
             summary=f"{streak} incomplete runs in a row (limit {fleet.incomplete_limit}); last: {outcome.summary}",
         )
     result = nodes.last_result_value(outcome)
-    if outcome.verdict == "pass":
+    if outcome.verdict == Status.PASS:
         node = update(
             api,
             name,
@@ -134,9 +135,9 @@ def periodic(api: Api, name: str, outcome: Outcome, marks: Marks, fleet: Fleet, 
             read=current,
         )
         _condition(api, node, "True", "Passed", f"run {outcome.run_id}: every test passed", now)
-        return Done(exit_code=0, message=f"node {name} healthy")
+        return Done(exit_code=int(ExitCode.PASS), message=f"node {name} healthy")
     message = f"run {outcome.run_id}: {outcome.verdict}: {outcome.summary}"
-    if outcome.verdict == "incomplete":
+    if outcome.verdict == Status.INCOMPLETE:
         node = update(
             api,
             name,
@@ -145,7 +146,10 @@ def periodic(api: Api, name: str, outcome: Outcome, marks: Marks, fleet: Fleet, 
         )
         _condition(api, node, "Unknown", "Incomplete", message, now)
         _event(api, node, outcome.run_id, warning=True, reason="GPUBurnInIncomplete", message=message, now=now)
-        return Done(exit_code=2, message=f"node {name} left in service: incomplete {streak} time(s) in a row")
+        return Done(
+            exit_code=int(ExitCode.INCOMPLETE),
+            message=f"node {name} left in service: incomplete {streak} time(s) in a row",
+        )
     severity = nodes.CRITICAL if outcome.critical else nodes.FAIL
     current = _condition(api, current, "False", _reason(outcome.codes), message, now)
     node = update(
@@ -157,7 +161,10 @@ def periodic(api: Api, name: str, outcome: Outcome, marks: Marks, fleet: Fleet, 
     said = f"asked to be taken out of service ({severity}): {message}"
     _event(api, node, outcome.run_id, warning=True, reason="GPUBurnInFailing", message=said, now=now)
     shown = nodes.labels_of(node).get(marks.unhealthy_label.key)
-    return Done(exit_code=1, message=f"node {name} failed: {marks.unhealthy_label.key}={shown}, severity {severity}")
+    return Done(
+        exit_code=int(ExitCode.FAIL),
+        message=f"node {name} failed: {marks.unhealthy_label.key}={shown}, severity {severity}",
+    )
 
 
 def request_patch(n: Node, marks: Marks, outcome: Outcome, *, also: dict[str, str | None] | None = None) -> Patch:
@@ -201,7 +208,9 @@ def retest(api: Api, name: str, marks: Marks, now: dt.datetime) -> Done:
     _event(api, node, nodes.stamp(now), warning=False, reason="GPUBurnInRetest", message=message, now=now)
     still = bool(node.get("spec", {}).get("unschedulable")) and not lifted[0]
     note = "; it stays cordoned: something other than gpu-burnin cordoned it" if still else ""
-    return Done(exit_code=0, message=f"node {name} is back in preflight ({marks.preflight_label}){note}")
+    return Done(
+        exit_code=int(ExitCode.PASS), message=f"node {name} is back in preflight ({marks.preflight_label}){note}"
+    )
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -313,7 +322,7 @@ def allocatable_gpus(node: Node) -> int | None:
 
 def outcome_of(
     run_id: str,
-    verdict: str,
+    verdict: Status | str,
     reasons: Sequence[str],
     codes: Sequence[str],
     remediation: str,
@@ -327,7 +336,7 @@ def outcome_of(
         summary += f" (remediation: {remediation})"
     return Outcome(
         run_id=run_id,
-        verdict=verdict,
+        verdict=Status(verdict),
         codes=tuple(codes),
         summary=summary,
         when=when,

@@ -543,7 +543,7 @@ def _load_kubeconfig(path: Path, configuration: Any, *, option: str) -> None:
         if not isinstance(document.get(key) or [], list):
             raise ConfigError(f"{key} must be a list", file=path, option=option)
     try:
-        config.load_kube_config(config_file=str(path), client_configuration=configuration)
+        config.load_kube_config(config_file=str(path), client_configuration=configuration)  # type: ignore[no-untyped-call]
     except Exception as err:  # noqa: BLE001 - the client raises many kinds for a bad file; each is one line here
         problem = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise ConfigError(f"cannot load the kubeconfig: {problem}", file=path, option=option) from None
@@ -554,7 +554,7 @@ def _load_in_cluster(configuration: Any) -> None:
     from kubernetes.config.config_exception import ConfigException
 
     try:
-        config.load_incluster_config(client_configuration=configuration)
+        config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
     except ConfigException as err:
         problem = f"no kubeconfig, and not in a pod with a service account: {err}"
         raise ConfigError(problem, file="the in-cluster service account", option="--kubeconfig") from None

@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from harness.errors import ConfigError
+from harness.verdict import Status
 
 CONDITION = "GPUBurnIn"
 WATCH_CONDITION = "GPUBurnInWatch"
@@ -198,8 +199,7 @@ class Outcome:
     """A run's outcome as the node should show it."""
 
     run_id: str
-    verdict: str
-    """"pass", "fail" or "incomplete"."""
+    verdict: Status
     codes: tuple[str, ...]
     """The codes of the findings that decided it, most important first."""
     summary: str

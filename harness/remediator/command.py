@@ -166,7 +166,7 @@ class Process:
         finally:
             self.elector.release()
         self.say(summary(plan, self.view.snapshot(), self.config.marks))
-        return int(ExitCode.INCOMPLETE) if self.remediator.errors else 0
+        return int(ExitCode.INCOMPLETE if self.remediator.errors else ExitCode.PASS)
 
     def serve(self, stop: threading.Event) -> int:
         """Run until `stop` is set: 0."""
@@ -211,7 +211,7 @@ class Process:
             if stop_http is not None:
                 stop_http()
         self.say("stopped")
-        return 0
+        return int(ExitCode.PASS)
 
     def _renew(self, stop: threading.Event) -> None:
         while not stop.is_set():

@@ -22,6 +22,7 @@ from harness.kube import node as nodes
 from harness.kube.api import Api
 from harness.kube.node import Marks, Node
 from harness.records import Code, Finding, Severity
+from harness.verdict import Status
 
 EVENT_RECORD = "GPUBurnInWatch"
 EVENT_REQUEST = "GPUBurnInFailing"
@@ -122,7 +123,7 @@ class NodeWriter:
         remediation = f" (remediation: {first.remediation})" if str(first.remediation) != "none" else ""
         outcome = nodes.Outcome(
             run_id=key,
-            verdict="fail",
+            verdict=Status.FAIL,
             codes=tuple(dict.fromkeys(str(f.code) for f in failing)),
             summary=f"{first.message}{remediation}",
             when=asked,

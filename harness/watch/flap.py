@@ -16,20 +16,43 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable, Sequence
+from enum import StrEnum
 
 from harness import severity
 from harness.records import Code, Finding, Severity
-from harness.watch import config as cfg
-from harness.watch.config import Policy, WatchConfig
+from harness.watch.config import Action, Legacy, Policy, WatchConfig
 from harness.watch.journal import DONE, Entry
 
-WATCHING, ACTED = "watching", "acted"
-RECORD, REQUEST, CLEAR = "record", "request", "clear"
-PEND, CORDON, EVICT = "pend", "cordon", "evict"
-"""Ops of earlier watches that acted by themselves, still read from a journal of this boot."""
-APPEARED, GONE, IGNORED, FORGOTTEN = "appeared", "gone", "ignored", "forgotten"
-"""What `observe` notes for the log: a finding first seen; gone before it held; held, and ignored by the
-policy; an ignored one cleared (nothing to set back)."""
+
+class Stage(StrEnum):
+    WATCHING = "watching"
+    ACTED = "acted"
+
+
+class Op(StrEnum):
+    """What a decision does; the journal holds the values."""
+
+    RECORD = "record"
+    REQUEST = "request"
+    CLEAR = "clear"
+
+
+class OldOp(StrEnum):
+    """Ops of earlier watches that acted by themselves, still read from a journal of this boot."""
+
+    PEND = "pend"
+    CORDON = "cordon"
+    EVICT = "evict"
+
+
+class Note(StrEnum):
+    """What `observe` notes for the log: a finding first seen; gone before it held; held, and ignored by the
+    policy; an ignored one cleared (nothing to set back)."""
+
+    APPEARED = "appeared"
+    GONE = "gone"
+    IGNORED = "ignored"
+    FORGOTTEN = "forgotten"
 
 
 def key(finding: Finding) -> str:
@@ -41,7 +64,7 @@ def key(finding: Finding) -> str:
 
 def action_for(finding: Finding, policy: Policy) -> str:
     if finding.code is Code.HEALTH_UNAVAILABLE:
-        return cfg.RECORD  # whatever --on-warning says: unknown must never read as healthy
+        return Action.RECORD  # whatever --on-warning says: unknown must never read as healthy
     if finding.severity is not Severity.FAIL:
         return policy.warning
     return policy.critical if severity.critical(finding) else policy.fail
@@ -49,8 +72,8 @@ def action_for(finding: Finding, policy: Policy) -> str:
 
 def current_action(action: str, finding: Finding, policy: Policy) -> str:
     """An action read from a journal: an earlier watch's cordon or eviction is a request now."""
-    if action in cfg.LEGACY:
-        return cfg.REQUEST
+    if action in tuple(Legacy):
+        return Action.REQUEST
     return action or action_for(finding, policy)
 
 
@@ -63,7 +86,7 @@ class Track:
     seen: int = 0
     """Polls in a row (an Xid: events) it was seen."""
     absent: int = 0
-    stage: str = WATCHING
+    stage: Stage = Stage.WATCHING
     action: str = ""
     """What it leads to (config's ignore, record, cordon, evict), once decided."""
     resume: bool = False
@@ -76,12 +99,12 @@ class Track:
     @property
     def open(self) -> bool:
         """Shown on the node: acted on (or its action begun before a restart), and not ignored."""
-        return (self.stage == ACTED or self.resume) and self.action != cfg.IGNORE
+        return (self.stage == Stage.ACTED or self.resume) and self.action != Action.IGNORE
 
 
 @dataclasses.dataclass(frozen=True)
 class Decision:
-    op: str
+    op: Op
     tracks: tuple[Track, ...]
 
     @property
@@ -108,7 +131,7 @@ class Tracker:
         for k, (finding, count) in present.items():
             if k not in self.tracks:
                 self.tracks[k] = Track(key=k, finding=finding, first_t=t, last_t=t)
-                self.notes.append((APPEARED, self.tracks[k]))
+                self.notes.append((Note.APPEARED, self.tracks[k]))
             track = self.tracks[k]
             track.finding, track.last_t, track.absent = finding, t, 0
             track.seen += count
@@ -118,22 +141,22 @@ class Tracker:
                 continue
             if track.xid:
                 expired = t - track.last_t >= self.config.xid_clear_s
-                if expired and track.stage == WATCHING:
+                if expired and track.stage == Stage.WATCHING:
                     del self.tracks[track.key]
-                    self.notes.append((GONE, track))
-                elif expired and track.stage == ACTED:
+                    self.notes.append((Note.GONE, track))
+                elif expired and track.stage == Stage.ACTED:
                     clear.append(track)
                 continue
             track.absent += 1
-            if track.stage == WATCHING and not track.resume:
+            if track.stage == Stage.WATCHING and not track.resume:
                 del self.tracks[track.key]  # not in a row: the count starts again
-                self.notes.append((GONE, track))
-            elif track.stage == ACTED and track.absent >= self.config.hold:
+                self.notes.append((Note.GONE, track))
+            elif track.stage == Stage.ACTED and track.absent >= self.config.hold:
                 clear.append(track)
-        for track in [c for c in clear if c.action == cfg.IGNORE]:
+        for track in [c for c in clear if c.action == Action.IGNORE]:
             clear.remove(track)  # never shown, so nothing to set back
             del self.tracks[track.key]
-            self.notes.append((FORGOTTEN, track))
+            self.notes.append((Note.FORGOTTEN, track))
         return self._decide(clear)
 
     def _decide(self, clear: list[Track]) -> list[Decision]:
@@ -143,32 +166,32 @@ class Tracker:
             if op:
                 by_op.setdefault(op, []).append(track)
         if clear:
-            by_op[CLEAR] = clear
-        order = (CLEAR, RECORD, REQUEST)
+            by_op[Op.CLEAR] = clear
+        order = (Op.CLEAR, Op.RECORD, Op.REQUEST)
         return [Decision(op, tuple(by_op[op])) for op in order if op in by_op]
 
-    def _op(self, track: Track) -> str:
-        if track.stage != WATCHING:
-            return ""
+    def _op(self, track: Track) -> Op | None:
+        if track.stage != Stage.WATCHING:
+            return None
         need = self.config.xid_hold if track.xid else self.config.hold
         if track.seen < need and not track.resume:
-            return ""
+            return None
         action = track.action or action_for(track.finding, self.config.policy)
         track.action = action
-        if action == cfg.IGNORE:
-            track.stage = ACTED  # nothing to write, ever
-            self.notes.append((IGNORED, track))
-            return ""
-        return RECORD if action == cfg.RECORD else REQUEST
+        if action == Action.IGNORE:
+            track.stage = Stage.ACTED  # nothing to write, ever
+            self.notes.append((Note.IGNORED, track))
+            return None
+        return Op.RECORD if action == Action.RECORD else Op.REQUEST
 
     def mark(self, decision: Decision) -> None:
         """The decision was carried out (and journaled)."""
         for track in decision.tracks:
             track.resume = False
-            if decision.op == CLEAR:
+            if decision.op == Op.CLEAR:
                 self.tracks.pop(track.key, None)
             else:
-                track.stage = ACTED
+                track.stage = Stage.ACTED
 
     def open(self) -> list[Track]:
         return sorted((t for t in self.tracks.values() if t.open), key=lambda t: t.key)
@@ -178,24 +201,24 @@ class Tracker:
         watch's pending cordon (pend done) is resumed as a request; its cordon or eviction, done, stands."""
         policy = self.config.policy
         for entry in entries:
-            if entry.phase != DONE or entry.op not in (RECORD, REQUEST, PEND, CORDON, EVICT, CLEAR):
+            if entry.phase != DONE or entry.op not in (*Op, *OldOp):
                 continue
             for k, data in zip(entry.keys, entry.data.get("findings", ()), strict=False):
-                if entry.op == CLEAR:
+                if entry.op == Op.CLEAR:
                     self.tracks.pop(k, None)
                     continue
                 finding = Finding.from_dict(data)
                 track = self.tracks.setdefault(k, Track(key=k, finding=finding, first_t=entry.t, last_t=entry.t))
                 track.finding, track.last_t = finding, entry.t
                 track.action = current_action(str(entry.data.get("actions", {}).get(k, "")), finding, policy)
-                track.stage = WATCHING if entry.op == PEND else ACTED
-                track.resume = entry.op == PEND
+                track.stage = Stage.WATCHING if entry.op == OldOp.PEND else Stage.ACTED
+                track.resume = entry.op == OldOp.PEND
         for entry in open_actions:
-            if entry.op not in (RECORD, REQUEST, PEND, CORDON, EVICT):
+            if entry.op not in (Op.RECORD, Op.REQUEST, *OldOp):
                 continue
             for k, data in zip(entry.keys, entry.data.get("findings", ()), strict=False):
                 finding = Finding.from_dict(data)
                 track = self.tracks.setdefault(k, Track(key=k, finding=finding, first_t=entry.t, last_t=entry.t))
                 track.resume = True
-                track.stage = WATCHING
+                track.stage = Stage.WATCHING
                 track.action = current_action(str(entry.data.get("actions", {}).get(k, "")), finding, policy)

@@ -32,7 +32,7 @@ from typing import Any
 from harness.errors import ConfigError
 from harness.records import Code, Finding, Remediation, Severity
 from harness.strict import Strict
-from harness.watch.config import ACTIONS, LEGACY
+from harness.watch.config import Action, Legacy
 
 SCHEMA = 1
 BEGIN, DONE = "begin", "done"
@@ -310,8 +310,8 @@ class _Lines(Strict):
         for n, finding in enumerate(findings):
             self.finding(finding, f"data.findings[{n}]")
         for key, action in self.get(data, "actions", dict, default={}, where="data").items():
-            if action not in ACTIONS + LEGACY:
-                raise self.fail(f"data.actions.{key}", f"is {action!r}; expected one of {', '.join(ACTIONS)}")
+            if action not in (*Action, *Legacy):
+                raise self.fail(f"data.actions.{key}", f"is {action!r}; expected one of {', '.join(Action)}")
         for n, gpu in enumerate(self.get(data, "gpus", list, default=[], where="data")):
             where = f"data.gpus[{n}]"
             self.only(self.table(gpu, where), where, {"index", "uuid", "name", "pci_bus_id"})

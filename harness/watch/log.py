@@ -18,12 +18,12 @@ from typing import TextIO
 
 from harness.devices import Device
 from harness.records import NODE, Code, Finding
-from harness.watch.flap import APPEARED, FORGOTTEN, GONE, IGNORED, RECORD, REQUEST, Decision, Track
+from harness.watch.flap import Decision, Note, Op, Track
 
 FLAP_QUIET_S = 600.0
 """A finding that appeared and went is not said again for this long (it is counted)."""
 DONE, FAILED = "done", "failed"
-_DONE = {RECORD: "the condition and a Warning Event"}
+_DONE: dict[str, str] = {Op.RECORD: "the condition and a Warning Event"}
 
 
 class Log:
@@ -55,7 +55,7 @@ class Log:
     def notes(self, notes: Iterable[tuple[str, Track]], t: float) -> None:
         for kind, track in notes:
             finding = track.finding
-            if kind == APPEARED:
+            if kind == Note.APPEARED:
                 said = self._said_at.get(track.key)
                 if said is not None and t - said < FLAP_QUIET_S:
                     self._hushed[track.key] = self._hushed.get(track.key, 0) + 1
@@ -64,13 +64,13 @@ class Log:
                 hushed = self._hushed.pop(track.key, 0)
                 again = f"; it came and went {hushed} more times since it was last said" if hushed else ""
                 self.finding(finding, f"appeared ({finding.severity}{again}): {_unnamed(finding)}")
-            elif kind == GONE:
+            elif kind == Note.GONE:
                 self._held.discard(track.key)
                 if self._said_at.get(track.key) == track.first_t:  # its appearance was said
                     self.finding(finding, f"gone after {_seen(track)}, before it held: nothing done")
-            elif kind == IGNORED:
+            elif kind == Note.IGNORED:
                 self.finding(finding, f"held {_seen(track)}: ignored (--on-{finding.severity} ignore)")
-            elif kind == FORGOTTEN:
+            elif kind == Note.FORGOTTEN:
                 self._held.discard(track.key)
                 self.finding(finding, "cleared: it was ignored, so nothing to set back")
 
@@ -81,7 +81,7 @@ class Log:
         for track in decision.tracks:
             if track.resume:
                 self.finding(track.finding, f"{decision.op} begun before a restart: carried on")
-            elif decision.op in (RECORD, REQUEST) and track.key not in self._held:
+            elif decision.op in (Op.RECORD, Op.REQUEST) and track.key not in self._held:
                 self._held.add(track.key)
                 self.finding(track.finding, f"held {_seen(track)}: {track.action}")
 

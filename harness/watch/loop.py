@@ -32,6 +32,7 @@ from harness.nvml import read, xid_table
 from harness.nvml.monitor import NvmlXid
 from harness.nvml.snapshot import Snapshot
 from harness.records import NODE, Code, Finding, Remediation, Severity
+from harness.verdict import ExitCode
 from harness.watch import act, flap, judge
 from harness.watch import metrics as watch_metrics
 from harness.watch.config import WatchConfig
@@ -301,7 +302,7 @@ class Watch:
         op, now = decision.op, self.wall()
         begun = self._open(op, decision) or self._begin(op, decision, t)
         key = f"{begun.id}/{begun.time}"
-        if op == flap.REQUEST:
+        if op == flap.Op.REQUEST:
             failing = [track.finding for track in decision.tracks]
             asked = nodes.parse_stamp(begun.time) or now
             health = self.writer.request(failing, self._wanted(decision), now, key, asked)
@@ -310,13 +311,13 @@ class Watch:
             return
         self.writer.condition(self._wanted(decision), now)
         messages = "; ".join(track.finding.message for track in decision.tracks)
-        if op == flap.RECORD:
+        if op == flap.Op.RECORD:
             self.writer.event(act.EVENT_RECORD, messages, now, key=key)
-        elif op == flap.CLEAR:
+        elif op == flap.Op.CLEAR:
             said = f"cleared (the node stays as it is): {messages}"
             self.writer.event(act.EVENT_CLEARED, said, now, key=key, warning=False)
         self._done(begun, decision, t)
-        if op == flap.CLEAR:
+        if op == flap.Op.CLEAR:
             self.say.cleared(decision.tracks, self.config.hold, self.config.xid_clear_s)
         else:
             self.say.acted(op, decision.tracks, DONE)
@@ -350,7 +351,7 @@ class Watch:
         tracks = {track.key: track for track in self.tracker.open()}
         if decision is not None:
             for track in decision.tracks:
-                if decision.op == flap.CLEAR:
+                if decision.op == flap.Op.CLEAR:
                     tracks.pop(track.key, None)
                 else:
                     tracks[track.key] = track
@@ -390,8 +391,7 @@ class Watch:
         return value
 
     def _snapshot(self) -> Snapshot:
-        if hasattr(self.nv, "now_s"):  # a simulation: its timeline runs on the watch's clock
-            self.nv.now_s = self.clock() - (self.origin or 0.0)
+        self.nv.follow_clock(self.clock() - (self.origin or 0.0))  # a simulation's timeline runs on our clock
         source = "nvml" if self.config.nvml == "real" else self.config.nvml
         return read.snapshot(self.nv, source)
 
@@ -435,7 +435,7 @@ def run(watch: Watch, stop: threading.Event) -> int:
         began = watch.clock()
         watch.poll()
         stop.wait(max(0.0, watch.config.interval_s - (watch.clock() - began)))
-    return 0
+    return int(ExitCode.PASS)
 
 
 def newest_result(directory: Path, node: str) -> float | None:

@@ -17,9 +17,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from harness import options
-from harness.watch.config import LAST_POLL
+from harness.verdict import ExitCode
+from harness.watch.config import JOURNAL, LAST_POLL
 
-STATE_DIR = Path("/var/lib/gpu-burnin/watch")
+STATE_DIR = JOURNAL.parent
 MAX_AGE_S = 120.0
 
 
@@ -44,9 +45,9 @@ def main(args: argparse.Namespace, *, now: Callable[[], float] = time.time) -> i
     path = args.state_dir / LAST_POLL
     problem = _problem(path, args.max_age, now())
     if problem is None:
-        return 0
+        return int(ExitCode.PASS)
     print(f"gpu-burnin watch-ready: not ready: {problem}", file=sys.stderr)
-    return 1
+    return int(ExitCode.FAIL)  # not ready: the kubelet reads any code but 0 so
 
 
 def _problem(path: Path, max_age_s: float, now: float) -> str | None:
