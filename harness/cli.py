@@ -110,6 +110,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="act on this node's last preflight result, if this recent and from the same options, instead of "
         "burning again (after a failed node update; default 3600; 0: never)",
     )
+    preflight.add_argument(
+        "--preflight-retries",
+        type=_retries,
+        default=3,
+        metavar="N",
+        help=f"burn again this many times after an incomplete run, each a new run with its own result, before "
+        f"marking the node incomplete for a person (a failure is never retried; 0 to {entrypoints.RETRIES_MAX}; "
+        "default 3)",
+    )
+    preflight.add_argument(
+        "--preflight-retry-wait",
+        type=options.seconds,
+        default=60.0,
+        metavar="SECONDS",
+        help=f"wait this long before the first retry, twice as long before each next (at most "
+        f"{entrypoints.RETRY_WAIT_MAX_S:.0f}; default 60)",
+    )
     preflight.set_defaults(handler=_preflight)
 
     periodic = commands.add_parser(
@@ -346,7 +363,13 @@ def _metrics_module() -> ModuleType:
 
 
 def _preflight(args: argparse.Namespace) -> int:
-    command = _node_command(args, stay=args.stay, reuse_within_s=args.reuse_within)
+    command = _node_command(
+        args,
+        stay=args.stay,
+        reuse_within_s=args.reuse_within,
+        retries=args.preflight_retries,
+        retry_wait_s=args.preflight_retry_wait,
+    )
     with runner.documents_on_stdout(args.json):
         return entrypoints.preflight(command, _values(args, node=True), args.pytest_args, args.timeout)
 
@@ -410,6 +433,16 @@ def _marks(args: argparse.Namespace) -> Marks:
     given = {field: getattr(args, field) for field in MARK_FIELDS}
     marks = dataclasses.replace(defaults, **{k: v for k, v in given.items() if v is not None})
     return marks.check(args.mark_prefix, MARK_FIELDS)
+
+
+def _retries(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if not 0 <= value <= entrypoints.RETRIES_MAX:
+        raise argparse.ArgumentTypeError(f"expected 0 to {entrypoints.RETRIES_MAX}, got {value}")
+    return value
 
 
 def _share(text: str) -> float:

@@ -62,6 +62,15 @@ class NodeCommand:
     """preflight in a DaemonSet: after acting, wait to be stopped instead of exiting (and being restarted)."""
     reuse_within_s: float = 3600.0
     """preflight: a result for this node this recent, from the same options, is acted on instead of burning again."""
+    retries: int = 3
+    """preflight: an incomplete run is burned again this many times (each a new run, its own result) before
+    the node is marked incomplete for a person; a failure is never retried."""
+    retry_wait_s: float = 60.0
+    """preflight: the wait before the first retry, doubled for each next one, at most RETRY_WAIT_MAX_S."""
+
+
+RETRIES_MAX = 10
+RETRY_WAIT_MAX_S = 600.0
 
 
 def node_from(given: str | None) -> str:
@@ -111,29 +120,48 @@ def preflight(
         return _unreachable(command.node, err)
     if stop.asked:
         return _stopped_before(command.node, stop)
-    with lock.hold(chosen.results_dir, chosen.run_id):  # a second preflight of this node exits 4 here
-        doc = find_reusable(chosen, command.node, within_s=command.reuse_within_s, now=results.utcnow())
-        if doc is not None:
-            print(f"gpu-burnin: acting on the recent result {doc.run_id} for this node instead of burning again")
-        else:
-            if stop.asked:
-                return _stopped_before(command.node, stop)
-            record_preflight(chosen.results_dir, command.node, chosen.run_id)
-            code, doc = _run(chosen, values, pytest_args, timeout_s)
-            if doc is None:
-                return code
-        _metrics(command, doc, chosen.results_dir)
-        try:
-            done = actions.preflight(api, command.node, outcome(doc), command.marks, results.utcnow())
-        except KubeError as err:
-            return _not_updated(command.node, doc, err)
+    attempts = command.retries + 1
+    for attempt in range(attempts):
+        if attempt:
+            wait = min(command.retry_wait_s * 2 ** (attempt - 1), RETRY_WAIT_MAX_S)
+            print(
+                f"gpu-burnin: run {chosen.run_id} was incomplete; burning again in {wait:.0f} s "
+                f"(attempt {attempt + 1} of {attempts}, --preflight-retries {command.retries})",
+                flush=True,
+            )
+            if stop.event.wait(wait):
+                return _stopped_before(command.node, stop, what="the next burn")
+            chosen = dataclasses.replace(chosen, run_id=results.new_run_id())
+        with lock.hold(chosen.results_dir, chosen.run_id):  # a second preflight of this node exits 4 here
+            doc = None
+            if attempt == 0:
+                doc = find_reusable(chosen, command.node, within_s=command.reuse_within_s, now=results.utcnow())
+            if doc is not None:
+                print(f"gpu-burnin: acting on the recent result {doc.run_id} for this node instead of burning again")
+            else:
+                if stop.asked:
+                    return _stopped_before(command.node, stop)
+                record_preflight(chosen.results_dir, command.node, chosen.run_id)
+                code, doc = _run(chosen, values, pytest_args, timeout_s)
+                if doc is None:
+                    return code
+                if doc.verdict.status is Status.INCOMPLETE and attempt + 1 < attempts and not stop.asked:
+                    continue  # the node is left pending (its label keeps this pod) until the last attempt
+            _metrics(command, doc, chosen.results_dir)
+            try:
+                done = actions.preflight(api, command.node, outcome(doc), command.marks, results.utcnow())
+            except KubeError as err:
+                return _not_updated(command.node, doc, err)
+        break
+    else:  # every attempt continued: unreachable (the last attempt always acts)
+        raise AssertionError("preflight: no attempt acted")
     print(f"gpu-burnin: {done.message}")
     return _stay(stop) if command.stay else done.exit_code
 
 
-def _stopped_before(node: str, stop: Stop) -> int:
+def _stopped_before(node: str, stop: Stop, *, what: str = "the burn") -> int:
     print(
-        f"gpu-burnin: stopped by {stop.signal} before the burn: nothing was run, node {node} is left as it was",
+        f"gpu-burnin: stopped by {stop.signal} before {what}: nothing was run, node {node} is left as it was",
         file=sys.stderr,
     )
     return int(ExitCode.INCOMPLETE)

@@ -133,7 +133,7 @@ def test_preflight_failure_and_incomplete_keep_the_taint_and_say_why(server, tmp
     empty = tmp_path / "empty"
     empty.mkdir()
     # Other baselines than the failed result's: that result is not reused, the node is burned again.
-    incomplete = gpu_burnin("preflight", tmp_path, kubeconfig, "--baseline-dir", str(empty))
+    incomplete = gpu_burnin("preflight", tmp_path, kubeconfig, "--baseline-dir", str(empty), "--preflight-retries", "0")
     assert incomplete.returncode == 2, incomplete.stderr
     node = server.node("n1")
     assert PREFLIGHT in node["spec"]["taints"] and node["metadata"]["labels"]["gpu-burnin/preflight"] == "incomplete"
@@ -365,3 +365,43 @@ def test_a_sigterm_before_the_burn_exits_at_once_burning_nothing_and_releasing_n
     assert not (tmp_path / "results").exists() or documents(tmp_path / "results") == []
     node = server.node("n1")
     assert PREFLIGHT in node["spec"]["taints"] and node["metadata"]["labels"]["gpu-burnin/preflight"] == "pending"
+
+
+def test_an_incomplete_preflight_is_burned_again_before_it_needs_a_person_and_a_failure_never(server, tmp_path):
+    joining(server)
+    kubeconfig = server.kubeconfig(tmp_path)
+    empty = tmp_path / "empty"  # no baseline: every run is incomplete
+    empty.mkdir()
+    retry = ("--preflight-retries", "2", "--preflight-retry-wait", "0.2")
+    incomplete = gpu_burnin("preflight", tmp_path, kubeconfig, "--baseline-dir", str(empty), *retry)
+    assert incomplete.returncode == 2, incomplete.stderr
+    assert incomplete.stdout.count("was incomplete; burning again") == 2
+    runs = documents(tmp_path / "results")
+    assert len(runs) == 3 and len({d["run_id"] for d in runs}) == 3  # each a fresh burn, its own result
+    assert all(d["verdict"]["status"] == "incomplete" for d in runs)
+    # The node was acted on once, after the last attempt: the label kept the pod until then.
+    assert [r.method for r in server.requests if r.path == NODE].count("PATCH") == 1
+    assert server.node("n1")["metadata"]["labels"]["gpu-burnin/preflight"] == "incomplete"
+    assert [e["reason"] for e in server.events] == ["GPUBurnInIncomplete"]
+
+    server.edit_node("n1", lambda n: n["metadata"]["labels"].update({"gpu-burnin/preflight": "pending"}))
+    failed = gpu_burnin("preflight", tmp_path, kubeconfig, "--baseline-dir", str(unreachable_floors(tmp_path)), *retry)
+    assert failed.returncode == 1, failed.stderr
+    assert "burning again" not in failed.stdout
+    assert len(documents(tmp_path / "results")) == 4  # a failure is never retried into a pass
+
+
+@pytest.mark.parametrize(
+    "given",
+    [
+        ["--preflight-retries", "-1"],
+        ["--preflight-retries", "11"],
+        ["--preflight-retries", "x"],
+        ["--preflight-retry-wait", "0"],
+    ],
+)
+def test_bad_retry_flags_exit_4_before_anything_runs(server, tmp_path, given):
+    joining(server)
+    done = gpu_burnin("preflight", tmp_path, server.kubeconfig(tmp_path), *given)
+    assert done.returncode == 4 and given[0] in done.stderr
+    assert server.requests == []

@@ -422,7 +422,10 @@ def test_status_says_why_each_preflight_is_held_from_its_pod_in_one_call(server,
     """The preflight pod's phase and what holds it, read from the tool's namespace only, label-selected."""
     old = "2026-11-28T08:00:00Z"
     for name in ("nogpu", "pull", "crash", "burning", "orphan"):
-        server.add_node(name, labels={**GPU_NODE, "gpu-burnin/preflight": "pending"}, taints=[PREFLIGHT], created=old)
+        # nogpu: the device plugin does not tolerate the preflight taint, so no GPU is allocatable there.
+        status = {"allocatable": {"cpu": "96"}} if name == "nogpu" else None
+        labels = {**GPU_NODE, "gpu-burnin/preflight": "pending"}
+        server.add_node(name, labels=labels, taints=[PREFLIGHT], created=old, status=status)
     unschedulable = {
         "type": "PodScheduled",
         "status": "False",
@@ -467,8 +470,10 @@ def test_status_says_why_each_preflight_is_held_from_its_pod_in_one_call(server,
     found = {s.name: s for s in actions.status(person, MARKS, actions.Fleet(), pending_limit_s=7200, now=NOW)}
     assert found["nogpu"].stuck
     assert found["nogpu"].why == (
-        "pod pre-a: Pending: Unschedulable: 0/1 nodes are available: 1 Insufficient nvidia.com/gpu."
+        "pod pre-a: Pending: Unschedulable: 0/1 nodes are available: 1 Insufficient nvidia.com/gpu.; "
+        "no nvidia.com/gpu allocatable: is the device plugin running (tolerating the preflight taint)?"
     )
+    assert found["nogpu"].gpus == "?/?"
     assert found["pull"].why == 'pod pre-b: Pending: container burn: ImagePullBackOff: Back-off pulling image "r/x:1"'
     assert found["crash"].why == "pod pre-c: Running: container burn: CrashLoopBackOff: back-off 5m0s"
     assert found["burning"].why == "pod pre-d: Running"

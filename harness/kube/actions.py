@@ -259,18 +259,22 @@ def _with_pods(api: Api, found: list[NodeState]) -> list[NodeState]:
         pods = api.list_pods(PREFLIGHT_PODS)
     except KubeError as err:  # status is read-only and a person's: their rights may stop at nodes
         said = f"the preflight pods cannot be read: {err.problem}"
-        return [dataclasses.replace(s, why=s.why or said) if s.state.startswith("preflight-") else s for s in found]
+        return [_also(s, said) if s.state.startswith("preflight-") else s for s in found]
     by_node: dict[str, list[dict[str, Any]]] = {}
     for pod in pods:
         by_node.setdefault(pod_node(pod), []).append(pod)
     out = []
     for s in found:
-        if s.state.startswith("preflight-") and not s.why:
+        if s.state.startswith("preflight-"):
             mine = by_node.get(s.name, [])
-            why = "; ".join(pod_problem(p) for p in mine) if mine else "no preflight pod for this node"
-            s = dataclasses.replace(s, why=why)
+            s = _also(s, "; ".join(pod_problem(p) for p in mine) if mine else "no preflight pod for this node")
         out.append(s)
     return out
+
+
+def _also(state: NodeState, said: str) -> NodeState:
+    """What the pods say first, then what the node says (a GPU missing, no device plugin)."""
+    return dataclasses.replace(state, why=f"{said}; {state.why}" if state.why else said)
 
 
 def pod_node(pod: dict[str, Any]) -> str:
