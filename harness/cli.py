@@ -182,7 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Poll NVML health and listen for Xid events, judge them with the suite's health rules and "
         "the baselines' thresholds, and record each finding, or ask for the node to be taken out, once per "
         "finding, each action journaled first; it writes only its own node. Exit 0 when stopped, 2 when the "
-        "GPUs or the node cannot be reached, 4 for bad options.",
+        "node cannot be read at start, 4 for bad options; NVML missing or wedged never ends it (the condition "
+        "says Unknown and NVML is tried again).",
     )
     _node_arguments(watch)
     watch_command.add_arguments(watch)
