@@ -12,11 +12,13 @@ import time
 
 import pytest
 
+from harness import results
 from harness.errors import ConfigError
 from harness.kube import node as nodes
 from harness.nvml import binding
 from harness.nvml.sim import Simulated
 from harness.records import Code, Finding, Remediation, Severity
+from harness.verdict import Status, Verdict
 from harness.watch import flap
 from harness.watch.config import Policy, WatchConfig
 from harness.watch.journal import Journal
@@ -526,18 +528,35 @@ def test_without_a_count_label_or_a_one_size_baseline_a_short_node_is_not_judged
     assert watch_condition(server)["reason"] == "NoFindings"
 
 
+def a_result(results_dir, node, run_id, status, when):
+    """A finished result file of `node`, written at `when` (seconds since the epoch)."""
+    started = dt.datetime.fromtimestamp(when, dt.UTC)
+    doc = results.ResultDocument(
+        run_id=run_id,
+        node=node,
+        started_at=started,
+        device_kind="cuda",
+        entrypoint="periodic",
+        state=results.RunState.FINISHED,
+        ended_at=started,
+        verdict=Verdict(status=status, reasons=() if status is Status.PASS else ("why",)),
+    )
+    path = results.write(results.path_for(results_dir, node, run_id), doc)
+    os.utime(path, (when, when))
+    return path
+
+
 def test_the_watch_keeps_the_freshness_label_while_the_newest_result_is_young(server, tmp_path):
-    """gpu-burnin/fresh=true on its own node while the node's newest result is younger than --retest-after,
-    absent otherwise; written only when that changes (the periodic pods require it absent)."""
+    """gpu-burnin/fresh=true on its own node while the node's newest complete result is younger than
+    --retest-after, absent otherwise; written only when that changes (the periodic pods require it absent).
+    An incomplete run (a periodic pod preempted, or cut at its Job's deadline) tested nothing: never fresh."""
     results_dir = tmp_path / "results"
     results_dir.mkdir()
     fleet = Nodes(server, tmp_path, results_dir=results_dir, retest_after_s=7 * 86400.0)
-    result = results_dir / "n1_20261127T000000Z-a1b2c3.json"
-    result.write_text("{}")
     day = 86400.0
-    stamp = EPOCH.timestamp() - day  # tested a day before the watch starts
-    os.utime(result, (stamp, stamp))
-    (results_dir / "n10_20261128T000000Z-ffffff.json").write_text("{}")  # another node's: not this one's
+    a_result(results_dir, "n1", "20261127T000000Z-a1b2c3", Status.PASS, EPOCH.timestamp() - day)
+    a_result(results_dir, "n10", "20261128T000000Z-ffffff", Status.PASS, EPOCH.timestamp())  # another node's
+    (results_dir / "n1_20261128T000000Z-0badf0.json").write_text("{}")  # not a result: never fresh
     fleet.add("n1", SCENARIOS / "healthy.toml")
 
     def label_writes():
@@ -546,13 +565,15 @@ def test_the_watch_keeps_the_freshness_label_while_the_newest_result_is_young(se
     assert server.node("n1")["metadata"]["labels"]["gpu-burnin/fresh"] == "true"
     fleet.run(5 * day, every=3600)
     assert label_writes() == [{"gpu-burnin/fresh": "true"}]  # once, not at every poll
-    fleet.run(2 * day, every=3600)  # the result is 7 days old now
+    preempted = a_result(
+        results_dir, "n1", "20261202T000000Z-c0ffee", Status.INCOMPLETE, fleet.clock.wall().timestamp()
+    )
+    fleet.run(2 * day, every=3600)  # the pass is 7 days old now, and the newer run was cut short
+    assert preempted.exists()
     assert "gpu-burnin/fresh" not in server.node("n1")["metadata"]["labels"]
     assert label_writes() == [{"gpu-burnin/fresh": "true"}, {"gpu-burnin/fresh": None}]
-    newer = results_dir / "n1_20261205T000000Z-d4e5f6.json"  # a periodic run: fresh again
-    newer.write_text("{}")
-    os.utime(newer, (fleet.clock.wall().timestamp(),) * 2)
-    fleet.run(3600, every=3600)
+    a_result(results_dir, "n1", "20261205T000000Z-d4e5f6", Status.FAIL, fleet.clock.wall().timestamp())
+    fleet.run(3600, every=3600)  # a periodic run that finished (a failure tested the GPUs too): fresh again
     assert server.node("n1")["metadata"]["labels"]["gpu-burnin/fresh"] == "true"
     assert len(label_writes()) == 3
     # Only this tool's label, only on its own node.

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import os
 import sys
 import threading
@@ -25,6 +26,7 @@ from typing import Any, TextIO, TypeVar
 
 from harness import results
 from harness.baselines import BaselineSet
+from harness.errors import ConfigError
 from harness.kube import actions
 from harness.kube import node as nodes
 from harness.kube.api import KubeError
@@ -32,7 +34,8 @@ from harness.nvml import read, xid_table
 from harness.nvml.monitor import NvmlXid
 from harness.nvml.snapshot import Snapshot
 from harness.records import NODE, Code, Finding, Remediation, Severity
-from harness.verdict import ExitCode
+from harness.results import RunState
+from harness.verdict import ExitCode, Status
 from harness.watch import act, flap, judge
 from harness.watch import metrics as watch_metrics
 from harness.watch.config import WatchConfig
@@ -439,19 +442,34 @@ def run(watch: Watch, stop: threading.Event) -> int:
 
 
 def newest_result(directory: Path, node: str) -> float | None:
-    """The modification time of the node's newest result file in `directory`, or None (none, or no such
-    directory: the node was never tested here, or the results are not mounted)."""
-    newest = None
+    """When the node's newest complete result was written (a pass or a fail), or None: none, or no such
+    directory (the node was never tested here, or the results are not mounted). An incomplete run, a
+    periodic pod preempted or cut at its Job's deadline among them, says nothing about the GPUs, so it
+    never makes a node fresh; nor does a file that is not a result of this node."""
+    found: list[tuple[float, Path]] = []
     try:
         for path in directory.glob(results.node_pattern(node)):
             try:
-                mtime = path.stat().st_mtime
+                found.append((path.stat().st_mtime, path))
             except OSError:
                 continue
-            newest = mtime if newest is None else max(newest, mtime)
     except OSError:
         return None
-    return newest
+    for mtime, path in sorted(found, reverse=True):
+        if _complete(str(path), mtime, node):
+            return mtime
+    return None
+
+
+@functools.lru_cache(maxsize=256)
+def _complete(path: str, mtime: float, node: str) -> bool:
+    """Whether a result file (as of `mtime`: a rewritten file is read again) is a finished pass or fail of
+    `node`; kept, so a poll reads a result file once, not every 30 s."""
+    try:
+        doc = results.load(Path(path))
+    except ConfigError:
+        return False
+    return doc.node == node and doc.state is not RunState.RUNNING and doc.verdict.status in (Status.PASS, Status.FAIL)
 
 
 def _ago(seconds: float) -> str:
