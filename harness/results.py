@@ -21,6 +21,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from harness import files
 from harness.devices import Device
 from harness.errors import ConfigError
 from harness.profiles import Profile
@@ -182,6 +183,12 @@ def parse_timestamp(text: str) -> dt.datetime:
     return dt.datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(dt.UTC)
 
 
+MAX_BYTES = 16 * 2**20
+"""The largest result file read: 16 MiB. Results are tens of kilobytes (45 KB for 8 GPUs and
+every test in bench/fleet.py's fleets, 4 KB for a one-GPU H200 run in bench/results), so a
+margin of hundreds for health snapshots and telemetry; anything larger is not a result, and
+would only cost memory."""
+
 RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 """What a run id may be: it names files. new_run_id() makes `20261127T130000Z-a1b2c3`."""
 
@@ -264,12 +271,12 @@ def write_json(path: Path, document: dict[str, Any]) -> Path:
 
 
 def load(path: Path) -> ResultDocument:
-    """Read a result file, refusing documents this version cannot read correctly (ConfigError)."""
+    """Read a result file, refusing documents this version cannot read correctly (ConfigError), and
+    anything but a regular file of at most MAX_BYTES (a FIFO would block the reader for ever)."""
+    raw = files.read_regular(path, limit=MAX_BYTES)
     try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as err:
-        raise ConfigError(f"cannot read: {err.strerror}", file=path) from err
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        document = json.loads(raw.decode("utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as err:
         raise ConfigError(f"not a JSON document: {err}", file=path) from err
     if not isinstance(document, dict) or document.get("schema") != SCHEMA:
         raise ConfigError(f"not a gpu-burnin result (schema is not {SCHEMA!r})", file=path, field="schema")

@@ -2,6 +2,7 @@ import datetime as dt
 import json
 import os
 import stat
+import threading
 
 import pytest
 
@@ -132,3 +133,27 @@ def test_a_node_name_never_leaves_the_results_directory(tmp_path):
     for node in ("..", "../..", "a/../../b", "/etc/passwd", ""):
         path = results.path_for(tmp_path, node, "20261207T000000Z-abcdef")
         assert path.parent == tmp_path and "/" not in path.name and path.name not in ("..", ".")
+
+
+def test_load_reads_only_a_regular_file_of_a_sane_size(tmp_path):
+    """A FIFO among the results (a node's disk is not trusted) would block the reader for ever: the watch
+    reads this directory every poll. It is refused at once, as a file too large to be a result."""
+    fifo = tmp_path / "n1_fifo.json"
+    os.mkfifo(fifo)
+    refused: list[str] = []
+
+    def read() -> None:
+        try:
+            results.load(fifo)
+        except ConfigError as err:
+            refused.append(str(err))
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(timeout=10)
+    assert not reader.is_alive(), "results.load blocked on a FIFO"
+    assert refused and "not a regular file" in refused[0]
+    huge = tmp_path / "n1_huge.json"
+    huge.write_bytes(b" " * (results.MAX_BYTES + 1))
+    with pytest.raises(ConfigError, match="over the limit"):
+        results.load(huge)
