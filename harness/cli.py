@@ -112,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     preflight.add_argument(
         "--preflight-retries",
-        type=_retries,
+        type=options.whole(0, entrypoints.RETRIES_MAX),
         default=3,
         metavar="N",
         help=f"burn again this many times after an incomplete run, each a new run with its own result, before "
@@ -434,16 +434,6 @@ def _marks(args: argparse.Namespace) -> Marks:
     given = {field: getattr(args, field) for field in MARK_FIELDS}
     marks = dataclasses.replace(defaults, **{k: v for k, v in given.items() if v is not None})
     return marks.check(args.mark_prefix, MARK_FIELDS)
-
-
-def _retries(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if not 0 <= value <= entrypoints.RETRIES_MAX:
-        raise argparse.ArgumentTypeError(f"expected 0 to {entrypoints.RETRIES_MAX}, got {value}")
-    return value
 
 
 def _share(text: str) -> float:

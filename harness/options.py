@@ -141,6 +141,23 @@ def count(text: str) -> int:
     return value
 
 
+def whole(least: int, most: int, what: str = "") -> Callable[[str], int]:
+    """A parser of a whole number from `least` to `most`, for argparse's `type=`; `what` says what the
+    bounds mean in the error ("0: not at all")."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if not least <= value <= most:
+            said = f" ({what})" if what else ""
+            raise argparse.ArgumentTypeError(f"expected {least} to {most}{said}, got {value}")
+        return value
+
+    return parse
+
+
 def bounded(above: float, most: float, what: str) -> Callable[[str], float]:
     """A parser of a finite number greater than `above` and at most `most`, for argparse's `type=`;
     `what` names the number in the error ("a number of days")."""

@@ -10,6 +10,13 @@ from typing import Any
 NODE = "gpu-node-7"
 OTHER_NODE = "gpu-node-8"
 REMEDIATOR_NODE = "cpu-node-1"
+
+
+def home_node(component: str) -> str:
+    """The node a component's pod runs on: the remediator off the GPU nodes, the node agents on theirs."""
+    return REMEDIATOR_NODE if component == "remediator" else NODE
+
+
 Edit = Callable[[dict[str, Any]], object]
 
 

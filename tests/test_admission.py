@@ -19,7 +19,6 @@ from tests import admission
 from tests.admission import AGENTS, COMPONENTS, RENDERS, Manifest, identity, token
 from tests.node_states import (
     CORDONED,
-    NODE,
     OTHER_NODE,
     REMEDIATOR_NODE,
     Edit,
@@ -33,6 +32,7 @@ from tests.node_states import (
     cordon,
     event,
     failing,
+    home_node,
     in_preflight,
     in_service,
     labels,
@@ -59,10 +59,6 @@ def docs(request) -> list[Manifest]:
 @pytest.fixture(scope="module")
 def base() -> list[Manifest]:
     return admission.render()
-
-
-def home_node(component: str) -> str:
-    return REMEDIATOR_NODE if component == "remediator" else NODE
 
 
 def update(

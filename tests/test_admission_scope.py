@@ -11,7 +11,7 @@ import pytest
 
 from tests import admission
 from tests.admission import AGENTS, COMPONENTS, RENDERS, Manifest, identity, token
-from tests.node_states import NODE, OTHER_NODE, REMEDIATOR_NODE, event
+from tests.node_states import NODE, OTHER_NODE, event, home_node
 
 if shutil.which("kubectl") is None:
     pytest.skip("kubectl is not on PATH: deploy/ is rendered with `kubectl kustomize`", allow_module_level=True)
@@ -25,10 +25,6 @@ def docs(request) -> list[Manifest]:
 @pytest.fixture(scope="module")
 def base() -> list[Manifest]:
     return admission.render()
-
-
-def home_node(component: str) -> str:
-    return REMEDIATOR_NODE if component == "remediator" else NODE
 
 
 # -- Events ------------------------------------------------------------------------------------

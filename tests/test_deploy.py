@@ -30,6 +30,15 @@ IMAGE = "ghcr.io/gpu-burnin/gpu-burnin:0.1.0"
 SLIM_IMAGE = "ghcr.io/gpu-burnin/gpu-burnin-slim:0.1.0"
 """The watch's and the remediator's: no torch (images/Dockerfile.slim)."""
 UID = 10001
+LOCKED_DOWN = {
+    "runAsNonRoot": True,
+    "runAsUser": UID,
+    "runAsGroup": UID,
+    "allowPrivilegeEscalation": False,
+    "readOnlyRootFilesystem": True,
+    "capabilities": {"drop": ["ALL"]},
+}
+"""What every long-running container of ours runs as: the image user, nothing to gain, nothing written."""
 STATE_DIR = "/var/lib/gpu-burnin"
 COMMON_ARGS = [
     "--baseline-dir",
@@ -199,14 +208,7 @@ def test_both_pods_run_unprivileged_as_the_image_user(rendered, kind):
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert (pod["securityContext"]["runAsUser"], pod["securityContext"]["runAsGroup"]) == (UID, UID)
     (container,) = pod["containers"]
-    assert container["securityContext"] == {
-        "runAsNonRoot": True,
-        "runAsUser": UID,
-        "runAsGroup": UID,
-        "allowPrivilegeEscalation": False,
-        "readOnlyRootFilesystem": True,
-        "capabilities": {"drop": ["ALL"]},
-    }
+    assert container["securityContext"] == LOCKED_DOWN
     # The one root step: hand the hostPath's directories to the image user, with CAP_CHOWN alone.
     (init,) = pod["initContainers"]
     assert init["image"] == IMAGE
@@ -432,14 +434,7 @@ def test_the_watch_runs_unprivileged_with_its_journal_on_the_node(rendered):
     pod = watch_pod(rendered)
     assert pod["securityContext"]["runAsNonRoot"] is True
     (container,) = pod["containers"]
-    assert container["securityContext"] == {
-        "runAsNonRoot": True,
-        "runAsUser": UID,
-        "runAsGroup": UID,
-        "allowPrivilegeEscalation": False,
-        "readOnlyRootFilesystem": True,
-        "capabilities": {"drop": ["ALL"]},
-    }
+    assert container["securityContext"] == LOCKED_DOWN
     (init,) = pod["initContainers"]
     assert init["securityContext"]["capabilities"] == {"drop": ["ALL"], "add": ["CHOWN"]}
     assert "/var/lib/gpu-burnin/watch" in init["command"][-1]
@@ -651,14 +646,7 @@ def test_the_remediator_runs_unprivileged_as_the_image_user(rendered):
         "seccompProfile": {"type": "RuntimeDefault"},
     }
     (container,) = pod["containers"]
-    assert container["securityContext"] == {
-        "runAsNonRoot": True,
-        "runAsUser": UID,
-        "runAsGroup": UID,
-        "allowPrivilegeEscalation": False,
-        "readOnlyRootFilesystem": True,
-        "capabilities": {"drop": ["ALL"]},
-    }
+    assert container["securityContext"] == LOCKED_DOWN
     assert "initContainers" not in pod  # no hostPath: nothing of it lives on a node
     assert not any("hostPath" in volume for volume in pod["volumes"])
 

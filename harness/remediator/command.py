@@ -87,7 +87,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         )
     parser.add_argument(
         "--metrics-port",
-        type=_port,
+        type=options.whole(0, 65535, "0: not at all"),
         default=DEFAULTS.metrics_port,
         metavar="PORT",
         help=f"serve /metrics here (default {DEFAULTS.metrics_port}; 0: not at all)",
@@ -229,15 +229,6 @@ def summary(plan: brake.Plan, seen: list[brake.Seen], marks: Marks) -> str:
         f"(limit {plan.limit}){held}"
     )
 
-
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"expected a port from 1 to 65535, or 0, got {value}")
-    return value
 
 
 def _metrics() -> Metrics:
