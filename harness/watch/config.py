@@ -153,14 +153,14 @@ class WatchConfig:
         metavar="DIR",
     )
     """Where preflight and periodic write this node's results (the shared hostPath): the freshness label
-    follows the newest one. None: no freshness label is kept."""
+    follows the newest finished pass or fail. None: no freshness label is kept."""
     retest_after_s: float = option(
         604800.0,
         "--retest-after",
         options.seconds,
-        "label the node fresh while its newest result is younger than this",
+        "label the node fresh while its newest finished pass or fail is younger than this",
     )
-    """A node whose newest result is younger than this is fresh (labelled): the periodic runs skip it."""
+    """A node whose newest finished pass or fail is younger than this is fresh (labelled): the periodic runs skip it."""
     boot_id: str = ""
     """This boot's id (/proc/sys/kernel/random/boot_id): a journal from another boot starts afresh."""
     timeline_origin: float | None = None

@@ -248,8 +248,8 @@ class Watch:
         return decisions
 
     def _freshen(self) -> None:
-        """The freshness label on this node: present (`true`) while its newest result is younger than
-        --retest-after, absent otherwise; written only when that changes."""
+        """The freshness label on this node: present (`true`) while its newest finished pass or fail is
+        younger than --retest-after, absent otherwise; written only when that changes."""
         if self.config.results_dir is None:
             return
         newest = newest_result(self.config.results_dir, self.config.node)
