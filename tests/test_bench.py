@@ -6,6 +6,7 @@ import datetime as dt
 import importlib
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -324,3 +325,21 @@ def test_the_dry_run_gives_every_expected_result(tmp_path):
     assert list(steps) == STEPS and all(line.split()[1] == "ok" for line in steps.values()), steps
     assert lines[-1] == "gpu_check: every step as expected"
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["gpu_check.tgz", "summary.txt"]
+
+
+def test_proven_steps_are_left_out_on_a_gpu_unless_asked_and_said_so(tmp_path):
+    done, steps, lines = _gpu_check(tmp_path, GPU_CHECK_BUDGET_S="12", GPU_CHECK_PROVEN="0")
+    assert not {"corrupt", "hang", "bench"} & set(steps), steps
+    assert "corrupt, hang: not run (they ran on the H200s of 2026-11-28; GPU_CHECK_PROVEN=1 runs them)" in lines
+    assert "bench: not run (it ran on the H200s of 2026-11-28; GPU_CHECK_PROVEN=1 runs it)" in lines
+
+
+def test_what_a_gpu_runs_by_default_fits_in_six_minutes():
+    """The header's estimates of the steps a GPU runs by default (all but those marked *) fit in the
+    default budget, and the budget plus a step's 10 s grace to die in 6 minutes."""
+    script = (REPO / "bench" / "gpu_check.sh").read_text()
+    budget = int(re.search(r"budget=\$\{GPU_CHECK_BUDGET_S:-\$\(pick (\d+) \d+\)\}", script).group(1))
+    rows = re.findall(r"^#   (\w+)( \*)?\s.*?\s(\d+)$", script, re.M)
+    assert {name for name, _, _ in rows} == set(STEPS)
+    default = sum(int(est) for _, proven, est in rows if not proven)
+    assert default <= budget and budget + 10 <= 360, (default, budget)
